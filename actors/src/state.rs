@@ -1,0 +1,102 @@
+//! A player's in-memory state, owned by exactly one `UserActor`. Kept compact:
+//! a million resident players must fit in well under 1.5 GiB.
+
+/// What the game knows about one player. Changed only by adopting a committed
+/// draft, so it never runs ahead of the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserState {
+    /// Whether a row exists in storage. A player's first command creates it.
+    pub exists: bool,
+    pub gold: i64,
+    pub gems: i64,
+    pub xp: i64,
+    pub level: i32,
+    /// UTC day (days since epoch) of the last `daily` claim.
+    pub daily_day: Option<i32>,
+    pub daily_streak: i32,
+    /// Items owned, by item id; small, so a sorted vector beats a map.
+    pub inventory: Vec<(Box<str>, i64)>,
+}
+
+impl UserState {
+    pub fn owned(&self, item: &str) -> i64 {
+        self.inventory
+            .iter()
+            .find(|(id, _)| &**id == item)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    pub fn set_owned(&mut self, item: &str, quantity: i64) {
+        match self.inventory.binary_search_by(|(id, _)| (**id).cmp(item)) {
+            Ok(i) if quantity == 0 => {
+                self.inventory.remove(i);
+            }
+            Ok(i) => self.inventory[i].1 = quantity,
+            Err(_) if quantity == 0 => {}
+            Err(i) => self.inventory.insert(i, (item.into(), quantity)),
+        }
+    }
+}
+
+/// Remembers the fingerprints of the last commands a player's actor committed,
+/// so a retry is recognised without a database read. When a player has more
+/// ids on record than fit here, a miss must be checked in storage.
+#[derive(Debug, Clone, Default)]
+pub struct RecentCommands {
+    fingerprints: Vec<u64>,
+    next: usize,
+    /// Storage may hold ids for this player that are not in `fingerprints`.
+    pub incomplete: bool,
+}
+
+impl RecentCommands {
+    pub const CAPACITY: usize = 32;
+
+    pub fn from_loaded(fingerprints: Vec<u64>, incomplete: bool) -> Self {
+        let next = fingerprints.len() % Self::CAPACITY;
+        Self { fingerprints, next, incomplete }
+    }
+
+    pub fn contains(&self, fp: u64) -> bool {
+        self.fingerprints.contains(&fp)
+    }
+
+    pub fn remember(&mut self, fp: u64) {
+        if self.fingerprints.len() < Self::CAPACITY {
+            self.fingerprints.push(fp);
+        } else {
+            self.fingerprints[self.next] = fp;
+            self.incomplete = true;
+        }
+        self.next = (self.next + 1) % Self::CAPACITY;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inventory_stays_sorted_and_drops_zeroes() {
+        let mut s = UserState::default();
+        s.set_owned("potion", 2);
+        s.set_owned("bait", 5);
+        s.set_owned("rod", 1);
+        assert_eq!(s.inventory.iter().map(|(i, _)| &**i).collect::<Vec<_>>(), ["bait", "potion", "rod"]);
+        s.set_owned("potion", 0);
+        assert_eq!(s.owned("potion"), 0);
+        assert_eq!(s.owned("bait"), 5);
+        assert_eq!(s.inventory.len(), 2);
+    }
+
+    #[test]
+    fn recent_commands_forget_the_oldest_and_say_so() {
+        let mut r = RecentCommands::default();
+        for fp in 0..RecentCommands::CAPACITY as u64 {
+            r.remember(fp);
+        }
+        assert!(r.contains(0) && !r.incomplete);
+        r.remember(1000);
+        assert!(!r.contains(0) && r.contains(1000) && r.incomplete);
+    }
+}

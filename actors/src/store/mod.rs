@@ -1,0 +1,211 @@
+//! Storage through sqlx: SQLite (embedded default, WAL) or PostgreSQL.
+//!
+//! Each query is written once, in `queries.rs`, and instantiated for both
+//! backends by a macro: the SQL is portable (`$N` placeholders, `ON CONFLICT`,
+//! `excluded.`), only the pool type differs. Only the persistence actor
+//! writes; activation and leaderboards read.
+
+mod queries;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::command::LeaderboardBy;
+use crate::ids::{CommandId, GuildId, UserId, UserKey};
+use crate::state::{RecentCommands, UserState};
+use crate::writeset::{CommitOutcome, Transfer, WriteSet};
+
+pub use queries::{AuditReport, LeaderboardRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("invalid database url: {0}")]
+    Config(String),
+}
+
+/// Which backend, for the start-up report and for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// How long a connection may be waited for before the command fails with
+    /// `storage_unavailable`.
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a writer waits for a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_connections: 8, acquire_timeout: Duration::from_secs(3), busy_timeout: Duration::from_secs(2) }
+    }
+}
+
+/// A player's state as stored, plus the ids of their recent commands.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedUser {
+    pub state: UserState,
+    pub recent: RecentCommands,
+}
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Runs `$body` with `$pool` bound to the concrete pool of either backend.
+macro_rules! on_pool {
+    ($store:expr, ($pool:ident, $q:ident) => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => {
+                use queries::sqlite as $q;
+                $body
+            }
+            Store::Postgres($pool) => {
+                use queries::postgres as $q;
+                $body
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) the embedded SQLite database in `data_dir`.
+    pub async fn open_sqlite(data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Config(format!("cannot create data dir {}: {e}", data_dir.display())))?;
+        Self::open_sqlite_file(&data_dir.join("kokoro.db"), opts).await
+    }
+
+    pub async fn open_sqlite_file(path: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a group commit is acknowledged only after its fsync, so an
+            // acknowledged command survives power loss, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(opts.busy_timeout)
+            .statement_cache_capacity(256);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections.max(2))
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(Self::Sqlite(pool))
+    }
+
+    pub async fn open_postgres(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        Ok(Self::Postgres(pool))
+    }
+
+    /// `postgres://…` selects PostgreSQL, `sqlite:PATH` a SQLite file; `None`
+    /// the embedded database in `data_dir`.
+    pub async fn open(database_url: Option<&str>, data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+        match database_url {
+            None => Self::open_sqlite(data_dir, opts).await,
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Self::open_postgres(u, opts).await,
+            Some(u) => match u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")) {
+                Some(path) => Self::open_sqlite_file(Path::new(path), opts).await,
+                None => Err(StoreError::Config("DATABASE_URL must start with postgres:// or sqlite:".into())),
+            },
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Self::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// The newest migration applied, for readiness and the start-up report.
+    pub async fn migration_version(&self) -> Result<Option<i64>, StoreError> {
+        on_pool!(self, (p, q) => q::migration_version(p).await)
+    }
+
+    pub fn expected_migration_version(&self) -> Option<i64> {
+        let m = match self {
+            Self::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Self::Postgres(_) => &POSTGRES_MIGRATIONS,
+        };
+        m.iter().map(|m| m.version).max()
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, (p, q) => q::ping(p).await)
+    }
+
+    pub async fn load_user(&self, key: UserKey) -> Result<LoadedUser, StoreError> {
+        on_pool!(self, (p, q) => q::load_user(p, key).await)
+    }
+
+    pub async fn find_reply(&self, key: UserKey, id: &CommandId) -> Result<Option<String>, StoreError> {
+        on_pool!(self, (p, q) => q::find_reply(p, key, id).await)
+    }
+
+    /// Commits a batch of WriteSets in one transaction: all or nothing.
+    pub async fn commit(&self, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
+        on_pool!(self, (p, q) => q::commit(p, batch).await)
+    }
+
+    pub async fn leaderboard(&self, guild: GuildId, by: LeaderboardBy, limit: i64) -> Result<Vec<LeaderboardRow>, StoreError> {
+        on_pool!(self, (p, q) => q::leaderboard(p, guild, by, limit).await)
+    }
+
+    /// Transfers debited but not yet credited, created at or before `before_ms`.
+    pub async fn pending_transfers(&self, before_ms: i64, limit: i64) -> Result<Vec<Transfer>, StoreError> {
+        on_pool!(self, (p, q) => q::pending_transfers(p, before_ms, limit).await)
+    }
+
+    /// Checks the money invariants over the whole database.
+    pub async fn audit(&self) -> Result<AuditReport, StoreError> {
+        on_pool!(self, (p, q) => q::audit(p).await)
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(p) => p.close().await,
+            Self::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+fn user_key(guild: i64, user: i64) -> Result<UserKey, StoreError> {
+    let bad = |_| StoreError::Corrupt(format!("bad ids {guild}/{user}"));
+    Ok(UserKey::new(GuildId::new(guild).map_err(bad)?, UserId::new(user).map_err(bad)?))
+}

@@ -1,0 +1,401 @@
+//! The SQL of kokoro, written once and expanded for each backend by
+//! `backend!`. Writes are batched: one multi-row statement per table per
+//! chunk, in chunk sizes from a fixed set so prepared statements are reused.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{QueryBuilder, Row};
+
+use super::{user_key, LoadedUser, StoreError};
+use crate::command::LeaderboardBy;
+use crate::domain::Currency;
+use crate::ids::{CommandId, GuildId, UserId, UserKey};
+use crate::state::{RecentCommands, UserState};
+use crate::writeset::{CommitOutcome, Transfer, UserRow, WriteSet};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderboardRow {
+    pub user: UserId,
+    pub gold: i64,
+    pub level: i64,
+    pub xp: i64,
+}
+
+/// The money invariants, as read from the database.
+#[derive(Debug, Clone, Default)]
+pub struct AuditReport {
+    pub users: i64,
+    pub gold_total: i64,
+    pub gems_total: i64,
+    /// Gold debited from senders and not yet credited to receivers.
+    pub in_flight_gold: i64,
+    pub pending_transfers: i64,
+    /// Ledger sums by (currency, reason): what was minted and burned.
+    pub by_reason: BTreeMap<(String, String), i64>,
+    /// Players whose ledger does not sum to their balance.
+    pub mismatched: Vec<UserKey>,
+}
+
+impl AuditReport {
+    pub fn ledger(&self, currency: Currency, reason: &str) -> i64 {
+        self.by_reason.get(&(currency.as_str().to_owned(), reason.to_owned())).copied().unwrap_or(0)
+    }
+
+    /// Every broken invariant, in words. Empty means the books balance.
+    pub fn violations(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if !self.mismatched.is_empty() {
+            let names: Vec<String> = self.mismatched.iter().take(20).map(ToString::to_string).collect();
+            v.push(format!("{} player(s) whose ledger does not sum to their balance: {}", self.mismatched.len(), names.join(", ")));
+        }
+        let (given, received) = (self.ledger(Currency::Gold, "give"), self.ledger(Currency::Gold, "receive"));
+        if given + received + self.in_flight_gold != 0 {
+            v.push(format!(
+                "transfers do not conserve gold: given {} + received {received} + in flight {} != 0",
+                -given, self.in_flight_gold
+            ));
+        }
+        let ledger_gold: i64 = self.by_reason.iter().filter(|((c, _), _)| c == "gold").map(|(_, s)| s).sum();
+        if ledger_gold != self.gold_total {
+            v.push(format!("total gold {} differs from the ledger total {ledger_gold}", self.gold_total));
+        }
+        v
+    }
+}
+
+/// Splits `n` rows into chunks of a few fixed sizes, largest first.
+fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    let mut out = Vec::new();
+    for size in [128, 32, 8, 1] {
+        while n >= size {
+            out.push(size);
+            n -= size;
+        }
+    }
+    out.into_iter()
+}
+
+fn to_i32(v: Option<i64>) -> Option<i32> {
+    v.and_then(|v| i32::try_from(v).ok())
+}
+
+/// Inserts `$rows` with one multi-row statement per chunk.
+macro_rules! insert_chunked {
+    ($tx:expr, $head:expr, $tail:expr, $rows:expr, |$b:ident, $r:ident| $push:block) => {{
+        let rows = $rows;
+        let mut start = 0;
+        for size in chunk_sizes(rows.len()) {
+            let mut qb = QueryBuilder::new($head);
+            qb.push_values(&rows[start..start + size], |mut $b, $r| $push);
+            qb.push($tail);
+            qb.build().execute(&mut *$tx).await?;
+            start += size;
+        }
+    }};
+}
+
+macro_rules! backend {
+    ($module:ident, $db:ty) => {
+        pub mod $module {
+            use super::*;
+
+            type Pool = sqlx::Pool<$db>;
+
+            pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(pool).await?;
+                Ok(())
+            }
+
+            pub async fn migration_version(pool: &Pool) -> Result<Option<i64>, StoreError> {
+                let row = sqlx::query("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
+                Ok(row.try_get::<Option<i64>, _>(0)?)
+            }
+
+            pub async fn load_user(pool: &Pool, key: UserKey) -> Result<LoadedUser, StoreError> {
+                let (g, u) = (key.guild.get(), key.user.get());
+                let mut conn = pool.acquire().await?;
+                let row = sqlx::query(
+                    "SELECT gold, gems, xp, level, daily_day, daily_streak FROM users WHERE guild_id = $1 AND user_id = $2",
+                )
+                .bind(g)
+                .bind(u)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(LoadedUser::default());
+                };
+                let mut state = UserState {
+                    exists: true,
+                    gold: row.try_get(0)?,
+                    gems: row.try_get(1)?,
+                    xp: row.try_get(2)?,
+                    level: to_i32(row.try_get(3)?).unwrap_or(0),
+                    daily_day: to_i32(row.try_get(4)?),
+                    daily_streak: to_i32(row.try_get(5)?).unwrap_or(0),
+                    inventory: Vec::new(),
+                };
+                let items = sqlx::query(
+                    "SELECT item, quantity FROM inventory WHERE guild_id = $1 AND user_id = $2 AND quantity > 0 ORDER BY item",
+                )
+                .bind(g)
+                .bind(u)
+                .fetch_all(&mut *conn)
+                .await?;
+                for it in items {
+                    let id: String = it.try_get(0)?;
+                    state.inventory.push((id.into_boxed_str(), it.try_get(1)?));
+                }
+                let cap = RecentCommands::CAPACITY as i64;
+                let ids = sqlx::query(
+                    "SELECT command_id FROM commands WHERE guild_id = $1 AND user_id = $2 ORDER BY at_ms DESC LIMIT $3",
+                )
+                .bind(g)
+                .bind(u)
+                .bind(cap + 1)
+                .fetch_all(&mut *conn)
+                .await?;
+                let incomplete = ids.len() as i64 > cap;
+                let mut fps = Vec::with_capacity(ids.len().min(cap as usize));
+                for r in ids.iter().take(cap as usize).rev() {
+                    let id: String = r.try_get(0)?;
+                    if let Ok(id) = id.parse::<CommandId>() {
+                        fps.push(id.fingerprint());
+                    }
+                }
+                Ok(LoadedUser { state, recent: RecentCommands::from_loaded(fps, incomplete) })
+            }
+
+            pub async fn find_reply(pool: &Pool, key: UserKey, id: &CommandId) -> Result<Option<String>, StoreError> {
+                let row = sqlx::query("SELECT reply FROM commands WHERE guild_id = $1 AND user_id = $2 AND command_id = $3")
+                    .bind(key.guild.get())
+                    .bind(key.user.get())
+                    .bind(id.as_str())
+                    .fetch_optional(pool)
+                    .await?;
+                Ok(row.map(|r| r.try_get(0)).transpose()?)
+            }
+
+            pub async fn commit(pool: &Pool, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
+                let mut tx = pool.begin().await?;
+                let mut outcomes = vec![CommitOutcome::Applied; batch.len()];
+                // Credits first: a transfer credited before makes its WriteSet a no-op.
+                for (ws, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+                    if let Some(id) = &ws.transfer_in {
+                        let done = sqlx::query("UPDATE transfers SET credited_ms = $1 WHERE id = $2 AND credited_ms IS NULL")
+                            .bind(ws.at_ms)
+                            .bind(id.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        if done.rows_affected() == 0 {
+                            *outcome = CommitOutcome::AlreadyApplied;
+                        }
+                    }
+                }
+                let applied: Vec<&WriteSet> = batch
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(_, o)| **o == CommitOutcome::Applied)
+                    .map(|(ws, _)| ws)
+                    .collect();
+
+                // One row per player: a later WriteSet of the same player wins
+                // (one writer per player makes this rare; PostgreSQL refuses
+                // to upsert one key twice in a statement).
+                let mut last: HashMap<UserKey, usize> = HashMap::with_capacity(applied.len());
+                let mut users: Vec<(UserKey, &UserRow, i64)> = Vec::with_capacity(applied.len());
+                for ws in &applied {
+                    if let Some(row) = &ws.row {
+                        match last.get(&ws.key) {
+                            Some(&i) => users[i] = (ws.key, row, ws.at_ms),
+                            None => {
+                                last.insert(ws.key, users.len());
+                                users.push((ws.key, row, ws.at_ms));
+                            }
+                        }
+                    }
+                }
+                insert_chunked!(
+                    tx,
+                    "INSERT INTO users (guild_id, user_id, gold, gems, xp, level, daily_day, daily_streak, created_ms, updated_ms) ",
+                    " ON CONFLICT (guild_id, user_id) DO UPDATE SET gold = excluded.gold, gems = excluded.gems, \
+                      xp = excluded.xp, level = excluded.level, daily_day = excluded.daily_day, \
+                      daily_streak = excluded.daily_streak, updated_ms = excluded.updated_ms",
+                    users,
+                    |b, r| {
+                        let (key, row, at) = r;
+                        b.push_bind(key.guild.get())
+                            .push_bind(key.user.get())
+                            .push_bind(row.gold)
+                            .push_bind(row.gems)
+                            .push_bind(row.xp)
+                            .push_bind(i64::from(row.level))
+                            .push_bind(row.daily_day.map(i64::from))
+                            .push_bind(i64::from(row.daily_streak))
+                            .push_bind(*at)
+                            .push_bind(*at);
+                    }
+                );
+
+                let ledger: Vec<(&WriteSet, &crate::writeset::LedgerEntry)> =
+                    applied.iter().flat_map(|ws| ws.ledger.iter().map(move |l| (*ws, l))).collect();
+                insert_chunked!(
+                    tx,
+                    "INSERT INTO ledger (guild_id, user_id, currency, amount, balance_after, reason, command_id, transfer_id, at_ms) ",
+                    "",
+                    ledger,
+                    |b, r| {
+                        let (ws, l) = r;
+                        let transfer = ws.transfer_out.as_ref().map(|t| t.id.clone()).or_else(|| ws.transfer_in.clone());
+                        b.push_bind(ws.key.guild.get())
+                            .push_bind(ws.key.user.get())
+                            .push_bind(l.currency.as_str())
+                            .push_bind(l.amount)
+                            .push_bind(l.balance_after)
+                            .push_bind(l.reason)
+                            .push_bind(ws.command_id.as_ref().map(|c| c.as_str().to_owned()))
+                            .push_bind(transfer)
+                            .push_bind(ws.at_ms);
+                    }
+                );
+
+                let items: Vec<(&WriteSet, &(String, i64))> =
+                    applied.iter().flat_map(|ws| ws.inventory.iter().map(move |i| (*ws, i))).collect();
+                insert_chunked!(
+                    tx,
+                    "INSERT INTO inventory (guild_id, user_id, item, quantity) ",
+                    " ON CONFLICT (guild_id, user_id, item) DO UPDATE SET quantity = excluded.quantity",
+                    items,
+                    |b, r| {
+                        let (ws, (item, qty)) = r;
+                        b.push_bind(ws.key.guild.get()).push_bind(ws.key.user.get()).push_bind(item.as_str()).push_bind(*qty);
+                    }
+                );
+
+                let transfers: Vec<&Transfer> = applied.iter().filter_map(|ws| ws.transfer_out.as_ref()).collect();
+                insert_chunked!(
+                    tx,
+                    "INSERT INTO transfers (id, guild_id, from_user, to_user, amount, created_ms) ",
+                    "",
+                    transfers,
+                    |b, t| {
+                        b.push_bind(t.id.as_str())
+                            .push_bind(t.guild.get())
+                            .push_bind(t.from.get())
+                            .push_bind(t.to.get())
+                            .push_bind(t.amount)
+                            .push_bind(t.created_ms);
+                    }
+                );
+
+                let commands: Vec<(&WriteSet, &CommandId, &String)> = applied
+                    .iter()
+                    .filter_map(|ws| Some((*ws, ws.command_id.as_ref()?, ws.reply_json.as_ref()?)))
+                    .collect();
+                insert_chunked!(
+                    tx,
+                    "INSERT INTO commands (guild_id, user_id, command_id, reply, at_ms) ",
+                    " ON CONFLICT (guild_id, user_id, command_id) DO NOTHING",
+                    commands,
+                    |b, r| {
+                        let (ws, id, reply) = r;
+                        b.push_bind(ws.key.guild.get())
+                            .push_bind(ws.key.user.get())
+                            .push_bind(id.as_str())
+                            .push_bind(reply.as_str())
+                            .push_bind(ws.at_ms);
+                    }
+                );
+
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            pub async fn leaderboard(pool: &Pool, guild: GuildId, by: LeaderboardBy, limit: i64) -> Result<Vec<LeaderboardRow>, StoreError> {
+                let sql = match by {
+                    LeaderboardBy::Gold => {
+                        "SELECT user_id, gold, level, xp FROM users WHERE guild_id = $1 ORDER BY gold DESC, user_id LIMIT $2"
+                    }
+                    LeaderboardBy::Level => {
+                        "SELECT user_id, gold, level, xp FROM users WHERE guild_id = $1 ORDER BY level DESC, xp DESC, user_id LIMIT $2"
+                    }
+                };
+                let rows = sqlx::query(sql).bind(guild.get()).bind(limit).fetch_all(pool).await?;
+                rows.iter()
+                    .map(|r| {
+                        let user = UserId::new(r.try_get(0)?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        Ok(LeaderboardRow { user, gold: r.try_get(1)?, level: r.try_get(2)?, xp: r.try_get(3)? })
+                    })
+                    .collect()
+            }
+
+            pub async fn pending_transfers(pool: &Pool, before_ms: i64, limit: i64) -> Result<Vec<Transfer>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, guild_id, from_user, to_user, amount, created_ms FROM transfers \
+                     WHERE credited_ms IS NULL AND created_ms <= $1 ORDER BY created_ms LIMIT $2",
+                )
+                .bind(before_ms)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let from = user_key(r.try_get(1)?, r.try_get(2)?)?;
+                        let to = user_key(r.try_get(1)?, r.try_get(3)?)?;
+                        Ok(Transfer {
+                            id: r.try_get(0)?,
+                            guild: from.guild,
+                            from: from.user,
+                            to: to.user,
+                            amount: r.try_get(4)?,
+                            created_ms: r.try_get(5)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            pub async fn audit(pool: &Pool) -> Result<AuditReport, StoreError> {
+                let mut report = AuditReport::default();
+                let totals = sqlx::query(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(gold), 0) AS BIGINT), CAST(COALESCE(SUM(gems), 0) AS BIGINT) FROM users",
+                )
+                .fetch_one(pool)
+                .await?;
+                report.users = totals.try_get(0)?;
+                report.gold_total = totals.try_get(1)?;
+                report.gems_total = totals.try_get(2)?;
+                let flight = sqlx::query(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM transfers WHERE credited_ms IS NULL",
+                )
+                .fetch_one(pool)
+                .await?;
+                report.pending_transfers = flight.try_get(0)?;
+                report.in_flight_gold = flight.try_get(1)?;
+                for r in sqlx::query("SELECT currency, reason, CAST(SUM(amount) AS BIGINT) FROM ledger GROUP BY currency, reason")
+                    .fetch_all(pool)
+                    .await?
+                {
+                    report.by_reason.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+                }
+                let mismatched = sqlx::query(
+                    "SELECT u.guild_id, u.user_id FROM users u LEFT JOIN ( \
+                       SELECT guild_id, user_id, \
+                         CAST(SUM(CASE WHEN currency = 'gold' THEN amount ELSE 0 END) AS BIGINT) AS g, \
+                         CAST(SUM(CASE WHEN currency = 'gems' THEN amount ELSE 0 END) AS BIGINT) AS m \
+                       FROM ledger GROUP BY guild_id, user_id) l \
+                     ON l.guild_id = u.guild_id AND l.user_id = u.user_id \
+                     WHERE u.gold <> COALESCE(l.g, 0) OR u.gems <> COALESCE(l.m, 0) \
+                     ORDER BY u.guild_id, u.user_id",
+                )
+                .fetch_all(pool)
+                .await?;
+                for r in mismatched {
+                    report.mismatched.push(user_key(r.try_get(0)?, r.try_get(1)?)?);
+                }
+                Ok(report)
+            }
+        }
+    };
+}
+
+backend!(sqlite, sqlx::Sqlite);
+backend!(postgres, sqlx::Postgres);

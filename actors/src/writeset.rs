@@ -1,0 +1,70 @@
+//! A `WriteSet`: everything one command changes, as rows. A user actor builds
+//! one per command and hands it to group commit; it is applied in the same
+//! transaction as every other WriteSet of its batch, all or nothing.
+
+use crate::domain::Currency;
+use crate::ids::{CommandId, GuildId, UserId, UserKey};
+
+/// The player's row after the command: absolute values, so applying a
+/// WriteSet twice has the same effect as once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub gold: i64,
+    pub gems: i64,
+    pub xp: i64,
+    pub level: i32,
+    pub daily_day: Option<i32>,
+    pub daily_streak: i32,
+}
+
+/// One balance change. Per player and currency, the ledger sums to the balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub currency: Currency,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub reason: &'static str,
+}
+
+/// Gold on its way from one player to another. Written with the sender's
+/// debit (the outbox); credited once to the receiver, by `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub id: String,
+    pub guild: GuildId,
+    pub from: UserId,
+    pub to: UserId,
+    pub amount: i64,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteSet {
+    pub key: UserKey,
+    pub at_ms: i64,
+    /// Recorded with its reply so a retry returns the first answer.
+    pub command_id: Option<CommandId>,
+    pub reply_json: Option<String>,
+    pub row: Option<UserRow>,
+    pub ledger: Vec<LedgerEntry>,
+    /// Absolute quantities of the items that changed.
+    pub inventory: Vec<(String, i64)>,
+    pub transfer_out: Option<Transfer>,
+    /// Applies only if this transfer has not been credited yet; otherwise the
+    /// whole WriteSet is skipped (see `CommitOutcome::AlreadyApplied`).
+    pub transfer_in: Option<String>,
+}
+
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.row.is_none() && self.ledger.is_empty() && self.inventory.is_empty()
+    }
+}
+
+/// What committing a WriteSet did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Applied,
+    /// A `transfer_in` that had been credited before: nothing was written.
+    AlreadyApplied,
+}
