@@ -91,7 +91,9 @@ impl CommandKind {
             },
             "buy" => Self::Buy {
                 item: a.item("item")?,
-                quantity: a.optional_integer("quantity", 1, MAX_QUANTITY)?.unwrap_or(1),
+                quantity: a
+                    .optional_integer("quantity", 1, MAX_QUANTITY)?
+                    .unwrap_or(1),
             },
             "leaderboard" => Self::Leaderboard {
                 by: match a.optional_str("by")? {
@@ -155,8 +157,15 @@ impl<'a> Args<'a> {
         to_integer(name, v, min, max)
     }
 
-    fn optional_integer(&mut self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ParseError> {
-        self.get(name).map(|v| to_integer(name, v, min, max)).transpose()
+    fn optional_integer(
+        &mut self,
+        name: &str,
+        min: i64,
+        max: i64,
+    ) -> Result<Option<i64>, ParseError> {
+        self.get(name)
+            .map(|v| to_integer(name, v, min, max))
+            .transpose()
     }
 
     fn optional_str(&mut self, name: &str) -> Result<Option<&'a str>, ParseError> {
@@ -183,7 +192,8 @@ impl<'a> Args<'a> {
             Value::String(s)
                 if !s.is_empty()
                     && s.len() <= MAX_ITEM_LEN
-                    && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
             {
                 Ok(s.clone())
             }
@@ -210,7 +220,9 @@ fn to_integer(name: &str, v: &Value, min: i64, max: i64) -> Result<i64, ParseErr
         .as_i64()
         .ok_or_else(|| ParseError::invalid(format!("{name} must be a whole number")))?;
     if n < min || n > max {
-        return Err(ParseError::invalid(format!("{name} must be between {min} and {max}")));
+        return Err(ParseError::invalid(format!(
+            "{name} must be between {min} and {max}"
+        )));
     }
     Ok(n)
 }
@@ -228,7 +240,10 @@ mod tests {
     fn give_takes_a_snowflake_string_and_a_positive_amount() {
         assert_eq!(
             parse("give", json!({"to": "789", "amount": 50})),
-            Ok(CommandKind::Give { to: "789".parse().unwrap(), amount: 50 })
+            Ok(CommandKind::Give {
+                to: "789".parse().unwrap(),
+                amount: 50
+            })
         );
         for bad in [
             json!({"to": 789, "amount": 50}),
@@ -241,14 +256,26 @@ mod tests {
             json!({"to": "789"}),
             json!({"to": "789", "amount": 5, "memo": "hi"}),
         ] {
-            assert!(matches!(parse("give", bad.clone()), Err(ParseError::InvalidArgument(_))), "{bad}");
+            assert!(
+                matches!(
+                    parse("give", bad.clone()),
+                    Err(ParseError::InvalidArgument(_))
+                ),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn unknown_commands_and_non_object_args_are_refused() {
-        assert!(matches!(parse("rob_bank", Value::Null), Err(ParseError::UnknownCommand(_))));
-        assert!(matches!(parse("balance", json!([1])), Err(ParseError::InvalidArgument(_))));
+        assert!(matches!(
+            parse("rob_bank", Value::Null),
+            Err(ParseError::UnknownCommand(_))
+        ));
+        assert!(matches!(
+            parse("balance", json!([1])),
+            Err(ParseError::InvalidArgument(_))
+        ));
         assert_eq!(parse("balance", json!({})), Ok(CommandKind::Balance));
     }
 
@@ -256,7 +283,10 @@ mod tests {
     fn buy_defaults_to_one_and_checks_item_charset() {
         assert_eq!(
             parse("buy", json!({"item": "fishing_rod"})),
-            Ok(CommandKind::Buy { item: "fishing_rod".into(), quantity: 1 })
+            Ok(CommandKind::Buy {
+                item: "fishing_rod".into(),
+                quantity: 1
+            })
         );
         assert!(parse("buy", json!({"item": "Fish Rod"})).is_err());
         assert!(parse("buy", json!({"item": "rod", "quantity": 1001})).is_err());
@@ -264,10 +294,17 @@ mod tests {
 
     #[test]
     fn leaderboard_by_is_gold_or_level() {
-        assert_eq!(parse("leaderboard", Value::Null), Ok(CommandKind::Leaderboard { by: LeaderboardBy::Gold }));
+        assert_eq!(
+            parse("leaderboard", Value::Null),
+            Ok(CommandKind::Leaderboard {
+                by: LeaderboardBy::Gold
+            })
+        );
         assert_eq!(
             parse("leaderboard", json!({"by": "level"})),
-            Ok(CommandKind::Leaderboard { by: LeaderboardBy::Level })
+            Ok(CommandKind::Leaderboard {
+                by: LeaderboardBy::Level
+            })
         );
         assert!(parse("leaderboard", json!({"by": "gems"})).is_err());
     }

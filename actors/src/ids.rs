@@ -138,8 +138,14 @@ mod tests {
     #[test]
     fn snowflakes_are_positive_decimal_strings_within_i64() {
         assert_eq!("456".parse::<UserId>().map(UserId::get), Ok(456));
-        assert_eq!("9223372036854775807".parse::<UserId>().map(UserId::get), Ok(i64::MAX));
-        assert_eq!("9223372036854775808".parse::<UserId>(), Err(IdError::OutOfRange));
+        assert_eq!(
+            "9223372036854775807".parse::<UserId>().map(UserId::get),
+            Ok(i64::MAX)
+        );
+        assert_eq!(
+            "9223372036854775808".parse::<UserId>(),
+            Err(IdError::OutOfRange)
+        );
         assert_eq!("0".parse::<UserId>(), Err(IdError::OutOfRange));
         for bad in ["", "-1", "12a", " 1", "1.0", "１２"] {
             assert_eq!(bad.parse::<UserId>(), Err(IdError::NotDecimal), "{bad:?}");

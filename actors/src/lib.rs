@@ -1,13 +1,28 @@
 //! kokoro's actor runtime and game: every player is an actor that takes one
-//! message at a time; a persistence actor commits many players' writes in one
-//! transaction and answers only once they are durable. Knows nothing of
-//! Discord or HTTP: front doors build a `Command` and await a `Reply`.
+//! message at a time; a persistence actor (`GroupCommit`) commits many
+//! players' writes in one transaction and answers only once they are durable.
+//! Knows nothing of Discord or HTTP: front doors build a `Command` and await a
+//! `Reply` from `Runtime::dispatch`.
 
 pub mod command;
+pub mod config;
 pub mod domain;
+pub mod group_commit;
 pub mod ids;
+mod mailbox;
+mod registry;
 pub mod reply;
 pub mod rules;
+pub mod runtime;
 pub mod state;
 pub mod store;
+pub mod telemetry;
+mod user_actor;
 pub mod writeset;
+
+pub use command::{Command, CommandKind};
+pub use config::RuntimeConfig;
+pub use ids::{CommandId, GuildId, UserId, UserKey};
+pub use reply::{ErrorCode, Reply};
+pub use runtime::Runtime;
+pub use store::Store;

@@ -57,7 +57,10 @@ impl ErrorCode {
 
     /// Transient: the same command may succeed if retried later.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Busy | Self::StorageUnavailable | Self::RateLimited)
+        matches!(
+            self,
+            Self::Busy | Self::StorageUnavailable | Self::RateLimited
+        )
     }
 }
 

@@ -33,14 +33,19 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl From<MoneyError> for Refusal {
     fn from(e: MoneyError) -> Self {
         match e {
-            MoneyError::Insufficient { .. } => Self::new(ErrorCode::InsufficientFunds, e.to_string()),
+            MoneyError::Insufficient { .. } => {
+                Self::new(ErrorCode::InsufficientFunds, e.to_string())
+            }
             MoneyError::Overflow => Self::new(ErrorCode::LimitReached, e.to_string()),
         }
     }
@@ -56,7 +61,12 @@ pub struct Draft {
 }
 
 impl Draft {
-    fn begin(state: &UserState, key: UserKey, ctx: &Context<'_>, command_id: Option<CommandId>) -> Result<Self, Refusal> {
+    fn begin(
+        state: &UserState,
+        key: UserKey,
+        ctx: &Context<'_>,
+        command_id: Option<CommandId>,
+    ) -> Result<Self, Refusal> {
         let mut d = Self {
             state: state.clone(),
             writes: WriteSet {
@@ -102,20 +112,40 @@ impl Draft {
         }
     }
 
-    fn credit(&mut self, currency: Currency, amount: i64, reason: &'static str) -> Result<(), Refusal> {
+    fn credit(
+        &mut self,
+        currency: Currency,
+        amount: i64,
+        reason: &'static str,
+    ) -> Result<(), Refusal> {
         let b = self.balance_mut(currency);
         *b = money::credit(*b, amount)?;
         let balance_after = *b;
-        self.writes.ledger.push(LedgerEntry { currency, amount, balance_after, reason });
+        self.writes.ledger.push(LedgerEntry {
+            currency,
+            amount,
+            balance_after,
+            reason,
+        });
         self.touch();
         Ok(())
     }
 
-    fn debit(&mut self, currency: Currency, amount: i64, reason: &'static str) -> Result<(), Refusal> {
+    fn debit(
+        &mut self,
+        currency: Currency,
+        amount: i64,
+        reason: &'static str,
+    ) -> Result<(), Refusal> {
         let b = self.balance_mut(currency);
         *b = money::debit(currency, *b, amount)?;
         let balance_after = *b;
-        self.writes.ledger.push(LedgerEntry { currency, amount: -amount, balance_after, reason });
+        self.writes.ledger.push(LedgerEntry {
+            currency,
+            amount: -amount,
+            balance_after,
+            reason,
+        });
         self.touch();
         Ok(())
     }
@@ -161,7 +191,10 @@ pub fn decide(
                 "daily_claimed_today": s.daily_day == Some(daily::utc_day(ctx.now_ms)),
                 "items": s.inventory.iter().map(|(_, n)| *n).sum::<i64>(),
             });
-            let msg = format!("Level {} · {} XP · {} gold · {} gems", s.level, s.xp, s.gold, s.gems);
+            let msg = format!(
+                "Level {} · {} XP · {} gold · {} gems",
+                s.level, s.xp, s.gold, s.gems
+            );
             Ok(d.with(data, msg))
         }
         CommandKind::Inventory => {
@@ -174,16 +207,24 @@ pub fn decide(
                     json!({ "item": &**id, "name": name, "quantity": n })
                 })
                 .collect();
-            let msg = if items.is_empty() { "Your inventory is empty.".to_owned() } else { format!("{} kinds of item.", items.len()) };
+            let msg = if items.is_empty() {
+                "Your inventory is empty.".to_owned()
+            } else {
+                format!("{} kinds of item.", items.len())
+            };
             Ok(d.with(json!({ "items": items }), msg))
         }
         CommandKind::Daily => {
-            let r = daily::claim(d.state.daily_day, d.state.daily_streak, ctx.now_ms).map_err(|e| {
-                Refusal::new(
-                    ErrorCode::AlreadyClaimed,
-                    format!("Daily already claimed today; next claim in {} minutes (UTC midnight).", (e.retry_in_ms + 59_999) / 60_000),
-                )
-            })?;
+            let r =
+                daily::claim(d.state.daily_day, d.state.daily_streak, ctx.now_ms).map_err(|e| {
+                    Refusal::new(
+                        ErrorCode::AlreadyClaimed,
+                        format!(
+                            "Daily already claimed today; next claim in {} minutes (UTC midnight).",
+                            (e.retry_in_ms + 59_999) / 60_000
+                        ),
+                    )
+                })?;
             d.credit(Currency::Gold, r.gold, "daily")?;
             if r.gems > 0 {
                 d.credit(Currency::Gems, r.gems, "daily_streak")?;
@@ -195,12 +236,24 @@ pub fn decide(
             let mut data = d.balances();
             data["reward"] = json!({ "gold": r.gold, "gems": r.gems, "xp": r.xp });
             data["streak"] = json!(r.streak);
-            let msg = format!("+{} gold{} · streak {}", r.gold, if r.gems > 0 { format!(", +{} gems", r.gems) } else { String::new() }, r.streak);
+            let msg = format!(
+                "+{} gold{} · streak {}",
+                r.gold,
+                if r.gems > 0 {
+                    format!(", +{} gems", r.gems)
+                } else {
+                    String::new()
+                },
+                r.streak
+            );
             Ok(d.with(data, msg))
         }
         CommandKind::Give { to, amount } => {
             if *to == key.user {
-                return Err(Refusal::new(ErrorCode::InvalidArgument, "You cannot give to yourself."));
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    "You cannot give to yourself.",
+                ));
             }
             d.debit(Currency::Gold, *amount, "give")?;
             let transfer = Transfer {
@@ -220,23 +273,40 @@ pub fn decide(
         }
         CommandKind::Buy { item, quantity } => {
             let owned = d.state.owned(item);
-            let (found, total) = ctx.catalogue.price(item, *quantity, owned).map_err(|e| match e {
-                PurchaseError::UnknownItem => Refusal::new(ErrorCode::NotFound, format!("No item {item:?} in the shop.")),
-                PurchaseError::OverLimit { limit, owned } => {
-                    Refusal::new(ErrorCode::LimitReached, format!("You may own at most {limit} of {item}; you have {owned}."))
-                }
-                PurchaseError::PriceOverflow => Refusal::new(ErrorCode::InvalidArgument, "quantity too large"),
-            })?;
+            let (found, total) =
+                ctx.catalogue
+                    .price(item, *quantity, owned)
+                    .map_err(|e| match e {
+                        PurchaseError::UnknownItem => Refusal::new(
+                            ErrorCode::NotFound,
+                            format!("No item {item:?} in the shop."),
+                        ),
+                        PurchaseError::OverLimit { limit, owned } => Refusal::new(
+                            ErrorCode::LimitReached,
+                            format!("You may own at most {limit} of {item}; you have {owned}."),
+                        ),
+                        PurchaseError::PriceOverflow => {
+                            Refusal::new(ErrorCode::InvalidArgument, "quantity too large")
+                        }
+                    })?;
             let (currency, name) = (found.currency, found.name.clone());
             d.debit(currency, total, "buy")?;
-            let new_owned = owned.checked_add(*quantity).ok_or_else(|| Refusal::new(ErrorCode::LimitReached, "too many items"))?;
+            let new_owned = owned
+                .checked_add(*quantity)
+                .ok_or_else(|| Refusal::new(ErrorCode::LimitReached, "too many items"))?;
             d.state.set_owned(item, new_owned);
             d.writes.inventory.push((item.clone(), new_owned));
             let mut data = d.balances();
             data["item"] = json!(item);
             data["quantity"] = json!(new_owned);
             data["spent"] = json!({ currency.as_str(): total });
-            Ok(d.with(data, format!("Bought {quantity} × {name} for {total} {}.", currency.as_str())))
+            Ok(d.with(
+                data,
+                format!(
+                    "Bought {quantity} × {name} for {total} {}.",
+                    currency.as_str()
+                ),
+            ))
         }
         CommandKind::Shop | CommandKind::Leaderboard { .. } => Err(Refusal::new(
             ErrorCode::Internal,
@@ -247,12 +317,23 @@ pub fn decide(
 
 /// Credits an incoming transfer. The WriteSet carries `transfer_in`, so
 /// storage applies it only if the transfer was not credited before.
-pub fn receive(state: &UserState, key: UserKey, transfer: &Transfer, ctx: &Context<'_>) -> Result<Draft, Refusal> {
+pub fn receive(
+    state: &UserState,
+    key: UserKey,
+    transfer: &Transfer,
+    ctx: &Context<'_>,
+) -> Result<Draft, Refusal> {
     let mut d = Draft::begin(state, key, ctx, None)?;
     d.credit(Currency::Gold, transfer.amount, "receive")?;
     d.writes.transfer_in = Some(transfer.id.clone());
     let data = d.balances();
-    Ok(d.with(data, format!("Received {} gold from <@{}>.", transfer.amount, transfer.from)))
+    Ok(d.with(
+        data,
+        format!(
+            "Received {} gold from <@{}>.",
+            transfer.amount, transfer.from
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -261,21 +342,41 @@ mod tests {
     use proptest::prelude::*;
 
     fn key(u: i64) -> UserKey {
-        UserKey::new(crate::ids::GuildId::new(1).unwrap(), crate::ids::UserId::new(u).unwrap())
+        UserKey::new(
+            crate::ids::GuildId::new(1).unwrap(),
+            crate::ids::UserId::new(u).unwrap(),
+        )
     }
 
     fn ctx(catalogue: &Catalogue) -> Context<'_> {
-        Context { now_ms: 1_700_000_000_000, catalogue, starting_gold: 100, fresh_id: 7 }
+        Context {
+            now_ms: 1_700_000_000_000,
+            catalogue,
+            starting_gold: 100,
+            fresh_id: 7,
+        }
     }
 
     fn ledger_sum(d: &Draft, c: Currency) -> i64 {
-        d.writes.ledger.iter().filter(|l| l.currency == c).map(|l| l.amount).sum()
+        d.writes
+            .ledger
+            .iter()
+            .filter(|l| l.currency == c)
+            .map(|l| l.amount)
+            .sum()
     }
 
     #[test]
     fn first_command_creates_the_player_with_a_welcome_ledger_row() {
         let cat = Catalogue::shipped();
-        let d = decide(&UserState::default(), key(1), &CommandKind::Balance, None, &ctx(&cat)).unwrap();
+        let d = decide(
+            &UserState::default(),
+            key(1),
+            &CommandKind::Balance,
+            None,
+            &ctx(&cat),
+        )
+        .unwrap();
         assert!(d.state.exists);
         assert_eq!(d.state.gold, 100);
         assert_eq!(ledger_sum(&d, Currency::Gold), 100);
@@ -285,7 +386,11 @@ mod tests {
     #[test]
     fn reading_an_existing_player_writes_nothing() {
         let cat = Catalogue::shipped();
-        let s = UserState { exists: true, gold: 5, ..Default::default() };
+        let s = UserState {
+            exists: true,
+            gold: 5,
+            ..Default::default()
+        };
         let d = decide(&s, key(1), &CommandKind::Profile, None, &ctx(&cat)).unwrap();
         assert!(d.writes.is_empty());
         assert_eq!(d.state, s);
@@ -294,29 +399,93 @@ mod tests {
     #[test]
     fn give_refuses_self_and_overdraft_and_writes_an_outbox_row() {
         let cat = Catalogue::shipped();
-        let s = UserState { exists: true, gold: 50, ..Default::default() };
+        let s = UserState {
+            exists: true,
+            gold: 50,
+            ..Default::default()
+        };
         let to = crate::ids::UserId::new(2).unwrap();
         let me = crate::ids::UserId::new(1).unwrap();
         let c = ctx(&cat);
-        assert_eq!(decide(&s, key(1), &CommandKind::Give { to: me, amount: 1 }, None, &c).unwrap_err().code, ErrorCode::InvalidArgument);
-        assert_eq!(decide(&s, key(1), &CommandKind::Give { to, amount: 51 }, None, &c).unwrap_err().code, ErrorCode::InsufficientFunds);
+        assert_eq!(
+            decide(
+                &s,
+                key(1),
+                &CommandKind::Give { to: me, amount: 1 },
+                None,
+                &c
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            decide(&s, key(1), &CommandKind::Give { to, amount: 51 }, None, &c)
+                .unwrap_err()
+                .code,
+            ErrorCode::InsufficientFunds
+        );
         let d = decide(&s, key(1), &CommandKind::Give { to, amount: 50 }, None, &c).unwrap();
         assert_eq!(d.state.gold, 0);
         let t = d.writes.transfer_out.as_ref().unwrap();
         assert_eq!((t.from, t.to, t.amount), (me, to, 50));
-        assert_eq!(d.writes.ledger, vec![LedgerEntry { currency: Currency::Gold, amount: -50, balance_after: 0, reason: "give" }]);
+        assert_eq!(
+            d.writes.ledger,
+            vec![LedgerEntry {
+                currency: Currency::Gold,
+                amount: -50,
+                balance_after: 0,
+                reason: "give"
+            }]
+        );
     }
 
     #[test]
     fn buy_charges_the_item_currency_and_respects_limits() {
         let cat = Catalogue::shipped();
-        let s = UserState { exists: true, gold: 1000, gems: 25, ..Default::default() };
+        let s = UserState {
+            exists: true,
+            gold: 1000,
+            gems: 25,
+            ..Default::default()
+        };
         let c = ctx(&cat);
-        let d = decide(&s, key(1), &CommandKind::Buy { item: "lucky_charm".into(), quantity: 2 }, None, &c).unwrap();
-        assert_eq!((d.state.gold, d.state.gems, d.state.owned("lucky_charm")), (1000, 5, 2));
-        let again = decide(&d.state, key(1), &CommandKind::Buy { item: "lucky_charm".into(), quantity: 2 }, None, &c);
+        let d = decide(
+            &s,
+            key(1),
+            &CommandKind::Buy {
+                item: "lucky_charm".into(),
+                quantity: 2,
+            },
+            None,
+            &c,
+        )
+        .unwrap();
+        assert_eq!(
+            (d.state.gold, d.state.gems, d.state.owned("lucky_charm")),
+            (1000, 5, 2)
+        );
+        let again = decide(
+            &d.state,
+            key(1),
+            &CommandKind::Buy {
+                item: "lucky_charm".into(),
+                quantity: 2,
+            },
+            None,
+            &c,
+        );
         assert_eq!(again.unwrap_err().code, ErrorCode::LimitReached);
-        let poor = decide(&d.state, key(1), &CommandKind::Buy { item: "golden_crown".into(), quantity: 1 }, None, &c);
+        let poor = decide(
+            &d.state,
+            key(1),
+            &CommandKind::Buy {
+                item: "golden_crown".into(),
+                quantity: 1,
+            },
+            None,
+            &c,
+        );
         assert_eq!(poor.unwrap_err().code, ErrorCode::InsufficientFunds);
     }
 

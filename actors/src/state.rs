@@ -54,7 +54,11 @@ impl RecentCommands {
 
     pub fn from_loaded(fingerprints: Vec<u64>, incomplete: bool) -> Self {
         let next = fingerprints.len() % Self::CAPACITY;
-        Self { fingerprints, next, incomplete }
+        Self {
+            fingerprints,
+            next,
+            incomplete,
+        }
     }
 
     pub fn contains(&self, fp: u64) -> bool {
@@ -82,7 +86,10 @@ mod tests {
         s.set_owned("potion", 2);
         s.set_owned("bait", 5);
         s.set_owned("rod", 1);
-        assert_eq!(s.inventory.iter().map(|(i, _)| &**i).collect::<Vec<_>>(), ["bait", "potion", "rod"]);
+        assert_eq!(
+            s.inventory.iter().map(|(i, _)| &**i).collect::<Vec<_>>(),
+            ["bait", "potion", "rod"]
+        );
         s.set_owned("potion", 0);
         assert_eq!(s.owned("potion"), 0);
         assert_eq!(s.owned("bait"), 5);

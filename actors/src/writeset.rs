@@ -65,6 +65,7 @@ impl WriteSet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitOutcome {
     Applied,
-    /// A `transfer_in` that had been credited before: nothing was written.
+    /// Nothing was written: the WriteSet's command id was recorded before (a
+    /// retry), or its `transfer_in` had been credited before.
     AlreadyApplied,
 }

@@ -32,12 +32,18 @@ pub struct AlreadyClaimed {
 
 /// What a claim on `today` pays, given the day of the last claim (`None`:
 /// never claimed) and the streak it reached.
-pub fn claim(last_day: Option<i32>, streak: i32, now_ms: i64) -> Result<DailyReward, AlreadyClaimed> {
+pub fn claim(
+    last_day: Option<i32>,
+    streak: i32,
+    now_ms: i64,
+) -> Result<DailyReward, AlreadyClaimed> {
     let today = utc_day(now_ms);
     let streak = match last_day {
         Some(d) if d >= today => {
             let next_midnight = (i64::from(today) + 1) * 86_400_000;
-            return Err(AlreadyClaimed { retry_in_ms: next_midnight - now_ms });
+            return Err(AlreadyClaimed {
+                retry_in_ms: next_midnight - now_ms,
+            });
         }
         Some(d) if d == today - 1 => streak.saturating_add(1).max(1),
         _ => 1,
@@ -84,9 +90,15 @@ mod tests {
     #[test]
     fn seventh_day_pays_gems_and_bonus_is_capped() {
         let r = claim(Some(6), 6, 7 * DAY).unwrap();
-        assert_eq!((r.streak, r.gems, r.gold), (7, GEMS, BASE_GOLD + 6 * STREAK_GOLD));
+        assert_eq!(
+            (r.streak, r.gems, r.gold),
+            (7, GEMS, BASE_GOLD + 6 * STREAK_GOLD)
+        );
         let r = claim(Some(99), 500, 100 * DAY).unwrap();
-        assert_eq!(r.gold, BASE_GOLD + i64::from(MAX_STREAK_BONUS_DAYS) * STREAK_GOLD);
+        assert_eq!(
+            r.gold,
+            BASE_GOLD + i64::from(MAX_STREAK_BONUS_DAYS) * STREAK_GOLD
+        );
     }
 
     proptest! {

@@ -30,7 +30,11 @@ impl Currency {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
     #[error("not enough {currency}: have {have}, need {need}", currency = .currency.as_str())]
-    Insufficient { currency: Currency, have: i64, need: i64 },
+    Insufficient {
+        currency: Currency,
+        have: i64,
+        need: i64,
+    },
     #[error("amount would overflow the balance")]
     Overflow,
 }
@@ -50,7 +54,11 @@ pub fn debit(currency: Currency, balance: i64, amount: i64) -> Result<i64, Money
     }
     match balance.checked_sub(amount) {
         Some(after) if after >= 0 => Ok(after),
-        _ => Err(MoneyError::Insufficient { currency, have: balance, need: amount }),
+        _ => Err(MoneyError::Insufficient {
+            currency,
+            have: balance,
+            need: amount,
+        }),
     }
 }
 

@@ -63,10 +63,16 @@ impl Catalogue {
         let raw: RawCatalogue = toml::from_str(text)?;
         let mut items = BTreeMap::new();
         for r in raw.item {
-            let bad = |why: &str| CatalogueError::Item { id: r.id.clone(), why: why.into() };
+            let bad = |why: &str| CatalogueError::Item {
+                id: r.id.clone(),
+                why: why.into(),
+            };
             if r.id.is_empty()
                 || r.id.len() > crate::command::MAX_ITEM_LEN
-                || !r.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                || !r
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             {
                 return Err(bad("id must be 1 to 40 of a-z, 0-9, '_'"));
             }
@@ -76,7 +82,8 @@ impl Catalogue {
             if r.limit < 0 {
                 return Err(bad("limit must be 0 (none) or positive"));
             }
-            let currency = Currency::parse(&r.currency).ok_or_else(|| bad("currency must be gold or gems"))?;
+            let currency =
+                Currency::parse(&r.currency).ok_or_else(|| bad("currency must be gold or gems"))?;
             let item = Item {
                 id: r.id.clone(),
                 name: r.name,
@@ -105,14 +112,22 @@ impl Catalogue {
     }
 
     /// The total price of `quantity` of `id` for a player who owns `owned`.
-    pub fn price(&self, id: &str, quantity: i64, owned: i64) -> Result<(&Item, i64), PurchaseError> {
+    pub fn price(
+        &self,
+        id: &str,
+        quantity: i64,
+        owned: i64,
+    ) -> Result<(&Item, i64), PurchaseError> {
         let item = self.get(id).ok_or(PurchaseError::UnknownItem)?;
         if let Some(limit) = item.limit {
             if owned.checked_add(quantity).is_none_or(|n| n > limit) {
                 return Err(PurchaseError::OverLimit { limit, owned });
             }
         }
-        let total = item.price.checked_mul(quantity).ok_or(PurchaseError::PriceOverflow)?;
+        let total = item
+            .price
+            .checked_mul(quantity)
+            .ok_or(PurchaseError::PriceOverflow)?;
         Ok((item, total))
     }
 }
@@ -133,17 +148,32 @@ mod tests {
     fn limits_count_what_is_already_owned() {
         let c = Catalogue::shipped();
         assert_eq!(c.price("fishing_rod", 1, 0).map(|(_, p)| p), Ok(150));
-        assert_eq!(c.price("fishing_rod", 1, 1), Err(PurchaseError::OverLimit { limit: 1, owned: 1 }));
-        assert_eq!(c.price("health_potion", 5, 16), Err(PurchaseError::OverLimit { limit: 20, owned: 16 }));
+        assert_eq!(
+            c.price("fishing_rod", 1, 1),
+            Err(PurchaseError::OverLimit { limit: 1, owned: 1 })
+        );
+        assert_eq!(
+            c.price("health_potion", 5, 16),
+            Err(PurchaseError::OverLimit {
+                limit: 20,
+                owned: 16
+            })
+        );
         assert_eq!(c.price("nope", 1, 0), Err(PurchaseError::UnknownItem));
     }
 
     #[test]
     fn bad_catalogues_name_the_item() {
-        let err = Catalogue::parse("[[item]]\nid='x'\nname='X'\nprice=-1\ncurrency='gold'\n").unwrap_err();
+        let err = Catalogue::parse("[[item]]\nid='x'\nname='X'\nprice=-1\ncurrency='gold'\n")
+            .unwrap_err();
         assert!(err.to_string().contains("\"x\""), "{err}");
-        assert!(Catalogue::parse("[[item]]\nid='x'\nname='X'\nprice=1\ncurrency='copper'\n").is_err());
-        assert!(Catalogue::parse("[[item]]\nid='x'\nname='X'\nprice=1\ncurrency='gold'\ncolour=1\n").is_err());
+        assert!(
+            Catalogue::parse("[[item]]\nid='x'\nname='X'\nprice=1\ncurrency='copper'\n").is_err()
+        );
+        assert!(Catalogue::parse(
+            "[[item]]\nid='x'\nname='X'\nprice=1\ncurrency='gold'\ncolour=1\n"
+        )
+        .is_err());
     }
 
     proptest! {

@@ -53,7 +53,11 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_connections: 8, acquire_timeout: Duration::from_secs(3), busy_timeout: Duration::from_secs(2) }
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(3),
+            busy_timeout: Duration::from_secs(2),
+        }
     }
 }
 
@@ -92,8 +96,12 @@ macro_rules! on_pool {
 impl Store {
     /// Opens (creating if needed) the embedded SQLite database in `data_dir`.
     pub async fn open_sqlite(data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Config(format!("cannot create data dir {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Config(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
         Self::open_sqlite_file(&data_dir.join("kokoro.db"), opts).await
     }
 
@@ -116,7 +124,8 @@ impl Store {
     }
 
     pub async fn open_postgres(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let connect =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.acquire_timeout)
@@ -127,13 +136,24 @@ impl Store {
 
     /// `postgres://…` selects PostgreSQL, `sqlite:PATH` a SQLite file; `None`
     /// the embedded database in `data_dir`.
-    pub async fn open(database_url: Option<&str>, data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+    pub async fn open(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        opts: &StoreOptions,
+    ) -> Result<Self, StoreError> {
         match database_url {
             None => Self::open_sqlite(data_dir, opts).await,
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => Self::open_postgres(u, opts).await,
-            Some(u) => match u.strip_prefix("sqlite://").or_else(|| u.strip_prefix("sqlite:")) {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Self::open_postgres(u, opts).await
+            }
+            Some(u) => match u
+                .strip_prefix("sqlite://")
+                .or_else(|| u.strip_prefix("sqlite:"))
+            {
                 Some(path) => Self::open_sqlite_file(Path::new(path), opts).await,
-                None => Err(StoreError::Config("DATABASE_URL must start with postgres:// or sqlite:".into())),
+                None => Err(StoreError::Config(
+                    "DATABASE_URL must start with postgres:// or sqlite:".into(),
+                )),
             },
         }
     }
@@ -174,7 +194,11 @@ impl Store {
         on_pool!(self, (p, q) => q::load_user(p, key).await)
     }
 
-    pub async fn find_reply(&self, key: UserKey, id: &CommandId) -> Result<Option<String>, StoreError> {
+    pub async fn find_reply(
+        &self,
+        key: UserKey,
+        id: &CommandId,
+    ) -> Result<Option<String>, StoreError> {
         on_pool!(self, (p, q) => q::find_reply(p, key, id).await)
     }
 
@@ -183,12 +207,21 @@ impl Store {
         on_pool!(self, (p, q) => q::commit(p, batch).await)
     }
 
-    pub async fn leaderboard(&self, guild: GuildId, by: LeaderboardBy, limit: i64) -> Result<Vec<LeaderboardRow>, StoreError> {
+    pub async fn leaderboard(
+        &self,
+        guild: GuildId,
+        by: LeaderboardBy,
+        limit: i64,
+    ) -> Result<Vec<LeaderboardRow>, StoreError> {
         on_pool!(self, (p, q) => q::leaderboard(p, guild, by, limit).await)
     }
 
     /// Transfers debited but not yet credited, created at or before `before_ms`.
-    pub async fn pending_transfers(&self, before_ms: i64, limit: i64) -> Result<Vec<Transfer>, StoreError> {
+    pub async fn pending_transfers(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Transfer>, StoreError> {
         on_pool!(self, (p, q) => q::pending_transfers(p, before_ms, limit).await)
     }
 
@@ -207,5 +240,8 @@ impl Store {
 
 fn user_key(guild: i64, user: i64) -> Result<UserKey, StoreError> {
     let bad = |_| StoreError::Corrupt(format!("bad ids {guild}/{user}"));
-    Ok(UserKey::new(GuildId::new(guild).map_err(bad)?, UserId::new(user).map_err(bad)?))
+    Ok(UserKey::new(
+        GuildId::new(guild).map_err(bad)?,
+        UserId::new(user).map_err(bad)?,
+    ))
 }

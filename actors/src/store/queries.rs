@@ -38,26 +38,49 @@ pub struct AuditReport {
 
 impl AuditReport {
     pub fn ledger(&self, currency: Currency, reason: &str) -> i64 {
-        self.by_reason.get(&(currency.as_str().to_owned(), reason.to_owned())).copied().unwrap_or(0)
+        self.by_reason
+            .get(&(currency.as_str().to_owned(), reason.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every broken invariant, in words. Empty means the books balance.
     pub fn violations(&self) -> Vec<String> {
         let mut v = Vec::new();
         if !self.mismatched.is_empty() {
-            let names: Vec<String> = self.mismatched.iter().take(20).map(ToString::to_string).collect();
-            v.push(format!("{} player(s) whose ledger does not sum to their balance: {}", self.mismatched.len(), names.join(", ")));
+            let names: Vec<String> = self
+                .mismatched
+                .iter()
+                .take(20)
+                .map(ToString::to_string)
+                .collect();
+            v.push(format!(
+                "{} player(s) whose ledger does not sum to their balance: {}",
+                self.mismatched.len(),
+                names.join(", ")
+            ));
         }
-        let (given, received) = (self.ledger(Currency::Gold, "give"), self.ledger(Currency::Gold, "receive"));
+        let (given, received) = (
+            self.ledger(Currency::Gold, "give"),
+            self.ledger(Currency::Gold, "receive"),
+        );
         if given + received + self.in_flight_gold != 0 {
             v.push(format!(
                 "transfers do not conserve gold: given {} + received {received} + in flight {} != 0",
                 -given, self.in_flight_gold
             ));
         }
-        let ledger_gold: i64 = self.by_reason.iter().filter(|((c, _), _)| c == "gold").map(|(_, s)| s).sum();
+        let ledger_gold: i64 = self
+            .by_reason
+            .iter()
+            .filter(|((c, _), _)| c == "gold")
+            .map(|(_, s)| s)
+            .sum();
         if ledger_gold != self.gold_total {
-            v.push(format!("total gold {} differs from the ledger total {ledger_gold}", self.gold_total));
+            v.push(format!(
+                "total gold {} differs from the ledger total {ledger_gold}",
+                self.gold_total
+            ));
         }
         v
     }
@@ -191,6 +214,39 @@ macro_rules! backend {
                         }
                     }
                 }
+                // Then command ids: a multi-row insert that returns the ids it
+                // took; one it did not take was recorded before, so that
+                // WriteSet is a retry and writes nothing else.
+                let fresh_commands: Vec<(usize, &WriteSet, &CommandId, &String)> = batch
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| outcomes[*i] == CommitOutcome::Applied)
+                    .filter_map(|(i, ws)| Some((i, ws, ws.command_id.as_ref()?, ws.reply_json.as_ref()?)))
+                    .collect();
+                if !fresh_commands.is_empty() {
+                    let mut taken: std::collections::HashSet<(i64, i64, String)> = std::collections::HashSet::new();
+                    let mut start = 0;
+                    for size in chunk_sizes(fresh_commands.len()) {
+                        let mut qb = QueryBuilder::new("INSERT INTO commands (guild_id, user_id, command_id, reply, at_ms) ");
+                        qb.push_values(&fresh_commands[start..start + size], |mut b, (_, ws, id, reply)| {
+                            b.push_bind(ws.key.guild.get())
+                                .push_bind(ws.key.user.get())
+                                .push_bind(id.as_str())
+                                .push_bind(reply.as_str())
+                                .push_bind(ws.at_ms);
+                        });
+                        qb.push(" ON CONFLICT (guild_id, user_id, command_id) DO NOTHING RETURNING guild_id, user_id, command_id");
+                        for r in qb.build().fetch_all(&mut *tx).await? {
+                            taken.insert((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+                        }
+                        start += size;
+                    }
+                    for (i, ws, id, _) in &fresh_commands {
+                        if !taken.contains(&(ws.key.guild.get(), ws.key.user.get(), id.as_str().to_owned())) {
+                            outcomes[*i] = CommitOutcome::AlreadyApplied;
+                        }
+                    }
+                }
                 let applied: Vec<&WriteSet> = batch
                     .iter()
                     .zip(&outcomes)
@@ -284,25 +340,6 @@ macro_rules! backend {
                             .push_bind(t.to.get())
                             .push_bind(t.amount)
                             .push_bind(t.created_ms);
-                    }
-                );
-
-                let commands: Vec<(&WriteSet, &CommandId, &String)> = applied
-                    .iter()
-                    .filter_map(|ws| Some((*ws, ws.command_id.as_ref()?, ws.reply_json.as_ref()?)))
-                    .collect();
-                insert_chunked!(
-                    tx,
-                    "INSERT INTO commands (guild_id, user_id, command_id, reply, at_ms) ",
-                    " ON CONFLICT (guild_id, user_id, command_id) DO NOTHING",
-                    commands,
-                    |b, r| {
-                        let (ws, id, reply) = r;
-                        b.push_bind(ws.key.guild.get())
-                            .push_bind(ws.key.user.get())
-                            .push_bind(id.as_str())
-                            .push_bind(reply.as_str())
-                            .push_bind(ws.at_ms);
                     }
                 );
 

@@ -1,0 +1,68 @@
+//! The runtime's tunables, with defaults that serve a busy guild on a small
+//! machine. The application maps each to a flag and an environment variable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::shop::Catalogue;
+use crate::group_commit::GroupCommitConfig;
+
+/// Unix time in milliseconds. Injected so tests can move days forward.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
+}
+
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    /// Messages one player's mailbox holds; beyond, commands get `busy`.
+    pub mailbox_capacity: usize,
+    /// A player actor with no mail for this long is passivated.
+    pub idle_timeout: Duration,
+    /// Most player actors resident at once; the least recently used idle
+    /// actor is passivated to make room.
+    pub max_resident: usize,
+    pub commit: GroupCommitConfig,
+    /// Gold a new player starts with (a `welcome` ledger row).
+    pub starting_gold: i64,
+    pub catalogue: Arc<Catalogue>,
+    pub clock: Clock,
+    /// How often the outbox relay looks for transfers not yet credited.
+    pub relay_interval: Duration,
+    /// Players listed per leaderboard.
+    pub leaderboard_size: i64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            mailbox_capacity: 64,
+            idle_timeout: Duration::from_secs(600),
+            max_resident: 2_000_000,
+            commit: GroupCommitConfig::default(),
+            starting_gold: 100,
+            catalogue: Arc::new(Catalogue::shipped()),
+            clock: system_clock(),
+            relay_interval: Duration::from_secs(1),
+            leaderboard_size: 10,
+        }
+    }
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("mailbox_capacity", &self.mailbox_capacity)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_resident", &self.max_resident)
+            .field("commit", &self.commit)
+            .field("starting_gold", &self.starting_gold)
+            .field("relay_interval", &self.relay_interval)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,257 @@
+//! `GroupCommit`, the persistence actor: collects WriteSets from every user
+//! actor and commits them in one transaction per batch, then answers each.
+//!
+//! A batch closes when it reaches `max_batch` or when `max_wait` has passed
+//! since its first WriteSet. While one batch commits, the next one fills: under
+//! load, batches grow by themselves and one fsync serves many commands.
+//! The queue is bounded: past `backlog`, `submit` says busy at once.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{Store, StoreError};
+use crate::telemetry as m;
+use crate::writeset::{CommitOutcome, WriteSet};
+
+#[derive(Debug, Clone)]
+pub struct GroupCommitConfig {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    /// WriteSets that may wait; beyond this, commands are answered busy.
+    pub backlog: usize,
+    /// Attempts for a batch that fails with a transient error.
+    pub attempts: u32,
+    /// First pause between attempts; doubles each time.
+    pub retry_backoff: Duration,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            max_wait: Duration::from_micros(200),
+            backlog: 16_384,
+            attempts: 4,
+            retry_backoff: Duration::from_millis(25),
+        }
+    }
+}
+
+/// Why a WriteSet was not committed. Either way nothing of it was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage refused the write: {0}")]
+    Rejected(String),
+}
+
+/// The backlog is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("persistence backlog full")]
+pub struct Busy;
+
+pub type CommitResult = Result<CommitOutcome, CommitError>;
+
+struct Request {
+    writes: WriteSet,
+    done: oneshot::Sender<CommitResult>,
+}
+
+/// Progress the watchdog and readiness look at.
+#[derive(Debug, Default)]
+pub struct CommitProgress {
+    /// Unix ms of the last finished commit attempt (success or failure).
+    pub last_commit_ms: AtomicI64,
+    /// Unix ms when the oldest waiting batch started waiting, or 0 if idle.
+    pub busy_since_ms: AtomicI64,
+}
+
+/// The handle: cheap to clone, hides the mailbox.
+#[derive(Clone)]
+pub struct GroupCommit {
+    tx: mpsc::Sender<Request>,
+    progress: Arc<CommitProgress>,
+}
+
+impl GroupCommit {
+    pub fn start(store: Store, config: GroupCommitConfig) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.backlog.max(1));
+        let progress = Arc::new(CommitProgress::default());
+        let actor = Committer {
+            store,
+            config,
+            rx,
+            progress: progress.clone(),
+        };
+        (Self { tx, progress }, tokio::spawn(actor.run()))
+    }
+
+    /// Queues `writes`; the receiver answers once they are durable (or not).
+    pub fn submit(&self, writes: WriteSet) -> Result<oneshot::Receiver<CommitResult>, Busy> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .try_send(Request { writes, done })
+            .map_err(|_| Busy)?;
+        Ok(rx)
+    }
+
+    pub fn backlog(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn backlog_limit(&self) -> usize {
+        self.tx.max_capacity()
+    }
+
+    pub fn progress(&self) -> &CommitProgress {
+        &self.progress
+    }
+}
+
+/// WriteSets and their answer channels, side by side so the WriteSets can be
+/// handed to storage as one slice without copying.
+#[derive(Default)]
+struct Batch {
+    writes: Vec<WriteSet>,
+    dones: Vec<oneshot::Sender<CommitResult>>,
+}
+
+impl Batch {
+    fn push(&mut self, r: Request) {
+        self.writes.push(r.writes);
+        self.dones.push(r.done);
+    }
+
+    fn len(&self) -> usize {
+        self.writes.len()
+    }
+}
+
+struct Committer {
+    store: Store,
+    config: GroupCommitConfig,
+    rx: mpsc::Receiver<Request>,
+    progress: Arc<CommitProgress>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Transient errors are worth retrying; anything else is the data's fault.
+fn is_transient(e: &StoreError) -> bool {
+    match e {
+        StoreError::Db(sqlx::Error::Database(db)) => {
+            let code = db.code().unwrap_or_default();
+            // SQLite: BUSY (5, 517…), LOCKED (6), IOERR (10…), CANTOPEN (14), READONLY (8…).
+            // PostgreSQL: connection (08…), serialization (40…), shutdown/admin (57…), resources (53…).
+            let sqlite_transient = code
+                .parse::<i32>()
+                .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 13 | 14));
+            sqlite_transient
+                || ["08", "40", "53", "57", "58"]
+                    .iter()
+                    .any(|p| code.starts_with(p))
+        }
+        StoreError::Db(
+            sqlx::Error::RowNotFound
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnDecode { .. },
+        ) => false,
+        StoreError::Db(_) => true,
+        StoreError::Migrate(_) | StoreError::Corrupt(_) | StoreError::Config(_) => false,
+    }
+}
+
+impl Committer {
+    async fn run(mut self) {
+        let mut batch = Batch::default();
+        while let Some(first) = self.rx.recv().await {
+            self.progress
+                .busy_since_ms
+                .store(now_ms(), Ordering::Relaxed);
+            batch.push(first);
+            self.fill(&mut batch).await;
+            metrics::gauge!(m::PERSISTENCE_BACKLOG).set(self.rx.len() as f64);
+            self.commit(&mut batch).await;
+            self.progress.busy_since_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes what is already queued, then waits up to `max_wait` for more.
+    async fn fill(&mut self, batch: &mut Batch) {
+        let deadline = tokio::time::Instant::now() + self.config.max_wait;
+        loop {
+            while batch.len() < self.config.max_batch {
+                match self.rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() >= self.config.max_batch || self.config.max_wait.is_zero() {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(r)) => batch.push(r),
+                _ => return,
+            }
+        }
+    }
+
+    async fn commit(&mut self, batch: &mut Batch) {
+        let started = Instant::now();
+        metrics::histogram!(m::COMMIT_BATCH_SIZE).record(batch.len() as f64);
+        let results = self.commit_with_retry(&batch.writes).await;
+        metrics::histogram!(m::COMMIT_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        self.progress
+            .last_commit_ms
+            .store(now_ms(), Ordering::Relaxed);
+        batch.writes.clear();
+        for (done, result) in batch.dones.drain(..).zip(results) {
+            // The caller may have gone away; its write stands regardless.
+            let _ = done.send(result);
+        }
+    }
+
+    /// Commits `writes`, retrying transient failures with backoff. A batch the
+    /// database rejects is split in halves so one bad WriteSet fails alone.
+    async fn commit_with_retry(&self, writes: &[WriteSet]) -> Vec<CommitResult> {
+        let mut pause = self.config.retry_backoff;
+        let mut attempt = 1;
+        loop {
+            match self.store.commit(writes).await {
+                Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+                Err(e) if is_transient(&e) => {
+                    metrics::counter!(m::COMMIT_FAILURES_TOTAL, "kind" => "transient").increment(1);
+                    if attempt >= self.config.attempts {
+                        tracing::error!(error = %e, batch = writes.len(), attempts = attempt, "group commit failed; answering storage_unavailable");
+                        let err = CommitError::Unavailable(e.to_string());
+                        return writes.iter().map(|_| Err(err.clone())).collect();
+                    }
+                    tracing::warn!(error = %e, attempt, "group commit failed; retrying");
+                    metrics::counter!(m::COMMIT_RETRIES_TOTAL).increment(1);
+                    tokio::time::sleep(pause).await;
+                    pause = pause.saturating_mul(2);
+                    attempt += 1;
+                }
+                Err(e) => {
+                    metrics::counter!(m::COMMIT_FAILURES_TOTAL, "kind" => "rejected").increment(1);
+                    if writes.len() == 1 {
+                        tracing::error!(error = %e, user = %writes[0].key, "write rejected by storage");
+                        return vec![Err(CommitError::Rejected(e.to_string()))];
+                    }
+                    let (a, b) = writes.split_at(writes.len() / 2);
+                    let mut out = Box::pin(self.commit_with_retry(a)).await;
+                    out.extend(Box::pin(self.commit_with_retry(b)).await);
+                    return out;
+                }
+            }
+        }
+    }
+}

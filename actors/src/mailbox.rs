@@ -1,0 +1,65 @@
+//! What travels in a user actor's mailbox, and the answer channel that tells
+//! a caller, when mail is dropped unread, that it is safe to send it again.
+
+use tokio::sync::oneshot;
+
+use crate::command::Command;
+use crate::reply::Reply;
+use crate::writeset::Transfer;
+
+/// The mail was never looked at: the actor was passivating. Nothing happened;
+/// the caller re-resolves the player's address and sends it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotDelivered;
+
+pub type Delivery = Result<Reply, NotDelivered>;
+
+pub(crate) enum Mail {
+    Command {
+        command: Command,
+        reply: Unread,
+    },
+    /// Gold sent by another player; credited once per transfer id.
+    Credit {
+        transfer: Transfer,
+        reply: Unread,
+    },
+    /// Asked by the registry to make room: leave if nothing is in flight.
+    Passivate,
+}
+
+/// An answer channel for mail not yet read. Dropped unread (mailbox closed
+/// during passivation) it answers `NotDelivered`, so the caller retries. Once
+/// the actor starts on the mail it calls `open`, after which a drop (a crash
+/// mid-command) reads as a lost answer, never as safe to retry.
+pub(crate) struct Unread(Option<oneshot::Sender<Delivery>>);
+
+impl Unread {
+    pub fn new(tx: oneshot::Sender<Delivery>) -> Self {
+        Self(Some(tx))
+    }
+
+    pub fn open(mut self) -> Answer {
+        Answer(self.0.take())
+    }
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Err(NotDelivered));
+        }
+    }
+}
+
+/// An answer channel for mail being handled.
+pub(crate) struct Answer(Option<oneshot::Sender<Delivery>>);
+
+impl Answer {
+    pub fn send(mut self, reply: Reply) {
+        if let Some(tx) = self.0.take() {
+            // The caller may have given up waiting; the outcome stands.
+            let _ = tx.send(Ok(reply));
+        }
+    }
+}

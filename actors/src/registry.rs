@@ -1,0 +1,248 @@
+//! The `Registry`: maps each player to the address of their actor, activating
+//! one on first mail and keeping at most `max_resident` in memory.
+//!
+//! Race-freedom rests on two rules. Activation happens inside the map's entry
+//! lock, so two callers never start two actors for one player. Passivation
+//! unregisters the actor (only its own generation) before it closes its
+//! mailbox, and it only passivates between commands, after its last commit is
+//! durable, so the next activation never loads state older than that commit.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::command::Command;
+use crate::config::RuntimeConfig;
+use crate::group_commit::GroupCommit;
+use crate::ids::UserKey;
+use crate::mailbox::{Delivery, Mail, NotDelivered, Unread};
+use crate::reply::{ErrorCode, Reply};
+use crate::store::Store;
+use crate::telemetry as m;
+use crate::user_actor::UserActor;
+use crate::writeset::Transfer;
+
+/// What every actor shares: read-only after start.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub commit: GroupCommit,
+    pub config: RuntimeConfig,
+}
+
+struct Slot {
+    mailbox: mpsc::Sender<Mail>,
+    generation: u64,
+    /// Set on every use, cleared by the eviction clock: a second chance.
+    used: AtomicBool,
+}
+
+pub struct Registry {
+    actors: DashMap<UserKey, Slot>,
+    next_generation: AtomicU64,
+    resident: AtomicUsize,
+    activations: AtomicU64,
+    /// Activation order, for eviction by the clock (second-chance) algorithm:
+    /// an approximation of least-recently-used that costs nothing per command.
+    clock_hand: Mutex<VecDeque<(UserKey, u64)>>,
+    pub(crate) shared: Shared,
+}
+
+/// Most actors asked to passivate per activation over the cap.
+const EVICTIONS_PER_ACTIVATION: usize = 4;
+
+/// How many times a command is re-sent after `NotDelivered` before giving up.
+const MAX_REDELIVERIES: usize = 16;
+
+impl Registry {
+    pub(crate) fn new(shared: Shared) -> Arc<Self> {
+        Arc::new(Self {
+            actors: DashMap::new(),
+            next_generation: AtomicU64::new(1),
+            resident: AtomicUsize::new(0),
+            activations: AtomicU64::new(0),
+            clock_hand: Mutex::new(VecDeque::new()),
+            shared,
+        })
+    }
+
+    pub fn resident(&self) -> usize {
+        self.resident.load(Ordering::Relaxed)
+    }
+
+    /// Actors activated since start (the metric, readable without a recorder).
+    pub fn activations(&self) -> u64 {
+        self.activations.load(Ordering::Relaxed)
+    }
+
+    /// Sends a command to its player's actor and waits for the reply.
+    pub async fn dispatch(self: &Arc<Self>, command: Command) -> Reply {
+        let name = command.kind.name();
+        let key = command.key;
+        match self
+            .send(key, |reply| Mail::Command {
+                command: command.clone(),
+                reply,
+            })
+            .await
+        {
+            Ok(reply) => reply,
+            Err(code) => {
+                let msg = match code {
+                    ErrorCode::Busy => "this player has too many commands waiting; retry shortly",
+                    _ => "internal error: the command's outcome is unknown",
+                };
+                Reply::error(name, code, msg)
+            }
+        }
+    }
+
+    /// Credits a transfer to its receiver. `Ok` once credited (or found
+    /// credited before); errors leave it for the outbox relay.
+    pub async fn deliver(self: &Arc<Self>, transfer: Transfer) -> Result<Reply, ErrorCode> {
+        let key = UserKey::new(transfer.guild, transfer.to);
+        let reply = self
+            .send(key, |reply| Mail::Credit {
+                transfer: transfer.clone(),
+                reply,
+            })
+            .await?;
+        match reply.code() {
+            Some(code) => Err(code),
+            None => Ok(reply),
+        }
+    }
+
+    pub(crate) fn deliver_in_background(self: &Arc<Self>, transfer: Transfer) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let id = transfer.id.clone();
+            if let Err(code) = me.deliver(transfer).await {
+                tracing::debug!(transfer = %id, code = code.as_str(), "credit not delivered now; the outbox relay will retry");
+            }
+        });
+    }
+
+    async fn send(
+        self: &Arc<Self>,
+        key: UserKey,
+        mail: impl Fn(Unread) -> Mail,
+    ) -> Result<Reply, ErrorCode> {
+        for _ in 0..MAX_REDELIVERIES {
+            let (tx, rx) = oneshot::channel::<Delivery>();
+            let (mailbox, generation) = self.address(key);
+            match mailbox.try_send(mail(Unread::new(tx))) {
+                Ok(()) => match rx.await {
+                    Ok(Ok(reply)) => return Ok(reply),
+                    Ok(Err(NotDelivered)) => continue,
+                    // The actor died while handling it: the outcome is unknown.
+                    Err(_) => return Err(ErrorCode::Internal),
+                },
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "mailbox").increment(1);
+                    return Err(ErrorCode::Busy);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    // A stopped actor not yet unregistered (it panicked): clear its slot.
+                    self.unregister(key, generation);
+                }
+            }
+        }
+        Err(ErrorCode::Busy)
+    }
+
+    /// The mailbox of `key`'s actor, activating one if none is resident.
+    fn address(self: &Arc<Self>, key: UserKey) -> (mpsc::Sender<Mail>, u64) {
+        if let Some(slot) = self.actors.get(&key) {
+            slot.used.store(true, Ordering::Relaxed);
+            return (slot.mailbox.clone(), slot.generation);
+        }
+        let (address, activated) = match self.actors.entry(key) {
+            Entry::Occupied(e) => {
+                let slot = e.get();
+                slot.used.store(true, Ordering::Relaxed);
+                ((slot.mailbox.clone(), slot.generation), false)
+            }
+            Entry::Vacant(e) => {
+                let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = mpsc::channel(self.shared.config.mailbox_capacity.max(1));
+                let actor = UserActor::new(key, generation, self.clone(), rx);
+                e.insert(Slot {
+                    mailbox: tx.clone(),
+                    generation,
+                    used: AtomicBool::new(true),
+                });
+                tokio::spawn(actor.run());
+                ((tx, generation), true)
+            }
+        };
+        if activated {
+            let resident = self.resident.fetch_add(1, Ordering::Relaxed) + 1;
+            self.activations.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(m::ACTIVATIONS_TOTAL).increment(1);
+            metrics::gauge!(m::ACTORS_RESIDENT).set(resident as f64);
+            self.note_activation(key, address.1, resident);
+        }
+        address
+    }
+
+    fn note_activation(&self, key: UserKey, generation: u64, resident: usize) {
+        let Ok(mut hand) = self.clock_hand.lock() else {
+            return;
+        };
+        hand.push_back((key, generation));
+        // Entries of passivated actors are dropped lazily; compact before
+        // they outnumber the living.
+        if hand.len() > 2 * resident + 1024 {
+            hand.retain(|(k, g)| self.actors.get(k).is_some_and(|s| s.generation == *g));
+        }
+        // A few per activation keeps residency near the cap without a burst
+        // of evictions; one sweep of the clock at most.
+        let mut to_evict = resident
+            .saturating_sub(self.shared.config.max_resident)
+            .min(EVICTIONS_PER_ACTIVATION);
+        let mut budget = hand.len();
+        while to_evict > 0 && budget > 0 {
+            budget -= 1;
+            let Some((k, g)) = hand.pop_front() else {
+                break;
+            };
+            let Some(slot) = self.actors.get(&k) else {
+                continue;
+            };
+            if slot.generation != g {
+                continue;
+            }
+            if slot.used.swap(false, Ordering::Relaxed) {
+                drop(slot);
+                hand.push_back((k, g));
+                continue;
+            }
+            // A full mailbox means busy: skip it, it is not idle.
+            if slot.mailbox.try_send(Mail::Passivate).is_ok() {
+                to_evict -= 1;
+            } else {
+                drop(slot);
+                hand.push_back((k, g));
+            }
+        }
+    }
+
+    /// Removes `key`'s slot if it still belongs to `generation`.
+    pub(crate) fn unregister(&self, key: UserKey, generation: u64) {
+        if self
+            .actors
+            .remove_if(&key, |_, s| s.generation == generation)
+            .is_some()
+        {
+            let resident = self
+                .resident
+                .fetch_sub(1, Ordering::Relaxed)
+                .saturating_sub(1);
+            metrics::gauge!(m::ACTORS_RESIDENT).set(resident as f64);
+        }
+    }
+}

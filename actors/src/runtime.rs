@@ -1,0 +1,264 @@
+//! `Runtime`: the one dispatch path. Every front door (HTTP, Discord, the load
+//! tester) hands a `Command` to `Runtime::dispatch` and gets a `Reply`.
+//!
+//! Start-up runs migrations, starts group commit and the registry, and
+//! re-delivers transfers a crash left debited but not credited (the outbox),
+//! before the first command is served.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::command::{Command, CommandKind};
+use crate::config::RuntimeConfig;
+use crate::group_commit::GroupCommit;
+use crate::registry::{Registry, Shared};
+use crate::reply::{ErrorCode, Reply};
+use crate::store::{AuditReport, Store, StoreError};
+use crate::telemetry as m;
+
+pub struct Runtime {
+    registry: Arc<Registry>,
+    relay: tokio::task::JoinHandle<()>,
+    committer: tokio::task::JoinHandle<()>,
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub storage: Result<(), String>,
+    pub migrations: Result<i64, String>,
+    pub backlog: usize,
+    pub backlog_limit: usize,
+    /// Work has been waiting this long with no commit finishing, in ms.
+    pub stalled_ms: Option<i64>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.storage.is_ok()
+            && self.migrations.is_ok()
+            && self.backlog < self.backlog_limit
+            && self.stalled_ms.is_none()
+    }
+}
+
+/// A commit that has not finished within this long while work waits means
+/// group commit is stalled.
+const STALL_AFTER_MS: i64 = 10_000;
+
+impl Runtime {
+    /// Migrates the store and starts serving. Transfers left in flight by a
+    /// previous run are credited before this returns.
+    pub async fn start(store: Store, config: RuntimeConfig) -> Result<Self, StoreError> {
+        store.migrate().await?;
+        let (commit, committer) = GroupCommit::start(store.clone(), config.commit.clone());
+        let relay_interval = config.relay_interval;
+        let registry = Registry::new(Shared {
+            store,
+            commit,
+            config,
+        });
+        let recovered = relay_pending(&registry, i64::MAX).await?;
+        if recovered > 0 {
+            tracing::info!(
+                transfers = recovered,
+                "credited transfers left in flight by the previous run"
+            );
+        }
+        let relay = tokio::spawn(run_relay(registry.clone(), relay_interval));
+        Ok(Self {
+            registry,
+            relay,
+            committer,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.registry.shared.store
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.registry.shared.config
+    }
+
+    pub fn resident(&self) -> usize {
+        self.registry.resident()
+    }
+
+    pub fn activations(&self) -> u64 {
+        self.registry.activations()
+    }
+
+    pub fn backlog(&self) -> usize {
+        self.registry.shared.commit.backlog()
+    }
+
+    /// Answers one command: the single path every front door uses.
+    pub async fn dispatch(&self, command: Command) -> Reply {
+        let name = command.kind.name();
+        let span = tracing::info_span!(
+            "command",
+            command = name,
+            guild = %command.key.guild,
+            user = %command.key.user,
+            command_id = command.id.as_ref().map(|c| c.as_str()),
+        );
+        let started = Instant::now();
+        let reply = self.answer(command).instrument(span.clone()).await;
+        metrics::histogram!(m::COMMAND_DURATION_SECONDS, "command" => name)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!(m::COMMANDS_TOTAL, "command" => name, "outcome" => reply.outcome())
+            .increment(1);
+        if let Some(e) = &reply.error {
+            if matches!(e.code, ErrorCode::Internal | ErrorCode::StorageUnavailable) {
+                span.in_scope(|| tracing::warn!(code = e.code.as_str(), message = %e.message, "command failed"));
+            }
+        }
+        reply
+    }
+
+    async fn answer(&self, command: Command) -> Reply {
+        let shared = &self.registry.shared;
+        match &command.kind {
+            CommandKind::Shop => {
+                let items: Vec<_> = shared
+                    .config
+                    .catalogue
+                    .items()
+                    .map(|i| json!({"item": i.id, "name": i.name, "price": i.price, "currency": i.currency.as_str(), "limit": i.limit}))
+                    .collect();
+                Reply::ok(
+                    "shop",
+                    json!({ "items": items }),
+                    format!("{} items for sale.", items.len()),
+                )
+            }
+            CommandKind::Leaderboard { by } => {
+                match shared
+                    .store
+                    .leaderboard(command.key.guild, *by, shared.config.leaderboard_size)
+                    .await
+                {
+                    Ok(rows) => {
+                        let entries: Vec<_> = rows
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| json!({"rank": i + 1, "user_id": r.user.to_string(), "gold": r.gold, "level": r.level, "xp": r.xp}))
+                            .collect();
+                        Reply::ok(
+                            "leaderboard",
+                            json!({ "by": by.as_str(), "entries": entries }),
+                            format!("Top {} by {}.", entries.len(), by.as_str()),
+                        )
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "leaderboard query failed");
+                        Reply::error(
+                            "leaderboard",
+                            ErrorCode::StorageUnavailable,
+                            "storage is unavailable; retry shortly",
+                        )
+                    }
+                }
+            }
+            _ => self.registry.dispatch(command).await,
+        }
+    }
+
+    /// Credits every transfer still in flight and waits until none is left
+    /// (or `within` passes). Used before audits and at shutdown.
+    pub async fn settle(&self, within: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now() + within;
+        loop {
+            relay_pending(&self.registry, i64::MAX).await?;
+            if self
+                .store()
+                .pending_transfers(i64::MAX, 1)
+                .await?
+                .is_empty()
+                || Instant::now() >= deadline
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn audit(&self) -> Result<AuditReport, StoreError> {
+        self.store().audit().await
+    }
+
+    pub async fn readiness(&self) -> Readiness {
+        let store = self.store();
+        let storage = store.ping().await.map_err(|e| e.to_string());
+        let migrations = match (
+            store.migration_version().await,
+            store.expected_migration_version(),
+        ) {
+            (Ok(Some(v)), Some(want)) if v >= want => Ok(v),
+            (Ok(v), want) => Err(format!("migrations at {v:?}, expected {want:?}")),
+            (Err(e), _) => Err(e.to_string()),
+        };
+        let commit = &self.registry.shared.commit;
+        let busy_since = commit
+            .progress()
+            .busy_since_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let now = (self.config().clock)();
+        let stalled_ms =
+            (busy_since > 0 && now - busy_since > STALL_AFTER_MS).then_some(now - busy_since);
+        Readiness {
+            storage,
+            migrations,
+            backlog: commit.backlog(),
+            backlog_limit: commit.backlog_limit(),
+            stalled_ms,
+        }
+    }
+
+    /// Stops the background tasks; what was acknowledged is already durable.
+    pub async fn shutdown(self) {
+        self.relay.abort();
+        self.committer.abort();
+        self.registry.shared.store.close().await;
+    }
+}
+
+/// Re-delivers transfers debited at or before `before_ms` and not yet
+/// credited. Returns how many it credited.
+async fn relay_pending(registry: &Arc<Registry>, before_ms: i64) -> Result<usize, StoreError> {
+    let mut credited = 0;
+    loop {
+        let pending = registry
+            .shared
+            .store
+            .pending_transfers(before_ms, 512)
+            .await?;
+        let n = pending.len();
+        let results =
+            futures::future::join_all(pending.into_iter().map(|t| registry.deliver(t))).await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        credited += ok;
+        metrics::counter!(m::TRANSFERS_REDELIVERED_TOTAL).increment(ok as u64);
+        // Stop when drained, or when nothing moved (storage down): retry later.
+        if n < 512 || ok == 0 {
+            return Ok(credited);
+        }
+    }
+}
+
+async fn run_relay(registry: Arc<Registry>, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Only transfers old enough that their direct delivery should be done.
+        let before = (registry.shared.config.clock)() - 2 * every.as_millis() as i64;
+        if let Err(e) = relay_pending(&registry, before).await {
+            tracing::warn!(error = %e, "outbox relay could not read pending transfers");
+        }
+    }
+}

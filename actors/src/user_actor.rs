@@ -1,0 +1,334 @@
+//! `UserActor`: one per resident player. It owns the player's state, takes
+//! one message at a time from its bounded mailbox, decides each command with
+//! the pure rules, hands the WriteSet to group commit and waits for it to be
+//! durable before adopting the new state and answering. The mailbox is the
+//! lock: no other code touches the state.
+//!
+//! Passivation (idle, evicted, or after a panic) first removes the actor from
+//! the registry, then closes its mailbox and answers whatever was queued with
+//! `NotDelivered`, so a new activation, which loads after this actor's last
+//! commit, is the only writer from then on.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::command::Command;
+use crate::group_commit::CommitError;
+use crate::ids::UserKey;
+use crate::mailbox::{Answer, Mail};
+use crate::registry::Registry;
+use crate::reply::{ErrorCode, Reply};
+use crate::rules::{self, Draft, Refusal};
+use crate::state::{RecentCommands, UserState};
+use crate::telemetry as m;
+use crate::writeset::{CommitOutcome, Transfer};
+
+pub(crate) struct UserActor {
+    key: UserKey,
+    generation: u64,
+    registry: Arc<Registry>,
+    mailbox: mpsc::Receiver<Mail>,
+    state: UserState,
+    recent: RecentCommands,
+}
+
+/// Why an actor stops; the label of the passivation metric.
+#[derive(Debug, Clone, Copy)]
+enum Leave {
+    Idle,
+    Evicted,
+    Panic,
+    LoadFailed,
+    UnknownOutcome,
+    Closed,
+}
+
+impl Leave {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Evicted => "evicted",
+            Self::Panic => "panic",
+            Self::LoadFailed => "load_failed",
+            Self::UnknownOutcome => "unknown_outcome",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// What handling one mail means for the actor's life.
+enum Next {
+    Continue,
+    Leave(Leave),
+}
+
+impl UserActor {
+    pub(crate) fn new(
+        key: UserKey,
+        generation: u64,
+        registry: Arc<Registry>,
+        mailbox: mpsc::Receiver<Mail>,
+    ) -> Self {
+        Self {
+            key,
+            generation,
+            registry,
+            mailbox,
+            state: UserState::default(),
+            recent: RecentCommands::default(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let reason = self.live().await;
+        self.leave(reason).await;
+    }
+
+    async fn live(&mut self) -> Leave {
+        let started = Instant::now();
+        match self.registry.shared.store.load_user(self.key).await {
+            Ok(loaded) => {
+                self.state = loaded.state;
+                self.recent = loaded.recent;
+            }
+            Err(e) => {
+                tracing::warn!(user = %self.key, error = %e, "activation failed to load state");
+                return Leave::LoadFailed;
+            }
+        }
+        metrics::histogram!(m::ACTIVATION_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        let idle = self.registry.shared.config.idle_timeout;
+        loop {
+            let mail = match tokio::time::timeout(idle, self.mailbox.recv()).await {
+                Err(_) => return Leave::Idle,
+                Ok(None) => return Leave::Closed,
+                Ok(Some(mail)) => mail,
+            };
+            let next = match mail {
+                // Only an idle actor makes room: one with mail waiting is in use.
+                Mail::Passivate if self.mailbox.is_empty() => Next::Leave(Leave::Evicted),
+                Mail::Passivate => Next::Continue,
+                Mail::Command { command, reply } => {
+                    self.handle_command(command, reply.open()).await
+                }
+                Mail::Credit { transfer, reply } => {
+                    self.handle_credit(transfer, reply.open()).await
+                }
+            };
+            if let Next::Leave(reason) = next {
+                return reason;
+            }
+        }
+    }
+
+    /// Unregisters, then answers queued mail `NotDelivered` (by dropping it) so
+    /// callers retry against the next activation.
+    async fn leave(mut self, reason: Leave) {
+        self.registry.unregister(self.key, self.generation);
+        self.mailbox.close();
+        while let Some(mail) = self.mailbox.recv().await {
+            if let (Leave::LoadFailed, Mail::Command { command, reply }) = (reason, mail) {
+                // Retrying would only fail the same way: say so at once.
+                reply.open().send(Reply::error(
+                    command.kind.name(),
+                    ErrorCode::StorageUnavailable,
+                    "could not load the player's state; try again shortly",
+                ));
+            }
+        }
+        metrics::counter!(m::PASSIVATIONS_TOTAL, "reason" => reason.as_str()).increment(1);
+    }
+
+    fn context(&self) -> rules::Context<'_> {
+        let shared = &self.registry.shared;
+        rules::Context {
+            now_ms: (shared.config.clock)(),
+            catalogue: &shared.config.catalogue,
+            starting_gold: shared.config.starting_gold,
+            fresh_id: rand::random(),
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command, answer: Answer) -> Next {
+        let name = command.kind.name();
+        let fingerprint = command.id.as_ref().map(|id| id.fingerprint());
+        // A fingerprint seen before is probably a retry: answer the first reply.
+        // (A fingerprint collision finds no stored reply and carries on.)
+        if fingerprint.is_some_and(|fp| self.recent.contains(fp)) {
+            if let Some(first) = self.first_reply(&command).await {
+                answer.send(first);
+                return Next::Continue;
+            }
+        }
+        let ctx = self.context();
+        let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            rules::decide(
+                &self.state,
+                self.key,
+                &command.kind,
+                command.id.clone(),
+                &ctx,
+            )
+        }));
+        let draft = match decided {
+            Err(_) => {
+                tracing::error!(user = %self.key, command = name, "rule panicked; dropping the player's in-memory state");
+                answer.send(Reply::error(
+                    name,
+                    ErrorCode::Internal,
+                    "internal error; nothing was changed",
+                ));
+                return Next::Leave(Leave::Panic);
+            }
+            Ok(Err(refusal)) => {
+                // A retry of a command that succeeded long ago may now be refused
+                // by the rules (already claimed...): answer the first reply instead.
+                if command.id.is_some() && self.recent.incomplete {
+                    if let Some(first) = self.first_reply(&command).await {
+                        answer.send(first);
+                        return Next::Continue;
+                    }
+                }
+                answer.send(refusal_reply(name, refusal));
+                return Next::Continue;
+            }
+            Ok(Ok(draft)) => draft,
+        };
+        let reply = Reply::ok(name, draft.data.clone(), draft.message.clone());
+        if draft.writes.is_empty() {
+            answer.send(reply);
+            return Next::Continue;
+        }
+        let mut draft = draft;
+        if command.id.is_some() {
+            draft.writes.reply_json = serde_json::to_string(&reply).ok();
+        }
+        let transfer = draft.writes.transfer_out.clone();
+        match self.commit(draft, name).await {
+            Ok(CommitOutcome::Applied) => {
+                if let Some(fp) = fingerprint {
+                    self.recent.remember(fp);
+                }
+                answer.send(reply);
+                if let Some(t) = transfer {
+                    self.registry.deliver_in_background(t);
+                }
+                Next::Continue
+            }
+            Ok(CommitOutcome::AlreadyApplied) => {
+                if let Some(fp) = fingerprint {
+                    self.recent.remember(fp);
+                }
+                let first = self.first_reply(&command).await.unwrap_or_else(|| {
+                    Reply::error(
+                        name,
+                        ErrorCode::StorageUnavailable,
+                        "could not read the first reply; retry",
+                    )
+                });
+                answer.send(first);
+                Next::Continue
+            }
+            Err(Failure::Reply(r)) => {
+                answer.send(r);
+                Next::Continue
+            }
+            Err(Failure::Unknown(r)) => {
+                answer.send(r);
+                Next::Leave(Leave::UnknownOutcome)
+            }
+        }
+    }
+
+    async fn handle_credit(&mut self, transfer: Transfer, answer: Answer) -> Next {
+        let ctx = self.context();
+        let draft = match rules::receive(&self.state, self.key, &transfer, &ctx) {
+            Ok(d) => d,
+            Err(refusal) => {
+                tracing::error!(user = %self.key, transfer = %transfer.id, reason = %refusal.message, "credit refused; transfer stays pending");
+                answer.send(refusal_reply("receive", refusal));
+                return Next::Continue;
+            }
+        };
+        let reply = Reply::ok("receive", draft.data.clone(), draft.message.clone());
+        match self.commit(draft, "receive").await {
+            Ok(_) => {
+                answer.send(reply);
+                Next::Continue
+            }
+            Err(Failure::Reply(r)) => {
+                answer.send(r);
+                Next::Continue
+            }
+            Err(Failure::Unknown(r)) => {
+                answer.send(r);
+                Next::Leave(Leave::UnknownOutcome)
+            }
+        }
+    }
+
+    /// Hands the draft's writes to group commit, waits until durable, and only
+    /// then adopts the draft's state. On any failure the state is unchanged.
+    async fn commit(&mut self, draft: Draft, name: &str) -> Result<CommitOutcome, Failure> {
+        let Draft { state, writes, .. } = draft;
+        let Ok(durable) = self.registry.shared.commit.submit(writes) else {
+            metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "backlog").increment(1);
+            return Err(Failure::Reply(Reply::error(
+                name,
+                ErrorCode::Busy,
+                "the server is busy; retry shortly",
+            )));
+        };
+        match durable.await {
+            Ok(Ok(outcome)) => {
+                if outcome == CommitOutcome::Applied {
+                    self.state = state;
+                }
+                Ok(outcome)
+            }
+            Ok(Err(CommitError::Unavailable(_))) => Err(Failure::Reply(Reply::error(
+                name,
+                ErrorCode::StorageUnavailable,
+                "storage is unavailable; nothing was changed, retry shortly",
+            ))),
+            Ok(Err(CommitError::Rejected(_))) => Err(Failure::Reply(Reply::error(
+                name,
+                ErrorCode::Internal,
+                "storage refused the change; nothing was changed",
+            ))),
+            // Group commit went away mid-batch: whether it landed is unknown, so
+            // this actor must not go on from its in-memory state.
+            Err(_) => Err(Failure::Unknown(Reply::error(
+                name,
+                ErrorCode::Internal,
+                "outcome unknown; check before retrying",
+            ))),
+        }
+    }
+
+    async fn first_reply(&self, command: &Command) -> Option<Reply> {
+        let id = command.id.as_ref()?;
+        match self.registry.shared.store.find_reply(self.key, id).await {
+            Ok(Some(json)) => serde_json::from_str(&json).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(user = %self.key, error = %e, "could not read a stored reply");
+                None
+            }
+        }
+    }
+}
+
+enum Failure {
+    /// Nothing was written; answer this.
+    Reply(Reply),
+    /// The write may or may not have landed; answer this and reload.
+    Unknown(Reply),
+}
+
+fn refusal_reply(name: &str, r: Refusal) -> Reply {
+    Reply::error(name, r.code, r.message)
+}

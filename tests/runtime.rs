@@ -1,0 +1,417 @@
+//! The runtime's guarantees, as a player would check them, against real
+//! SQLite and real PostgreSQL: one payout per day however hard `/daily` is
+//! hammered, transfers that neither create nor destroy gold, no change lost to
+//! activation races, and one effect per command id.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::{ErrorCode, Runtime, RuntimeConfig};
+use futures::future::join_all;
+use serde_json::json;
+use support::*;
+
+async fn start(db: &TestDb, config: RuntimeConfig) -> Arc<Runtime> {
+    Arc::new(
+        Runtime::start(db.store().await, config)
+            .await
+            .expect("runtime starts"),
+    )
+}
+
+both_backends!(daily_hammered_500_times_pays_once, |backend| {
+    let db = TestDb::new(backend).await;
+    let rt = start(&db, RuntimeConfig::default()).await;
+    let replies = join_all((0..500).map(|_| {
+        let rt = rt.clone();
+        tokio::spawn(async move { dispatch_retrying(&rt, cmd(7, "daily", json!({}))).await })
+    }))
+    .await;
+    let replies: Vec<_> = replies.into_iter().map(|r| r.unwrap()).collect();
+    let paid: Vec<_> = replies.iter().filter(|r| r.ok).collect();
+    assert_eq!(paid.len(), 1, "exactly one daily pays");
+    assert!(replies
+        .iter()
+        .filter(|r| !r.ok)
+        .all(|r| r.code() == Some(ErrorCode::AlreadyClaimed)));
+    let balance = rt.dispatch(cmd(7, "balance", json!({}))).await;
+    assert_eq!(gold(&balance), gold(paid[0]));
+    assert_eq!(gold(&balance), 100 + 100, "welcome + first daily");
+    let audit = rt.audit().await.unwrap();
+    assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+    assert_eq!(audit.ledger(actors::domain::Currency::Gold, "daily"), 100);
+    db.drop_db().await;
+});
+
+both_backends!(two_thousand_concurrent_gives_conserve_gold, |backend| {
+    let db = TestDb::new(backend).await;
+    let rt = start(
+        &db,
+        RuntimeConfig {
+            starting_gold: 1_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let users: Vec<i64> = (1..=50).collect();
+    // Create every player first so the total is known.
+    for &u in &users {
+        rt.dispatch(cmd(u, "balance", json!({}))).await;
+    }
+    let total_before: i64 = 50 * 1_000;
+    let tasks = (0..2000).map(|i: u64| {
+        let rt = rt.clone();
+        let users = users.clone();
+        tokio::spawn(async move {
+            let from = users[(i * 7919 % 50) as usize];
+            let mut to = users[(i * 104_729 % 50) as usize];
+            if to == from {
+                to = users[((i + 1) % 50) as usize];
+            }
+            // Amounts up to 150 against 1,000 each: some senders run dry and overdraw.
+            let amount = 1 + (i * 31 % 150);
+            dispatch_retrying(
+                &rt,
+                cmd(
+                    from,
+                    "give",
+                    json!({"to": to.to_string(), "amount": amount}),
+                ),
+            )
+            .await
+        })
+    });
+    let replies: Vec<_> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let ok = replies.iter().filter(|r| r.ok).count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.code() == Some(ErrorCode::InsufficientFunds))
+        .count();
+    assert_eq!(
+        ok + refused,
+        2000,
+        "every give either moved gold or was refused for funds: {:?}",
+        replies
+            .iter()
+            .find(|r| !r.ok && r.code() != Some(ErrorCode::InsufficientFunds))
+    );
+    assert!(
+        ok > 500 && refused > 0,
+        "the test exercises both paths (ok {ok}, refused {refused})"
+    );
+    rt.settle(Duration::from_secs(20)).await.unwrap();
+    let audit = rt.audit().await.unwrap();
+    assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+    assert_eq!(audit.pending_transfers, 0);
+    assert_eq!(
+        audit.gold_total, total_before,
+        "gives neither create nor destroy gold"
+    );
+    let mut seen = 0;
+    for &u in &users {
+        let b = gold(&rt.dispatch(cmd(u, "balance", json!({}))).await);
+        assert!(b >= 0);
+        seen += b;
+    }
+    assert_eq!(
+        seen, total_before,
+        "balances players see add up to the same total"
+    );
+    db.drop_db().await;
+});
+
+both_backends!(activation_races_lose_no_acknowledged_change, |backend| {
+    let db = TestDb::new(backend).await;
+    let config = RuntimeConfig {
+        idle_timeout: Duration::from_millis(3),
+        max_resident: 10,
+        starting_gold: 1_000_000,
+        ..Default::default()
+    };
+    let rt = start(&db, config).await;
+    // 200 players, 10 resident at most, actors passivating after 3 ms idle:
+    // every acknowledged purchase must be in the final state.
+    let tasks = (0..200i64).map(|u| {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            let mut acked = 0i64;
+            for round in 0..10 {
+                let r = dispatch_retrying(
+                    &rt,
+                    cmd(u + 1, "buy", json!({"item": "bait", "quantity": 1})),
+                )
+                .await;
+                assert!(r.ok, "{r:?}");
+                acked += 1;
+                assert_eq!(
+                    r.data["quantity"],
+                    acked,
+                    "player {} round {round}: a stale reload lost a purchase",
+                    u + 1
+                );
+                if round % 3 == 0 {
+                    tokio::time::sleep(Duration::from_millis(4)).await;
+                }
+            }
+            acked
+        })
+    });
+    let acked: Vec<i64> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(
+        rt.activations() > 400,
+        "players were passivated and reactivated mid-run ({} activations for 200 players)",
+        rt.activations()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(rt.resident(), 0, "idle actors passivate");
+    for (u, n) in acked.iter().enumerate() {
+        let inv = rt.dispatch(cmd(u as i64 + 1, "inventory", json!({}))).await;
+        assert_eq!(inv.data["items"][0]["quantity"], *n);
+        let b = gold(&rt.dispatch(cmd(u as i64 + 1, "balance", json!({}))).await);
+        assert_eq!(b, 1_000_000 - 5 * n);
+    }
+    let audit = rt.audit().await.unwrap();
+    assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+    db.drop_db().await;
+});
+
+both_backends!(a_command_id_pays_once_even_across_a_restart, |backend| {
+    let db = TestDb::new(backend).await;
+    let rt = start(&db, RuntimeConfig::default()).await;
+    rt.dispatch(cmd(2, "balance", json!({}))).await;
+    let give = || {
+        cmd_with_id(
+            1,
+            "interaction-42",
+            "give",
+            json!({"to": "2", "amount": 30}),
+        )
+    };
+    let replies: Vec<_> = join_all((0..50).map(|_| {
+        let rt = rt.clone();
+        let c = give();
+        tokio::spawn(async move { dispatch_retrying(&rt, c).await })
+    }))
+    .await
+    .into_iter()
+    .map(|r| r.unwrap())
+    .collect();
+    assert!(
+        replies.iter().all(|r| r == &replies[0]),
+        "every retry gets the first reply"
+    );
+    assert!(replies[0].ok);
+    assert_eq!(gold(&replies[0]), 70);
+    rt.settle(Duration::from_secs(5)).await.unwrap();
+    let rt = Arc::into_inner(rt).expect("sole owner");
+    rt.shutdown().await;
+
+    let rt = start(&db, RuntimeConfig::default()).await;
+    let again = rt.dispatch(give()).await;
+    assert_eq!(
+        again, replies[0],
+        "after a restart the first reply comes back"
+    );
+    assert_eq!(gold(&rt.dispatch(cmd(1, "balance", json!({}))).await), 70);
+    assert_eq!(gold(&rt.dispatch(cmd(2, "balance", json!({}))).await), 130);
+    // A different id is a different command.
+    let other = rt
+        .dispatch(cmd_with_id(
+            1,
+            "interaction-43",
+            "give",
+            json!({"to": "2", "amount": 30}),
+        ))
+        .await;
+    assert_eq!(gold(&other), 40);
+    db.drop_db().await;
+});
+
+both_backends!(idempotency_holds_past_the_in_memory_window, |backend| {
+    let db = TestDb::new(backend).await;
+    let rt = start(
+        &db,
+        RuntimeConfig {
+            starting_gold: 10_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let first = rt
+        .dispatch(cmd_with_id(1, "old-0", "buy", json!({"item": "bait"})))
+        .await;
+    assert!(first.ok);
+    // Push the first id out of the actor's memory of recent ids.
+    for i in 1..=40 {
+        assert!(
+            rt.dispatch(cmd_with_id(
+                1,
+                &format!("old-{i}"),
+                "buy",
+                json!({"item": "bait"})
+            ))
+            .await
+            .ok
+        );
+    }
+    let retry = rt
+        .dispatch(cmd_with_id(1, "old-0", "buy", json!({"item": "bait"})))
+        .await;
+    assert_eq!(retry, first);
+    let daily = rt.dispatch(cmd_with_id(1, "d-1", "daily", json!({}))).await;
+    for i in 41..=80 {
+        rt.dispatch(cmd_with_id(
+            1,
+            &format!("old-{i}"),
+            "buy",
+            json!({"item": "bait"}),
+        ))
+        .await;
+    }
+    assert_eq!(
+        rt.dispatch(cmd_with_id(1, "d-1", "daily", json!({}))).await,
+        daily,
+        "not already_claimed: the first reply"
+    );
+    let inv = rt.dispatch(cmd(1, "inventory", json!({}))).await;
+    assert_eq!(inv.data["items"][0]["quantity"], 81);
+    db.drop_db().await;
+});
+
+both_backends!(daily_streak_follows_the_utc_calendar, |backend| {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let db = TestDb::new(backend).await;
+    let now = Arc::new(AtomicI64::new(20_000 * 86_400_000 + 3_600_000));
+    let clock_now = now.clone();
+    let config = RuntimeConfig {
+        clock: Arc::new(move || clock_now.load(Ordering::Relaxed)),
+        ..Default::default()
+    };
+    let rt = start(&db, config).await;
+    let day = 86_400_000;
+    let claim = || async { rt.dispatch(cmd(5, "daily", json!({}))).await };
+    assert_eq!(claim().await.data["streak"], 1);
+    assert_eq!(claim().await.code(), Some(ErrorCode::AlreadyClaimed));
+    now.fetch_add(day - 3_600_001, Ordering::Relaxed); // 23:59:59.999 the same day
+    assert_eq!(claim().await.code(), Some(ErrorCode::AlreadyClaimed));
+    now.fetch_add(1, Ordering::Relaxed); // midnight
+    assert_eq!(claim().await.data["streak"], 2);
+    now.fetch_add(2 * day, Ordering::Relaxed); // a day missed
+    let r = claim().await;
+    assert_eq!(r.data["streak"], 1);
+    let audit = rt.audit().await.unwrap();
+    assert_eq!(
+        audit.ledger(actors::domain::Currency::Gold, "daily"),
+        100 + 120 + 100
+    );
+    db.drop_db().await;
+});
+
+both_backends!(shop_buy_and_leaderboard, |backend| {
+    let db = TestDb::new(backend).await;
+    let rt = start(
+        &db,
+        RuntimeConfig {
+            starting_gold: 200,
+            ..Default::default()
+        },
+    )
+    .await;
+    let shop = rt.dispatch(cmd(1, "shop", json!({}))).await;
+    assert!(shop.data["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["item"] == "fishing_rod"));
+    let bought = rt
+        .dispatch(cmd(1, "buy", json!({"item": "fishing_rod"})))
+        .await;
+    assert!(bought.ok && gold(&bought) == 50);
+    let again = rt
+        .dispatch(cmd(1, "buy", json!({"item": "fishing_rod"})))
+        .await;
+    assert_eq!(again.code(), Some(ErrorCode::LimitReached));
+    let poor = rt
+        .dispatch(cmd(
+            1,
+            "buy",
+            json!({"item": "health_potion", "quantity": 2}),
+        ))
+        .await;
+    assert_eq!(poor.code(), Some(ErrorCode::InsufficientFunds));
+    assert_eq!(
+        rt.dispatch(cmd(1, "buy", json!({"item": "unicorn"})))
+            .await
+            .code(),
+        Some(ErrorCode::NotFound)
+    );
+    for u in 2..=4 {
+        rt.dispatch(cmd(u, "daily", json!({}))).await;
+    }
+    let board = rt
+        .dispatch(cmd(1, "leaderboard", json!({"by": "gold"})))
+        .await;
+    let entries = board.data["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0]["gold"], 300);
+    assert_eq!(entries.last().unwrap()["user_id"], "1");
+    let mut counts = HashMap::new();
+    for e in entries {
+        *counts.entry(e["gold"].as_i64().unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(counts[&300], 3);
+    db.drop_db().await;
+});
+
+both_backends!(full_mailbox_answers_busy_and_changes_nothing, |backend| {
+    let db = TestDb::new(backend).await;
+    let rt = start(
+        &db,
+        RuntimeConfig {
+            mailbox_capacity: 2,
+            starting_gold: 10_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    rt.dispatch(cmd(9, "balance", json!({}))).await;
+    let replies: Vec<_> = join_all((0..300).map(|_| {
+        let rt = rt.clone();
+        tokio::spawn(async move { rt.dispatch(cmd(9, "buy", json!({"item": "bait"}))).await })
+    }))
+    .await
+    .into_iter()
+    .map(|r| r.unwrap())
+    .collect();
+    let ok = replies.iter().filter(|r| r.ok).count() as i64;
+    let busy = replies
+        .iter()
+        .filter(|r| r.code() == Some(ErrorCode::Busy))
+        .count() as i64;
+    assert!(
+        busy > 0,
+        "a two-slot mailbox under 300 concurrent commands must push back"
+    );
+    assert_eq!(ok + busy, 300);
+    let inv = rt.dispatch(cmd(9, "inventory", json!({}))).await;
+    assert_eq!(
+        inv.data["items"][0]["quantity"], ok,
+        "busy commands bought nothing"
+    );
+    assert_eq!(
+        gold(&rt.dispatch(cmd(9, "balance", json!({}))).await),
+        10_000 - 5 * ok
+    );
+    db.drop_db().await;
+});

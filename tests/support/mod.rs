@@ -1,0 +1,167 @@
+//! Test support: a fresh store per test on either backend, and a macro that
+//! runs one test body against real SQLite and real PostgreSQL.
+//!
+//! PostgreSQL is reached at `KOKORO_TEST_PG` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates its own
+//! database and drops it at the end.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actors::store::{Store, StoreOptions};
+use actors::{Command, CommandId, CommandKind, GuildId, Reply, UserId, UserKey};
+use serde_json::Value;
+use sqlx::{Connection, Executor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("KOKORO_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub backend: Backend,
+    /// `sqlite:PATH` or `postgres://…/NAME`: what `DATABASE_URL` would hold.
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite:{}", dir.path().join("kokoro.db").display());
+                Self {
+                    backend,
+                    url,
+                    dir,
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let name = format!(
+                    "kokoro_test_{}_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed),
+                    rand::random::<u32>()
+                );
+                let admin = pg_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL is needed for this test at {admin}: {e}")
+                    });
+                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create test database");
+                let base = admin
+                    .rsplit_once('/')
+                    .map_or(admin.as_str(), |(b, _)| b)
+                    .to_owned();
+                Self {
+                    backend,
+                    url: format!("{base}/{name}"),
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.dir.path().join("kokoro.db")
+    }
+
+    pub async fn store(&self) -> Store {
+        self.store_with(&StoreOptions::default()).await
+    }
+
+    pub async fn store_with(&self, opts: &StoreOptions) -> Store {
+        Store::open(Some(&self.url), self.dir.path(), opts)
+            .await
+            .expect("open store")
+    }
+
+    pub async fn drop_db(self) {
+        if let Some(name) = &self.pg_name {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                let _ = conn
+                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await;
+            }
+        }
+    }
+}
+
+/// Runs `$body` (an async block using `backend: Backend`) on both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, |$backend:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            async fn run($backend: Backend) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run(Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run(Backend::Postgres).await
+            }
+        }
+    };
+}
+
+pub const GUILD: i64 = 1000;
+
+pub fn key(user: i64) -> UserKey {
+    UserKey::new(GuildId::new(GUILD).unwrap(), UserId::new(user).unwrap())
+}
+
+pub fn cmd(user: i64, name: &str, args: Value) -> Command {
+    Command {
+        id: None,
+        key: key(user),
+        kind: CommandKind::parse(name, &args).expect("valid test command"),
+    }
+}
+
+pub fn cmd_with_id(user: i64, id: &str, name: &str, args: Value) -> Command {
+    Command {
+        id: Some(id.parse::<CommandId>().unwrap()),
+        ..cmd(user, name, args)
+    }
+}
+
+/// Dispatches, retrying `busy` the way a well-behaved client honours Retry-After.
+pub async fn dispatch_retrying(rt: &actors::Runtime, command: Command) -> Reply {
+    for _ in 0..2000 {
+        let r = rt.dispatch(command.clone()).await;
+        if r.code() != Some(actors::ErrorCode::Busy) {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("still busy after 2000 retries")
+}
+
+pub fn gold(r: &Reply) -> i64 {
+    r.data["gold"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("reply has no gold: {r:?}"))
+}
