@@ -163,14 +163,13 @@ impl UserActor {
                 return Next::Continue;
             }
         }
-        let ctx = self.context();
         let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
             rules::decide(
                 &self.state,
                 self.key,
                 &command.kind,
                 command.id.clone(),
-                &ctx,
+                &self.context(),
             )
         }));
         let draft = match decided {

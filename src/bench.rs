@@ -1,0 +1,609 @@
+//! `kokoro bench`: durable commands per second and latency through the same
+//! dispatch path the HTTP handler uses, and, in the same run and on the same
+//! backend, a baseline that does what a conventional bot does: one database
+//! transaction per command (lock both rows, update, ledger rows, commit).
+//!
+//! The workload is `give` of 1 gold between random players: every command
+//! writes (debit, credit, two ledger rows), so every acknowledgement is a
+//! durable change. Each run gets a fresh database, dropped afterwards.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actors::store::{Store, StoreOptions};
+use actors::{Command, CommandKind, GuildId, Runtime, RuntimeConfig, UserId, UserKey};
+use anyhow::Context;
+use clap::Args;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use sqlx::{Connection, Executor};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// PostgreSQL server to bench on (`postgres://…/postgres`: fresh databases
+    /// are created and dropped there). Unset: SQLite in a temporary directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Players the commands are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u64,
+    /// Commands in flight at once (closed loop).
+    #[arg(long, default_value_t = 1024)]
+    pub concurrency: usize,
+    /// Seconds each measured phase runs.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Skip the per-command-transaction baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Also run at half the measured maximum rate (open loop) and report p99.
+    #[arg(long)]
+    pub paced: bool,
+    /// Also activate this many players and report resident memory per player
+    /// and cold-activation latency (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub resident: u64,
+}
+
+const GUILD: i64 = 1;
+
+/// Latency and throughput of one phase.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub label: String,
+    pub ok: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl Measured {
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn from(label: &str, hist: &Histogram<u64>, ok: u64, errors: u64, elapsed: Duration) -> Self {
+        Self {
+            label: label.to_owned(),
+            ok,
+            errors,
+            elapsed,
+            p50_us: hist.value_at_quantile(0.50),
+            p99_us: hist.value_at_quantile(0.99),
+            max_us: hist.max(),
+        }
+    }
+
+    fn print(&self) {
+        println!(
+            "{:<34} {:>10.0} cmd/s  p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  ({} ok, {} errors)",
+            self.label,
+            self.rate(),
+            self.p50_us as f64 / 1000.0,
+            self.p99_us as f64 / 1000.0,
+            self.max_us as f64 / 1000.0,
+            self.ok,
+            self.errors
+        );
+    }
+}
+
+/// A fresh database for one phase, removed on `cleanup`.
+struct Scratch {
+    url: Option<String>,
+    dir: tempfile::TempDir,
+    admin: Option<String>,
+    name: Option<String>,
+}
+
+impl Scratch {
+    async fn new(admin: Option<&str>) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let Some(admin) = admin else {
+            return Ok(Self {
+                url: None,
+                dir,
+                admin: None,
+                name: None,
+            });
+        };
+        let name = format!("kokoro_bench_{}", rand::random::<u32>());
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .context("connecting to PostgreSQL")?;
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await?;
+        let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+        Ok(Self {
+            url: Some(format!("{base}/{name}")),
+            dir,
+            admin: Some(admin.to_owned()),
+            name: Some(name),
+        })
+    }
+
+    async fn store(&self, opts: &StoreOptions) -> anyhow::Result<Store> {
+        Ok(Store::open(self.url.as_deref(), self.dir.path(), opts).await?)
+    }
+
+    async fn cleanup(self) {
+        if let (Some(admin), Some(name)) = (&self.admin, &self.name) {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+                let _ = conn
+                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await;
+            }
+        }
+    }
+}
+
+fn key(u: u64) -> UserKey {
+    // Ids start at 1; the modulo keeps them positive.
+    UserKey::new(
+        GuildId::new(GUILD).unwrap_or_else(|_| unreachable!()),
+        UserId::new(u as i64 + 1).unwrap_or_else(|_| unreachable!()),
+    )
+}
+
+fn pick_pair(rng: &mut impl Rng, users: u64) -> (u64, u64) {
+    let from = rng.random_range(0..users);
+    let mut to = rng.random_range(0..users - 1);
+    if to >= from {
+        to += 1;
+    }
+    (from, to)
+}
+
+fn give(from: u64, to: u64) -> Command {
+    let to = key(to).user;
+    Command {
+        id: None,
+        key: key(from),
+        kind: CommandKind::Give { to, amount: 1 },
+    }
+}
+
+/// Creates `users` players with a large balance and their welcome ledger rows, in bulk.
+async fn seed(store: &Store, users: u64) -> anyhow::Result<()> {
+    let users = users as i64;
+    let gold: i64 = 1_000_000_000;
+    let sql_users = "INSERT INTO users (guild_id, user_id, gold, gems, xp, level, daily_day, daily_streak, created_ms, updated_ms) \
+                     SELECT 1, n, $1, 0, 0, 0, NULL, 0, 0, 0 FROM ids";
+    let sql_ledger =
+        "INSERT INTO ledger (guild_id, user_id, currency, amount, balance_after, reason, at_ms) \
+                      SELECT 1, n, 'gold', $1, $1, 'welcome', 0 FROM ids";
+    match store {
+        Store::Sqlite(pool) => {
+            let cte = format!("WITH RECURSIVE ids(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM ids WHERE n < {users}) ");
+            let mut tx = pool.begin().await?;
+            sqlx::query(&format!("{cte}{sql_users}"))
+                .bind(gold)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("{cte}{sql_ledger}"))
+                .bind(gold)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Store::Postgres(pool) => {
+            let cte = format!("WITH ids(n) AS (SELECT generate_series(1, {users})::BIGINT) ");
+            let mut tx = pool.begin().await?;
+            sqlx::query(&format!("{cte}{sql_users}"))
+                .bind(gold)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("{cte}{sql_ledger}"))
+                .bind(gold)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            sqlx::query("ANALYZE").execute(pool).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `op` from `concurrency` workers for `seconds`, timing each call.
+async fn closed_loop<F, Fut>(
+    label: &str,
+    concurrency: usize,
+    seconds: u64,
+    users: u64,
+    op: F,
+) -> Measured
+where
+    F: Fn(u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!()),
+    ));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (op, stop, ok, errors, hist) = (
+                op.clone(),
+                stop.clone(),
+                ok.clone(),
+                errors.clone(),
+                hist.clone(),
+            );
+            tokio::spawn(async move {
+                let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                    .unwrap_or_else(|_| unreachable!());
+                let mut rng = rand::rngs::SmallRng::from_os_rng();
+                while !stop.load(Ordering::Relaxed) {
+                    let (from, to) = pick_pair(&mut rng, users);
+                    let t = Instant::now();
+                    let good = op(from, to).await;
+                    let _ = local.record(t.elapsed().as_micros() as u64);
+                    if good { &ok } else { &errors }.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Ok(mut h) = hist.lock() {
+                    let _ = h.add(&local);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    for w in workers {
+        let _ = w.await;
+    }
+    let h = hist
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+    Measured::from(
+        label,
+        &h,
+        ok.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        elapsed,
+    )
+}
+
+/// Open loop at `rate` commands/s: latency counts from when each command was
+/// due, so a stall shows as latency instead of hiding as a slower rate.
+async fn paced(
+    label: &str,
+    runtime: Arc<Runtime>,
+    rate: f64,
+    seconds: u64,
+    users: u64,
+) -> Measured {
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!()),
+    ));
+    let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let started = Instant::now();
+    let total = (rate * seconds as f64) as u64;
+    let mut rng = rand::rngs::SmallRng::from_os_rng();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let (from, to) = pick_pair(&mut rng, users);
+        let (rt, hist, ok, errors) = (runtime.clone(), hist.clone(), ok.clone(), errors.clone());
+        tasks.spawn(async move {
+            let reply = rt.dispatch(give(from, to)).await;
+            let us = due.elapsed().as_micros() as u64;
+            if let Ok(mut h) = hist.lock() {
+                let _ = h.record(us);
+            }
+            if reply.ok { &ok } else { &errors }.fetch_add(1, Ordering::Relaxed);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    let h = hist
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+    Measured::from(
+        label,
+        &h,
+        ok.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        elapsed,
+    )
+}
+
+/// The conventional design: one transaction per `give`.
+async fn baseline_give(store: &Store, from: u64, to: u64) -> Result<(), sqlx::Error> {
+    let (a, b) = (key(from).user.get(), key(to).user.get());
+    // Lock rows in id order so two opposite transfers cannot deadlock.
+    let (first, second) = if a < b { (a, b) } else { (b, a) };
+    let now = 0i64;
+    macro_rules! body {
+        ($tx:expr) => {{
+            let mut bal = [0i64; 2];
+            for (i, u) in [first, second].into_iter().enumerate() {
+                let row: (i64,) = sqlx::query_as(concat!("SELECT gold FROM users WHERE guild_id = 1 AND user_id = $1", lock_clause!()))
+                    .bind(u)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                bal[i] = row.0;
+            }
+            let (from_bal, to_bal) = if a == first { (bal[0], bal[1]) } else { (bal[1], bal[0]) };
+            if from_bal < 1 {
+                return Ok(());
+            }
+            for (u, delta, after, reason) in [(a, -1i64, from_bal - 1, "give"), (b, 1, to_bal + 1, "receive")] {
+                sqlx::query("UPDATE users SET gold = $1, updated_ms = $2 WHERE guild_id = 1 AND user_id = $3")
+                    .bind(after)
+                    .bind(now)
+                    .bind(u)
+                    .execute(&mut *$tx)
+                    .await?;
+                sqlx::query("INSERT INTO ledger (guild_id, user_id, currency, amount, balance_after, reason, at_ms) VALUES (1, $1, 'gold', $2, $3, $4, $5)")
+                    .bind(u)
+                    .bind(delta)
+                    .bind(after)
+                    .bind(reason)
+                    .bind(now)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+        }};
+    }
+    match store {
+        Store::Postgres(pool) => {
+            macro_rules! lock_clause {
+                () => {
+                    " FOR UPDATE"
+                };
+            }
+            let mut tx = pool.begin().await?;
+            body!(tx);
+            tx.commit().await?;
+        }
+        Store::Sqlite(pool) => {
+            macro_rules! lock_clause {
+                () => {
+                    ""
+                };
+            }
+            // SQLite has no row locks: BEGIN IMMEDIATE takes the write lock up front.
+            let mut conn = pool.acquire().await?;
+            conn.execute("BEGIN IMMEDIATE").await?;
+            let result: Result<(), sqlx::Error> = async {
+                body!(conn);
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    conn.execute("COMMIT").await?;
+                }
+                Err(e) => {
+                    let _ = conn.execute("ROLLBACK").await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.users >= 2, "--users must be at least 2");
+    anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    let admin = args.database_url.as_deref();
+    let backend = if admin.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!(
+        "kokoro bench: {backend}, {} players, {} in flight, {} s per phase, {} cores",
+        args.users,
+        args.concurrency,
+        args.seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let opts = StoreOptions::default();
+
+    let scratch = Scratch::new(admin).await?;
+    let store = scratch.store(&opts).await?;
+    store.migrate().await?;
+    seed(&store, args.users).await?;
+    let runtime = Arc::new(
+        Runtime::start(
+            store.clone(),
+            RuntimeConfig {
+                mailbox_capacity: 1024,
+                ..Default::default()
+            },
+        )
+        .await?,
+    );
+    let rt = runtime.clone();
+    let kokoro = closed_loop(
+        "kokoro (actors + group commit)",
+        args.concurrency,
+        args.seconds,
+        args.users,
+        move |from, to| {
+            let rt = rt.clone();
+            async move { rt.dispatch(give(from, to)).await.ok }
+        },
+    )
+    .await;
+    kokoro.print();
+    let paced_result = if args.paced {
+        let half = kokoro.rate() / 2.0;
+        let m = paced(
+            &format!("kokoro paced at {half:.0}/s (half max)"),
+            runtime.clone(),
+            half,
+            args.seconds,
+            args.users,
+        )
+        .await;
+        m.print();
+        Some(m)
+    } else {
+        None
+    };
+    runtime.settle(Duration::from_secs(30)).await?;
+    let audit = runtime.audit().await?;
+    anyhow::ensure!(
+        audit.violations().is_empty(),
+        "invariants broken after the run: {:?}",
+        audit.violations()
+    );
+    println!(
+        "  invariants after the run: ok ({} transfers in flight)",
+        audit.pending_transfers
+    );
+    if let Some(rt) = Arc::into_inner(runtime) {
+        rt.shutdown().await;
+    }
+    scratch.cleanup().await;
+
+    if !args.no_baseline {
+        let scratch = Scratch::new(admin).await?;
+        let store = scratch.store(&opts).await?;
+        store.migrate().await?;
+        seed(&store, args.users).await?;
+        // A conventional bot runs one transaction per command on a pool of the same size.
+        let s = store.clone();
+        let base = closed_loop(
+            "baseline (1 transaction / command)",
+            args.concurrency,
+            args.seconds,
+            args.users,
+            move |from, to| {
+                let s = s.clone();
+                async move { baseline_give(&s, from, to).await.is_ok() }
+            },
+        )
+        .await;
+        base.print();
+        println!(
+            "ratio kokoro/baseline: throughput {:.1}x, p99 {:.2}x",
+            kokoro.rate() / base.rate().max(1e-9),
+            kokoro.p99_us as f64 / base.p99_us.max(1) as f64
+        );
+        store.close().await;
+        scratch.cleanup().await;
+    }
+    if let Some(p) = paced_result {
+        println!(
+            "p99 at half the maximum rate: {:.2} ms",
+            p.p99_us as f64 / 1000.0
+        );
+    }
+
+    if args.resident > 0 {
+        resident(admin, args.resident, args.concurrency, &opts).await?;
+    }
+    Ok(())
+}
+
+/// Activates `n` existing players and reports memory per resident player and
+/// cold-activation latency.
+async fn resident(
+    admin: Option<&str>,
+    n: u64,
+    concurrency: usize,
+    opts: &StoreOptions,
+) -> anyhow::Result<()> {
+    let scratch = Scratch::new(admin).await?;
+    let store = scratch.store(opts).await?;
+    store.migrate().await?;
+    seed(&store, n).await?;
+    let runtime = Arc::new(
+        Runtime::start(
+            store,
+            RuntimeConfig {
+                max_resident: n as usize + 1,
+                ..Default::default()
+            },
+        )
+        .await?,
+    );
+    let before = rss_bytes();
+    let next = Arc::new(AtomicU64::new(0));
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (rt, next, hist) = (runtime.clone(), next.clone(), hist.clone());
+            tokio::spawn(async move {
+                let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                    .unwrap_or_else(|_| unreachable!());
+                loop {
+                    let u = next.fetch_add(1, Ordering::Relaxed);
+                    if u >= n {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let _ = rt
+                        .dispatch(Command {
+                            id: None,
+                            key: key(u),
+                            kind: CommandKind::Balance,
+                        })
+                        .await;
+                    let _ = local.record(t.elapsed().as_micros() as u64);
+                }
+                if let Ok(mut h) = hist.lock() {
+                    let _ = h.add(&local);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    let elapsed = started.elapsed();
+    let after = rss_bytes();
+    let h = hist
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+    println!(
+        "resident: {} players activated in {:.1} s; RSS {:.0} MiB -> {:.0} MiB: {:.0} bytes per resident player; resident now {}",
+        n,
+        elapsed.as_secs_f64(),
+        before as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        after.saturating_sub(before) as f64 / n as f64,
+        runtime.resident()
+    );
+    println!(
+        "cold activation (load + answer): p50 {:.2} ms, p99 {:.2} ms",
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    if let Some(rt) = Arc::into_inner(runtime) {
+        rt.shutdown().await;
+    }
+    scratch.cleanup().await;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The command line: `serve`, `migrate`, `check`, `bench`.
+
+use std::process::ExitCode;
+
+use actors::store::Store;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::settings::{ServeArgs, StorageArgs};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kokoro",
+    version,
+    about = "Actor runtime for chat-community game bots"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Serve the HTTP API (and, when configured, Discord).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(StorageArgs),
+    /// Check the money invariants of a database; exit 1 if any is broken.
+    Check(StorageArgs),
+    /// Measure durable commands/s and latency against a one-transaction-per-command baseline.
+    Bench(crate::bench::BenchArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kokoro: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kokoro: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Serve(args) => crate::serve::serve(args).await.map(|()| ExitCode::SUCCESS),
+        Cmd::Migrate(args) => {
+            let store = open(&args).await?;
+            store.migrate().await?;
+            println!(
+                "migrations applied; schema version {:?}",
+                store.migration_version().await?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check(args) => {
+            let store = open(&args).await?;
+            let report = store.audit().await?;
+            println!(
+                "{} players, {} gold, {} gems, {} transfers in flight ({} gold)",
+                report.users,
+                report.gold_total,
+                report.gems_total,
+                report.pending_transfers,
+                report.in_flight_gold
+            );
+            let violations = report.violations();
+            for v in &violations {
+                println!("VIOLATION: {v}");
+            }
+            Ok(if violations.is_empty() {
+                println!("ok: every ledger sums to its balance and transfers conserve gold");
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Bench(args) => crate::bench::run(args).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+async fn open(args: &StorageArgs) -> anyhow::Result<Store> {
+    Store::open(
+        args.database_url.as_deref(),
+        &args.data_dir,
+        &args.store_options(),
+    )
+    .await
+    .context("opening storage")
+}

@@ -1,0 +1,231 @@
+//! The HTTP front door (axum): `POST /v1/commands` with a bearer token, plus
+//! `/healthz`, `/readyz` and `/metrics`. It parses and validates the request
+//! into a `Command`, calls the one dispatch path, and maps the reply's error
+//! code to an HTTP status. Bad input never reaches the runtime.
+
+use std::sync::Arc;
+
+use actors::command::ParseError;
+use actors::{
+    Command, CommandId, CommandKind, ErrorCode, GuildId, Reply, Runtime, UserId, UserKey,
+};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub runtime: Arc<Runtime>,
+    /// `None`: every `/v1` route answers 401.
+    pub token: Option<Arc<str>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/commands", post(command))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// The fields of a `POST /v1/commands` body.
+const FIELDS: &[&str] = &["id", "guild_id", "user_id", "command", "args"];
+
+pub fn status_of(code: Option<ErrorCode>) -> StatusCode {
+    match code {
+        None => StatusCode::OK,
+        Some(ErrorCode::InvalidArgument) => StatusCode::BAD_REQUEST,
+        Some(ErrorCode::Unauthorized) => StatusCode::UNAUTHORIZED,
+        Some(ErrorCode::UnknownCommand) => StatusCode::NOT_FOUND,
+        Some(ErrorCode::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
+        Some(ErrorCode::Busy | ErrorCode::StorageUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(ErrorCode::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+        Some(c) if c.is_refusal() => StatusCode::CONFLICT,
+        Some(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn respond(reply: Reply) -> Response {
+    let status = status_of(reply.code());
+    let retry = reply.code().is_some_and(ErrorCode::is_retryable);
+    let mut response = (status, Json(reply)).into_response();
+    if retry {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn reject(command: &str, code: ErrorCode, message: impl Into<String>) -> Response {
+    respond(Reply::error(command, code, message))
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same_token(given: &[u8], want: &[u8]) -> bool {
+    given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
+    let Some(want) = token else { return false };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same_token(given.as_bytes(), want.as_bytes()))
+}
+
+/// Parses a request body into a `Command`, or the reply that refuses it.
+/// Every message names the field at fault.
+pub fn parse_command(body: &[u8]) -> Result<Command, Reply> {
+    let refuse = |name: &str, msg: String| Reply::error(name, ErrorCode::InvalidArgument, msg);
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| refuse("", format!("malformed request body: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(refuse(
+            "",
+            "malformed request body: expected a JSON object".into(),
+        ));
+    };
+    if let Some(extra) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(refuse(
+            "",
+            format!("unknown field {extra:?}; expected {FIELDS:?}"),
+        ));
+    }
+    let text = |field: &str| -> Result<Option<&str>, Reply> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(refuse(
+                "",
+                format!("{field} must be a string (ids are decimal strings)"),
+            )),
+        }
+    };
+    let required =
+        |field: &str| text(field)?.ok_or_else(|| refuse("", format!("missing field {field:?}")));
+    let name = required("command")?;
+    let invalid = |msg: String| Reply::error(name, ErrorCode::InvalidArgument, msg);
+    let guild: GuildId = required("guild_id")?
+        .parse()
+        .map_err(|e| invalid(format!("guild_id {e}")))?;
+    let user: UserId = required("user_id")?
+        .parse()
+        .map_err(|e| invalid(format!("user_id {e}")))?;
+    let id = text("id")?
+        .map(str::parse::<CommandId>)
+        .transpose()
+        .map_err(|e| invalid(format!("id {e}")))?;
+    let args = obj.get("args").unwrap_or(&Value::Null);
+    let kind = CommandKind::parse(name, args).map_err(|e| match e {
+        ParseError::UnknownCommand(_) => {
+            Reply::error(name, ErrorCode::UnknownCommand, e.to_string())
+        }
+        ParseError::InvalidArgument(msg) => invalid(msg),
+    })?;
+    Ok(Command {
+        id,
+        key: UserKey::new(guild, user),
+        kind,
+    })
+}
+
+async fn command(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&headers, state.token.as_deref()) {
+        return reject("", ErrorCode::Unauthorized, "missing or wrong bearer token");
+    }
+    match parse_command(&body) {
+        Ok(cmd) => respond(state.runtime.dispatch(cmd).await),
+        Err(reply) => respond(reply),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let r = state.runtime.readiness().await;
+    let body = json!({
+        "ready": r.is_ready(),
+        "storage": r.storage.as_ref().map(|_| "ok").unwrap_or_else(|e| e.as_str()),
+        "migrations": match &r.migrations { Ok(v) => json!(v), Err(e) => json!(e) },
+        "backlog": r.backlog,
+        "backlog_limit": r.backlog_limit,
+        "stalled_ms": r.stalled_ms,
+    });
+    let status = if r.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    metrics::gauge!(actors::telemetry::ACTORS_RESIDENT).set(state.runtime.resident() as f64);
+    metrics::gauge!(actors::telemetry::PERSISTENCE_BACKLOG).set(state.runtime.backlog() as f64);
+    let text = crate::telemetry::prometheus().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_code_has_its_documented_status() {
+        assert_eq!(status_of(None), StatusCode::OK);
+        assert_eq!(
+            status_of(Some(ErrorCode::InvalidArgument)),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_of(Some(ErrorCode::UnknownCommand)),
+            StatusCode::NOT_FOUND
+        );
+        for c in [
+            ErrorCode::InsufficientFunds,
+            ErrorCode::AlreadyClaimed,
+            ErrorCode::NotFound,
+            ErrorCode::LimitReached,
+        ] {
+            assert_eq!(status_of(Some(c)), StatusCode::CONFLICT, "{c:?}");
+        }
+        assert_eq!(
+            status_of(Some(ErrorCode::Busy)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(Some(ErrorCode::RateLimited)),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    #[test]
+    fn token_comparison() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, Some("secret-token-123456")));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer secret-token-123456"),
+        );
+        assert!(authorized(&h, Some("secret-token-123456")));
+        assert!(!authorized(&h, Some("secret-token-123457")));
+        assert!(
+            !authorized(&h, None),
+            "no configured token: nothing is authorized"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! The kokoro application: the command line, configuration, the front doors
+//! (HTTP API; Discord comes later) and telemetry wiring. The game and the
+//! actor runtime live in the `actors` crate; this crate only connects them
+//! to the outside world.
+
+pub mod bench;
+pub mod cli;
+pub mod http;
+pub mod serve;
+pub mod settings;
+pub mod telemetry;

@@ -1,0 +1,86 @@
+//! `kokoro serve`: open storage, start the runtime, serve the HTTP API until
+//! SIGINT/SIGTERM. Everything acknowledged is already durable, so shutdown
+//! only has to stop taking new work.
+
+use std::sync::Arc;
+
+use actors::store::Store;
+use actors::Runtime;
+use anyhow::Context;
+
+use crate::http::{router, AppState};
+use crate::settings::{api_token, check_exposure, ServeArgs};
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    crate::telemetry::init_logging(args.log_format);
+    let token = api_token();
+    check_exposure(args.http, token.as_deref())?;
+    let config = args.runtime.runtime_config()?;
+    crate::telemetry::prometheus();
+    crate::telemetry::spawn_upkeep();
+
+    let store = Store::open(
+        args.storage.database_url.as_deref(),
+        &args.storage.data_dir,
+        &args.storage.store_options(),
+    )
+    .await
+    .context("opening storage")?;
+    let backend = store.backend();
+    let runtime = Arc::new(
+        Runtime::start(store, config.clone())
+            .await
+            .context("starting the runtime")?,
+    );
+    let migration = runtime.store().migration_version().await.ok().flatten();
+
+    let listener = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("binding {}", args.http))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        storage = ?backend,
+        data_dir = %args.storage.data_dir.display(),
+        migration,
+        http = %addr,
+        api_token = if token.is_some() { "set" } else { "unset (/v1 answers 401)" },
+        discord = if std::env::var_os("DISCORD_TOKEN").is_some() { "token set, front door not built yet" } else { "off" },
+        limits = ?config,
+        "kokoro started"
+    );
+    // A line on stdout that scripts and tests wait for (the port may be 0 → chosen).
+    println!("kokoro listening on http://{addr}");
+
+    let app = router(AppState {
+        runtime: runtime.clone(),
+        token: token.map(Arc::from),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down");
+    if let Some(rt) = Arc::into_inner(runtime) {
+        rt.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,189 @@
+//! Every setting of `kokoro serve`: a flag and an environment variable each
+//! (flags win), validated at start with errors that name the setting.
+//! Secrets (the API token) come from the environment only, never a flag, so
+//! they do not show in `ps`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::domain::shop::Catalogue;
+use actors::group_commit::GroupCommitConfig;
+use actors::store::StoreOptions;
+use actors::RuntimeConfig;
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Directory for the embedded SQLite database and backups.
+    #[arg(long, env = "KOKORO_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// `postgres://…` for PostgreSQL; unset for embedded SQLite in the data dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Database connections in the pool.
+    #[arg(long, env = "KOKORO_DB_MAX_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+
+    /// Seconds to wait for a database connection before answering storage_unavailable.
+    #[arg(long, env = "KOKORO_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub db_acquire_timeout_secs: u64,
+}
+
+impl StorageArgs {
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_secs(self.db_acquire_timeout_secs),
+            ..StoreOptions::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Messages one player's mailbox holds before commands get `busy`.
+    #[arg(long, env = "KOKORO_MAILBOX_CAPACITY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub mailbox_capacity: u64,
+
+    /// Seconds without mail after which a player's actor is passivated.
+    #[arg(long, env = "KOKORO_IDLE_TIMEOUT_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub idle_timeout_secs: u64,
+
+    /// Most player actors resident in memory.
+    #[arg(long, env = "KOKORO_MAX_RESIDENT", default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_resident: u64,
+
+    /// Most WriteSets in one group-commit transaction.
+    #[arg(long, env = "KOKORO_COMMIT_MAX_BATCH", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub commit_max_batch: u64,
+
+    /// Microseconds a batch waits for more WriteSets before committing.
+    #[arg(long, env = "KOKORO_COMMIT_MAX_WAIT_US", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub commit_max_wait_us: u64,
+
+    /// WriteSets that may wait for commit before commands get `busy`.
+    #[arg(long, env = "KOKORO_COMMIT_BACKLOG", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub commit_backlog: u64,
+
+    /// Gold every new player starts with.
+    #[arg(long, env = "KOKORO_STARTING_GOLD", default_value_t = 100, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000_000))]
+    pub starting_gold: i64,
+
+    /// A shop catalogue (TOML) to use instead of the shipped one.
+    #[arg(long, env = "KOKORO_SHOP_FILE")]
+    pub shop_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("--shop-file {path}: {why}")]
+    Shop { path: PathBuf, why: String },
+    #[error(
+        "refusing to serve the API on {addr}, which is not loopback, without KOKORO_API_TOKEN set"
+    )]
+    PublicWithoutToken { addr: SocketAddr },
+    #[error("KOKORO_API_TOKEN must be at least 16 characters")]
+    WeakToken,
+}
+
+impl RuntimeArgs {
+    pub fn runtime_config(&self) -> Result<RuntimeConfig, SettingsError> {
+        let catalogue = match &self.shop_file {
+            None => Catalogue::shipped(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| SettingsError::Shop {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?;
+                Catalogue::parse(&text).map_err(|e| SettingsError::Shop {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?
+            }
+        };
+        Ok(RuntimeConfig {
+            mailbox_capacity: self.mailbox_capacity as usize,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_resident: self.max_resident as usize,
+            commit: GroupCommitConfig {
+                max_batch: self.commit_max_batch as usize,
+                max_wait: Duration::from_micros(self.commit_max_wait_us),
+                backlog: self.commit_backlog as usize,
+                ..GroupCommitConfig::default()
+            },
+            starting_gold: self.starting_gold,
+            catalogue: Arc::new(catalogue),
+            ..RuntimeConfig::default()
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON lines otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API.
+    #[arg(
+        long = "http",
+        env = "KOKORO_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub http: SocketAddr,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+
+    /// Log format.
+    #[arg(long, env = "KOKORO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+/// The API token, from the environment only.
+pub fn api_token() -> Option<String> {
+    std::env::var("KOKORO_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// Refuses an API reachable from the network without a token.
+pub fn check_exposure(addr: SocketAddr, token: Option<&str>) -> Result<(), SettingsError> {
+    match token {
+        Some(t) if t.len() < 16 => Err(SettingsError::WeakToken),
+        None if !addr.ip().is_loopback() => Err(SettingsError::PublicWithoutToken { addr }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_address_needs_a_token() {
+        let public: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert!(matches!(
+            check_exposure(public, None),
+            Err(SettingsError::PublicWithoutToken { .. })
+        ));
+        assert!(check_exposure(local, None).is_ok());
+        assert!(check_exposure(public, Some("a-long-enough-token")).is_ok());
+        assert!(matches!(
+            check_exposure(local, Some("short")),
+            Err(SettingsError::WeakToken)
+        ));
+    }
+}

@@ -1,0 +1,196 @@
+//! What players see when things break: a panicking handler hurts only its own
+//! command, and when storage goes away commands fail cleanly with
+//! `storage_unavailable`, memory never runs ahead of the database, and
+//! service resumes by itself when storage returns.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::store::StoreOptions;
+use actors::{ErrorCode, Runtime, RuntimeConfig};
+use serde_json::json;
+use sqlx::{Connection, Executor};
+use support::*;
+use tokio::io::copy_bidirectional;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+both_backends!(
+    a_panicking_handler_fails_one_command_and_reloads,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let explode = Arc::new(AtomicBool::new(false));
+        let fuse = explode.clone();
+        let config = RuntimeConfig {
+            clock: Arc::new(move || {
+                if fuse.swap(false, Ordering::SeqCst) {
+                    panic!("injected fault inside a command handler");
+                }
+                1_700_000_000_000
+            }),
+            relay_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let rt = Runtime::start(db.store().await, config).await.unwrap();
+        assert!(rt.dispatch(cmd(1, "buy", json!({"item": "bait"}))).await.ok);
+        assert!(rt.dispatch(cmd(2, "buy", json!({"item": "bait"}))).await.ok);
+        let resident_before = rt.resident();
+
+        explode.store(true, Ordering::SeqCst);
+        let r = rt.dispatch(cmd(1, "buy", json!({"item": "bait"}))).await;
+        assert_eq!(r.code(), Some(ErrorCode::Internal), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            rt.resident(),
+            resident_before - 1,
+            "the panicking player's actor was dropped"
+        );
+
+        let other = rt.dispatch(cmd(2, "buy", json!({"item": "bait"}))).await;
+        assert!(
+            other.ok && other.data["quantity"] == 2,
+            "other players are untouched: {other:?}"
+        );
+        let me = rt.dispatch(cmd(1, "inventory", json!({}))).await;
+        assert_eq!(
+            me.data["items"][0]["quantity"], 1,
+            "the failed purchase left no trace"
+        );
+        assert_eq!(gold(&rt.dispatch(cmd(1, "balance", json!({}))).await), 95);
+        assert!(
+            rt.dispatch(cmd(1, "buy", json!({"item": "bait"}))).await.ok,
+            "the player is served again"
+        );
+        db.drop_db().await;
+    }
+);
+
+/// A loopback TCP proxy to PostgreSQL that the test can cut and restore.
+struct Proxy {
+    port: u16,
+    up: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, _) = watch::channel(true);
+        let up_rx = up.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut up = up_rx.clone();
+                if !*up.borrow() {
+                    continue; // dropped: the client sees its connection closed
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = copy_bidirectional(&mut client, &mut server) => {}
+                        _ = up.wait_for(|v| !*v) => {}
+                    }
+                });
+            }
+        });
+        Self { port, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+/// A way to make storage unavailable and bring it back, per backend.
+enum Outage {
+    /// Another process holds SQLite's write lock.
+    SqliteLock(sqlx::SqliteConnection),
+    Proxy(Proxy),
+}
+
+both_backends!(storage_outage_fails_cleanly_and_recovers, |backend| {
+    let db = TestDb::new(backend).await;
+    let opts = StoreOptions {
+        acquire_timeout: Duration::from_millis(500),
+        busy_timeout: Duration::from_millis(50),
+        max_connections: 4,
+    };
+    let (store, outage_kind) = match backend {
+        Backend::Sqlite => (db.store_with(&opts).await, None),
+        Backend::Postgres => {
+            let proxy = Proxy::start("127.0.0.1:5432".into()).await;
+            let url = db
+                .url
+                .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+            let store = actors::Store::open(Some(&url), db.dir.path(), &opts)
+                .await
+                .unwrap();
+            (store, Some(proxy))
+        }
+    };
+    let config = RuntimeConfig {
+        starting_gold: 1000,
+        ..Default::default()
+    };
+    let rt = Runtime::start(store, config).await.unwrap();
+    assert!(rt.dispatch(cmd(1, "buy", json!({"item": "bait"}))).await.ok);
+
+    // Storage goes away.
+    let outage = match outage_kind {
+        None => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            conn.execute("BEGIN EXCLUSIVE").await.unwrap();
+            conn.execute("INSERT INTO ledger (guild_id, user_id, currency, amount, balance_after, reason, at_ms) VALUES (0, 0, 'gold', 0, 0, 'lock', 0)").await.unwrap();
+            Outage::SqliteLock(conn)
+        }
+        Some(proxy) => {
+            proxy.set_up(false);
+            Outage::Proxy(proxy)
+        }
+    };
+    for _ in 0..3 {
+        let r = rt.dispatch(cmd(1, "buy", json!({"item": "bait"}))).await;
+        assert_eq!(r.code(), Some(ErrorCode::StorageUnavailable), "{r:?}");
+    }
+    let r = rt.dispatch(cmd(1, "balance", json!({}))).await;
+    assert_eq!(gold(&r), 995, "memory did not run ahead of the database");
+    assert!(
+        !rt.readiness().await.is_ready() || backend == Backend::Sqlite,
+        "PostgreSQL down means not ready"
+    );
+
+    // Storage comes back; service resumes without a restart.
+    match outage {
+        Outage::SqliteLock(mut conn) => {
+            conn.execute("ROLLBACK").await.unwrap();
+        }
+        Outage::Proxy(proxy) => {
+            proxy.set_up(true);
+            std::mem::forget(proxy);
+        }
+    }
+    let mut resumed = None;
+    for _ in 0..100 {
+        let r = rt.dispatch(cmd(1, "buy", json!({"item": "bait"}))).await;
+        if r.ok {
+            resumed = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = resumed.expect("service resumed when storage returned");
+    assert_eq!((gold(&r), r.data["quantity"].clone()), (990, json!(2)));
+    assert!(rt.readiness().await.is_ready());
+    let audit = rt.audit().await.unwrap();
+    assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+    drop(rt);
+    db.drop_db().await;
+});

@@ -1,0 +1,230 @@
+//! The HTTP API as an integration would use it: bearer token, the documented
+//! status codes, and bad input that is refused with a clear message and
+//! leaves the database byte-for-byte unchanged.
+
+mod support;
+
+use std::sync::Arc;
+
+use actors::{Runtime, RuntimeConfig};
+use kokoro::http::{router, AppState};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::*;
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    runtime: Arc<Runtime>,
+}
+
+async fn serve(db: &TestDb, token: Option<&str>) -> Server {
+    kokoro::telemetry::prometheus();
+    let runtime = Arc::new(
+        Runtime::start(db.store().await, RuntimeConfig::default())
+            .await
+            .unwrap(),
+    );
+    let app = router(AppState {
+        runtime: runtime.clone(),
+        token: token.map(Arc::from),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        runtime,
+    }
+}
+
+impl Server {
+    async fn post_raw(&self, body: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/commands", self.base))
+            .body(body.to_owned());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn post(&self, body: Value) -> (StatusCode, Value) {
+        self.post_raw(&body.to_string(), Some(TOKEN)).await
+    }
+}
+
+/// A fingerprint of everything stored, to prove bad input wrote nothing.
+async fn snapshot(db: &TestDb, rt: &Runtime) -> String {
+    match db.backend {
+        Backend::Sqlite => {
+            let mut all = Vec::new();
+            for suffix in ["", "-wal"] {
+                let p = format!("{}{suffix}", db.sqlite_path().display());
+                all.extend(std::fs::read(&p).unwrap_or_default());
+            }
+            format!(
+                "{:x}",
+                all.iter()
+                    .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b))
+                        .wrapping_mul(0x100000001b3))
+            )
+        }
+        Backend::Postgres => {
+            let actors::Store::Postgres(pool) = rt.store() else {
+                unreachable!()
+            };
+            let mut out = String::new();
+            for table in ["users", "ledger", "inventory", "transfers", "commands"] {
+                let row: (Option<String>,) = sqlx::query_as(&format!(
+                    "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {table} t"
+                ))
+                .fetch_one(pool)
+                .await
+                .unwrap();
+                out.push_str(&format!("{table}={:?};", row.0));
+            }
+            out
+        }
+    }
+}
+
+both_backends!(bad_input_gets_its_code_and_changes_nothing, |backend| {
+    let db = TestDb::new(backend).await;
+    let s = serve(&db, Some(TOKEN)).await;
+    let (status, r) = s
+        .post(json!({"guild_id": "1", "user_id": "2", "command": "daily"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let before = snapshot(&db, &s.runtime).await;
+
+    let cases: Vec<(&str, String, StatusCode, &str, &str)> = vec![
+        ("malformed JSON", "{\"guild_id\": \"1\",".into(), StatusCode::BAD_REQUEST, "invalid_argument", "malformed"),
+        ("not an object", "[1,2]".into(), StatusCode::BAD_REQUEST, "invalid_argument", "malformed"),
+        ("unknown field", json!({"guild_id":"1","user_id":"2","command":"daily","admin":true}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "admin"),
+        ("unknown command", json!({"guild_id":"1","user_id":"2","command":"rob_bank"}).to_string(), StatusCode::NOT_FOUND, "unknown_command", "rob_bank"),
+        ("numeric guild id", json!({"guild_id":1,"user_id":"2","command":"daily"}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "guild_id"),
+        ("non-decimal user id", json!({"guild_id":"1","user_id":"0x2","command":"daily"}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "user_id"),
+        ("id over i64", json!({"guild_id":"1","user_id":"99999999999999999999","command":"daily"}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "user_id"),
+        ("numeric recipient", json!({"guild_id":"1","user_id":"2","command":"give","args":{"to":3,"amount":5}}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "to"),
+        ("negative amount", json!({"guild_id":"1","user_id":"2","command":"give","args":{"to":"3","amount":-5}}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "amount"),
+        ("zero amount", json!({"guild_id":"1","user_id":"2","command":"give","args":{"to":"3","amount":0}}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "amount"),
+        ("huge amount", json!({"guild_id":"1","user_id":"2","command":"give","args":{"to":"3","amount":9223372036854775807i64}}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "amount"),
+        ("fractional amount", json!({"guild_id":"1","user_id":"2","command":"give","args":{"to":"3","amount":2.5}}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "amount"),
+        ("string amount", json!({"guild_id":"1","user_id":"2","command":"give","args":{"to":"3","amount":"5"}}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "amount"),
+        ("self give", json!({"guild_id":"1","user_id":"2","command":"give","args":{"to":"2","amount":5}}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "yourself"),
+        ("bad idempotency key", json!({"id":"has space","guild_id":"1","user_id":"2","command":"daily"}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "id"),
+        ("bad item name", json!({"guild_id":"1","user_id":"2","command":"buy","args":{"item":"DROP TABLE users;"}}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "item"),
+        ("args not object", json!({"guild_id":"1","user_id":"2","command":"buy","args":"bait"}).to_string(), StatusCode::BAD_REQUEST, "invalid_argument", "args"),
+    ];
+    for (what, body, want_status, want_code, mentions) in cases {
+        let (status, r) = s.post_raw(&body, Some(TOKEN)).await;
+        assert_eq!(status, want_status, "{what}: {r}");
+        assert_eq!(r["ok"], false, "{what}");
+        assert_eq!(r["error"]["code"], want_code, "{what}: {r}");
+        let msg = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(mentions),
+            "{what}: message {msg:?} should mention {mentions:?}"
+        );
+    }
+    let (status, _) = s.post_raw(&"x".repeat(64 * 1024), Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        snapshot(&db, &s.runtime).await,
+        before,
+        "bad input changed the database"
+    );
+    db.drop_db().await;
+});
+
+both_backends!(the_documented_flow_works_over_http, |backend| {
+    let db = TestDb::new(backend).await;
+    let s = serve(&db, Some(TOKEN)).await;
+    let (status, _) = s
+        .post_raw(
+            &json!({"guild_id":"1","user_id":"2","command":"balance"}).to_string(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = s
+        .post_raw(
+            &json!({"guild_id":"1","user_id":"2","command":"balance"}).to_string(),
+            Some("wrong-token-0123456789"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, r) = s.post(json!({"id": "i-1", "guild_id": "123", "user_id": "456", "command": "give", "args": {"to": "789", "amount": 50}})).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(
+        (
+            r["ok"].clone(),
+            r["command"].clone(),
+            r["data"]["gold"].clone()
+        ),
+        (json!(true), json!("give"), json!(50))
+    );
+    let (_, again) = s.post(json!({"id": "i-1", "guild_id": "123", "user_id": "456", "command": "give", "args": {"to": "789", "amount": 50}})).await;
+    assert_eq!(again, r, "same id, same reply");
+    let (status, r) = s.post(json!({"guild_id": "123", "user_id": "456", "command": "give", "args": {"to": "789", "amount": 51}})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(r["error"]["code"], "insufficient_funds");
+    s.runtime
+        .settle(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let (_, r) = s
+        .post(json!({"guild_id": "123", "user_id": "789", "command": "balance"}))
+        .await;
+    assert_eq!(r["data"]["gold"], 150);
+
+    let get = |path: &'static str| {
+        let c = s.client.clone();
+        let url = format!("{}{path}", s.base);
+        async move { c.get(url).send().await.unwrap() }
+    };
+    assert_eq!(get("/healthz").await.status(), StatusCode::OK);
+    let ready = get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(ready.json::<Value>().await.unwrap()["ready"], true);
+    let metrics = get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("kokoro_commands_total{command=\"give\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kokoro_commands_total{command=\"give\",outcome=\"insufficient_funds\"}")
+    );
+    assert!(
+        metrics.contains("kokoro_command_duration_seconds_bucket{command=\"give\",le=\"0.0001\"}")
+    );
+    assert!(metrics.contains("kokoro_commit_batch_size"));
+    assert!(!metrics.contains("user=\""), "no per-user label");
+    db.drop_db().await;
+});
+
+#[tokio::test]
+async fn without_a_configured_token_every_v1_route_is_401() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = serve(&db, None).await;
+    let (status, r) = s
+        .post_raw(
+            &json!({"guild_id":"1","user_id":"2","command":"balance"}).to_string(),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r["error"]["code"], "unauthorized");
+}
