@@ -396,6 +396,22 @@ async fn baseline_give(store: &Store, from: u64, to: u64) -> Result<(), sqlx::Er
     Ok(())
 }
 
+fn print_commit_stats(rt: &Runtime) {
+    let p = rt.commit_progress();
+    let (batches, writes, us) = (
+        p.batches.load(Ordering::Relaxed),
+        p.writes.load(Ordering::Relaxed),
+        p.commit_us.load(Ordering::Relaxed),
+    );
+    if batches > 0 {
+        println!(
+            "  group commit: {batches} batches, mean {:.0} WriteSets per batch, mean commit {:.2} ms",
+            writes as f64 / batches as f64,
+            us as f64 / batches as f64 / 1000.0,
+        );
+    }
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -452,6 +468,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await;
     kokoro.print();
+    print_commit_stats(&runtime);
     let paced_result = if args.paced {
         let half = kokoro.rate() / 2.0;
         let m = paced(

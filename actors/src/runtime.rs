@@ -92,6 +92,11 @@ impl Runtime {
         self.registry.activations()
     }
 
+    /// Group commit's counters: batches, WriteSets, µs spent committing.
+    pub fn commit_progress(&self) -> &crate::group_commit::CommitProgress {
+        self.registry.shared.commit.progress()
+    }
+
     pub fn backlog(&self) -> usize {
         self.registry.shared.commit.backlog()
     }
@@ -203,13 +208,15 @@ impl Runtime {
             (Err(e), _) => Err(e.to_string()),
         };
         let commit = &self.registry.shared.commit;
-        let busy_since = commit
-            .progress()
-            .busy_since_ms
+        let progress = commit.progress();
+        let in_flight = progress
+            .in_flight
             .load(std::sync::atomic::Ordering::Relaxed);
-        let now = (self.config().clock)();
-        let stalled_ms =
-            (busy_since > 0 && now - busy_since > STALL_AFTER_MS).then_some(now - busy_since);
+        let since = crate::config::unix_ms()
+            - progress
+                .last_commit_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+        let stalled_ms = (in_flight > 0 && since > STALL_AFTER_MS).then_some(since);
         Readiness {
             storage,
             migrations,

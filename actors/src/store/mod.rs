@@ -114,6 +114,10 @@ impl Store {
             // acknowledged command survives power loss, not just a crash.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(opts.busy_timeout)
+            // Multi-row upserts keep a statement journal; in memory, not a temp file.
+            .pragma("temp_store", "memory")
+            // 32 MiB of page cache per connection: index pages stay hot.
+            .pragma("cache_size", "-32768")
             .statement_cache_capacity(256);
         let pool = SqlitePoolOptions::new()
             .max_connections(opts.max_connections.max(2))

@@ -201,16 +201,33 @@ macro_rules! backend {
             pub async fn commit(pool: &Pool, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
                 let mut tx = pool.begin().await?;
                 let mut outcomes = vec![CommitOutcome::Applied; batch.len()];
-                // Credits first: a transfer credited before makes its WriteSet a no-op.
-                for (ws, outcome) in batch.iter().zip(outcomes.iter_mut()) {
-                    if let Some(id) = &ws.transfer_in {
-                        let done = sqlx::query("UPDATE transfers SET credited_ms = $1 WHERE id = $2 AND credited_ms IS NULL")
-                            .bind(ws.at_ms)
-                            .bind(id.as_str())
-                            .execute(&mut *tx)
-                            .await?;
-                        if done.rows_affected() == 0 {
-                            *outcome = CommitOutcome::AlreadyApplied;
+                // Credits first: a transfer credited before makes its WriteSet a
+                // no-op. One statement per chunk returns the ids it marked.
+                let credits: Vec<(usize, &str)> =
+                    batch.iter().enumerate().filter_map(|(i, ws)| Some((i, ws.transfer_in.as_deref()?))).collect();
+                if !credits.is_empty() {
+                    let mut marked: std::collections::HashSet<String> = std::collections::HashSet::new();
+                    let at = batch.iter().map(|ws| ws.at_ms).max().unwrap_or_default();
+                    let mut start = 0;
+                    for size in chunk_sizes(credits.len()) {
+                        let mut qb = QueryBuilder::new("UPDATE transfers SET credited_ms = ");
+                        qb.push_bind(at);
+                        qb.push(" WHERE credited_ms IS NULL AND id IN (");
+                        let mut ids = qb.separated(", ");
+                        for (_, id) in &credits[start..start + size] {
+                            ids.push_bind(*id);
+                        }
+                        qb.push(") RETURNING id");
+                        for r in qb.build().fetch_all(&mut *tx).await? {
+                            marked.insert(r.try_get(0)?);
+                        }
+                        start += size;
+                    }
+                    // `remove`: should one transfer appear twice in a batch, only
+                    // its first WriteSet applies.
+                    for (i, id) in &credits {
+                        if !marked.remove(*id) {
+                            outcomes[*i] = CommitOutcome::AlreadyApplied;
                         }
                     }
                 }
