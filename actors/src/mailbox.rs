@@ -14,18 +14,38 @@ pub struct NotDelivered;
 
 pub type Delivery = Result<Reply, NotDelivered>;
 
+/// Payloads are boxed: a mailbox allocates its first block of 32 slots when
+/// it is created, so a small `Mail` keeps an idle player small.
 pub(crate) enum Mail {
-    Command {
-        command: Command,
-        reply: Unread,
-    },
+    Command(Box<Envelope<Command>>),
     /// Gold sent by another player; credited once per transfer id.
-    Credit {
-        transfer: Transfer,
-        reply: Unread,
-    },
-    /// Asked by the registry to make room: leave if nothing is in flight.
-    Passivate,
+    Credit(Box<Envelope<Transfer>>),
+    /// Asked by the registry to leave, for `Why`; honoured only if no
+    /// other mail is waiting (an actor with mail is not idle).
+    Passivate(Why),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// No mail for the idle timeout.
+    Idle,
+    /// Making room under the resident cap.
+    Evicted,
+}
+
+pub(crate) struct Envelope<T> {
+    pub body: T,
+    pub reply: Unread,
+}
+
+impl Mail {
+    pub fn command(body: Command, reply: Unread) -> Self {
+        Self::Command(Box::new(Envelope { body, reply }))
+    }
+
+    pub fn credit(body: Transfer, reply: Unread) -> Self {
+        Self::Credit(Box::new(Envelope { body, reply }))
+    }
 }
 
 /// An answer channel for mail not yet read. Dropped unread (mailbox closed

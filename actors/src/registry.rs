@@ -3,23 +3,26 @@
 //!
 //! Race-freedom rests on two rules. Activation happens inside the map's entry
 //! lock, so two callers never start two actors for one player. Passivation
-//! unregisters the actor (only its own generation) before it closes its
-//! mailbox, and it only passivates between commands, after its last commit is
-//! durable, so the next activation never loads state older than that commit.
+//! unregisters the actor (only its own generation) before it stops reading
+//! its mailbox, and it only passivates between commands, after its last
+//! commit is durable, so the next activation never loads state older than
+//! that commit. Mail it never read is dropped unread, which answers
+//! `NotDelivered`, and the sender tries again at the new address.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::command::Command;
 use crate::config::RuntimeConfig;
 use crate::group_commit::GroupCommit;
 use crate::ids::UserKey;
-use crate::mailbox::{Delivery, Mail, NotDelivered, Unread};
+use crate::mailbox::{Delivery, Mail, NotDelivered, Unread, Why};
 use crate::reply::{ErrorCode, Reply};
 use crate::store::Store;
 use crate::telemetry as m;
@@ -34,10 +37,12 @@ pub(crate) struct Shared {
 }
 
 struct Slot {
-    mailbox: mpsc::Sender<Mail>,
+    mailbox: flume::Sender<Mail>,
     generation: u64,
     /// Set on every use, cleared by the eviction clock: a second chance.
     used: AtomicBool,
+    /// Milliseconds since the registry started, at the last use: the idle sweep reads it.
+    last_used_ms: AtomicU64,
 }
 
 pub struct Registry {
@@ -49,6 +54,7 @@ pub struct Registry {
     /// an approximation of least-recently-used that costs nothing per command.
     clock_hand: Mutex<VecDeque<(UserKey, u64)>>,
     pub(crate) shared: Shared,
+    started: Instant,
 }
 
 /// Most actors asked to passivate per activation over the cap.
@@ -66,6 +72,7 @@ impl Registry {
             activations: AtomicU64::new(0),
             clock_hand: Mutex::new(VecDeque::new()),
             shared,
+            started: Instant::now(),
         })
     }
 
@@ -83,10 +90,7 @@ impl Registry {
         let name = command.kind.name();
         let key = command.key;
         match self
-            .send(key, |reply| Mail::Command {
-                command: command.clone(),
-                reply,
-            })
+            .send(key, |reply| Mail::command(command.clone(), reply))
             .await
         {
             Ok(reply) => reply,
@@ -105,10 +109,7 @@ impl Registry {
     pub async fn deliver(self: &Arc<Self>, transfer: Transfer) -> Result<Reply, ErrorCode> {
         let key = UserKey::new(transfer.guild, transfer.to);
         let reply = self
-            .send(key, |reply| Mail::Credit {
-                transfer: transfer.clone(),
-                reply,
-            })
+            .send(key, |reply| Mail::credit(transfer.clone(), reply))
             .await?;
         match reply.code() {
             Some(code) => Err(code),
@@ -134,18 +135,23 @@ impl Registry {
         for _ in 0..MAX_REDELIVERIES {
             let (tx, rx) = oneshot::channel::<Delivery>();
             let (mailbox, generation) = self.address(key);
-            match mailbox.try_send(mail(Unread::new(tx))) {
+            let sent = mailbox.try_send(mail(Unread::new(tx)));
+            // Let go of the mailbox before waiting: mail a passivating actor
+            // never read is dropped (answering NotDelivered) only when the
+            // last handle to its mailbox is gone.
+            drop(mailbox);
+            match sent {
                 Ok(()) => match rx.await {
                     Ok(Ok(reply)) => return Ok(reply),
                     Ok(Err(NotDelivered)) => continue,
                     // The actor died while handling it: the outcome is unknown.
                     Err(_) => return Err(ErrorCode::Internal),
                 },
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(flume::TrySendError::Full(_)) => {
                     metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "mailbox").increment(1);
                     return Err(ErrorCode::Busy);
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(flume::TrySendError::Disconnected(_)) => {
                     // A stopped actor not yet unregistered (it panicked): clear its slot.
                     self.unregister(key, generation);
                 }
@@ -155,25 +161,29 @@ impl Registry {
     }
 
     /// The mailbox of `key`'s actor, activating one if none is resident.
-    fn address(self: &Arc<Self>, key: UserKey) -> (mpsc::Sender<Mail>, u64) {
+    fn address(self: &Arc<Self>, key: UserKey) -> (flume::Sender<Mail>, u64) {
+        let now = self.elapsed_ms();
         if let Some(slot) = self.actors.get(&key) {
             slot.used.store(true, Ordering::Relaxed);
+            slot.last_used_ms.store(now, Ordering::Relaxed);
             return (slot.mailbox.clone(), slot.generation);
         }
         let (address, activated) = match self.actors.entry(key) {
             Entry::Occupied(e) => {
                 let slot = e.get();
                 slot.used.store(true, Ordering::Relaxed);
+                slot.last_used_ms.store(now, Ordering::Relaxed);
                 ((slot.mailbox.clone(), slot.generation), false)
             }
             Entry::Vacant(e) => {
                 let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = mpsc::channel(self.shared.config.mailbox_capacity.max(1));
+                let (tx, rx) = flume::bounded(self.shared.config.mailbox_capacity.max(1));
                 let actor = UserActor::new(key, generation, self.clone(), rx);
                 e.insert(Slot {
                     mailbox: tx.clone(),
                     generation,
                     used: AtomicBool::new(true),
+                    last_used_ms: AtomicU64::new(now),
                 });
                 tokio::spawn(actor.run());
                 ((tx, generation), true)
@@ -222,11 +232,37 @@ impl Registry {
                 continue;
             }
             // A full mailbox means busy: skip it, it is not idle.
-            if slot.mailbox.try_send(Mail::Passivate).is_ok() {
+            if slot.mailbox.try_send(Mail::Passivate(Why::Evicted)).is_ok() {
                 to_evict -= 1;
             } else {
                 drop(slot);
                 hand.push_back((k, g));
+            }
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Asks every actor unused for the idle timeout to passivate, forever.
+    /// One sweeper instead of a timer per actor: idle actors cost no timer,
+    /// and commands do not re-arm one.
+    pub(crate) async fn sweep_idle(self: Arc<Self>) {
+        let idle = self.shared.config.idle_timeout;
+        let every = (idle / 2).clamp(Duration::from_millis(1), Duration::from_secs(5));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(cutoff) = self.elapsed_ms().checked_sub(idle.as_millis() as u64) else {
+                continue;
+            };
+            for slot in self.actors.iter() {
+                if slot.last_used_ms.load(Ordering::Relaxed) <= cutoff {
+                    // Full mailbox: not idle after all.
+                    let _ = slot.mailbox.try_send(Mail::Passivate(Why::Idle));
+                }
             }
         }
     }

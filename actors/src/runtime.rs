@@ -23,6 +23,7 @@ pub struct Runtime {
     registry: Arc<Registry>,
     relay: tokio::task::JoinHandle<()>,
     committer: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 /// What `/readyz` reports.
@@ -69,10 +70,12 @@ impl Runtime {
             );
         }
         let relay = tokio::spawn(run_relay(registry.clone(), relay_interval));
+        let sweeper = tokio::spawn(registry.clone().sweep_idle());
         Ok(Self {
             registry,
             relay,
             committer,
+            sweeper,
         })
     }
 
@@ -229,6 +232,7 @@ impl Runtime {
     /// Stops the background tasks; what was acknowledged is already durable.
     pub async fn shutdown(self) {
         self.relay.abort();
+        self.sweeper.abort();
         self.committer.abort();
         self.registry.shared.store.close().await;
     }

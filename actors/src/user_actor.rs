@@ -5,20 +5,18 @@
 //! lock: no other code touches the state.
 //!
 //! Passivation (idle, evicted, or after a panic) first removes the actor from
-//! the registry, then closes its mailbox and answers whatever was queued with
-//! `NotDelivered`, so a new activation, which loads after this actor's last
+//! the registry, then drops whatever was queued unread (answering
+//! `NotDelivered`), so a new activation, which loads after this actor's last
 //! commit, is the only writer from then on.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
-
 use crate::command::Command;
 use crate::group_commit::CommitError;
 use crate::ids::UserKey;
-use crate::mailbox::{Answer, Mail};
+use crate::mailbox::{Answer, Envelope, Mail, Why};
 use crate::registry::Registry;
 use crate::reply::{ErrorCode, Reply};
 use crate::rules::{self, Draft, Refusal};
@@ -30,7 +28,7 @@ pub(crate) struct UserActor {
     key: UserKey,
     generation: u64,
     registry: Arc<Registry>,
-    mailbox: mpsc::Receiver<Mail>,
+    mailbox: flume::Receiver<Mail>,
     state: UserState,
     recent: RecentCommands,
 }
@@ -70,7 +68,7 @@ impl UserActor {
         key: UserKey,
         generation: u64,
         registry: Arc<Registry>,
-        mailbox: mpsc::Receiver<Mail>,
+        mailbox: flume::Receiver<Mail>,
     ) -> Self {
         Self {
             key,
@@ -84,12 +82,14 @@ impl UserActor {
 
     pub(crate) async fn run(mut self) {
         let reason = self.live().await;
-        self.leave(reason).await;
+        // Boxed: it runs once per life, so idle actors need not carry its space.
+        Box::pin(self.leave(reason)).await;
     }
 
     async fn live(&mut self) -> Leave {
         let started = Instant::now();
-        match self.registry.shared.store.load_user(self.key).await {
+        // Boxed: an idle actor should not carry the load future's space for life.
+        match Box::pin(self.registry.shared.store.load_user(self.key)).await {
             Ok(loaded) => {
                 self.state = loaded.state;
                 self.recent = loaded.recent;
@@ -100,22 +100,28 @@ impl UserActor {
             }
         }
         metrics::histogram!(m::ACTIVATION_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
-        let idle = self.registry.shared.config.idle_timeout;
+        // No timer here: the registry's sweeper sends `Passivate(Idle)` to
+        // actors unused for the idle timeout, so an idle actor costs no timer.
         loop {
-            let mail = match tokio::time::timeout(idle, self.mailbox.recv()).await {
-                Err(_) => return Leave::Idle,
-                Ok(None) => return Leave::Closed,
-                Ok(Some(mail)) => mail,
+            let Ok(mail) = self.mailbox.recv_async().await else {
+                return Leave::Closed;
             };
             let next = match mail {
-                // Only an idle actor makes room: one with mail waiting is in use.
-                Mail::Passivate if self.mailbox.is_empty() => Next::Leave(Leave::Evicted),
-                Mail::Passivate => Next::Continue,
-                Mail::Command { command, reply } => {
-                    self.handle_command(command, reply.open()).await
+                // Only an idle actor leaves: one with mail waiting is in use.
+                Mail::Passivate(why) if self.mailbox.is_empty() => Next::Leave(match why {
+                    Why::Idle => Leave::Idle,
+                    Why::Evicted => Leave::Evicted,
+                }),
+                Mail::Passivate(_) => Next::Continue,
+                Mail::Command(envelope) => {
+                    let Envelope { body, reply } = *envelope;
+                    // Boxed, like every per-mail future: the handler's state
+                    // (~2.5 KB) lives only while it runs, not in every idle actor.
+                    Box::pin(self.handle_command(body, reply.open())).await
                 }
-                Mail::Credit { transfer, reply } => {
-                    self.handle_credit(transfer, reply.open()).await
+                Mail::Credit(envelope) => {
+                    let Envelope { body, reply } = *envelope;
+                    Box::pin(self.handle_credit(body, reply.open())).await
                 }
             };
             if let Next::Leave(reason) = next {
@@ -126,14 +132,17 @@ impl UserActor {
 
     /// Unregisters, then answers queued mail `NotDelivered` (by dropping it) so
     /// callers retry against the next activation.
-    async fn leave(mut self, reason: Leave) {
+    async fn leave(&mut self, reason: Leave) {
         self.registry.unregister(self.key, self.generation);
-        self.mailbox.close();
-        while let Some(mail) = self.mailbox.recv().await {
-            if let (Leave::LoadFailed, Mail::Command { command, reply }) = (reason, mail) {
+        // Unregistered: no new sender finds this mailbox. Mail already in it
+        // is dropped unread (NotDelivered); mail sent by a caller that looked
+        // the address up just before is dropped with the mailbox's last handle.
+        while let Ok(mail) = self.mailbox.try_recv() {
+            if let (Leave::LoadFailed, Mail::Command(envelope)) = (reason, mail) {
                 // Retrying would only fail the same way: say so at once.
+                let Envelope { body, reply } = *envelope;
                 reply.open().send(Reply::error(
-                    command.kind.name(),
+                    body.kind.name(),
                     ErrorCode::StorageUnavailable,
                     "could not load the player's state; try again shortly",
                 ));
@@ -310,7 +319,7 @@ impl UserActor {
 
     async fn first_reply(&self, command: &Command) -> Option<Reply> {
         let id = command.id.as_ref()?;
-        match self.registry.shared.store.find_reply(self.key, id).await {
+        match Box::pin(self.registry.shared.store.find_reply(self.key, id)).await {
             Ok(Some(json)) => serde_json::from_str(&json).ok(),
             Ok(None) => None,
             Err(e) => {
@@ -330,4 +339,24 @@ enum Failure {
 
 fn refusal_reply(name: &str, r: Refusal) -> Reply {
     Reply::error(name, r.code, r.message)
+}
+
+#[cfg(test)]
+mod tests {
+    fn future_size<A, F: std::future::Future>(_: fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A million resident players must fit in 1.5 GiB: what every idle actor
+    /// carries (its future and its mailbox's first block of 32 slots) stays small.
+    #[test]
+    fn an_idle_actor_stays_small() {
+        let run = future_size(super::UserActor::run);
+        let mail = std::mem::size_of::<crate::mailbox::Mail>();
+        assert!(
+            run <= 400,
+            "UserActor::run's future grew to {run} bytes; box the big await"
+        );
+        assert!(mail <= 16, "Mail grew to {mail} bytes; box its payload");
+    }
 }
