@@ -415,3 +415,53 @@ both_backends!(full_mailbox_answers_busy_and_changes_nothing, |backend| {
     );
     db.drop_db().await;
 });
+
+both_backends!(
+    full_commit_backlog_answers_busy_and_changes_nothing,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let config = RuntimeConfig {
+            commit: actors::group_commit::GroupCommitConfig {
+                backlog: 4,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rt = start(&db, config).await;
+        for u in 1..=300 {
+            dispatch_retrying(&rt, cmd(u, "balance", json!({}))).await;
+        }
+        // 300 different players at once against a backlog of 4 WriteSets.
+        let replies: Vec<_> = join_all((1..=300).map(|u| {
+            let rt = rt.clone();
+            tokio::spawn(
+                async move { (u, rt.dispatch(cmd(u, "buy", json!({"item": "bait"}))).await) },
+            )
+        }))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+        let busy: Vec<i64> = replies
+            .iter()
+            .filter(|(_, r)| r.code() == Some(ErrorCode::Busy))
+            .map(|(u, _)| *u)
+            .collect();
+        assert!(
+            !busy.is_empty(),
+            "a backlog of 4 under 300 concurrent writers must push back"
+        );
+        assert!(replies
+            .iter()
+            .all(|(_, r)| r.ok || r.code() == Some(ErrorCode::Busy)));
+        for (u, r) in &replies {
+            let b = gold(&rt.dispatch(cmd(*u, "balance", json!({}))).await);
+            assert_eq!(
+                b,
+                if r.ok { 95 } else { 100 },
+                "player {u}: a busy purchase changed nothing"
+            );
+        }
+        db.drop_db().await;
+    }
+);
