@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use actors::store::{Store, StoreOptions};
 use actors::{Command, CommandKind, GuildId, Runtime, RuntimeConfig, UserId, UserKey};
-use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
-use sqlx::{Connection, Executor};
+
+use crate::scratch::Scratch;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -88,55 +88,6 @@ impl Measured {
             self.ok,
             self.errors
         );
-    }
-}
-
-/// A fresh database for one phase, removed on `cleanup`.
-struct Scratch {
-    url: Option<String>,
-    dir: tempfile::TempDir,
-    admin: Option<String>,
-    name: Option<String>,
-}
-
-impl Scratch {
-    async fn new(admin: Option<&str>) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let Some(admin) = admin else {
-            return Ok(Self {
-                url: None,
-                dir,
-                admin: None,
-                name: None,
-            });
-        };
-        let name = format!("kokoro_bench_{}", rand::random::<u32>());
-        let mut conn = sqlx::PgConnection::connect(admin)
-            .await
-            .context("connecting to PostgreSQL")?;
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await?;
-        let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
-        Ok(Self {
-            url: Some(format!("{base}/{name}")),
-            dir,
-            admin: Some(admin.to_owned()),
-            name: Some(name),
-        })
-    }
-
-    async fn store(&self, opts: &StoreOptions) -> anyhow::Result<Store> {
-        Ok(Store::open(self.url.as_deref(), self.dir.path(), opts).await?)
-    }
-
-    async fn cleanup(self) {
-        if let (Some(admin), Some(name)) = (&self.admin, &self.name) {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
-                let _ = conn
-                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await;
-            }
-        }
     }
 }
 
@@ -319,83 +270,6 @@ async fn paced(
     )
 }
 
-/// The conventional design: one transaction per `give`.
-async fn baseline_give(store: &Store, from: u64, to: u64) -> Result<(), sqlx::Error> {
-    let (a, b) = (key(from).user.get(), key(to).user.get());
-    // Lock rows in id order so two opposite transfers cannot deadlock.
-    let (first, second) = if a < b { (a, b) } else { (b, a) };
-    let now = 0i64;
-    macro_rules! body {
-        ($tx:expr) => {{
-            let mut bal = [0i64; 2];
-            for (i, u) in [first, second].into_iter().enumerate() {
-                let row: (i64,) = sqlx::query_as(concat!("SELECT gold FROM users WHERE guild_id = 1 AND user_id = $1", lock_clause!()))
-                    .bind(u)
-                    .fetch_one(&mut *$tx)
-                    .await?;
-                bal[i] = row.0;
-            }
-            let (from_bal, to_bal) = if a == first { (bal[0], bal[1]) } else { (bal[1], bal[0]) };
-            if from_bal < 1 {
-                return Ok(());
-            }
-            for (u, delta, after, reason) in [(a, -1i64, from_bal - 1, "give"), (b, 1, to_bal + 1, "receive")] {
-                sqlx::query("UPDATE users SET gold = $1, updated_ms = $2 WHERE guild_id = 1 AND user_id = $3")
-                    .bind(after)
-                    .bind(now)
-                    .bind(u)
-                    .execute(&mut *$tx)
-                    .await?;
-                sqlx::query("INSERT INTO ledger (guild_id, user_id, currency, amount, balance_after, reason, at_ms) VALUES (1, $1, 'gold', $2, $3, $4, $5)")
-                    .bind(u)
-                    .bind(delta)
-                    .bind(after)
-                    .bind(reason)
-                    .bind(now)
-                    .execute(&mut *$tx)
-                    .await?;
-            }
-        }};
-    }
-    match store {
-        Store::Postgres(pool) => {
-            macro_rules! lock_clause {
-                () => {
-                    " FOR UPDATE"
-                };
-            }
-            let mut tx = pool.begin().await?;
-            body!(tx);
-            tx.commit().await?;
-        }
-        Store::Sqlite(pool) => {
-            macro_rules! lock_clause {
-                () => {
-                    ""
-                };
-            }
-            // SQLite has no row locks: BEGIN IMMEDIATE takes the write lock up front.
-            let mut conn = pool.acquire().await?;
-            conn.execute("BEGIN IMMEDIATE").await?;
-            let result: Result<(), sqlx::Error> = async {
-                body!(conn);
-                Ok(())
-            }
-            .await;
-            match result {
-                Ok(()) => {
-                    conn.execute("COMMIT").await?;
-                }
-                Err(e) => {
-                    let _ = conn.execute("ROLLBACK").await;
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 fn print_commit_stats(rt: &Runtime) {
     let p = rt.commit_progress();
     let (batches, writes, us) = (
@@ -506,15 +380,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         store.migrate().await?;
         seed(&store, args.users).await?;
         // A conventional bot runs one transaction per command on a pool of the same size.
-        let s = store.clone();
+        let conventional = Arc::new(crate::loadtest::baseline::Conventional {
+            store: store.clone(),
+            config: RuntimeConfig::default(),
+        });
         let base = closed_loop(
             "baseline (1 transaction / command)",
             args.concurrency,
             args.seconds,
             args.users,
             move |from, to| {
-                let s = s.clone();
-                async move { baseline_give(&s, from, to).await.is_ok() }
+                let conventional = conventional.clone();
+                async move { conventional.send(&give(from, to)).await.ok }
             },
         )
         .await;

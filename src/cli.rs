@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `check`, `bench`.
+//! The command line: `serve`, `migrate`, `check`, `bench`, `loadtest`.
 
 use std::process::ExitCode;
 
@@ -29,6 +29,8 @@ pub enum Cmd {
     Check(StorageArgs),
     /// Measure durable commands/s and latency against a one-transaction-per-command baseline.
     Bench(crate::bench::BenchArgs),
+    /// Simulate players from a scenario file, check the invariants, report.
+    Loadtest(crate::loadtest::LoadtestArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -87,6 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| ExitCode::SUCCESS),
+        Cmd::Loadtest(args) => crate::loadtest::run(args).await,
     }
 }
 

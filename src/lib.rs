@@ -6,6 +6,8 @@
 pub mod bench;
 pub mod cli;
 pub mod http;
+pub mod loadtest;
+pub mod scratch;
 pub mod serve;
 pub mod settings;
 pub mod telemetry;

@@ -31,6 +31,11 @@ pub struct GroupCommitConfig {
     /// WriteSet in flight, so concurrent batches never touch the same rows.
     /// 0: one for SQLite (a single writer), three for PostgreSQL.
     pub parallel: usize,
+    /// Chaos testing only: acknowledge every Nth WriteSet as applied without
+    /// writing it, to prove that the load tester's invariant check catches a
+    /// store that loses writes. Never set in production.
+    #[doc(hidden)]
+    pub lose_every: Option<u64>,
 }
 
 impl Default for GroupCommitConfig {
@@ -42,6 +47,7 @@ impl Default for GroupCommitConfig {
             attempts: 4,
             retry_backoff: Duration::from_millis(25),
             parallel: 0,
+            lose_every: None,
         }
     }
 }
@@ -108,6 +114,7 @@ impl GroupCommit {
                 store,
                 config,
                 progress: progress.clone(),
+                seen: AtomicU64::new(0),
             }),
             rx,
         };
@@ -165,6 +172,8 @@ struct Writer {
     store: Store,
     config: GroupCommitConfig,
     progress: Arc<CommitProgress>,
+    /// WriteSets seen, for `lose_every`.
+    seen: AtomicU64,
 }
 
 /// Transient errors are worth retrying; anything else is the data's fault.
@@ -252,7 +261,10 @@ impl Writer {
     async fn commit(&self, batch: Batch) {
         let started = Instant::now();
         metrics::histogram!(m::COMMIT_BATCH_SIZE).record(batch.len() as f64);
-        let results = self.commit_with_retry(&batch.writes).await;
+        let results = match self.config.lose_every {
+            None => self.commit_with_retry(&batch.writes).await,
+            Some(n) => self.commit_losing_every(n.max(1), &batch.writes).await,
+        };
         let took = started.elapsed();
         metrics::histogram!(m::COMMIT_DURATION_SECONDS).record(took.as_secs_f64());
         let p = &self.progress;
@@ -265,6 +277,30 @@ impl Writer {
             // The caller may have gone away; its write stands regardless.
             let _ = done.send(result);
         }
+    }
+
+    /// The broken store of `lose_every`: drops every Nth WriteSet, yet says applied.
+    async fn commit_losing_every(&self, n: u64, writes: &[WriteSet]) -> Vec<CommitResult> {
+        let lost: Vec<bool> = writes
+            .iter()
+            .map(|_| self.seen.fetch_add(1, Ordering::Relaxed) % n == n - 1)
+            .collect();
+        let kept: Vec<WriteSet> = writes
+            .iter()
+            .zip(&lost)
+            .filter(|(_, l)| !**l)
+            .map(|(w, _)| w.clone())
+            .collect();
+        let mut kept_results = self.commit_with_retry(&kept).await.into_iter();
+        lost.iter()
+            .map(|l| {
+                if *l {
+                    Ok(CommitOutcome::Applied)
+                } else {
+                    kept_results.next().unwrap_or(Ok(CommitOutcome::Applied))
+                }
+            })
+            .collect()
     }
 
     /// Commits `writes`, retrying transient failures with backoff. A batch the

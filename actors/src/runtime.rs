@@ -130,49 +130,9 @@ impl Runtime {
 
     async fn answer(&self, command: Command) -> Reply {
         let shared = &self.registry.shared;
-        match &command.kind {
-            CommandKind::Shop => {
-                let items: Vec<_> = shared
-                    .config
-                    .catalogue
-                    .items()
-                    .map(|i| json!({"item": i.id, "name": i.name, "price": i.price, "currency": i.currency.as_str(), "limit": i.limit}))
-                    .collect();
-                Reply::ok(
-                    "shop",
-                    json!({ "items": items }),
-                    format!("{} items for sale.", items.len()),
-                )
-            }
-            CommandKind::Leaderboard { by } => {
-                match shared
-                    .store
-                    .leaderboard(command.key.guild, *by, shared.config.leaderboard_size)
-                    .await
-                {
-                    Ok(rows) => {
-                        let entries: Vec<_> = rows
-                            .iter()
-                            .enumerate()
-                            .map(|(i, r)| json!({"rank": i + 1, "user_id": r.user.to_string(), "gold": r.gold, "level": r.level, "xp": r.xp}))
-                            .collect();
-                        Reply::ok(
-                            "leaderboard",
-                            json!({ "by": by.as_str(), "entries": entries }),
-                            format!("Top {} by {}.", entries.len(), by.as_str()),
-                        )
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "leaderboard query failed");
-                        Reply::error(
-                            "leaderboard",
-                            ErrorCode::StorageUnavailable,
-                            "storage is unavailable; retry shortly",
-                        )
-                    }
-                }
-            }
-            _ => self.registry.dispatch(command).await,
+        match answer_without_actor(&shared.store, &shared.config, &command).await {
+            Some(reply) => reply,
+            None => self.registry.dispatch(command).await,
         }
     }
 
@@ -235,6 +195,58 @@ impl Runtime {
         self.sweeper.abort();
         self.committer.abort();
         self.registry.shared.store.close().await;
+    }
+}
+
+/// Answers the commands that need no player state (`shop`, `leaderboard`),
+/// or `None` for those that go to the player's actor. Shared with the
+/// conventional baseline so both answer these the same way.
+pub async fn answer_without_actor(
+    store: &Store,
+    config: &RuntimeConfig,
+    command: &Command,
+) -> Option<Reply> {
+    match &command.kind {
+        CommandKind::Shop => {
+            let items: Vec<_> = config
+                .catalogue
+                .items()
+                .map(|i| json!({"item": i.id, "name": i.name, "price": i.price, "currency": i.currency.as_str(), "limit": i.limit}))
+                .collect();
+            Some(Reply::ok(
+                "shop",
+                json!({ "items": items }),
+                format!("{} items for sale.", items.len()),
+            ))
+        }
+        CommandKind::Leaderboard { by } => Some(
+            match store
+                .leaderboard(command.key.guild, *by, config.leaderboard_size)
+                .await
+            {
+                Ok(rows) => {
+                    let entries: Vec<_> = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| json!({"rank": i + 1, "user_id": r.user.to_string(), "gold": r.gold, "level": r.level, "xp": r.xp}))
+                    .collect();
+                    Reply::ok(
+                        "leaderboard",
+                        json!({ "by": by.as_str(), "entries": entries }),
+                        format!("Top {} by {}.", entries.len(), by.as_str()),
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "leaderboard query failed");
+                    Reply::error(
+                        "leaderboard",
+                        ErrorCode::StorageUnavailable,
+                        "storage is unavailable; retry shortly",
+                    )
+                }
+            },
+        ),
+        _ => None,
     }
 }
 

@@ -229,6 +229,22 @@ impl Store {
         on_pool!(self, (p, q) => q::pending_transfers(p, before_ms, limit).await)
     }
 
+    /// Answers `command` the conventional way, in one transaction of its
+    /// own: the baseline `kokoro bench` and `kokoro loadtest --baseline`
+    /// measure kokoro against. Not used by the runtime.
+    pub async fn conventional(
+        &self,
+        command: &crate::command::Command,
+        ctx: &crate::rules::Context<'_>,
+    ) -> Result<crate::reply::Reply, StoreError> {
+        on_pool!(self, (p, q) => q::conventional(p, command, ctx).await)
+    }
+
+    /// Every recorded command id, with its player.
+    pub async fn command_ids(&self) -> Result<Vec<(UserKey, String)>, StoreError> {
+        on_pool!(self, (p, q) => q::command_ids(p).await)
+    }
+
     /// Checks the money invariants over the whole database.
     pub async fn audit(&self) -> Result<AuditReport, StoreError> {
         on_pool!(self, (p, q) => q::audit(p).await)

@@ -7,9 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::{QueryBuilder, Row};
 
 use super::{user_key, LoadedUser, StoreError};
-use crate::command::LeaderboardBy;
+use crate::command::{Command, CommandKind, LeaderboardBy};
 use crate::domain::Currency;
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
+use crate::reply::Reply;
+use crate::rules::{self, Context};
 use crate::state::{RecentCommands, UserState};
 use crate::writeset::{CommitOutcome, Transfer, UserRow, WriteSet};
 
@@ -118,11 +120,12 @@ macro_rules! insert_chunked {
 }
 
 macro_rules! backend {
-    ($module:ident, $db:ty) => {
+    ($module:ident, $db:ty, $begin_write:expr, $lock_rows:expr) => {
         pub mod $module {
             use super::*;
 
             type Pool = sqlx::Pool<$db>;
+            type Conn = <$db as sqlx::Database>::Connection;
 
             pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
                 sqlx::query("SELECT 1").execute(pool).await?;
@@ -135,8 +138,12 @@ macro_rules! backend {
             }
 
             pub async fn load_user(pool: &Pool, key: UserKey) -> Result<LoadedUser, StoreError> {
-                let (g, u) = (key.guild.get(), key.user.get());
                 let mut conn = pool.acquire().await?;
+                load_user_on(&mut conn, key).await
+            }
+
+            async fn load_user_on(conn: &mut Conn, key: UserKey) -> Result<LoadedUser, StoreError> {
+                let (g, u) = (key.guild.get(), key.user.get());
                 let row = sqlx::query(
                     "SELECT gold, gems, xp, level, daily_day, daily_streak FROM users WHERE guild_id = $1 AND user_id = $2",
                 )
@@ -200,6 +207,13 @@ macro_rules! backend {
 
             pub async fn commit(pool: &Pool, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
                 let mut tx = pool.begin().await?;
+                let outcomes = commit_on(&mut tx, batch).await?;
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            /// The body of a group commit, inside the caller's transaction.
+            async fn commit_on(tx: &mut Conn, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
                 let mut outcomes = vec![CommitOutcome::Applied; batch.len()];
                 // Credits first: a transfer credited before makes its WriteSet a
                 // no-op. One statement per chunk returns the ids it marked.
@@ -360,8 +374,63 @@ macro_rules! backend {
                     }
                 );
 
-                tx.commit().await?;
                 Ok(outcomes)
+            }
+
+            /// The conventional design kokoro is measured against: one
+            /// transaction per command, rows locked for its whole length. Same
+            /// rules, same SQL; only the transaction boundary differs.
+            pub async fn conventional(pool: &Pool, command: &Command, ctx: &Context<'_>) -> Result<Reply, StoreError> {
+                let name = command.kind.name();
+                let mut tx = pool.begin_with($begin_write).await?;
+                let key = command.key;
+                let receiver = match &command.kind {
+                    CommandKind::Give { to, .. } => Some(UserKey::new(key.guild, *to)),
+                    _ => None,
+                };
+                // Lock both players' rows in id order, so opposite transfers cannot deadlock.
+                let mut ids = vec![key.user.get()];
+                ids.extend(receiver.map(|r| r.user.get()));
+                ids.sort_unstable();
+                for id in &ids {
+                    sqlx::query(concat!("SELECT gold FROM users WHERE guild_id = $1 AND user_id = $2", $lock_rows))
+                        .bind(key.guild.get())
+                        .bind(*id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                }
+                if let Some(id) = &command.id {
+                    let first = sqlx::query("SELECT reply FROM commands WHERE guild_id = $1 AND user_id = $2 AND command_id = $3")
+                        .bind(key.guild.get())
+                        .bind(key.user.get())
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(row) = first {
+                        let json: String = row.try_get(0)?;
+                        return serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()));
+                    }
+                }
+                let me = load_user_on(&mut tx, key).await?;
+                let draft = match rules::decide(&me.state, key, &command.kind, command.id.clone(), ctx) {
+                    Ok(d) => d,
+                    Err(refusal) => return Ok(Reply::error(name, refusal.code, refusal.message)),
+                };
+                let reply = Reply::ok(name, draft.data.clone(), draft.message.clone());
+                let mut writes = draft.writes;
+                if command.id.is_some() && !writes.is_empty() {
+                    writes.reply_json = serde_json::to_string(&reply).ok();
+                }
+                let transfer = writes.transfer_out.clone();
+                commit_on(&mut tx, std::slice::from_ref(&writes)).await?;
+                if let (Some(t), Some(to)) = (transfer, receiver) {
+                    let them = load_user_on(&mut tx, to).await?;
+                    let credit = rules::receive(&them.state, to, &t, ctx)
+                        .map_err(|r| StoreError::Corrupt(r.message))?;
+                    commit_on(&mut tx, std::slice::from_ref(&credit.writes)).await?;
+                }
+                tx.commit().await?;
+                Ok(reply)
             }
 
             pub async fn leaderboard(pool: &Pool, guild: GuildId, by: LeaderboardBy, limit: i64) -> Result<Vec<LeaderboardRow>, StoreError> {
@@ -405,6 +474,11 @@ macro_rules! backend {
                         })
                     })
                     .collect()
+            }
+
+            pub async fn command_ids(pool: &Pool) -> Result<Vec<(UserKey, String)>, StoreError> {
+                let rows = sqlx::query("SELECT guild_id, user_id, command_id FROM commands").fetch_all(pool).await?;
+                rows.iter().map(|r| Ok((user_key(r.try_get(0)?, r.try_get(1)?)?, r.try_get(2)?))).collect()
             }
 
             pub async fn audit(pool: &Pool) -> Result<AuditReport, StoreError> {
@@ -451,5 +525,6 @@ macro_rules! backend {
     };
 }
 
-backend!(sqlite, sqlx::Sqlite);
-backend!(postgres, sqlx::Postgres);
+// SQLite has no row locks: BEGIN IMMEDIATE takes the write lock up front.
+backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE", "");
+backend!(postgres, sqlx::Postgres, "BEGIN", " FOR UPDATE");

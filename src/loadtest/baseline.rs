@@ -1,0 +1,68 @@
+//! The baseline a run is compared with: the same scenario, on a fresh store
+//! of the same kind, answered the conventional way (one database transaction
+//! per command, rows locked throughout). Same rules, same SQL, same load.
+
+use std::sync::Arc;
+
+use actors::{Command, Reply, RuntimeConfig, Store};
+
+use super::driver;
+use super::report::{Latency, Report};
+use super::scenario::Scenario;
+use super::target::Target;
+use crate::scratch::Scratch;
+
+/// A store answering each command in its own transaction.
+pub struct Conventional {
+    pub store: Store,
+    pub config: RuntimeConfig,
+}
+
+impl Conventional {
+    pub async fn send(&self, command: &Command) -> Reply {
+        if let Some(reply) =
+            actors::runtime::answer_without_actor(&self.store, &self.config, command).await
+        {
+            return reply;
+        }
+        let ctx = actors::rules::Context {
+            now_ms: (self.config.clock)(),
+            catalogue: &self.config.catalogue,
+            starting_gold: self.config.starting_gold,
+            fresh_id: rand::random(),
+        };
+        let name = command.kind.name();
+        match self.store.conventional(command, &ctx).await {
+            Ok(reply) => reply,
+            Err(e) => Reply::error(name, actors::ErrorCode::StorageUnavailable, e.to_string()),
+        }
+    }
+}
+
+pub struct Summary {
+    pub rate: f64,
+    pub latency: Latency,
+}
+
+pub async fn run(scenario: &Scenario, database_url: Option<&str>) -> anyhow::Result<Summary> {
+    let scratch = Scratch::new(database_url).await?;
+    let store = scratch.store(&Default::default()).await?;
+    store.migrate().await?;
+    let config = RuntimeConfig {
+        starting_gold: scenario.starting_gold,
+        ..Default::default()
+    };
+    let target = Arc::new(Target::Conventional(Conventional {
+        store: store.clone(),
+        config,
+    }));
+    let driven = driver::drive(target.clone(), scenario, false).await;
+    let report = Report::build(&scenario.name, target.describe(), &driven);
+    drop(target);
+    store.close().await;
+    scratch.cleanup().await;
+    Ok(Summary {
+        rate: report.rate,
+        latency: report.latency,
+    })
+}
