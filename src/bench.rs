@@ -118,7 +118,7 @@ fn give(from: u64, to: u64) -> Command {
 }
 
 /// Creates `users` players with a large balance and their welcome ledger rows, in bulk.
-async fn seed(store: &Store, users: u64) -> anyhow::Result<()> {
+pub async fn seed(store: &Store, users: u64) -> anyhow::Result<()> {
     let users = users as i64;
     let gold: i64 = 1_000_000_000;
     let sql_users = "INSERT INTO users (guild_id, user_id, gold, gems, xp, level, daily_day, daily_streak, created_ms, updated_ms) \

@@ -36,7 +36,9 @@ pub fn histogram() -> Histogram<u64> {
 pub struct Second {
     pub sent: u64,
     pub ok: u64,
-    pub errors: u64,
+    /// Answers that are the service failing (busy, storage, internal…), not
+    /// the game saying no (already claimed, insufficient funds).
+    pub failed: u64,
     pub latency: Histogram<u64>,
 }
 
@@ -77,7 +79,7 @@ impl Recording {
             self.timeline.push(Second {
                 sent: 0,
                 ok: 0,
-                errors: 0,
+                failed: 0,
                 latency: histogram(),
             });
         }
@@ -109,12 +111,14 @@ impl Recording {
                 }
             }
         } else {
-            sec.errors += 1;
+            if reply.code().is_some_and(|c| !c.is_refusal()) {
+                sec.failed += 1;
+            }
             *self.errors.entry(reply.outcome()).or_default() += 1;
         }
     }
 
-    pub fn error_count(&self) -> u64 {
+    pub fn answer_count(&self) -> u64 {
         self.errors.values().sum()
     }
 }
@@ -139,8 +143,10 @@ pub async fn drive(target: Arc<Target>, scenario: &Scenario, show_progress: bool
     });
     let duration = Duration::from_secs_f64(scenario.duration_secs);
     let started = Instant::now();
-    let progress = show_progress
-        .then(|| spawn_progress(scenario, rec.clone(), live.clone(), started, duration));
+    let bar = show_progress.then(|| progress_bar(scenario, duration));
+    let progress = bar
+        .clone()
+        .map(|bar| spawn_progress(bar, rec.clone(), live.clone(), started));
     match &scenario.model {
         LoadModel::Closed {
             concurrency,
@@ -174,6 +180,9 @@ pub async fn drive(target: Arc<Target>, scenario: &Scenario, show_progress: bool
     let elapsed = started.elapsed();
     if let Some(p) = progress {
         p.abort();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     let recording = match Arc::try_unwrap(rec) {
         Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
@@ -299,19 +308,22 @@ async fn open(
     }
 }
 
-fn spawn_progress(
-    scenario: &Scenario,
-    rec: Arc<Mutex<Recording>>,
-    live: Arc<Live>,
-    started: Instant,
-    duration: Duration,
-) -> tokio::task::JoinHandle<()> {
+fn progress_bar(scenario: &Scenario, duration: Duration) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(duration.as_millis() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{elapsed_precise}] {bar:30} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_prefix(scenario.name.clone());
+    bar
+}
+
+fn spawn_progress(
+    bar: indicatif::ProgressBar,
+    rec: Arc<Mutex<Recording>>,
+    live: Arc<Live>,
+    started: Instant,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut last_sent = 0;
@@ -328,7 +340,7 @@ fn spawn_progress(
             };
             bar.set_position(started.elapsed().as_millis() as u64);
             bar.set_message(format!(
-                "sent {sent} · {}/s · p99 {:.1} ms · in flight {} · errors: {}",
+                "sent {sent} · {}/s · p99 {:.1} ms · in flight {} · not ok: {}",
                 (sent - last_sent) * 4,
                 p99 as f64 / 1000.0,
                 live.in_flight.load(Ordering::Relaxed),

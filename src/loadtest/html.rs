@@ -133,9 +133,15 @@ fn bars(title: &str, items: &[(String, u64)]) -> String {
     for (i, (label, n)) in items.iter().enumerate() {
         let y = 10.0 + row * i as f64;
         let w = (*n as f64 / max) * (W - 260.0);
+        // Red for the service failing; grey for the game's own refusals.
+        let colour = if super::report::is_failure(label) {
+            "#c0392b"
+        } else {
+            "#999"
+        };
         let _ = write!(
             svg,
-            r##"<text x="150" y="{}" font-size="11" text-anchor="end">{}</text><rect x="156" y="{y}" width="{w:.1}" height="16" fill="#c0392b"/><text x="{}" y="{}" font-size="11">{n}</text>"##,
+            r##"<text x="150" y="{}" font-size="11" text-anchor="end">{}</text><rect x="156" y="{y}" width="{w:.1}" height="16" fill="{colour}"/><text x="{}" y="{}" font-size="11">{n}</text>"##,
             y + 12.0,
             esc(label),
             160.0 + w,
@@ -184,9 +190,9 @@ pub fn render(r: &Report) -> String {
                 r.timeline.iter().map(|s| s.sent as f64).collect(),
             ),
             (
-                "errors",
+                "failed",
                 "#c0392b",
-                r.timeline.iter().map(|s| s.errors as f64).collect(),
+                r.timeline.iter().map(|s| s.failed as f64).collect(),
             ),
         ],
         &ticks,
@@ -220,7 +226,7 @@ pub fn render(r: &Report) -> String {
     if r.dropped > 0 {
         codes.push(("dropped (not sent on time)".into(), r.dropped));
     }
-    let errors = bars("Answers other than ok, by code", &codes);
+    let errors = bars("Answers other than ok, by code (grey: refused by the game's rules; red: the service failed)", &codes);
 
     let mut rows = String::new();
     for (name, l) in &r.by_command {
@@ -261,8 +267,8 @@ pub fn render(r: &Report) -> String {
     }
     let baseline = r.baseline.as_ref().map_or(String::new(), |b| {
         format!(
-            "<h2>Against the baseline</h2><p>One transaction per command on the same store: {:.0} commands/s, p99 {:.2} ms. kokoro/baseline: <b>throughput {:.1}×</b>, p99 {:.2}×.</p>",
-            b.rate, b.latency.p99_ms, b.ratio_throughput, b.ratio_p99
+            "<h2>Against the baseline</h2><p>One transaction per command on the same store: {:.0} commands/s, p99 {:.2} ms. kokoro/baseline: <b>throughput {:.2}×</b>, p99 {:.4}× (kokoro's p99 is {:.0}× lower).</p>",
+            b.rate, b.latency.p99_ms, b.ratio_throughput, b.ratio_p99, 1.0 / b.ratio_p99.max(1e-9)
         )
     });
     let l = &r.latency;
