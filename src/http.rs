@@ -174,9 +174,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    metrics::gauge!(actors::telemetry::ACTORS_RESIDENT).set(state.runtime.resident() as f64);
-    metrics::gauge!(actors::telemetry::PERSISTENCE_BACKLOG).set(state.runtime.backlog() as f64);
-    let text = crate::telemetry::prometheus().render();
+    let text = crate::telemetry::render(&state.runtime).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -19,6 +19,10 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
 ];
 
+const DEPTH_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide Prometheus recorder, installed on first use. A process
@@ -32,6 +36,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
                     Matcher::Full(actors::telemetry::COMMIT_BATCH_SIZE.into()),
                     BATCH_BUCKETS,
                 )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(actors::telemetry::MAILBOX_DEPTH.into()),
+                    DEPTH_BUCKETS,
+                )
             });
         let recorder = match builder {
             Ok(b) => b.build_recorder(),
@@ -40,11 +50,48 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if another recorder is installed; then this handle renders empty.
         let _ = metrics::set_global_recorder(recorder);
-        for (name, help) in actors::telemetry::CATALOGUE {
-            metrics::describe_counter!(*name, *help);
+        use actors::telemetry::Kind;
+        for (name, kind, help) in actors::telemetry::CATALOGUE {
+            match kind {
+                Kind::Counter => metrics::describe_counter!(*name, *help),
+                Kind::Gauge => metrics::describe_gauge!(*name, *help),
+                Kind::Histogram => metrics::describe_histogram!(*name, *help),
+            }
         }
+        process_collector().describe();
+        metrics::gauge!(actors::telemetry::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"))
+            .set(1.0);
         handle
     })
+}
+
+/// Process memory, CPU and file descriptors, as `kokoro_process_*`.
+pub fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(|| metrics_process::Collector::new(actors::telemetry::PROCESS_PREFIX))
+}
+
+/// Refreshes the gauges that are sampled rather than counted, then renders
+/// the Prometheus text.
+pub async fn render(runtime: &actors::Runtime) -> String {
+    use actors::telemetry as m;
+    metrics::gauge!(m::ACTORS_RESIDENT).set(runtime.resident() as f64);
+    metrics::gauge!(m::PERSISTENCE_BACKLOG).set(runtime.backlog() as f64);
+    metrics::gauge!(m::PERSISTENCE_STALLED).set(if runtime.stalled_ms().is_some() {
+        1.0
+    } else {
+        0.0
+    });
+    let (in_use, idle) = runtime.store().connections();
+    metrics::gauge!(m::DB_CONNECTIONS, "state" => "in_use").set(f64::from(in_use));
+    metrics::gauge!(m::DB_CONNECTIONS, "state" => "idle").set(f64::from(idle));
+    metrics::gauge!(m::READY).set(if runtime.readiness().await.is_ready() {
+        1.0
+    } else {
+        0.0
+    });
+    process_collector().collect();
+    prometheus().render()
 }
 
 /// Keeps histograms bounded: the exporter needs periodic upkeep.

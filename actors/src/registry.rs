@@ -136,6 +136,9 @@ impl Registry {
             let (tx, rx) = oneshot::channel::<Delivery>();
             let (mailbox, generation) = self.address(key);
             let sent = mailbox.try_send(mail(Unread::new(tx)));
+            if sent.is_ok() {
+                metrics::histogram!(m::MAILBOX_DEPTH).record(mailbox.len() as f64);
+            }
             // Let go of the mailbox before waiting: mail a passivating actor
             // never read is dropped (answering NotDelivered) only when the
             // last handle to its mailbox is gone.

@@ -55,6 +55,7 @@ impl Runtime {
     /// previous run are credited before this returns.
     pub async fn start(store: Store, config: RuntimeConfig) -> Result<Self, StoreError> {
         store.migrate().await?;
+        register_counters();
         let (commit, committer) = GroupCommit::start(store.clone(), config.commit.clone());
         let relay_interval = config.relay_interval;
         let registry = Registry::new(Shared {
@@ -171,15 +172,7 @@ impl Runtime {
             (Err(e), _) => Err(e.to_string()),
         };
         let commit = &self.registry.shared.commit;
-        let progress = commit.progress();
-        let in_flight = progress
-            .in_flight
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let since = crate::config::unix_ms()
-            - progress
-                .last_commit_ms
-                .load(std::sync::atomic::Ordering::Relaxed);
-        let stalled_ms = (in_flight > 0 && since > STALL_AFTER_MS).then_some(since);
+        let stalled_ms = self.stalled_ms();
         Readiness {
             storage,
             migrations,
@@ -189,6 +182,20 @@ impl Runtime {
         }
     }
 
+    /// How long group commit has had work in flight without finishing a
+    /// commit, if that is longer than the stall limit.
+    pub fn stalled_ms(&self) -> Option<i64> {
+        let progress = self.registry.shared.commit.progress();
+        let in_flight = progress
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let since = crate::config::unix_ms()
+            - progress
+                .last_commit_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+        (in_flight > 0 && since > STALL_AFTER_MS).then_some(since)
+    }
+
     /// Stops the background tasks; what was acknowledged is already durable.
     pub async fn shutdown(self) {
         self.relay.abort();
@@ -196,6 +203,30 @@ impl Runtime {
         self.committer.abort();
         self.registry.shared.store.close().await;
     }
+}
+
+/// Registers the counters of rare events at zero, so their `rate()` reads 0
+/// in a healthy system instead of no data.
+fn register_counters() {
+    for stage in ["mailbox", "backlog"] {
+        metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => stage).increment(0);
+    }
+    for reason in [
+        "idle",
+        "evicted",
+        "panic",
+        "load_failed",
+        "unknown_outcome",
+        "closed",
+    ] {
+        metrics::counter!(m::PASSIVATIONS_TOTAL, "reason" => reason).increment(0);
+    }
+    for kind in ["transient", "rejected"] {
+        metrics::counter!(m::COMMIT_FAILURES_TOTAL, "kind" => kind).increment(0);
+    }
+    metrics::counter!(m::COMMIT_RETRIES_TOTAL).increment(0);
+    metrics::counter!(m::TRANSFERS_REDELIVERED_TOTAL).increment(0);
+    metrics::counter!(m::ACTIVATIONS_TOTAL).increment(0);
 }
 
 /// Answers the commands that need no player state (`shop`, `leaderboard`),

@@ -24,41 +24,115 @@ pub const COMMIT_FAILURES_TOTAL: &str = "kokoro_commit_failures_total";
 pub const COMMIT_RETRIES_TOTAL: &str = "kokoro_commit_retries_total";
 /// Transfers redelivered by the outbox relay (after a crash or a busy receiver).
 pub const TRANSFERS_REDELIVERED_TOTAL: &str = "kokoro_transfers_redelivered_total";
+/// Mail waiting in a player's mailbox, sampled as each mail is posted.
+pub const MAILBOX_DEPTH: &str = "kokoro_mailbox_depth";
+/// Database pool connections, by `state` (`in_use`, `idle`).
+pub const DB_CONNECTIONS: &str = "kokoro_db_connections";
+/// 1 while group commit has work in flight and has not finished a commit for 10 s.
+pub const PERSISTENCE_STALLED: &str = "kokoro_persistence_stalled";
+/// 1 when `/readyz` would answer ready.
+pub const READY: &str = "kokoro_ready";
+/// Always 1, labelled with the running `version`.
+pub const BUILD_INFO: &str = "kokoro_build_info";
+/// Process metrics (`kokoro_process_*`: memory, CPU seconds, open file
+/// descriptors) come from the `metrics-process` collector with this prefix.
+pub const PROCESS_PREFIX: &str = "kokoro_";
 
-/// Every metric name with its help text, for `describe_*` and the README.
-pub const CATALOGUE: &[(&str, &str)] = &[
-    (COMMANDS_TOTAL, "Commands answered, by command and outcome."),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric kokoro defines, with its kind and help text: for `describe_*`,
+/// for the README, and for the test that checks dashboards and alert rules
+/// only use names that exist.
+pub const CATALOGUE: &[(&str, Kind, &str)] = &[
+    (
+        COMMANDS_TOTAL,
+        Kind::Counter,
+        "Commands answered, by command and outcome.",
+    ),
     (
         COMMAND_DURATION_SECONDS,
+        Kind::Histogram,
         "Command latency from front door to reply, by command.",
     ),
     (
         BUSY_REJECTIONS_TOTAL,
+        Kind::Counter,
         "Commands answered busy, by stage (mailbox, backlog).",
     ),
-    (ACTORS_RESIDENT, "Player actors resident in memory."),
-    (ACTIVATIONS_TOTAL, "Player actors activated (state loaded)."),
-    (PASSIVATIONS_TOTAL, "Player actors passivated, by reason."),
+    (
+        MAILBOX_DEPTH,
+        Kind::Histogram,
+        "Mail waiting in a player's mailbox when mail is posted.",
+    ),
+    (
+        ACTORS_RESIDENT,
+        Kind::Gauge,
+        "Player actors resident in memory.",
+    ),
+    (
+        ACTIVATIONS_TOTAL,
+        Kind::Counter,
+        "Player actors activated (state loaded).",
+    ),
+    (
+        PASSIVATIONS_TOTAL,
+        Kind::Counter,
+        "Player actors passivated, by reason.",
+    ),
     (
         ACTIVATION_DURATION_SECONDS,
+        Kind::Histogram,
         "Time to load a player's state on activation.",
     ),
-    (PERSISTENCE_BACKLOG, "WriteSets waiting for group commit."),
-    (COMMIT_BATCH_SIZE, "WriteSets per group-commit transaction."),
+    (
+        PERSISTENCE_BACKLOG,
+        Kind::Gauge,
+        "WriteSets waiting for group commit.",
+    ),
+    (
+        PERSISTENCE_STALLED,
+        Kind::Gauge,
+        "1 while group commit has work but finished no commit for 10 s.",
+    ),
+    (
+        COMMIT_BATCH_SIZE,
+        Kind::Histogram,
+        "WriteSets per group-commit transaction.",
+    ),
     (
         COMMIT_DURATION_SECONDS,
+        Kind::Histogram,
         "Duration of one group-commit transaction, retries included.",
     ),
     (
         COMMIT_FAILURES_TOTAL,
-        "Group-commit transactions that failed, by kind.",
+        Kind::Counter,
+        "Group-commit transactions that failed, by kind (transient, rejected).",
     ),
     (
         COMMIT_RETRIES_TOTAL,
+        Kind::Counter,
         "Group-commit transactions retried after a transient error.",
     ),
     (
         TRANSFERS_REDELIVERED_TOTAL,
+        Kind::Counter,
         "Transfers credited by the outbox relay rather than directly.",
+    ),
+    (
+        DB_CONNECTIONS,
+        Kind::Gauge,
+        "Database pool connections, by state (in_use, idle).",
+    ),
+    (READY, Kind::Gauge, "1 when /readyz answers ready."),
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        "Always 1, labelled with the running version.",
     ),
 ];

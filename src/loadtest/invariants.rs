@@ -32,7 +32,12 @@ pub async fn check_store(rt: &Runtime, rec: &Recording) -> anyhow::Result<Invari
         audit.pending_transfers
     ));
     out.violations.extend(audit.violations());
-    let mut named: BTreeSet<String> = audit.mismatched.iter().map(ToString::to_string).collect();
+    let mut named: BTreeSet<String> = audit
+        .mismatched
+        .iter()
+        .chain(&audit.negative)
+        .map(ToString::to_string)
+        .collect();
 
     let stored: HashSet<(UserKey, String)> = rt.store().command_ids().await?.into_iter().collect();
     let missing: Vec<&(UserKey, String)> = rec

@@ -169,6 +169,15 @@ impl Store {
         }
     }
 
+    /// Connections in the pool: (in use, idle).
+    pub fn connections(&self) -> (u32, u32) {
+        let (size, idle) = match self {
+            Self::Sqlite(p) => (p.size(), p.num_idle() as u32),
+            Self::Postgres(p) => (p.size(), p.num_idle() as u32),
+        };
+        (size.saturating_sub(idle), idle)
+    }
+
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,

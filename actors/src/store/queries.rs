@@ -36,6 +36,8 @@ pub struct AuditReport {
     pub by_reason: BTreeMap<(String, String), i64>,
     /// Players whose ledger does not sum to their balance.
     pub mismatched: Vec<UserKey>,
+    /// Players with a negative balance (the schema forbids it; checked anyway).
+    pub negative: Vec<UserKey>,
 }
 
 impl AuditReport {
@@ -518,6 +520,9 @@ macro_rules! backend {
                 .await?;
                 for r in mismatched {
                     report.mismatched.push(user_key(r.try_get(0)?, r.try_get(1)?)?);
+                }
+                for r in sqlx::query("SELECT guild_id, user_id FROM users WHERE gold < 0 OR gems < 0").fetch_all(pool).await? {
+                    report.negative.push(user_key(r.try_get(0)?, r.try_get(1)?)?);
                 }
                 Ok(report)
             }

@@ -1,0 +1,209 @@
+//! The SRE's view holds together: the dashboard is well-formed, and every
+//! metric the dashboard and the alert rules name is exported by a running
+//! kokoro and moves with what players do, so no panel is empty because a
+//! metric was renamed.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use actors::{Runtime, RuntimeConfig};
+use serde_json::{json, Value};
+use support::*;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dashboard() -> Value {
+    let text = std::fs::read_to_string(root().join("grafana/dashboards/kokoro.json")).unwrap();
+    serde_json::from_str(&text).expect("dashboard is valid JSON")
+}
+
+pub fn dashboard_exprs() -> Vec<String> {
+    let d = dashboard();
+    d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Identifiers in PromQL or YAML text: metric names, recorded series, labels, functions.
+fn identifiers(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut cur = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            cur.push(c);
+        } else if !cur.is_empty() {
+            out.insert(std::mem::take(&mut cur));
+        }
+    }
+    out
+}
+
+fn recorded_series() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(root().join("prometheus/kokoro.rules.yml")).unwrap();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("- record:"))
+        .map(|s| s.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_dashboard_is_well_formed() {
+    let d = dashboard();
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids = BTreeSet::new();
+    let mut boxes: Vec<(i64, i64, i64, i64, String)> = Vec::new();
+    let provisioned =
+        std::fs::read_to_string(root().join("grafana/provisioning/datasources/kokoro.yml"))
+            .unwrap();
+    for p in panels {
+        let id = p["id"].as_i64().expect("panel id");
+        assert!(ids.insert(id), "panel id {id} is used twice");
+        let g = &p["gridPos"];
+        let (x, y, w, h) = (
+            g["x"].as_i64().unwrap(),
+            g["y"].as_i64().unwrap(),
+            g["w"].as_i64().unwrap(),
+            g["h"].as_i64().unwrap(),
+        );
+        let title = p["title"].as_str().unwrap().to_owned();
+        assert!(
+            w > 0 && h > 0 && x >= 0 && y >= 0 && x + w <= 24,
+            "{title}: bad grid position {g}"
+        );
+        for (bx, by, bw, bh, other) in &boxes {
+            let overlap = x < bx + bw && *bx < x + w && y < by + bh && *by < y + h;
+            assert!(!overlap, "{title} overlaps {other}");
+        }
+        boxes.push((x, y, w, h, title.clone()));
+        if p["type"] == "row" {
+            continue;
+        }
+        let uid = p["datasource"]["uid"].as_str().unwrap();
+        assert!(
+            provisioned.contains(&format!("uid: {uid}")),
+            "{title}: datasource {uid} is not provisioned"
+        );
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} has no query");
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], json!(uid));
+            assert!(
+                t["expr"].as_str().unwrap().contains("$instance"),
+                "{title}: query ignores the instance variable"
+            );
+        }
+    }
+    let vars = d["templating"]["list"].as_array().unwrap();
+    assert!(
+        vars.iter().any(|v| v["name"] == "instance"),
+        "template variable for the instance"
+    );
+    let rows: Vec<&str> = panels
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "Service overview",
+            "Actors and mailboxes",
+            "Persistence (group commit)",
+            "Process"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    kokoro::telemetry::prometheus();
+    let runtime = Arc::new(
+        Runtime::start(db.store().await, RuntimeConfig::default())
+            .await
+            .unwrap(),
+    );
+    let scrape = || async { kokoro::telemetry::render(&runtime).await };
+
+    let before = scrape().await;
+    for u in 1..=20 {
+        runtime.dispatch(cmd(u, "balance", json!({}))).await;
+    }
+    runtime
+        .dispatch(cmd(1, "give", json!({"to": "2", "amount": 5})))
+        .await;
+    runtime
+        .dispatch(cmd(1, "buy", json!({"item": "bait"})))
+        .await;
+    let after = scrape().await;
+
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let ok = r#"kokoro_commands_total{command="balance",outcome="ok"}"#;
+    assert_eq!(
+        value(&after, ok) - value(&before, ok),
+        20.0,
+        "command counter moved by what the test did"
+    );
+    let count = r#"kokoro_command_duration_seconds_count{command="balance"}"#;
+    assert_eq!(
+        value(&after, count) - value(&before, count),
+        20.0,
+        "latency histogram moved too"
+    );
+    assert!(value(&after, "kokoro_commit_batch_size_count") >= 1.0);
+
+    let exported: BTreeSet<String> = after
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+    let recorded = recorded_series();
+    let mut sources = dashboard_exprs();
+    for f in ["prometheus/kokoro.rules.yml", "prometheus/alerts.rules.yml"] {
+        sources.push(std::fs::read_to_string(root().join(f)).unwrap());
+    }
+    for text in &sources {
+        for name in identifiers(text) {
+            if name.contains(':') && name.contains("kokoro_") {
+                assert!(
+                    recorded.contains(&name),
+                    "{name} is used but no recording rule defines it"
+                );
+            } else if name.starts_with("kokoro_") {
+                assert!(
+                    exported.contains(&name),
+                    "{name} is used by the dashboard or rules but kokoro does not export it"
+                );
+            }
+        }
+    }
+    for (name, kind, _) in actors::telemetry::CATALOGUE {
+        let exposed = match kind {
+            actors::telemetry::Kind::Histogram => format!("{name}_count"),
+            _ => (*name).to_owned(),
+        };
+        assert!(
+            exported.contains(&exposed),
+            "catalogued {name} is not exported"
+        );
+    }
+    assert!(
+        !after.contains("user=") && !after.contains("guild="),
+        "no per-user or per-guild label"
+    );
+}
