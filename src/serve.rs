@@ -12,7 +12,11 @@ use crate::http::{router, AppState};
 use crate::settings::{api_token, check_exposure, ServeArgs};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    crate::telemetry::init_logging(args.log_format);
+    let files = args.log_dir.clone().map(|dir| crate::telemetry::LogFiles {
+        dir,
+        keep_days: args.log_retention_days as usize,
+    });
+    let _log_guard = crate::telemetry::init_logging(args.log_format, files.as_ref())?;
     let token = api_token();
     check_exposure(args.http, token.as_deref())?;
     let config = args.runtime.runtime_config()?;
@@ -45,6 +49,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         migration,
         http = %addr,
         api_token = if token.is_some() { "set" } else { "unset (/v1 answers 401)" },
+        log_dir = args.log_dir.as_ref().map(|d| d.display().to_string()),
         discord = if std::env::var_os("DISCORD_TOKEN").is_some() { "token set, front door not built yet" } else { "off" },
         limits = ?config,
         "kokoro started"

@@ -146,9 +146,17 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 
-    /// Log format.
+    /// Log format on stderr.
     #[arg(long, env = "KOKORO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+
+    /// Also write JSON-lines logs here, one file a day.
+    #[arg(long, env = "KOKORO_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+
+    /// Daily log files kept in --log-dir; older ones are deleted.
+    #[arg(long, env = "KOKORO_LOG_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub log_retention_days: u64,
 }
 
 /// The API token, from the environment only.

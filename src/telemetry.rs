@@ -106,8 +106,22 @@ pub fn spawn_upkeep() {
     });
 }
 
-pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// Where logs go besides stderr: JSON lines in `dir`, one file a day
+/// (`kokoro.YYYY-MM-DD.log`), the oldest removed past `keep_days` files.
+#[derive(Debug, Clone)]
+pub struct LogFiles {
+    pub dir: std::path::PathBuf,
+    pub keep_days: usize,
+}
+
+/// Keeps the background log writer flushing; drop it only at exit.
+pub type LogGuard = Option<tracing_appender::non_blocking::WorkerGuard>;
+
+pub fn init_logging(format: LogFormat, files: Option<&LogFiles>) -> anyhow::Result<LogGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
+
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let json = match format {
@@ -115,13 +129,33 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second init (tests) is harmless: the first subscriber stays.
-    let _ = if json {
-        builder.json().try_init()
+    let stderr = if json {
+        fmt::layer().json().with_writer(std::io::stderr).boxed()
     } else {
-        builder.try_init()
+        fmt::layer().with_writer(std::io::stderr).boxed()
     };
+    let (file, guard) = match files {
+        None => (None, None),
+        Some(f) => {
+            let appender = tracing_appender::rolling::RollingFileAppender::builder()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix("kokoro")
+                .filename_suffix("log")
+                .max_log_files(f.keep_days.max(1))
+                .build(&f.dir)
+                .map_err(|e| anyhow::anyhow!("--log-dir {}: {e}", f.dir.display()))?;
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            (
+                Some(fmt::layer().json().with_ansi(false).with_writer(writer)),
+                Some(guard),
+            )
+        }
+    };
+    // A second init (tests) is harmless: the first subscriber stays.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
+        .try_init();
+    Ok(guard)
 }

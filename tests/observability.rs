@@ -207,3 +207,74 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
         "no per-user or per-guild label"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_go_to_daily_files_as_json_without_secrets() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let token = "log-test-secret-token-0123456789";
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kokoro"))
+        .args(["serve", "--http", "127.0.0.1:0", "--log-dir"])
+        .arg(&logs)
+        .env("KOKORO_API_TOKEN", token)
+        .env("KOKORO_DATA_DIR", dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines
+        .next_line()
+        .await
+        .unwrap()
+        .unwrap()
+        .replace("kokoro listening on ", "");
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/commands"))
+        .bearer_auth(token)
+        .json(&json!({"guild_id": "1", "user_id": "2", "command": "buy", "args": {"item": "unicorn"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["error"]["code"], "not_found");
+    // SIGTERM: a graceful stop flushes the log writer.
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    child.wait().await.unwrap();
+
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name.starts_with("kokoro.") && name.ends_with(".log"),
+        "{name}"
+    );
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "kokoro started"),
+        "start-up report is logged"
+    );
+    assert!(
+        !text.contains(token),
+        "the API token never reaches the logs"
+    );
+}
