@@ -126,32 +126,28 @@ pub async fn seed(store: &Store, users: u64) -> anyhow::Result<()> {
     let sql_ledger =
         "INSERT INTO ledger (guild_id, user_id, currency, amount, balance_after, reason, at_ms) \
                       SELECT 1, n, 'gold', $1, $1, 'welcome', 0 FROM ids";
+    // Only the id generator differs between the backends.
+    macro_rules! insert_all {
+        ($pool:expr, $cte:expr) => {{
+            let mut tx = $pool.begin().await?;
+            for sql in [sql_users, sql_ledger] {
+                sqlx::query(&format!("{}{sql}", $cte))
+                    .bind(gold)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }};
+    }
     match store {
         Store::Sqlite(pool) => {
-            let cte = format!("WITH RECURSIVE ids(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM ids WHERE n < {users}) ");
-            let mut tx = pool.begin().await?;
-            sqlx::query(&format!("{cte}{sql_users}"))
-                .bind(gold)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&format!("{cte}{sql_ledger}"))
-                .bind(gold)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+            insert_all!(pool, format!("WITH RECURSIVE ids(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM ids WHERE n < {users}) "))
         }
         Store::Postgres(pool) => {
-            let cte = format!("WITH ids(n) AS (SELECT generate_series(1, {users})::BIGINT) ");
-            let mut tx = pool.begin().await?;
-            sqlx::query(&format!("{cte}{sql_users}"))
-                .bind(gold)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&format!("{cte}{sql_ledger}"))
-                .bind(gold)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+            insert_all!(
+                pool,
+                format!("WITH ids(n) AS (SELECT generate_series(1, {users})::BIGINT) ")
+            );
             sqlx::query("ANALYZE").execute(pool).await?;
         }
     }

@@ -194,3 +194,67 @@ both_backends!(storage_outage_fails_cleanly_and_recovers, |backend| {
     drop(rt);
     db.drop_db().await;
 });
+
+/// Collects log output in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_actor_logs_carries_the_commands_span() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("first subscriber in this test process");
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let explode = Arc::new(AtomicBool::new(false));
+    let fuse = explode.clone();
+    let config = RuntimeConfig {
+        clock: Arc::new(move || {
+            if fuse.swap(false, Ordering::SeqCst) {
+                panic!("injected fault");
+            }
+            1_700_000_000_000
+        }),
+        relay_interval: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let rt = Runtime::start(db.store().await, config).await.unwrap();
+    rt.dispatch(cmd(41, "balance", json!({}))).await;
+    explode.store(true, Ordering::SeqCst);
+    let r = rt
+        .dispatch(cmd_with_id(
+            41,
+            "trace-me-1",
+            "buy",
+            json!({"item": "bait"}),
+        ))
+        .await;
+    assert_eq!(r.code(), Some(ErrorCode::Internal));
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("rule panicked"))
+        .unwrap_or_else(|| panic!("no panic log in:\n{text}"));
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    let span = &event["span"];
+    assert_eq!(span["command"], "buy", "{line}");
+    assert_eq!(span["user"], "41", "{line}");
+    assert_eq!(span["guild"], GUILD.to_string(), "{line}");
+    assert_eq!(span["command_id"], "trace-me-1", "{line}");
+}

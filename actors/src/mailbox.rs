@@ -36,15 +36,26 @@ pub(crate) enum Why {
 pub(crate) struct Envelope<T> {
     pub body: T,
     pub reply: Unread,
+    /// The sender's span (the command's), so what the actor logs while
+    /// handling this mail carries the command's fields.
+    pub span: tracing::Span,
 }
 
 impl Mail {
     pub fn command(body: Command, reply: Unread) -> Self {
-        Self::Command(Box::new(Envelope { body, reply }))
+        Self::Command(Box::new(Envelope {
+            body,
+            reply,
+            span: tracing::Span::current(),
+        }))
     }
 
     pub fn credit(body: Transfer, reply: Unread) -> Self {
-        Self::Credit(Box::new(Envelope { body, reply }))
+        Self::Credit(Box::new(Envelope {
+            body,
+            reply,
+            span: tracing::Span::current(),
+        }))
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::command::Command;
 use crate::config::RuntimeConfig;
@@ -119,12 +120,19 @@ impl Registry {
 
     pub(crate) fn deliver_in_background(self: &Arc<Self>, transfer: Transfer) {
         let me = self.clone();
-        tokio::spawn(async move {
-            let id = transfer.id.clone();
-            if let Err(code) = me.deliver(transfer).await {
-                tracing::debug!(transfer = %id, code = code.as_str(), "credit not delivered now; the outbox relay will retry");
+        // Its own span: the credit outlives the command that sent it.
+        let span = tracing::info_span!("transfer", transfer = %transfer.id, to = %transfer.to);
+        tokio::spawn(
+            async move {
+                if let Err(code) = me.deliver(transfer).await {
+                    tracing::debug!(
+                        code = code.as_str(),
+                        "credit not delivered now; the outbox relay will retry"
+                    );
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     async fn send(

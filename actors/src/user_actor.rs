@@ -13,6 +13,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use crate::command::Command;
 use crate::group_commit::CommitError;
 use crate::ids::UserKey;
@@ -114,14 +116,14 @@ impl UserActor {
                 }),
                 Mail::Passivate(_) => Next::Continue,
                 Mail::Command(envelope) => {
-                    let Envelope { body, reply } = *envelope;
+                    let Envelope { body, reply, span } = *envelope;
                     // Boxed, like every per-mail future: the handler's state
                     // (~2.5 KB) lives only while it runs, not in every idle actor.
-                    Box::pin(self.handle_command(body, reply.open())).await
+                    Box::pin(self.handle_command(body, reply.open()).instrument(span)).await
                 }
                 Mail::Credit(envelope) => {
-                    let Envelope { body, reply } = *envelope;
-                    Box::pin(self.handle_credit(body, reply.open())).await
+                    let Envelope { body, reply, span } = *envelope;
+                    Box::pin(self.handle_credit(body, reply.open()).instrument(span)).await
                 }
             };
             if let Next::Leave(reason) = next {
@@ -140,7 +142,7 @@ impl UserActor {
         while let Ok(mail) = self.mailbox.try_recv() {
             if let (Leave::LoadFailed, Mail::Command(envelope)) = (reason, mail) {
                 // Retrying would only fail the same way: say so at once.
-                let Envelope { body, reply } = *envelope;
+                let Envelope { body, reply, .. } = *envelope;
                 reply.open().send(Reply::error(
                     body.kind.name(),
                     ErrorCode::StorageUnavailable,
@@ -240,14 +242,7 @@ impl UserActor {
                 answer.send(first);
                 Next::Continue
             }
-            Err(Failure::Reply(r)) => {
-                answer.send(r);
-                Next::Continue
-            }
-            Err(Failure::Unknown(r)) => {
-                answer.send(r);
-                Next::Leave(Leave::UnknownOutcome)
-            }
+            Err(failure) => failure.answer(answer),
         }
     }
 
@@ -267,14 +262,7 @@ impl UserActor {
                 answer.send(reply);
                 Next::Continue
             }
-            Err(Failure::Reply(r)) => {
-                answer.send(r);
-                Next::Continue
-            }
-            Err(Failure::Unknown(r)) => {
-                answer.send(r);
-                Next::Leave(Leave::UnknownOutcome)
-            }
+            Err(failure) => failure.answer(answer),
         }
     }
 
@@ -335,6 +323,22 @@ enum Failure {
     Reply(Reply),
     /// The write may or may not have landed; answer this and reload.
     Unknown(Reply),
+}
+
+impl Failure {
+    /// Answers the caller; after an unknown outcome the actor must reload.
+    fn answer(self, answer: Answer) -> Next {
+        match self {
+            Self::Reply(r) => {
+                answer.send(r);
+                Next::Continue
+            }
+            Self::Unknown(r) => {
+                answer.send(r);
+                Next::Leave(Leave::UnknownOutcome)
+            }
+        }
+    }
 }
 
 fn refusal_reply(name: &str, r: Refusal) -> Reply {
