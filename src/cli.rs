@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Serve the HTTP API (and, when configured, Discord).
+    /// Serve the HTTP API (the Discord front door is not built yet).
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(StorageArgs),
