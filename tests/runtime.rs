@@ -465,3 +465,43 @@ both_backends!(
         db.drop_db().await;
     }
 );
+
+/// Sustained writes must not grow SQLite's WAL without bound: checkpoints
+/// have to complete even though group commit never stops writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_stays_bounded_under_sustained_writes() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let rt = start(
+        &db,
+        RuntimeConfig {
+            starting_gold: 1_000_000_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let writers: Vec<_> = (1..=64i64)
+        .map(|u| {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                while std::time::Instant::now() < deadline {
+                    let r = dispatch_retrying(&rt, cmd(u, "buy", json!({"item": "bait"}))).await;
+                    assert!(r.ok, "{r:?}");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let wal = std::fs::metadata(format!("{}-wal", db.sqlite_path().display()))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let audit = rt.audit().await.unwrap();
+    assert!(audit.violations().is_empty());
+    assert!(
+        wal < 32 * 1024 * 1024,
+        "WAL grew to {} MiB in 4 s of writes: checkpoints are not completing",
+        wal / 1024 / 1024
+    );
+}
