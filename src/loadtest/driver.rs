@@ -117,10 +117,6 @@ impl Recording {
             *self.errors.entry(reply.outcome()).or_default() += 1;
         }
     }
-
-    pub fn answer_count(&self) -> u64 {
-        self.errors.values().sum()
-    }
 }
 
 /// Live counters for the progress line.
