@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// Also run at half the measured maximum rate (open loop) and report p99.
     #[arg(long)]
     pub paced: bool,
+    /// Group-commit transactions in flight at once (0: per backend).
+    #[arg(long, default_value_t = 0)]
+    pub commit_parallel: usize,
     /// Also activate this many players and report resident memory per player
     /// and cold-activation latency (0: skip).
     #[arg(long, default_value_t = 0)]
@@ -315,16 +318,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let store = scratch.store(&opts).await?;
     store.migrate().await?;
     seed(&store, args.users).await?;
-    let runtime = Arc::new(
-        Runtime::start(
-            store.clone(),
-            RuntimeConfig {
-                mailbox_capacity: 1024,
-                ..Default::default()
-            },
-        )
-        .await?,
-    );
+    let mut config = RuntimeConfig {
+        mailbox_capacity: 1024,
+        ..Default::default()
+    };
+    config.commit.parallel = args.commit_parallel;
+    let runtime = Arc::new(Runtime::start(store.clone(), config).await?);
     let rt = runtime.clone();
     let kokoro = closed_loop(
         "kokoro (actors + group commit)",

@@ -69,6 +69,11 @@ pub struct RuntimeArgs {
     #[arg(long, env = "KOKORO_COMMIT_BACKLOG", default_value_t = 16_384, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub commit_backlog: u64,
 
+    /// Group-commit transactions in flight at once; 0 picks for the backend
+    /// (1 for SQLite, which has one writer; 3 for PostgreSQL).
+    #[arg(long, env = "KOKORO_COMMIT_PARALLEL", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub commit_parallel: u64,
+
     /// Gold every new player starts with.
     #[arg(long, env = "KOKORO_STARTING_GOLD", default_value_t = 100, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000_000))]
     pub starting_gold: i64,
@@ -113,6 +118,7 @@ impl RuntimeArgs {
                 max_batch: self.commit_max_batch as usize,
                 max_wait: Duration::from_micros(self.commit_max_wait_us),
                 backlog: self.commit_backlog as usize,
+                parallel: self.commit_parallel as usize,
                 ..GroupCommitConfig::default()
             },
             starting_gold: self.starting_gold,
