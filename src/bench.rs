@@ -17,6 +17,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
+use crate::loadtest::driver::histogram;
 use crate::scratch::Scratch;
 
 #[derive(Debug, Clone, Args)]
@@ -78,6 +79,26 @@ impl Measured {
             p99_us: hist.value_at_quantile(0.99),
             max_us: hist.max(),
         }
+    }
+
+    fn finish(
+        label: &str,
+        hist: &Mutex<Histogram<u64>>,
+        ok: &AtomicU64,
+        errors: &AtomicU64,
+        elapsed: Duration,
+    ) -> Self {
+        let h = hist
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| histogram());
+        Self::from(
+            label,
+            &h,
+            ok.load(Ordering::Relaxed),
+            errors.load(Ordering::Relaxed),
+            elapsed,
+        )
     }
 
     fn print(&self) {
@@ -172,9 +193,7 @@ where
     let op = Arc::new(op);
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let hist = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!()),
-    ));
+    let hist = Arc::new(Mutex::new(histogram()));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -186,8 +205,7 @@ where
                 hist.clone(),
             );
             tokio::spawn(async move {
-                let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                    .unwrap_or_else(|_| unreachable!());
+                let mut local = histogram();
                 let mut rng = rand::rngs::SmallRng::from_os_rng();
                 while !stop.load(Ordering::Relaxed) {
                     let (from, to) = pick_pair(&mut rng, users);
@@ -208,17 +226,7 @@ where
     for w in workers {
         let _ = w.await;
     }
-    let h = hist
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
-    Measured::from(
-        label,
-        &h,
-        ok.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed),
-        elapsed,
-    )
+    Measured::finish(label, &hist, &ok, &errors, elapsed)
 }
 
 /// Open loop at `rate` commands/s: latency counts from when each command was
@@ -231,9 +239,7 @@ async fn paced(
     users: u64,
 ) -> Measured {
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
-    let hist = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!()),
-    ));
+    let hist = Arc::new(Mutex::new(histogram()));
     let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let started = Instant::now();
     let total = (rate * seconds as f64) as u64;
@@ -256,17 +262,7 @@ async fn paced(
     }
     while tasks.join_next().await.is_some() {}
     let elapsed = started.elapsed();
-    let h = hist
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
-    Measured::from(
-        label,
-        &h,
-        ok.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed),
-        elapsed,
-    )
+    Measured::finish(label, &hist, &ok, &errors, elapsed)
 }
 
 fn print_commit_stats(rt: &Runtime) {
@@ -436,16 +432,13 @@ async fn resident(
     );
     let before = rss_bytes();
     let next = Arc::new(AtomicU64::new(0));
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
+    let hist = Arc::new(Mutex::new(histogram()));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (rt, next, hist) = (runtime.clone(), next.clone(), hist.clone());
             tokio::spawn(async move {
-                let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                    .unwrap_or_else(|_| unreachable!());
+                let mut local = histogram();
                 loop {
                     let u = next.fetch_add(1, Ordering::Relaxed);
                     if u >= n {
@@ -475,7 +468,7 @@ async fn resident(
     let h = hist
         .lock()
         .map(|h| h.clone())
-        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+        .unwrap_or_else(|_| histogram());
     println!(
         "resident: {} players activated in {:.1} s; RSS {:.0} MiB -> {:.0} MiB: {:.0} bytes per resident player; resident now {}",
         n,

@@ -22,18 +22,7 @@ both_backends!(
     a_panicking_handler_fails_one_command_and_reloads,
     |backend| {
         let db = TestDb::new(backend).await;
-        let explode = Arc::new(AtomicBool::new(false));
-        let fuse = explode.clone();
-        let config = RuntimeConfig {
-            clock: Arc::new(move || {
-                if fuse.swap(false, Ordering::SeqCst) {
-                    panic!("injected fault inside a command handler");
-                }
-                1_700_000_000_000
-            }),
-            relay_interval: Duration::from_secs(3600),
-            ..Default::default()
-        };
+        let (config, explode) = exploding_clock();
         let rt = Runtime::start(db.store().await, config).await.unwrap();
         assert!(rt.dispatch(cmd(1, "buy", json!({"item": "bait"}))).await.ok);
         assert!(rt.dispatch(cmd(2, "buy", json!({"item": "bait"}))).await.ok);
@@ -67,6 +56,25 @@ both_backends!(
         db.drop_db().await;
     }
 );
+
+/// A runtime config whose clock panics once when the returned fuse is set:
+/// a fault inside a command handler, on demand. The relay is slowed so only
+/// commands read the clock.
+fn exploding_clock() -> (RuntimeConfig, Arc<AtomicBool>) {
+    let explode = Arc::new(AtomicBool::new(false));
+    let fuse = explode.clone();
+    let config = RuntimeConfig {
+        clock: Arc::new(move || {
+            if fuse.swap(false, Ordering::SeqCst) {
+                panic!("injected fault inside a command handler");
+            }
+            1_700_000_000_000
+        }),
+        relay_interval: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    (config, explode)
+}
 
 /// A loopback TCP proxy to PostgreSQL that the test can cut and restore.
 struct Proxy {
@@ -221,18 +229,7 @@ async fn what_an_actor_logs_carries_the_commands_span() {
         .expect("first subscriber in this test process");
 
     let db = TestDb::new(Backend::Sqlite).await;
-    let explode = Arc::new(AtomicBool::new(false));
-    let fuse = explode.clone();
-    let config = RuntimeConfig {
-        clock: Arc::new(move || {
-            if fuse.swap(false, Ordering::SeqCst) {
-                panic!("injected fault");
-            }
-            1_700_000_000_000
-        }),
-        relay_interval: Duration::from_secs(3600),
-        ..Default::default()
-    };
+    let (config, explode) = exploding_clock();
     let rt = Runtime::start(db.store().await, config).await.unwrap();
     rt.dispatch(cmd(41, "balance", json!({}))).await;
     explode.store(true, Ordering::SeqCst);
