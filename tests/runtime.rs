@@ -421,8 +421,12 @@ both_backends!(
     |backend| {
         let db = TestDb::new(backend).await;
         let config = RuntimeConfig {
+            // One WriteSet per transaction, one transaction at a time: far slower
+            // than 300 simultaneous arrivals, so the 4-slot backlog must fill.
             commit: actors::group_commit::GroupCommitConfig {
                 backlog: 4,
+                max_batch: 1,
+                parallel: 1,
                 ..Default::default()
             },
             ..Default::default()
