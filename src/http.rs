@@ -164,6 +164,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "backlog": r.backlog,
         "backlog_limit": r.backlog_limit,
         "stalled_ms": r.stalled_ms,
+        "commits_failing": r.commits_failing,
     });
     let status = if r.is_ready() {
         StatusCode::OK

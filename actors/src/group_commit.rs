@@ -87,6 +87,10 @@ pub struct CommitProgress {
     pub batches: AtomicU64,
     pub writes: AtomicU64,
     pub commit_us: AtomicU64,
+    /// Unix ms of the last batch that storage could not take
+    /// (`storage_unavailable`), and of the last batch it took.
+    pub last_failure_ms: AtomicI64,
+    pub last_success_ms: AtomicI64,
 }
 
 /// The handle: cheap to clone, hides the mailbox.
@@ -273,6 +277,14 @@ impl Writer {
         p.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         p.commit_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(CommitError::Unavailable(_))))
+        {
+            p.last_failure_ms.store(unix_ms(), Ordering::Relaxed);
+        } else if results.iter().any(Result::is_ok) {
+            p.last_success_ms.store(unix_ms(), Ordering::Relaxed);
+        }
         for (done, result) in batch.dones.into_iter().zip(results) {
             // The caller may have gone away; its write stands regardless.
             let _ = done.send(result);

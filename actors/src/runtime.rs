@@ -35,6 +35,9 @@ pub struct Readiness {
     pub backlog_limit: usize,
     /// Work has been waiting this long with no commit finishing, in ms.
     pub stalled_ms: Option<i64>,
+    /// The last group commit failed for want of storage, recently, and none
+    /// has succeeded since: reads may work while writes do not.
+    pub commits_failing: bool,
 }
 
 impl Readiness {
@@ -43,12 +46,16 @@ impl Readiness {
             && self.migrations.is_ok()
             && self.backlog < self.backlog_limit
             && self.stalled_ms.is_none()
+            && !self.commits_failing
     }
 }
 
 /// A commit that has not finished within this long while work waits means
 /// group commit is stalled.
 const STALL_AFTER_MS: i64 = 10_000;
+
+/// How long a failed commit, with no success since, keeps the instance unready.
+const FAILING_FOR_MS: i64 = 10_000;
 
 impl Runtime {
     /// Migrates the store and starts serving. Transfers left in flight by a
@@ -179,7 +186,18 @@ impl Runtime {
             backlog: commit.backlog(),
             backlog_limit: commit.backlog_limit(),
             stalled_ms,
+            commits_failing: self.commits_failing(),
         }
+    }
+
+    /// A commit failed within `FAILING_FOR_MS` and none has succeeded since.
+    /// The window expires so that an idle instance, taken out of rotation
+    /// for failing, is tried again rather than left out for good.
+    pub fn commits_failing(&self) -> bool {
+        let p = self.registry.shared.commit.progress();
+        let failed = p.last_failure_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let succeeded = p.last_success_ms.load(std::sync::atomic::Ordering::Relaxed);
+        failed > succeeded && crate::config::unix_ms() - failed < FAILING_FOR_MS
     }
 
     /// How long group commit has had work in flight without finishing a
