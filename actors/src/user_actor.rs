@@ -24,7 +24,7 @@ use crate::reply::{ErrorCode, Reply};
 use crate::rules::{self, Draft, Refusal};
 use crate::state::{RecentCommands, UserState};
 use crate::telemetry as m;
-use crate::writeset::{CommitOutcome, Transfer};
+use crate::writeset::{CommitOutcome, Transfer, WriteSet};
 
 pub(crate) struct UserActor {
     key: UserKey,
@@ -207,17 +207,22 @@ impl UserActor {
             }
             Ok(Ok(draft)) => draft,
         };
-        let reply = Reply::ok(name, draft.data.clone(), draft.message.clone());
-        if draft.writes.is_empty() {
+        let Draft {
+            state,
+            mut writes,
+            data,
+            message,
+        } = draft;
+        let reply = Reply::ok(name, data, message);
+        if writes.is_empty() {
             answer.send(reply);
             return Next::Continue;
         }
-        let mut draft = draft;
         if command.id.is_some() {
-            draft.writes.reply_json = serde_json::to_string(&reply).ok();
+            writes.reply_json = serde_json::to_string(&reply).ok();
         }
-        let transfer = draft.writes.transfer_out.clone();
-        match self.commit(draft, name).await {
+        let transfer = writes.transfer_out.clone();
+        match self.commit(state, writes, name).await {
             Ok(CommitOutcome::Applied) => {
                 if let Some(fp) = fingerprint {
                     self.recent.remember(fp);
@@ -256,8 +261,14 @@ impl UserActor {
                 return Next::Continue;
             }
         };
-        let reply = Reply::ok("receive", draft.data.clone(), draft.message.clone());
-        match self.commit(draft, "receive").await {
+        let Draft {
+            state,
+            writes,
+            data,
+            message,
+        } = draft;
+        let reply = Reply::ok("receive", data, message);
+        match self.commit(state, writes, "receive").await {
             Ok(_) => {
                 answer.send(reply);
                 Next::Continue
@@ -266,10 +277,14 @@ impl UserActor {
         }
     }
 
-    /// Hands the draft's writes to group commit, waits until durable, and only
+    /// Hands a draft's writes to group commit, waits until durable, and only
     /// then adopts the draft's state. On any failure the state is unchanged.
-    async fn commit(&mut self, draft: Draft, name: &str) -> Result<CommitOutcome, Failure> {
-        let Draft { state, writes, .. } = draft;
+    async fn commit(
+        &mut self,
+        state: UserState,
+        writes: WriteSet,
+        name: &str,
+    ) -> Result<CommitOutcome, Failure> {
         let Ok(durable) = self.registry.shared.commit.submit(writes) else {
             metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "backlog").increment(1);
             return Err(Failure::Reply(Reply::error(
