@@ -509,3 +509,53 @@ async fn sqlite_wal_stays_bounded_under_sustained_writes() {
         wal / 1024 / 1024
     );
 }
+
+both_backends!(
+    the_resident_cap_passivates_the_least_recently_used_idle_player,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let rt = start(
+            &db,
+            RuntimeConfig {
+                max_resident: 10,
+                ..Default::default()
+            },
+        )
+        .await;
+        let settle = || tokio::time::sleep(Duration::from_millis(30));
+        for u in 1..=10 {
+            rt.dispatch(cmd(u, "balance", json!({}))).await;
+        }
+        assert_eq!(rt.resident(), 10);
+        // The 11th player takes the place of the one unused the longest.
+        rt.dispatch(cmd(11, "balance", json!({}))).await;
+        settle().await;
+        assert_eq!(rt.resident(), 10, "the cap holds");
+        // Player 2 plays again; the 12th player then displaces player 3, not 2.
+        rt.dispatch(cmd(2, "balance", json!({}))).await;
+        rt.dispatch(cmd(12, "balance", json!({}))).await;
+        settle().await;
+        assert_eq!(rt.resident(), 10);
+
+        let activations = rt.activations();
+        rt.dispatch(cmd(2, "balance", json!({}))).await;
+        assert_eq!(
+            rt.activations(),
+            activations,
+            "player 2 was used recently and stayed resident"
+        );
+        rt.dispatch(cmd(3, "balance", json!({}))).await;
+        assert_eq!(
+            rt.activations(),
+            activations + 1,
+            "player 3 was the least recently used and was passivated"
+        );
+        rt.dispatch(cmd(1, "balance", json!({}))).await;
+        assert_eq!(
+            rt.activations(),
+            activations + 2,
+            "player 1 was passivated first"
+        );
+        db.drop_db().await;
+    }
+);

@@ -225,7 +225,9 @@ impl Registry {
         let mut to_evict = resident
             .saturating_sub(self.shared.config.max_resident)
             .min(EVICTIONS_PER_ACTIVATION);
-        let mut budget = hand.len();
+        // One full turn of the clock clears every second chance; the extra
+        // steps then evict instead of giving up with the cap exceeded.
+        let mut budget = hand.len() + to_evict;
         while to_evict > 0 && budget > 0 {
             budget -= 1;
             let Some((k, g)) = hand.pop_front() else {
