@@ -5,52 +5,13 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const TOKEN: &str = "crash-test-token-0123456789";
-
-fn kokoro(db: &TestDb) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kokoro"));
-    c.env("KOKORO_API_TOKEN", TOKEN)
-        .env("KOKORO_STARTING_GOLD", "1000")
-        .env("RUST_LOG", "warn");
-    match db.backend {
-        Backend::Sqlite => c
-            .env_remove("DATABASE_URL")
-            .env("KOKORO_DATA_DIR", db.dir.path()),
-        Backend::Postgres => c.env("DATABASE_URL", &db.url),
-    };
-    c
-}
-
-async fn start(db: &TestDb) -> (Child, String) {
-    let mut child = kokoro(db)
-        .args(["serve", "--http", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kokoro binary starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("kokoro printed its address within 30 s")
-        .expect("read stdout")
-        .expect("a line");
-    let base = line
-        .strip_prefix("kokoro listening on ")
-        .expect("address line")
-        .to_owned();
-    (child, base)
-}
 
 fn request(client: usize, i: usize) -> Value {
     let user = (client % 8) + 1;
@@ -67,7 +28,7 @@ fn request(client: usize, i: usize) -> Value {
 
 both_backends!(acknowledged_commands_survive_kill_9, |backend| {
     let db = TestDb::new(backend).await;
-    let (mut server, base) = start(&db).await;
+    let (mut server, base) = serve_binary(kokoro_binary(&db, TOKEN), &[]).await;
     let http = reqwest::Client::new();
     let acked: Arc<Mutex<Vec<(Value, Value)>>> = Arc::default();
     let clients: Vec<_> = (0..24)
@@ -114,18 +75,9 @@ both_backends!(acknowledged_commands_survive_kill_9, |backend| {
         acked.len()
     );
 
-    let (_server, base) = start(&db).await;
+    let (_server, base) = serve_binary(kokoro_binary(&db, TOKEN), &[]).await;
     for (req, first) in &acked {
-        let again: Value = http
-            .post(format!("{base}/v1/commands"))
-            .bearer_auth(TOKEN)
-            .json(req)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let again = post_command(&http, &base, TOKEN, req).await;
         assert_eq!(
             &again, first,
             "acknowledged command {} was lost or changed by the crash",
@@ -133,7 +85,11 @@ both_backends!(acknowledged_commands_survive_kill_9, |backend| {
         );
     }
     // Start-up credited every transfer the crash left in flight: the books balance.
-    let check = kokoro(&db).arg("check").output().await.unwrap();
+    let check = kokoro_binary(&db, TOKEN)
+        .arg("check")
+        .output()
+        .await
+        .unwrap();
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "kokoro check failed:\n{out}");
     assert!(out.contains(", 0 transfers in flight"), "{out}");

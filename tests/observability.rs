@@ -210,39 +210,17 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_go_to_daily_files_as_json_without_secrets() {
-    use tokio::io::AsyncBufReadExt;
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
+    let db = TestDb::new(Backend::Sqlite).await;
+    let logs = db.dir.path().join("logs");
     let token = "log-test-secret-token-0123456789";
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kokoro"))
-        .args(["serve", "--http", "127.0.0.1:0", "--log-dir"])
-        .arg(&logs)
-        .env("KOKORO_API_TOKEN", token)
-        .env("KOKORO_DATA_DIR", dir.path().join("data"))
+    let mut binary = kokoro_binary(&db, token);
+    binary
         .env("RUST_LOG", "info")
-        .env_remove("DATABASE_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = lines
-        .next_line()
-        .await
-        .unwrap()
-        .unwrap()
-        .replace("kokoro listening on ", "");
-    let reply: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/commands"))
-        .bearer_auth(token)
-        .json(&json!({"guild_id": "1", "user_id": "2", "command": "buy", "args": {"item": "unicorn"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .stderr(std::process::Stdio::null());
+    let (mut child, base) = serve_binary(binary, &["--log-dir", logs.to_str().unwrap()]).await;
+    let body =
+        json!({"guild_id": "1", "user_id": "2", "command": "buy", "args": {"item": "unicorn"}});
+    let reply = post_command(&reqwest::Client::new(), &base, token, &body).await;
     assert_eq!(reply["error"]["code"], "not_found");
     // SIGTERM: a graceful stop flushes the log writer.
     let pid = child.id().unwrap().to_string();

@@ -13,36 +13,9 @@ use std::time::{Duration, Instant};
 use kokoro::loadtest::scenario::{LoadModel, Scenario};
 use kokoro::loadtest::{run_scenario, Options};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const TOKEN: &str = "prometheus-e2e-token-0123456789";
-
-async fn start_kokoro(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kokoro"))
-        .args(["serve", "--http", "127.0.0.1:0"])
-        .env("KOKORO_API_TOKEN", TOKEN)
-        .env("KOKORO_DATA_DIR", dir)
-        .env("KOKORO_STARTING_GOLD", "1000")
-        .env("RUST_LOG", "warn")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("kokoro starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    (
-        child,
-        line.strip_prefix("kokoro listening on ")
-            .unwrap()
-            .to_owned(),
-    )
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -74,8 +47,9 @@ fn dashboard_exprs() -> Vec<(String, String)> {
 async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let prometheus =
         which("prometheus").expect("the prometheus binary is needed: apt-get install prometheus");
-    let dir = tempfile::tempdir().unwrap();
-    let (_kokoro, base) = start_kokoro(dir.path()).await;
+    let db = support::TestDb::new(support::Backend::Sqlite).await;
+    let dir = &db.dir;
+    let (_kokoro, base) = support::serve_binary(support::kokoro_binary(&db, TOKEN), &[]).await;
     let target = base.trim_start_matches("http://");
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

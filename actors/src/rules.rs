@@ -450,31 +450,16 @@ mod tests {
             ..Default::default()
         };
         let c = ctx(&cat);
-        let d = decide(
-            &s,
-            key(1),
-            &CommandKind::Buy {
-                item: "lucky_charm".into(),
-                quantity: 2,
-            },
-            None,
-            &c,
-        )
-        .unwrap();
+        let two_charms = CommandKind::Buy {
+            item: "lucky_charm".into(),
+            quantity: 2,
+        };
+        let d = decide(&s, key(1), &two_charms, None, &c).unwrap();
         assert_eq!(
             (d.state.gold, d.state.gems, d.state.owned("lucky_charm")),
             (1000, 5, 2)
         );
-        let again = decide(
-            &d.state,
-            key(1),
-            &CommandKind::Buy {
-                item: "lucky_charm".into(),
-                quantity: 2,
-            },
-            None,
-            &c,
-        );
+        let again = decide(&d.state, key(1), &two_charms, None, &c);
         assert_eq!(again.unwrap_err().code, ErrorCode::LimitReached);
         let poor = decide(
             &d.state,

@@ -165,3 +165,60 @@ pub fn gold(r: &Reply) -> i64 {
         .as_i64()
         .unwrap_or_else(|| panic!("reply has no gold: {r:?}"))
 }
+
+/// Runs `command` (see `kokoro_binary`) as `serve` on a free loopback port,
+/// plus `extra` flags. Returns the process (killed when dropped) and its base
+/// URL, read from the address line it prints once it is listening.
+pub async fn serve_binary(
+    mut command: tokio::process::Command,
+    extra: &[&str],
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    command
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("the kokoro binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("kokoro printed its address within 30 s")
+        .expect("read stdout")
+        .expect("an address line");
+    let base = line
+        .strip_prefix("kokoro listening on ")
+        .expect("the address line")
+        .to_owned();
+    (child, base)
+}
+
+/// The `kokoro` binary with `db` as its storage, `token` as its API token
+/// and new players starting with 1,000 gold.
+pub fn kokoro_binary(db: &TestDb, token: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_kokoro"));
+    c.env("KOKORO_API_TOKEN", token)
+        .env("KOKORO_STARTING_GOLD", "1000")
+        .env("RUST_LOG", "warn");
+    match db.backend {
+        Backend::Sqlite => c
+            .env_remove("DATABASE_URL")
+            .env("KOKORO_DATA_DIR", db.dir.path()),
+        Backend::Postgres => c.env("DATABASE_URL", &db.url),
+    };
+    c
+}
+
+/// POSTs a command body to `base` with `token`; the JSON reply.
+pub async fn post_command(http: &reqwest::Client, base: &str, token: &str, body: &Value) -> Value {
+    http.post(format!("{base}/v1/commands"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("the server answers")
+        .json()
+        .await
+        .expect("a JSON reply")
+}
