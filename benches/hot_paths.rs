@@ -92,7 +92,9 @@ fn hot_paths(c: &mut Criterion) {
                 now_ms: 1_700_000_000_000,
                 catalogue: &catalogue,
                 starting_gold: 100,
+                starting_credits: 0,
                 fresh_id: 7,
+                draw: 0,
             };
             let draft = rules::decide(&state, key(1), &give, None, &ctx).unwrap();
             let reply = actors::Reply::ok("give", draft.data, draft.message);
@@ -125,7 +127,9 @@ fn hot_paths(c: &mut Criterion) {
                             now_ms: 1_700_000_000_000,
                             catalogue: &catalogue,
                             starting_gold: 0,
+                            starting_credits: 0,
                             fresh_id: 1,
+                            draw: 0,
                         };
                         rules::decide(&state, key(user), &kind, None, &ctx)
                             .unwrap()

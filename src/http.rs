@@ -199,6 +199,8 @@ mod tests {
             ErrorCode::AlreadyClaimed,
             ErrorCode::NotFound,
             ErrorCode::LimitReached,
+            ErrorCode::AlreadyFinished,
+            ErrorCode::Disabled,
         ] {
             assert_eq!(status_of(Some(c)), StatusCode::CONFLICT, "{c:?}");
         }

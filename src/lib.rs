@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod http;
 pub mod loadtest;
+pub mod render;
 pub mod scratch;
 pub mod serve;
 pub mod settings;

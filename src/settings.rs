@@ -8,10 +8,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actors::config::JobsConfig;
 use actors::domain::shop::Catalogue;
 use actors::group_commit::GroupCommitConfig;
+use actors::job_queue::{JobQueueConfig, Render, SimulatedRender};
 use actors::store::StoreOptions;
 use actors::RuntimeConfig;
+
+use crate::render::HttpRender;
 use clap::Args;
 
 #[derive(Debug, Clone, Args)]
@@ -81,6 +85,33 @@ pub struct RuntimeArgs {
     /// A shop catalogue (TOML) to use instead of the shipped one.
     #[arg(long, env = "KOKORO_SHOP_FILE")]
     pub shop_file: Option<PathBuf>,
+
+    /// Credits every new player starts with.
+    #[arg(long, env = "KOKORO_STARTING_CREDITS", default_value_t = 50, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000_000))]
+    pub starting_credits: i64,
+
+    /// What renders image and video jobs: `off` (generate is refused),
+    /// `simulated` (waits and answers a sim:// location; for load tests and
+    /// trying kokoro out), or the http:// URL of a render service that
+    /// answers POST {job_id, workflow, prompt} with {"url": ...}.
+    #[arg(long, env = "KOKORO_RENDERER", default_value = "off")]
+    pub renderer: String,
+
+    /// Milliseconds the simulated renderer takes per image (video: 4×).
+    #[arg(long, env = "KOKORO_RENDER_SIMULATED_MS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub render_simulated_ms: u64,
+
+    /// Image jobs rendering at once.
+    #[arg(long, env = "KOKORO_IMAGE_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub image_concurrency: u64,
+
+    /// Video jobs rendering at once.
+    #[arg(long, env = "KOKORO_VIDEO_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub video_concurrency: u64,
+
+    /// Seconds a render may take before the job fails and is refunded.
+    #[arg(long, env = "KOKORO_RENDER_TIMEOUT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub render_timeout_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +124,8 @@ pub enum SettingsError {
     PublicWithoutToken { addr: SocketAddr },
     #[error("KOKORO_API_TOKEN must be at least 16 characters")]
     WeakToken,
+    #[error("--renderer {0:?}: expected off, simulated, or an http:// URL (https needs a local TLS-terminating proxy for now)")]
+    Renderer(String),
 }
 
 impl RuntimeArgs {
@@ -123,7 +156,37 @@ impl RuntimeArgs {
             },
             starting_gold: self.starting_gold,
             catalogue: Arc::new(catalogue),
+            starting_credits: self.starting_credits,
+            jobs: self.jobs_config()?,
             ..RuntimeConfig::default()
+        })
+    }
+
+    fn jobs_config(&self) -> Result<JobsConfig, SettingsError> {
+        let timeout = Duration::from_secs(self.render_timeout_secs);
+        let render: Option<Arc<dyn Render>> = match self.renderer.as_str() {
+            "off" | "" => None,
+            "simulated" => Some(Arc::new(SimulatedRender::new(
+                Duration::from_millis(self.render_simulated_ms),
+                0,
+            ))),
+            url => Some(Arc::new(
+                HttpRender::new(url, timeout).map_err(|_| SettingsError::Renderer(url.into()))?,
+            )),
+        };
+        let defaults = JobsConfig::default();
+        Ok(JobsConfig {
+            render,
+            image: JobQueueConfig {
+                concurrency: self.image_concurrency as usize,
+                timeout,
+                ..defaults.image
+            },
+            video: JobQueueConfig {
+                concurrency: self.video_concurrency as usize,
+                timeout,
+                ..defaults.video
+            },
         })
     }
 }

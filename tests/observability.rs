@@ -118,6 +118,7 @@ fn the_dashboard_is_well_formed() {
             "Service overview",
             "Actors and mailboxes",
             "Persistence (group commit)",
+            "Generation queues",
             "Process"
         ]
     );
@@ -127,11 +128,17 @@ fn the_dashboard_is_well_formed() {
 async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
     let db = TestDb::new(Backend::Sqlite).await;
     kokoro::telemetry::prometheus();
-    let runtime = Arc::new(
-        Runtime::start(db.store().await, RuntimeConfig::default())
-            .await
-            .unwrap(),
-    );
+    let config = RuntimeConfig {
+        jobs: actors::config::JobsConfig {
+            render: Some(Arc::new(actors::job_queue::SimulatedRender::new(
+                std::time::Duration::from_millis(5),
+                0,
+            ))),
+            ..Default::default()
+        },
+        ..RuntimeConfig::default()
+    };
+    let runtime = Arc::new(Runtime::start(db.store().await, config).await.unwrap());
     let scrape = || async { kokoro::telemetry::render(&runtime).await };
 
     let before = scrape().await;
@@ -144,6 +151,24 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
     runtime
         .dispatch(cmd(1, "buy", json!({"item": "bait"})))
         .await;
+    let job = runtime
+        .dispatch(cmd(
+            3,
+            "generate",
+            json!({"workflow": "image", "prompt": "a fox"}),
+        ))
+        .await;
+    assert!(job.ok, "{job:?}");
+    let mut rendered = false;
+    for _ in 0..500 {
+        let jobs = runtime.dispatch(cmd(3, "jobs", json!({}))).await;
+        if jobs.data["jobs"][0]["status"] == "done" {
+            rendered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(rendered, "the job was rendered");
     let after = scrape().await;
 
     let value = |text: &str, series: &str| -> f64 {
@@ -165,6 +190,14 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
         "latency histogram moved too"
     );
     assert!(value(&after, "kokoro_commit_batch_size_count") >= 1.0);
+    let done = r#"kokoro_jobs_total{queue="image",outcome="done"}"#;
+    assert_eq!(
+        value(&after, done) - value(&before, done),
+        1.0,
+        "the job counted once"
+    );
+    let waited = r#"kokoro_queue_wait_seconds_count{queue="image"}"#;
+    assert_eq!(value(&after, waited) - value(&before, waited), 1.0);
 
     let exported: BTreeSet<String> = after
         .lines()

@@ -49,7 +49,11 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         which("prometheus").expect("the prometheus binary is needed: apt-get install prometheus");
     let db = support::TestDb::new(support::Backend::Sqlite).await;
     let dir = &db.dir;
-    let (_kokoro, base) = support::serve_binary(support::kokoro_binary(&db, TOKEN), &[]).await;
+    let (_kokoro, base) = support::serve_binary(
+        support::kokoro_binary(&db, TOKEN),
+        &["--renderer", "simulated", "--render-simulated-ms", "50"],
+    )
+    .await;
     let target = base.trim_start_matches("http://");
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -2,8 +2,9 @@
 //! from a command name and a JSON object of arguments. Invalid input never gets
 //! past this file, so actors only ever see well-formed commands.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
+use crate::domain::credits::{self, Workflow};
 use crate::ids::{CommandId, UserId, UserKey};
 
 /// Largest amount a single command may move. Far above any sane balance and
@@ -40,6 +41,11 @@ pub enum CommandKind {
     Buy { item: String, quantity: i64 },
     Inventory,
     Leaderboard { by: LeaderboardBy },
+    Credits,
+    Lucky,
+    Generate { workflow: Workflow, prompt: String },
+    Jobs,
+    Cancel { job_id: String },
 }
 
 impl CommandKind {
@@ -53,6 +59,11 @@ impl CommandKind {
             Self::Buy { .. } => "buy",
             Self::Inventory => "inventory",
             Self::Leaderboard { .. } => "leaderboard",
+            Self::Credits => "credits",
+            Self::Lucky => "lucky",
+            Self::Generate { .. } => "generate",
+            Self::Jobs => "jobs",
+            Self::Cancel { .. } => "cancel",
         }
     }
 
@@ -67,7 +78,34 @@ impl CommandKind {
         "buy",
         "inventory",
         "leaderboard",
+        "credits",
+        "lucky",
+        "generate",
+        "jobs",
+        "cancel",
     ];
+
+    /// The `args` object that `parse` reads back into this command: what a
+    /// client (the load tester over HTTP) sends.
+    pub fn args(&self) -> Value {
+        match self {
+            Self::Give { to, amount } => json!({"to": to.to_string(), "amount": amount}),
+            Self::Buy { item, quantity } => json!({"item": item, "quantity": quantity}),
+            Self::Leaderboard { by } => json!({"by": by.as_str()}),
+            Self::Generate { workflow, prompt } => {
+                json!({"workflow": workflow.as_str(), "prompt": prompt})
+            }
+            Self::Cancel { job_id } => json!({ "job_id": job_id }),
+            Self::Profile
+            | Self::Balance
+            | Self::Daily
+            | Self::Shop
+            | Self::Inventory
+            | Self::Credits
+            | Self::Lucky
+            | Self::Jobs => json!({}),
+        }
+    }
 
     /// Parses a command from its name and its `args` object (`null` or absent
     /// means no arguments).
@@ -101,6 +139,16 @@ impl CommandKind {
                     Some("level") => LeaderboardBy::Level,
                     Some(_) => return Err(ParseError::invalid("by must be \"gold\" or \"level\"")),
                 },
+            },
+            "credits" => Self::Credits,
+            "lucky" => Self::Lucky,
+            "jobs" => Self::Jobs,
+            "generate" => Self::Generate {
+                workflow: a.workflow("workflow")?,
+                prompt: a.prompt("prompt")?,
+            },
+            "cancel" => Self::Cancel {
+                job_id: a.job_id("job_id")?,
             },
             _ => return Err(ParseError::UnknownCommand(name.chars().take(40).collect())),
         };
@@ -203,6 +251,41 @@ impl<'a> Args<'a> {
         }
     }
 
+    fn workflow(&mut self, name: &str) -> Result<Workflow, ParseError> {
+        match self.required(name)? {
+            Value::String(s) => Workflow::parse(s).ok_or_else(|| {
+                ParseError::invalid(format!("{name} must be \"image\" or \"video\""))
+            }),
+            _ => Err(ParseError::invalid(format!("{name} must be a string"))),
+        }
+    }
+
+    fn prompt(&mut self, name: &str) -> Result<String, ParseError> {
+        match self.required(name)? {
+            Value::String(s) => {
+                credits::check_prompt(s).map_err(|e| ParseError::invalid(format!("{name}: {e}")))
+            }
+            _ => Err(ParseError::invalid(format!("{name} must be a string"))),
+        }
+    }
+
+    fn job_id(&mut self, name: &str) -> Result<String, ParseError> {
+        match self.required(name)? {
+            Value::String(s)
+                if s.len() > 1
+                    && s.len() <= 40
+                    && s.starts_with('j')
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) =>
+            {
+                Ok(s.clone())
+            }
+            _ => Err(ParseError::invalid(format!(
+                "{name} must be a job id as `generate` returned it (j followed by hex digits)"
+            ))),
+        }
+    }
+
     fn no_extras(&self) -> Result<(), ParseError> {
         if self.used == self.map.len() {
             return Ok(());
@@ -290,6 +373,76 @@ mod tests {
         );
         assert!(parse("buy", json!({"item": "Fish Rod"})).is_err());
         assert!(parse("buy", json!({"item": "rod", "quantity": 1001})).is_err());
+    }
+
+    #[test]
+    fn generate_takes_a_known_workflow_and_a_clean_prompt() {
+        assert_eq!(
+            parse(
+                "generate",
+                json!({"workflow": "image", "prompt": " a fox "})
+            ),
+            Ok(CommandKind::Generate {
+                workflow: Workflow::Image,
+                prompt: "a fox".into()
+            })
+        );
+        for bad in [
+            json!({"workflow": "audio", "prompt": "a fox"}),
+            json!({"workflow": "image", "prompt": ""}),
+            json!({"workflow": "image", "prompt": "x".repeat(501)}),
+            json!({"workflow": "image", "prompt": 5}),
+            json!({"workflow": "image"}),
+            json!({"workflow": "image", "prompt": "fox", "seed": 1}),
+        ] {
+            assert!(
+                matches!(
+                    parse("generate", bad.clone()),
+                    Err(ParseError::InvalidArgument(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn args_parse_back_into_the_same_command() {
+        let samples = [
+            json!({}),
+            json!({"to": "789", "amount": 50}),
+            json!({"item": "bait", "quantity": 3}),
+            json!({"by": "level"}),
+            json!({"workflow": "video", "prompt": "a fox"}),
+            json!({"job_id": "j00ff"}),
+        ];
+        let mut covered = 0;
+        for name in CommandKind::NAMES {
+            for args in &samples {
+                if let Ok(kind) = parse(name, args.clone()) {
+                    assert_eq!(parse(name, kind.args()), Ok(kind.clone()), "{name}");
+                    covered += 1;
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            covered,
+            CommandKind::NAMES.len(),
+            "a sample for every command"
+        );
+    }
+
+    #[test]
+    fn cancel_takes_a_job_id() {
+        assert_eq!(
+            parse("cancel", json!({"job_id": "j00ff"})),
+            Ok(CommandKind::Cancel {
+                job_id: "j00ff".into()
+            })
+        );
+        for bad in ["", "j", "x00ff", "j00FF", "j' OR 1=1"] {
+            assert!(parse("cancel", json!({ "job_id": bad })).is_err(), "{bad}");
+        }
     }
 
     #[test]

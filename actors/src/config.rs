@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::domain::credits::Workflow;
 use crate::domain::shop::Catalogue;
 use crate::group_commit::GroupCommitConfig;
+use crate::job_queue::{JobQueueConfig, Render};
 
 /// Unix time in milliseconds. Injected so tests can move days forward.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -39,6 +41,44 @@ pub struct RuntimeConfig {
     pub relay_interval: Duration,
     /// Players listed per leaderboard.
     pub leaderboard_size: i64,
+    /// Credits a new player starts with (a `welcome` ledger row).
+    pub starting_credits: i64,
+    pub jobs: JobsConfig,
+}
+
+/// The generation queues: off unless a renderer is configured.
+#[derive(Clone)]
+pub struct JobsConfig {
+    pub render: Option<Arc<dyn Render>>,
+    pub image: JobQueueConfig,
+    pub video: JobQueueConfig,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            render: None,
+            image: JobQueueConfig {
+                concurrency: 2,
+                capacity: 1_000,
+                timeout: Duration::from_secs(120),
+            },
+            video: JobQueueConfig {
+                concurrency: 1,
+                capacity: 200,
+                timeout: Duration::from_secs(600),
+            },
+        }
+    }
+}
+
+impl JobsConfig {
+    pub fn queue(&self, workflow: Workflow) -> &JobQueueConfig {
+        match workflow {
+            Workflow::Image => &self.image,
+            Workflow::Video => &self.video,
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -53,6 +93,8 @@ impl Default for RuntimeConfig {
             clock: system_clock(),
             relay_interval: Duration::from_secs(1),
             leaderboard_size: 10,
+            starting_credits: 50,
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -66,6 +108,10 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("commit", &self.commit)
             .field("starting_gold", &self.starting_gold)
             .field("relay_interval", &self.relay_interval)
+            .field("starting_credits", &self.starting_credits)
+            .field("rendering", &self.jobs.render.is_some())
+            .field("image_queue", &self.jobs.image)
+            .field("video_queue", &self.jobs.video)
             .finish_non_exhaustive()
     }
 }

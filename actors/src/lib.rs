@@ -9,6 +9,8 @@ pub mod config;
 pub mod domain;
 pub mod group_commit;
 pub mod ids;
+pub mod job;
+pub mod job_queue;
 mod mailbox;
 mod registry;
 pub mod reply;

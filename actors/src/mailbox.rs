@@ -4,6 +4,7 @@
 use tokio::sync::oneshot;
 
 use crate::command::Command;
+use crate::job_queue::Finished;
 use crate::reply::Reply;
 use crate::writeset::Transfer;
 
@@ -20,6 +21,9 @@ pub(crate) enum Mail {
     Command(Box<Envelope<Command>>),
     /// Gold sent by another player; credited once per transfer id.
     Credit(Box<Envelope<Transfer>>),
+    /// A generation job of this player's finished rendering: record the
+    /// result, or refund it.
+    JobDone(Box<Envelope<Finished>>),
     /// Asked by the registry to leave, for `Why`; honoured only if no
     /// other mail is waiting (an actor with mail is not idle).
     Passivate(Why),
@@ -44,6 +48,14 @@ pub(crate) struct Envelope<T> {
 impl Mail {
     pub fn command(body: Command, reply: Unread) -> Self {
         Self::Command(Box::new(Envelope {
+            body,
+            reply,
+            span: tracing::Span::current(),
+        }))
+    }
+
+    pub fn job_done(body: Finished, reply: Unread) -> Self {
+        Self::JobDone(Box::new(Envelope {
             body,
             reply,
             span: tracing::Span::current(),

@@ -23,6 +23,7 @@ use crate::command::Command;
 use crate::config::RuntimeConfig;
 use crate::group_commit::GroupCommit;
 use crate::ids::UserKey;
+use crate::job_queue::{Finished, Queues};
 use crate::mailbox::{Delivery, Mail, NotDelivered, Unread, Why};
 use crate::reply::{ErrorCode, Reply};
 use crate::store::Store;
@@ -35,6 +36,7 @@ pub(crate) struct Shared {
     pub store: Store,
     pub commit: GroupCommit,
     pub config: RuntimeConfig,
+    pub queues: Queues,
 }
 
 struct Slot {
@@ -111,6 +113,22 @@ impl Registry {
         let key = UserKey::new(transfer.guild, transfer.to);
         let reply = self
             .send(key, |reply| Mail::credit(transfer.clone(), reply))
+            .await?;
+        match reply.code() {
+            Some(code) => Err(code),
+            None => Ok(reply),
+        }
+    }
+
+    /// Hands a finished job to its player's actor to record (or refund).
+    /// `Ok` once recorded, or found recorded before.
+    pub(crate) async fn close_job(
+        self: &Arc<Self>,
+        finished: Finished,
+    ) -> Result<Reply, ErrorCode> {
+        let key = finished.job.key;
+        let reply = self
+            .send(key, |reply| Mail::job_done(finished.clone(), reply))
             .await?;
         match reply.code() {
             Some(code) => Err(code),

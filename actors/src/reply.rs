@@ -18,6 +18,10 @@ pub enum ErrorCode {
     Cooldown,
     NotFound,
     LimitReached,
+    /// The job asked about has already finished (done, failed or cancelled).
+    AlreadyFinished,
+    /// The server does not offer this (image generation with no renderer).
+    Disabled,
     RateLimited,
     Busy,
     StorageUnavailable,
@@ -35,6 +39,8 @@ impl ErrorCode {
             Self::Cooldown => "cooldown",
             Self::NotFound => "not_found",
             Self::LimitReached => "limit_reached",
+            Self::AlreadyFinished => "already_finished",
+            Self::Disabled => "disabled",
             Self::RateLimited => "rate_limited",
             Self::Busy => "busy",
             Self::StorageUnavailable => "storage_unavailable",
@@ -52,6 +58,8 @@ impl ErrorCode {
                 | Self::Cooldown
                 | Self::NotFound
                 | Self::LimitReached
+                | Self::AlreadyFinished
+                | Self::Disabled
         )
     }
 

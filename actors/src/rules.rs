@@ -6,13 +6,15 @@
 use serde_json::{json, Value};
 
 use crate::command::CommandKind;
+use crate::domain::credits::{self, Workflow};
 use crate::domain::money::{self, MoneyError};
 use crate::domain::shop::{Catalogue, PurchaseError};
 use crate::domain::{daily, level, Currency};
 use crate::ids::{CommandId, UserKey};
+use crate::job::{Job, JobStatus};
 use crate::reply::ErrorCode;
 use crate::state::UserState;
-use crate::writeset::{LedgerEntry, Transfer, UserRow, WriteSet};
+use crate::writeset::{JobClose, LedgerEntry, Transfer, UserRow, WriteSet};
 
 /// What a decision may read besides the state. No clock is read inside the
 /// rules: `now_ms` comes from here.
@@ -21,8 +23,12 @@ pub struct Context<'a> {
     pub catalogue: &'a Catalogue,
     /// Gold a player starts with, paid (with its ledger row) by their first command.
     pub starting_gold: i64,
+    /// Credits a player starts with (a `welcome` ledger row in credits).
+    pub starting_credits: i64,
     /// A fresh unique id, used when a decision creates something that needs one.
     pub fresh_id: u128,
+    /// A uniformly random draw, for the rules that roll dice (`lucky`).
+    pub draw: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +38,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -79,6 +85,8 @@ impl Draft {
                 inventory: Vec::new(),
                 transfer_out: None,
                 transfer_in: None,
+                job_new: None,
+                job_close: None,
             },
             data: Value::Null,
             message: String::new(),
@@ -88,6 +96,9 @@ impl Draft {
             d.touch();
             if ctx.starting_gold > 0 {
                 d.credit(Currency::Gold, ctx.starting_gold, "welcome")?;
+            }
+            if ctx.starting_credits > 0 {
+                d.credit(Currency::Credits, ctx.starting_credits, "welcome")?;
             }
         }
         Ok(d)
@@ -102,6 +113,9 @@ impl Draft {
             level: s.level,
             daily_day: s.daily_day,
             daily_streak: s.daily_streak,
+            credits: s.credits,
+            lucky_day: s.lucky_day,
+            lucky_pct: s.lucky_pct,
         });
     }
 
@@ -109,6 +123,7 @@ impl Draft {
         match currency {
             Currency::Gold => &mut self.state.gold,
             Currency::Gems => &mut self.state.gems,
+            Currency::Credits => &mut self.state.credits,
         }
     }
 
@@ -157,7 +172,16 @@ impl Draft {
     }
 
     fn balances(&self) -> Value {
-        json!({ "gold": self.state.gold, "gems": self.state.gems })
+        json!({ "gold": self.state.gold, "gems": self.state.gems, "credits": self.state.credits })
+    }
+
+    /// Today's lucky discount, or 0 if the player has not drawn today.
+    fn discount_today(&self, now_ms: i64) -> u8 {
+        if self.state.lucky_day == Some(daily::utc_day(now_ms)) {
+            self.state.lucky_pct
+        } else {
+            0
+        }
     }
 
     fn with(mut self, data: Value, message: impl Into<String>) -> Self {
@@ -229,12 +253,14 @@ pub fn decide(
             if r.gems > 0 {
                 d.credit(Currency::Gems, r.gems, "daily_streak")?;
             }
+            d.credit(Currency::Credits, r.credits, "daily")?;
             d.gain_xp(r.xp);
             d.state.daily_day = Some(daily::utc_day(ctx.now_ms));
             d.state.daily_streak = r.streak;
             d.touch();
             let mut data = d.balances();
-            data["reward"] = json!({ "gold": r.gold, "gems": r.gems, "xp": r.xp });
+            data["reward"] =
+                json!({ "gold": r.gold, "gems": r.gems, "xp": r.xp, "credits": r.credits });
             data["streak"] = json!(r.streak);
             let msg = format!(
                 "+{} gold{} · streak {}",
@@ -308,11 +334,137 @@ pub fn decide(
                 ),
             ))
         }
-        CommandKind::Shop | CommandKind::Leaderboard { .. } => Err(Refusal::new(
+        CommandKind::Credits => {
+            let discount = d.discount_today(ctx.now_ms);
+            let mut data = d.balances();
+            data["discount_pct"] = json!(discount);
+            data["lucky_drawn_today"] =
+                json!(d.state.lucky_day == Some(daily::utc_day(ctx.now_ms)));
+            data["prices"] = prices(discount);
+            let msg = format!(
+                "{} credits · today's discount {discount}% · image {} · video {}",
+                d.state.credits,
+                credits::discounted(Workflow::Image.cost(), discount),
+                credits::discounted(Workflow::Video.cost(), discount),
+            );
+            Ok(d.with(data, msg))
+        }
+        CommandKind::Lucky => {
+            let today = daily::utc_day(ctx.now_ms);
+            if d.state.lucky_day == Some(today) {
+                let next_midnight = (i64::from(today) + 1) * 86_400_000;
+                return Err(Refusal::new(
+                    ErrorCode::AlreadyClaimed,
+                    format!(
+                        "You already drew today ({}% off); next draw in {} minutes (UTC midnight).",
+                        d.state.lucky_pct,
+                        (next_midnight - ctx.now_ms + 59_999) / 60_000
+                    ),
+                ));
+            }
+            let pct = credits::lucky_discount(ctx.draw);
+            d.state.lucky_day = Some(today);
+            d.state.lucky_pct = pct;
+            d.touch();
+            let mut data = d.balances();
+            data["discount_pct"] = json!(pct);
+            data["prices"] = prices(pct);
+            Ok(d.with(
+                data,
+                format!("Lucky! {pct}% off generation for the rest of today (UTC)."),
+            ))
+        }
+        CommandKind::Generate { workflow, prompt } => {
+            if d.state.open_jobs >= credits::MAX_OPEN_JOBS {
+                return Err(Refusal::new(
+                    ErrorCode::LimitReached,
+                    format!(
+                        "You already have {} jobs waiting or running; wait for one to finish or cancel one.",
+                        d.state.open_jobs
+                    ),
+                ));
+            }
+            let discount = d.discount_today(ctx.now_ms);
+            let cost = credits::discounted(workflow.cost(), discount);
+            d.debit(Currency::Credits, cost, "generate")?;
+            d.state.open_jobs += 1;
+            let job = Job {
+                id: format!("j{:032x}", ctx.fresh_id),
+                key,
+                workflow: *workflow,
+                prompt: prompt.clone(),
+                cost,
+                created_ms: ctx.now_ms,
+            };
+            let mut data = d.balances();
+            data["job_id"] = json!(job.id);
+            data["workflow"] = json!(workflow.as_str());
+            data["charged"] = json!(cost);
+            data["discount_pct"] = json!(discount);
+            let msg = format!(
+                "Queued {} job {} for {cost} credits.",
+                workflow.as_str(),
+                job.id
+            );
+            d.writes.job_new = Some(job);
+            Ok(d.with(data, msg))
+        }
+        CommandKind::Shop
+        | CommandKind::Leaderboard { .. }
+        | CommandKind::Jobs
+        | CommandKind::Cancel { .. } => Err(Refusal::new(
             ErrorCode::Internal,
-            "shop and leaderboard are answered without a player actor",
+            "shop, leaderboard, jobs and cancel are not decided from the player's state alone",
         )),
     }
+}
+
+/// Prices of each workflow at a discount, for replies.
+fn prices(discount: u8) -> Value {
+    let mut p = serde_json::Map::new();
+    for w in Workflow::ALL {
+        p.insert(
+            w.as_str().into(),
+            json!(credits::discounted(w.cost(), discount)),
+        );
+    }
+    Value::Object(p)
+}
+
+/// Closes one of this player's queued jobs as `status`: done (with where its
+/// result is), failed or cancelled (both refunded). Storage applies the
+/// WriteSet only if the job is still queued, so each job closes once.
+pub fn close_job(
+    state: &UserState,
+    job: &Job,
+    status: JobStatus,
+    result: Option<String>,
+    ctx: &Context<'_>,
+) -> Result<Draft, Refusal> {
+    let mut d = Draft::begin(state, job.key, ctx, None)?;
+    if status.refunds() && job.cost > 0 {
+        d.credit(Currency::Credits, job.cost, "refund")?;
+    }
+    d.state.open_jobs = d.state.open_jobs.saturating_sub(1);
+    let mut data = d.balances();
+    data["job_id"] = json!(job.id);
+    data["workflow"] = json!(job.workflow.as_str());
+    data["status"] = json!(status.as_str());
+    data["refunded"] = json!(if status.refunds() { job.cost } else { 0 });
+    if let Some(r) = &result {
+        data["result"] = json!(r);
+    }
+    let msg = match status {
+        JobStatus::Done => format!("Your {} {} is ready.", job.workflow.as_str(), job.id),
+        JobStatus::Cancelled => format!("Cancelled {}; {} credits refunded.", job.id, job.cost),
+        _ => format!("Job {} failed; {} credits refunded.", job.id, job.cost),
+    };
+    d.writes.job_close = Some(JobClose {
+        id: job.id.clone(),
+        status,
+        result,
+    });
+    Ok(d.with(data, msg))
 }
 
 /// Credits an incoming transfer. The WriteSet carries `transfer_in`, so
@@ -353,7 +505,9 @@ mod tests {
             now_ms: 1_700_000_000_000,
             catalogue,
             starting_gold: 100,
+            starting_credits: 50,
             fresh_id: 7,
+            draw: 0,
         }
     }
 
@@ -474,32 +628,142 @@ mod tests {
         assert_eq!(poor.unwrap_err().code, ErrorCode::InsufficientFunds);
     }
 
+    #[test]
+    fn lucky_once_a_day_discounts_generation_until_midnight() {
+        let cat = Catalogue::shipped();
+        let s = UserState {
+            exists: true,
+            credits: 100,
+            ..Default::default()
+        };
+        let mut c = ctx(&cat);
+        c.draw = 99; // the rarest tier: 50% off
+        let lucky = decide(&s, key(1), &CommandKind::Lucky, None, &c).unwrap();
+        assert_eq!(lucky.data["discount_pct"], 50);
+        let again = decide(&lucky.state, key(1), &CommandKind::Lucky, None, &c);
+        assert_eq!(again.unwrap_err().code, ErrorCode::AlreadyClaimed);
+        let video = CommandKind::Generate {
+            workflow: Workflow::Video,
+            prompt: "a cat".into(),
+        };
+        let g = decide(&lucky.state, key(1), &video, None, &c).unwrap();
+        assert_eq!(
+            (g.data["charged"].as_i64(), g.state.credits),
+            (Some(20), 80)
+        );
+        c.now_ms += 86_400_000;
+        let tomorrow = decide(&lucky.state, key(1), &video, None, &c).unwrap();
+        assert_eq!(
+            tomorrow.data["charged"], 40,
+            "the discount ends at UTC midnight"
+        );
+    }
+
+    #[test]
+    fn generate_charges_credits_and_limits_open_jobs() {
+        let cat = Catalogue::shipped();
+        let mut s = UserState {
+            exists: true,
+            credits: 1000,
+            ..Default::default()
+        };
+        let c = ctx(&cat);
+        let image = CommandKind::Generate {
+            workflow: Workflow::Image,
+            prompt: "a fox".into(),
+        };
+        for _ in 0..credits::MAX_OPEN_JOBS {
+            let d = decide(&s, key(1), &image, None, &c).unwrap();
+            let job = d.writes.job_new.clone().unwrap();
+            assert_eq!((job.cost, job.workflow), (10, Workflow::Image));
+            s = d.state;
+        }
+        let over = decide(&s, key(1), &image, None, &c).unwrap_err();
+        assert_eq!(over.code, ErrorCode::LimitReached);
+        let poor = UserState {
+            exists: true,
+            credits: 9,
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&poor, key(1), &image, None, &c).unwrap_err().code,
+            ErrorCode::InsufficientFunds
+        );
+    }
+
+    #[test]
+    fn a_failed_or_cancelled_job_is_refunded_and_a_done_one_is_not() {
+        let cat = Catalogue::shipped();
+        let c = ctx(&cat);
+        let s = UserState {
+            exists: true,
+            credits: 100,
+            ..Default::default()
+        };
+        let image = CommandKind::Generate {
+            workflow: Workflow::Image,
+            prompt: "a fox".into(),
+        };
+        let queued = decide(&s, key(1), &image, None, &c).unwrap();
+        let job = queued.writes.job_new.clone().unwrap();
+        for (status, credits_after) in [
+            (JobStatus::Done, 90),
+            (JobStatus::Failed, 100),
+            (JobStatus::Cancelled, 100),
+        ] {
+            let d = close_job(&queued.state, &job, status, None, &c).unwrap();
+            assert_eq!(
+                (d.state.credits, d.state.open_jobs),
+                (credits_after, 0),
+                "{status:?}"
+            );
+            assert_eq!(d.writes.job_close.as_ref().map(|j| j.status), Some(status));
+        }
+    }
+
     proptest! {
         /// Whatever sequence of commands, every draft's ledger explains its
-        /// balances exactly and no balance is negative.
+        /// balances exactly, no balance is negative, and a player never has
+        /// more jobs open than the limit.
         #[test]
-        fn ledger_explains_every_balance(ops in proptest::collection::vec((0u8..4, 1i64..400, 0i64..5), 1..60)) {
+        fn ledger_explains_every_balance(ops in proptest::collection::vec((0u8..8, 1i64..400, 0i64..5), 1..60)) {
             let cat = Catalogue::shipped();
             let mut s = UserState::default();
-            let (mut gold_sum, mut gem_sum) = (0i64, 0i64);
+            let (mut gold_sum, mut gem_sum, mut credit_sum) = (0i64, 0i64, 0i64);
+            let mut open: Vec<Job> = Vec::new();
             let mut now = 1_700_000_000_000i64;
             for (op, amount, day_step) in ops {
                 now += day_step * 43_200_000;
-                let c = Context { now_ms: now, catalogue: &cat, starting_gold: 100, fresh_id: 1 };
+                let c = Context { now_ms: now, catalogue: &cat, starting_gold: 100, starting_credits: 50, fresh_id: 1, draw: amount as u64 };
                 let kind = match op {
                     0 => CommandKind::Daily,
                     1 => CommandKind::Give { to: crate::ids::UserId::new(9).unwrap(), amount },
                     2 => CommandKind::Buy { item: "bait".into(), quantity: amount % 20 + 1 },
-                    _ => CommandKind::Buy { item: "lucky_charm".into(), quantity: 1 },
+                    3 => CommandKind::Buy { item: "lucky_charm".into(), quantity: 1 },
+                    4 => CommandKind::Lucky,
+                    5 => CommandKind::Generate { workflow: if amount % 2 == 0 { Workflow::Image } else { Workflow::Video }, prompt: "fox".into() },
+                    _ => CommandKind::Balance,
                 };
-                if let Ok(d) = decide(&s, key(1), &kind, None, &c) {
+                let decided = if op >= 6 && !open.is_empty() {
+                    let job = open.remove(0);
+                    let status = if op == 6 { JobStatus::Done } else { JobStatus::Failed };
+                    close_job(&s, &job, status, None, &c)
+                } else {
+                    decide(&s, key(1), &kind, None, &c)
+                };
+                if let Ok(d) = decided {
                     gold_sum += ledger_sum(&d, Currency::Gold);
                     gem_sum += ledger_sum(&d, Currency::Gems);
+                    credit_sum += ledger_sum(&d, Currency::Credits);
+                    open.extend(d.writes.job_new.clone());
                     s = d.state;
                 }
                 prop_assert_eq!(gold_sum, s.gold);
                 prop_assert_eq!(gem_sum, s.gems);
-                prop_assert!(s.gold >= 0 && s.gems >= 0);
+                prop_assert_eq!(credit_sum, s.credits);
+                prop_assert!(s.gold >= 0 && s.gems >= 0 && s.credits >= 0);
+                prop_assert_eq!(usize::from(s.open_jobs), open.len());
+                prop_assert!(s.open_jobs <= credits::MAX_OPEN_JOBS);
             }
         }
     }

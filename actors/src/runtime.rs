@@ -13,7 +13,11 @@ use tracing::Instrument;
 
 use crate::command::{Command, CommandKind};
 use crate::config::RuntimeConfig;
+use crate::domain::credits::Workflow;
 use crate::group_commit::GroupCommit;
+use crate::ids::UserKey;
+use crate::job::JobStatus;
+use crate::job_queue::{Finished, JobQueue, Place, Queues};
 use crate::registry::{Registry, Shared};
 use crate::reply::{ErrorCode, Reply};
 use crate::store::{AuditReport, Store, StoreError};
@@ -24,6 +28,8 @@ pub struct Runtime {
     relay: tokio::task::JoinHandle<()>,
     committer: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    /// The queue actors and the task that hands their finished jobs on.
+    job_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// What `/readyz` reports.
@@ -65,11 +71,32 @@ impl Runtime {
         register_counters();
         let (commit, committer) = GroupCommit::start(store.clone(), config.commit.clone());
         let relay_interval = config.relay_interval;
+        let (finished_tx, finished_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut job_tasks = Vec::new();
+        let mut queues = Vec::new();
+        if let Some(render) = &config.jobs.render {
+            for workflow in Workflow::ALL {
+                let (queue, task) = JobQueue::start(
+                    workflow,
+                    config.jobs.queue(workflow).clone(),
+                    render.clone(),
+                    finished_tx.clone(),
+                );
+                queues.push(queue);
+                job_tasks.push(task);
+            }
+        }
         let registry = Registry::new(Shared {
             store,
             commit,
             config,
+            queues: Queues::new(queues),
         });
+        job_tasks.push(tokio::spawn(hand_on_finished_jobs(
+            registry.clone(),
+            finished_rx,
+        )));
+        resume_open_jobs(&registry).await?;
         let recovered = relay_pending(&registry, i64::MAX).await?;
         if recovered > 0 {
             tracing::info!(
@@ -84,6 +111,7 @@ impl Runtime {
             relay,
             committer,
             sweeper,
+            job_tasks,
         })
     }
 
@@ -138,10 +166,75 @@ impl Runtime {
 
     async fn answer(&self, command: Command) -> Reply {
         let shared = &self.registry.shared;
+        if let CommandKind::Jobs = command.kind {
+            return self.list_jobs(command.key).await;
+        }
         match answer_without_actor(&shared.store, &shared.config, &command).await {
             Some(reply) => reply,
             None => self.registry.dispatch(command).await,
         }
+    }
+
+    /// A player's newest jobs from storage (everything acknowledged is
+    /// there), with where the open ones stand in their queues.
+    async fn list_jobs(&self, key: UserKey) -> Reply {
+        let shared = &self.registry.shared;
+        let stored = match shared.store.jobs_of(key, JOBS_LISTED).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "jobs query failed");
+                return Reply::error(
+                    "jobs",
+                    ErrorCode::StorageUnavailable,
+                    "storage is unavailable; retry shortly",
+                );
+            }
+        };
+        let mut places = std::collections::HashMap::new();
+        for queue in shared.queues.iter() {
+            let ids: Vec<String> = stored
+                .iter()
+                .filter(|s| s.status == JobStatus::Queued && s.job.workflow == queue.workflow())
+                .map(|s| s.job.id.clone())
+                .collect();
+            if !ids.is_empty() {
+                let found = queue.places(ids.clone()).await;
+                places.extend(ids.into_iter().zip(found));
+            }
+        }
+        let mut open = 0;
+        let entries: Vec<_> = stored
+            .iter()
+            .map(|s| {
+                let mut e = json!({
+                    "job_id": s.job.id, "workflow": s.job.workflow.as_str(), "prompt": s.job.prompt,
+                    "cost": s.job.cost, "status": s.status.as_str(), "created_ms": s.job.created_ms,
+                });
+                match (s.status, places.get(&s.job.id).copied().flatten()) {
+                    (JobStatus::Queued, Some(Place::Running)) => {
+                        open += 1;
+                        e["status"] = json!("running");
+                    }
+                    (JobStatus::Queued, Some(Place::Waiting { ahead })) => {
+                        open += 1;
+                        e["ahead"] = json!(ahead);
+                    }
+                    (JobStatus::Queued, None) => open += 1,
+                    (JobStatus::Done, _) => e["result"] = json!(s.result),
+                    (_, _) => e["reason"] = json!(s.result),
+                }
+                if let Some(f) = s.finished_ms {
+                    e["finished_ms"] = json!(f);
+                }
+                e
+            })
+            .collect();
+        let msg = if entries.is_empty() {
+            "You have no jobs.".to_owned()
+        } else {
+            format!("{} jobs, {open} open.", entries.len())
+        };
+        Reply::ok("jobs", json!({ "jobs": entries }), msg)
     }
 
     /// Credits every transfer still in flight and waits until none is left
@@ -219,6 +312,9 @@ impl Runtime {
         self.relay.abort();
         self.sweeper.abort();
         self.committer.abort();
+        for task in self.job_tasks {
+            task.abort();
+        }
         self.registry.shared.store.close().await;
     }
 }
@@ -296,6 +392,69 @@ pub async fn answer_without_actor(
             },
         ),
         _ => None,
+    }
+}
+
+/// Jobs listed by `jobs`.
+const JOBS_LISTED: i64 = 10;
+
+/// Puts the jobs a previous run left queued back in line. Without a
+/// renderer they wait, charged, until one is configured again.
+async fn resume_open_jobs(registry: &Arc<Registry>) -> Result<(), StoreError> {
+    let open = registry.shared.store.open_jobs().await?;
+    if open.is_empty() {
+        return Ok(());
+    }
+    let queues = &registry.shared.queues;
+    let mut resumed = 0;
+    for stored in open {
+        if let Some(q) = queues.get(stored.job.workflow) {
+            q.resume(stored.job);
+            resumed += 1;
+        }
+    }
+    if resumed > 0 {
+        tracing::info!(
+            jobs = resumed,
+            "resumed jobs left queued by the previous run"
+        );
+    } else {
+        tracing::warn!("jobs are queued in storage but no renderer is configured; they wait");
+    }
+    Ok(())
+}
+
+/// Hands each finished job to its player's actor, retrying while storage
+/// or the actor is busy: the job stays queued in storage until recorded.
+async fn hand_on_finished_jobs(
+    registry: Arc<Registry>,
+    mut finished: tokio::sync::mpsc::UnboundedReceiver<Finished>,
+) {
+    while let Some(f) = finished.recv().await {
+        let registry = registry.clone();
+        let span = tracing::info_span!("job", job = %f.job.id, user = %f.job.key);
+        tokio::spawn(
+            async move {
+                let mut pause = Duration::from_millis(50);
+                loop {
+                    match registry.close_job(f.clone()).await {
+                        Ok(_) => return,
+                        Err(code) if code.is_retryable() || code == ErrorCode::Internal => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(5));
+                        }
+                        Err(code) => {
+                            tracing::error!(
+                                code = code.as_str(),
+                                "a finished job could not be recorded"
+                            );
+                            return;
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
     }
 }
 

@@ -14,6 +14,12 @@ pub struct UserState {
     /// UTC day (days since epoch) of the last `daily` claim.
     pub daily_day: Option<i32>,
     pub daily_streak: i32,
+    pub credits: i64,
+    /// UTC day of the last `lucky` draw, and the discount it gave for that day.
+    pub lucky_day: Option<i32>,
+    pub lucky_pct: u8,
+    /// Generation jobs waiting or running, for the per-player limit.
+    pub open_jobs: u8,
     /// Items owned, by item id; small, so a sorted vector beats a map.
     pub inventory: Vec<(Box<str>, i64)>,
 }

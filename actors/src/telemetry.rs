@@ -32,6 +32,16 @@ pub const DB_CONNECTIONS: &str = "kokoro_db_connections";
 pub const PERSISTENCE_STALLED: &str = "kokoro_persistence_stalled";
 /// 1 when `/readyz` would answer ready.
 pub const READY: &str = "kokoro_ready";
+/// Generation jobs waiting (not yet rendering), by `queue` (`image`, `video`).
+pub const QUEUE_DEPTH: &str = "kokoro_queue_depth";
+/// Generation jobs rendering, by `queue`.
+pub const QUEUE_RUNNING: &str = "kokoro_queue_running";
+/// Time a job waited in its queue before it started, by `queue`.
+pub const QUEUE_WAIT_SECONDS: &str = "kokoro_queue_wait_seconds";
+/// Time a job took to render, by `queue`.
+pub const QUEUE_RUN_SECONDS: &str = "kokoro_queue_run_seconds";
+/// Jobs that left a queue, by `queue` and `outcome` (`done`, `failed`, `cancelled`).
+pub const JOBS_TOTAL: &str = "kokoro_jobs_total";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "kokoro_build_info";
 /// Process metrics (`kokoro_process_*`: memory, CPU seconds, open file
@@ -128,6 +138,31 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         DB_CONNECTIONS,
         Kind::Gauge,
         "Database pool connections, by state (in_use, idle).",
+    ),
+    (
+        QUEUE_DEPTH,
+        Kind::Gauge,
+        "Generation jobs waiting to start, by queue.",
+    ),
+    (
+        QUEUE_RUNNING,
+        Kind::Gauge,
+        "Generation jobs rendering, by queue.",
+    ),
+    (
+        QUEUE_WAIT_SECONDS,
+        Kind::Histogram,
+        "Time a job waited before it started rendering, by queue.",
+    ),
+    (
+        QUEUE_RUN_SECONDS,
+        Kind::Histogram,
+        "Time a job took to render, by queue.",
+    ),
+    (
+        JOBS_TOTAL,
+        Kind::Counter,
+        "Jobs that left a queue, by queue and outcome (done, failed, cancelled).",
     ),
     (READY, Kind::Gauge, "1 when /readyz answers ready."),
     (

@@ -15,9 +15,12 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
-use crate::command::Command;
+use crate::command::{Command, CommandKind};
+use crate::domain::credits::Workflow;
 use crate::group_commit::CommitError;
 use crate::ids::UserKey;
+use crate::job::{JobStatus, Rendered};
+use crate::job_queue::{Finished, Reservation};
 use crate::mailbox::{Answer, Envelope, Mail, Why};
 use crate::registry::Registry;
 use crate::reply::{ErrorCode, Reply};
@@ -125,6 +128,10 @@ impl UserActor {
                     let Envelope { body, reply, span } = *envelope;
                     Box::pin(self.handle_credit(body, reply.open()).instrument(span)).await
                 }
+                Mail::JobDone(envelope) => {
+                    let Envelope { body, reply, span } = *envelope;
+                    Box::pin(self.handle_job_done(body, reply.open()).instrument(span)).await
+                }
             };
             if let Next::Leave(reason) = next {
                 return reason;
@@ -159,7 +166,9 @@ impl UserActor {
             now_ms: (shared.config.clock)(),
             catalogue: &shared.config.catalogue,
             starting_gold: shared.config.starting_gold,
+            starting_credits: shared.config.starting_credits,
             fresh_id: rand::random(),
+            draw: rand::random(),
         }
     }
 
@@ -174,15 +183,30 @@ impl UserActor {
                 return Next::Continue;
             }
         }
-        let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            rules::decide(
-                &self.state,
-                self.key,
-                &command.kind,
-                command.id.clone(),
-                &self.context(),
-            )
-        }));
+        // A job holds its place in the queue before anything is charged, so
+        // a full queue refuses it with nothing written.
+        let reservation = match &command.kind {
+            CommandKind::Generate { workflow, .. } => match self.reserve(*workflow) {
+                Ok(r) => Some(r),
+                Err(refusal) => {
+                    answer.send(refusal_reply(name, refusal));
+                    return Next::Continue;
+                }
+            },
+            _ => None,
+        };
+        let decided = match &command.kind {
+            CommandKind::Cancel { job_id } => Ok(self.decide_cancel(job_id, &command).await),
+            _ => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                rules::decide(
+                    &self.state,
+                    self.key,
+                    &command.kind,
+                    command.id.clone(),
+                    &self.context(),
+                )
+            })),
+        };
         let draft = match decided {
             Err(_) => {
                 tracing::error!(user = %self.key, command = name, "rule panicked; dropping the player's in-memory state");
@@ -222,6 +246,8 @@ impl UserActor {
             writes.reply_json = serde_json::to_string(&reply).ok();
         }
         let transfer = writes.transfer_out.clone();
+        let job = writes.job_new.clone();
+        let cancelled = writes.job_close.as_ref().map(|c| c.id.clone());
         match self.commit(state, writes, name).await {
             Ok(CommitOutcome::Applied) => {
                 if let Some(fp) = fingerprint {
@@ -230,6 +256,17 @@ impl UserActor {
                 answer.send(reply);
                 if let Some(t) = transfer {
                     self.registry.deliver_in_background(t);
+                }
+                let queues = &self.registry.shared.queues;
+                if let (Some(job), Some(place)) = (job, reservation) {
+                    if let Some(q) = queues.get(job.workflow) {
+                        q.submit(place, job);
+                    }
+                }
+                if let Some(id) = cancelled {
+                    for q in queues.iter() {
+                        q.forget(&id);
+                    }
                 }
                 Next::Continue
             }
@@ -269,6 +306,99 @@ impl UserActor {
         } = draft;
         let reply = Reply::ok("receive", data, message);
         match self.commit(state, writes, "receive").await {
+            Ok(_) => {
+                answer.send(reply);
+                Next::Continue
+            }
+            Err(failure) => failure.answer(answer),
+        }
+    }
+
+    /// Holds a place in `workflow`'s queue, or says why not.
+    fn reserve(&self, workflow: Workflow) -> Result<Reservation, Refusal> {
+        let Some(queue) = self.registry.shared.queues.get(workflow) else {
+            return Err(Refusal::new(
+                ErrorCode::Disabled,
+                "image and video generation is not enabled on this server",
+            ));
+        };
+        queue.try_reserve().ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::Busy,
+                format!(
+                    "the {} queue is full; try again in a few minutes",
+                    workflow.as_str()
+                ),
+            )
+        })
+    }
+
+    /// Cancelling reads the job from storage (this actor is the only writer
+    /// of its player's jobs, so what it reads is current), then refunds it.
+    async fn decide_cancel(&self, job_id: &str, command: &Command) -> Result<Draft, Refusal> {
+        let stored = match Box::pin(self.registry.shared.store.job(job_id)).await {
+            Ok(Some(s)) if s.job.key == self.key => s,
+            // Someone else's job reads as no job at all.
+            Ok(_) => {
+                return Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("You have no job {job_id}."),
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(user = %self.key, error = %e, "could not read a job to cancel");
+                return Err(Refusal::new(
+                    ErrorCode::StorageUnavailable,
+                    "storage is unavailable; nothing was changed, retry shortly",
+                ));
+            }
+        };
+        if stored.status != JobStatus::Queued {
+            return Err(Refusal::new(
+                ErrorCode::AlreadyFinished,
+                format!("Job {job_id} is already {}.", stored.status.as_str()),
+            ));
+        }
+        let mut draft = rules::close_job(
+            &self.state,
+            &stored.job,
+            JobStatus::Cancelled,
+            None,
+            &self.context(),
+        )?;
+        draft.writes.command_id = command.id.clone();
+        Ok(draft)
+    }
+
+    /// Records how a job of this player ended: its result, or its refund.
+    /// Storage closes a job once, so a repeated report changes nothing.
+    async fn handle_job_done(&mut self, finished: Finished, answer: Answer) -> Next {
+        let (status, result) = match finished.rendered {
+            Rendered::Done(url) => (JobStatus::Done, url),
+            Rendered::Failed(why) => (JobStatus::Failed, why),
+        };
+        let draft = match rules::close_job(
+            &self.state,
+            &finished.job,
+            status,
+            Some(result),
+            &self.context(),
+        ) {
+            Ok(d) => d,
+            Err(refusal) => {
+                tracing::error!(user = %self.key, job = %finished.job.id, reason = %refusal.message, "could not close a job");
+                answer.send(refusal_reply("job_done", refusal));
+                return Next::Continue;
+            }
+        };
+        let Draft {
+            state,
+            writes,
+            data,
+            message,
+        } = draft;
+        let reply = Reply::ok("job_done", data, message);
+        match self.commit(state, writes, "job_done").await {
             Ok(_) => {
                 answer.send(reply);
                 Next::Continue
@@ -373,7 +503,7 @@ mod tests {
         let run = future_size(super::UserActor::run);
         let mail = std::mem::size_of::<crate::mailbox::Mail>();
         assert!(
-            run <= 400,
+            run <= 432,
             "UserActor::run's future grew to {run} bytes; box the big await"
         );
         assert!(mail <= 16, "Mail grew to {mail} bytes; box its payload");

@@ -4,6 +4,7 @@
 
 use crate::domain::Currency;
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
+use crate::job::{Job, JobStatus};
 
 /// The player's row after the command: absolute values, so applying a
 /// WriteSet twice has the same effect as once.
@@ -15,6 +16,9 @@ pub struct UserRow {
     pub level: i32,
     pub daily_day: Option<i32>,
     pub daily_streak: i32,
+    pub credits: i64,
+    pub lucky_day: Option<i32>,
+    pub lucky_pct: u8,
 }
 
 /// One balance change. Per player and currency, the ledger sums to the balance.
@@ -53,11 +57,30 @@ pub struct WriteSet {
     /// Applies only if this transfer has not been credited yet; otherwise the
     /// whole WriteSet is skipped (see `CommitOutcome::AlreadyApplied`).
     pub transfer_in: Option<String>,
+    /// A generation job paid for by this command, written as `queued`.
+    pub job_new: Option<Job>,
+    /// A job leaving `queued`. Applies only if the job is still queued;
+    /// otherwise the whole WriteSet is skipped (`AlreadyApplied`), so a
+    /// refund is paid at most once.
+    pub job_close: Option<JobClose>,
+}
+
+/// How a job left the queue: with a result, or refunded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobClose {
+    pub id: String,
+    pub status: JobStatus,
+    /// Where the finished image or video is, for `done`.
+    pub result: Option<String>,
 }
 
 impl WriteSet {
     pub fn is_empty(&self) -> bool {
-        self.row.is_none() && self.ledger.is_empty() && self.inventory.is_empty()
+        self.row.is_none()
+            && self.ledger.is_empty()
+            && self.inventory.is_empty()
+            && self.job_new.is_none()
+            && self.job_close.is_none()
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use actors::{Command, Reply, RuntimeConfig, Store};
+use actors::{Command, CommandKind, Reply, RuntimeConfig, Store};
 
 use super::driver;
 use super::report::{Latency, Report};
@@ -25,11 +25,24 @@ impl Conventional {
         {
             return reply;
         }
+        if let CommandKind::Generate { .. } | CommandKind::Jobs | CommandKind::Cancel { .. } =
+            command.kind
+        {
+            // The baseline models a bot without queue actors: it has nothing
+            // to run jobs with, so it must not charge for them.
+            return Reply::error(
+                command.kind.name(),
+                actors::ErrorCode::Disabled,
+                "the conventional baseline has no generation queues",
+            );
+        }
         let ctx = actors::rules::Context {
             now_ms: (self.config.clock)(),
             catalogue: &self.config.catalogue,
             starting_gold: self.config.starting_gold,
+            starting_credits: self.config.starting_credits,
             fresh_id: rand::random(),
+            draw: rand::random(),
         };
         let name = command.kind.name();
         match self.store.conventional(command, &ctx).await {
@@ -52,10 +65,10 @@ pub async fn run(scenario: &Scenario, database_url: Option<&str>) -> anyhow::Res
         starting_gold: scenario.starting_gold,
         ..Default::default()
     };
-    let target = Arc::new(Target::Conventional(Conventional {
+    let target = Arc::new(Target::Conventional(Box::new(Conventional {
         store: store.clone(),
         config,
-    }));
+    })));
     let driven = driver::drive(target.clone(), scenario, false).await;
     let report = Report::build(&scenario.name, target.describe(), &driven);
     drop(target);

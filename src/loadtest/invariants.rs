@@ -31,6 +31,15 @@ pub async fn check_store(rt: &Runtime, rec: &Recording) -> anyhow::Result<Invari
         audit.ledger(actors::domain::Currency::Gold, "buy"),
         audit.pending_transfers
     ));
+    let credits = |reason| audit.ledger(actors::domain::Currency::Credits, reason);
+    out.checked.push(format!(
+        "credits: {} held = welcome {} + daily {} − generate {} + refund {}",
+        audit.credits_total,
+        credits("welcome"),
+        credits("daily"),
+        -credits("generate"),
+        credits("refund"),
+    ));
     out.violations.extend(audit.violations());
     let mut named: BTreeSet<String> = audit
         .mismatched

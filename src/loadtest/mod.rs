@@ -104,6 +104,15 @@ pub async fn run_scenario(scenario: &Scenario, opts: &Options) -> anyhow::Result
             let mut config = RuntimeConfig {
                 starting_gold: scenario.starting_gold,
                 mailbox_capacity: 256,
+                // Simulated players' jobs need something to render them; the
+                // queues, charges and refunds are the real ones.
+                jobs: actors::config::JobsConfig {
+                    render: Some(Arc::new(actors::job_queue::SimulatedRender::new(
+                        std::time::Duration::from_millis(200),
+                        0,
+                    ))),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             config.commit.lose_every = opts.lose_every;

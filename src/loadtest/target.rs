@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::{Command, CommandKind, ErrorCode, Reply, Runtime};
+use actors::{Command, ErrorCode, Reply, Runtime};
 use serde_json::{json, Value};
 
 pub enum Target {
@@ -16,7 +16,7 @@ pub enum Target {
         token: String,
     },
     /// The baseline: one transaction per command.
-    Conventional(super::baseline::Conventional),
+    Conventional(Box<super::baseline::Conventional>),
 }
 
 impl Target {
@@ -67,18 +67,12 @@ impl Target {
 
 /// The JSON body of `POST /v1/commands` for a command.
 pub fn request_body(c: &Command) -> Value {
-    let args = match &c.kind {
-        CommandKind::Give { to, amount } => json!({"to": to.to_string(), "amount": amount}),
-        CommandKind::Buy { item, quantity } => json!({"item": item, "quantity": quantity}),
-        CommandKind::Leaderboard { by } => json!({"by": by.as_str()}),
-        _ => json!({}),
-    };
     json!({
         "id": c.id.as_ref().map(|i| i.as_str()),
         "guild_id": c.key.guild.to_string(),
         "user_id": c.key.user.to_string(),
         "command": c.kind.name(),
-        "args": args,
+        "args": c.kind.args(),
     })
 }
 

@@ -102,6 +102,11 @@ impl Workload {
 pub fn writes_when_ok(kind: &CommandKind) -> bool {
     matches!(
         kind,
-        CommandKind::Daily | CommandKind::Give { .. } | CommandKind::Buy { .. }
+        CommandKind::Daily
+            | CommandKind::Give { .. }
+            | CommandKind::Buy { .. }
+            | CommandKind::Lucky
+            | CommandKind::Generate { .. }
+            | CommandKind::Cancel { .. }
     )
 }

@@ -15,12 +15,15 @@ pub const MAX_STREAK_BONUS_DAYS: i32 = 10;
 pub const GEM_EVERY: i32 = 7;
 pub const GEMS: i64 = 5;
 pub const XP: i64 = 10;
+/// Credits every claim pays, for image and video generation.
+pub const CREDITS: i64 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DailyReward {
     pub gold: i64,
     pub gems: i64,
     pub xp: i64,
+    pub credits: i64,
     pub streak: i32,
 }
 
@@ -53,6 +56,7 @@ pub fn claim(
         gold: BASE_GOLD + STREAK_GOLD * bonus_days,
         gems: if streak % GEM_EVERY == 0 { GEMS } else { 0 },
         xp: XP,
+        credits: CREDITS,
         streak,
     })
 }

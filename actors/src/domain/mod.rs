@@ -1,7 +1,8 @@
 //! The game's rules as plain functions over plain data: no actor, no I/O, no
-//! clock read. Callers pass `today` (and, later, an RNG) in, so every rule is
+//! clock read. Callers pass `now` and any random draw in, so every rule is
 //! unit- and property-testable on its own.
 
+pub mod credits;
 pub mod daily;
 pub mod level;
 pub mod money;

@@ -8,6 +8,8 @@ use serde::Serialize;
 pub enum Currency {
     Gold,
     Gems,
+    /// Spent on image and video generation; refunded when a job fails or is cancelled.
+    Credits,
 }
 
 impl Currency {
@@ -15,6 +17,7 @@ impl Currency {
         match self {
             Self::Gold => "gold",
             Self::Gems => "gems",
+            Self::Credits => "credits",
         }
     }
 
@@ -22,6 +25,7 @@ impl Currency {
         match s {
             "gold" => Some(Self::Gold),
             "gems" => Some(Self::Gems),
+            "credits" => Some(Self::Credits),
             _ => None,
         }
     }

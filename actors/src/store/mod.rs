@@ -17,6 +17,7 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::command::LeaderboardBy;
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
+use crate::job::StoredJob;
 use crate::state::{RecentCommands, UserState};
 use crate::writeset::{CommitOutcome, Transfer, WriteSet};
 
@@ -232,6 +233,20 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<LeaderboardRow>, StoreError> {
         on_pool!(self, (p, q) => q::leaderboard(p, guild, by, limit).await)
+    }
+
+    /// Jobs still queued, oldest first, for the queues to take up at start.
+    pub async fn open_jobs(&self) -> Result<Vec<StoredJob>, StoreError> {
+        on_pool!(self, (p, q) => q::open_jobs(p).await)
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<StoredJob>, StoreError> {
+        on_pool!(self, (p, q) => q::job(p, id).await)
+    }
+
+    /// A player's newest `limit` jobs, newest first.
+    pub async fn jobs_of(&self, key: UserKey, limit: i64) -> Result<Vec<StoredJob>, StoreError> {
+        on_pool!(self, (p, q) => q::jobs_of(p, key, limit).await)
     }
 
     /// Transfers debited but not yet credited, created at or before `before_ms`.

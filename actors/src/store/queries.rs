@@ -8,8 +8,10 @@ use sqlx::{QueryBuilder, Row};
 
 use super::{user_key, LoadedUser, StoreError};
 use crate::command::{Command, CommandKind, LeaderboardBy};
+use crate::domain::credits::Workflow;
 use crate::domain::Currency;
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
+use crate::job::{Job, JobStatus, StoredJob};
 use crate::reply::Reply;
 use crate::rules::{self, Context};
 use crate::state::{RecentCommands, UserState};
@@ -29,6 +31,7 @@ pub struct AuditReport {
     pub users: i64,
     pub gold_total: i64,
     pub gems_total: i64,
+    pub credits_total: i64,
     /// Gold debited from senders and not yet credited to receivers.
     pub in_flight_gold: i64,
     pub pending_transfers: i64,
@@ -74,20 +77,32 @@ impl AuditReport {
                 -given, self.in_flight_gold
             ));
         }
-        let ledger_gold: i64 = self
-            .by_reason
-            .iter()
-            .filter(|((c, _), _)| c == "gold")
-            .map(|(_, s)| s)
-            .sum();
-        if ledger_gold != self.gold_total {
-            v.push(format!(
-                "total gold {} differs from the ledger total {ledger_gold}",
-                self.gold_total
-            ));
+        for (currency, total) in [
+            (Currency::Gold, self.gold_total),
+            (Currency::Gems, self.gems_total),
+            (Currency::Credits, self.credits_total),
+        ] {
+            let ledger: i64 = self
+                .by_reason
+                .iter()
+                .filter(|((c, _), _)| c == currency.as_str())
+                .map(|(_, s)| s)
+                .sum();
+            if ledger != total {
+                v.push(format!(
+                    "total {} {total} differs from the ledger total {ledger}",
+                    currency.as_str()
+                ));
+            }
         }
         v
     }
+}
+
+macro_rules! job_columns {
+    () => {
+        "id, guild_id, user_id, workflow, prompt, cost, status, result, created_ms, finished_ms"
+    };
 }
 
 /// Splits `n` rows into chunks of a few fixed sizes, largest first.
@@ -129,6 +144,26 @@ macro_rules! backend {
             type Pool = sqlx::Pool<$db>;
             type Conn = <$db as sqlx::Database>::Connection;
 
+/// A `jobs` row, selected with `job_columns!()`.
+fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError> {
+    let workflow: String = r.try_get(3)?;
+    let status: String = r.try_get(6)?;
+    let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("job has {what} {v:?}"));
+    Ok(StoredJob {
+        job: Job {
+            id: r.try_get(0)?,
+            key: user_key(r.try_get(1)?, r.try_get(2)?)?,
+            workflow: Workflow::parse(&workflow).ok_or_else(|| corrupt("workflow", &workflow))?,
+            prompt: r.try_get(4)?,
+            cost: r.try_get(5)?,
+            created_ms: r.try_get(8)?,
+        },
+        status: JobStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        result: r.try_get(7)?,
+        finished_ms: r.try_get(9)?,
+    })
+}
+
             pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
                 sqlx::query("SELECT 1").execute(pool).await?;
                 Ok(())
@@ -147,7 +182,9 @@ macro_rules! backend {
             async fn load_user_on(conn: &mut Conn, key: UserKey) -> Result<LoadedUser, StoreError> {
                 let (g, u) = (key.guild.get(), key.user.get());
                 let row = sqlx::query(
-                    "SELECT gold, gems, xp, level, daily_day, daily_streak FROM users WHERE guild_id = $1 AND user_id = $2",
+                    "SELECT gold, gems, xp, level, daily_day, daily_streak, credits, lucky_day, lucky_pct, \
+                     (SELECT COUNT(*) FROM jobs j WHERE j.guild_id = $1 AND j.user_id = $2 AND j.status = 'queued') \
+                     FROM users WHERE guild_id = $1 AND user_id = $2",
                 )
                 .bind(g)
                 .bind(u)
@@ -164,6 +201,10 @@ macro_rules! backend {
                     level: to_i32(row.try_get(3)?).unwrap_or(0),
                     daily_day: to_i32(row.try_get(4)?),
                     daily_streak: to_i32(row.try_get(5)?).unwrap_or(0),
+                    credits: row.try_get(6)?,
+                    lucky_day: to_i32(row.try_get(7)?),
+                    lucky_pct: u8::try_from(row.try_get::<i64, _>(8)?).unwrap_or(0),
+                    open_jobs: u8::try_from(row.try_get::<i64, _>(9)?).unwrap_or(u8::MAX),
                     inventory: Vec::new(),
                 };
                 let items = sqlx::query(
@@ -247,6 +288,29 @@ macro_rules! backend {
                         }
                     }
                 }
+                // Then job closes: each applies only while its job is queued, so
+                // a refund (or a result) lands once however often it is sent.
+                for (i, ws) in batch.iter().enumerate() {
+                    let Some(close) = &ws.job_close else { continue };
+                    if outcomes[i] != CommitOutcome::Applied {
+                        continue;
+                    }
+                    let closed = sqlx::query(
+                        "UPDATE jobs SET status = $1, result = $2, finished_ms = $3 \
+                         WHERE id = $4 AND guild_id = $5 AND user_id = $6 AND status = 'queued' RETURNING id",
+                    )
+                    .bind(close.status.as_str())
+                    .bind(close.result.as_deref())
+                    .bind(ws.at_ms)
+                    .bind(close.id.as_str())
+                    .bind(ws.key.guild.get())
+                    .bind(ws.key.user.get())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if closed.is_none() {
+                        outcomes[i] = CommitOutcome::AlreadyApplied;
+                    }
+                }
                 // Then command ids: a multi-row insert that returns the ids it
                 // took; one it did not take was recorded before, so that
                 // WriteSet is a retry and writes nothing else.
@@ -305,10 +369,12 @@ macro_rules! backend {
                 }
                 insert_chunked!(
                     tx,
-                    "INSERT INTO users (guild_id, user_id, gold, gems, xp, level, daily_day, daily_streak, created_ms, updated_ms) ",
+                    "INSERT INTO users (guild_id, user_id, gold, gems, xp, level, daily_day, daily_streak, \
+                     credits, lucky_day, lucky_pct, created_ms, updated_ms) ",
                     " ON CONFLICT (guild_id, user_id) DO UPDATE SET gold = excluded.gold, gems = excluded.gems, \
                       xp = excluded.xp, level = excluded.level, daily_day = excluded.daily_day, \
-                      daily_streak = excluded.daily_streak, updated_ms = excluded.updated_ms",
+                      daily_streak = excluded.daily_streak, credits = excluded.credits, \
+                      lucky_day = excluded.lucky_day, lucky_pct = excluded.lucky_pct, updated_ms = excluded.updated_ms",
                     users,
                     |b, r| {
                         let (key, row, at) = r;
@@ -320,6 +386,9 @@ macro_rules! backend {
                             .push_bind(i64::from(row.level))
                             .push_bind(row.daily_day.map(i64::from))
                             .push_bind(i64::from(row.daily_streak))
+                            .push_bind(row.credits)
+                            .push_bind(row.lucky_day.map(i64::from))
+                            .push_bind(i64::from(row.lucky_pct))
                             .push_bind(*at)
                             .push_bind(*at);
                     }
@@ -376,7 +445,55 @@ macro_rules! backend {
                     }
                 );
 
+                let jobs: Vec<&Job> = applied.iter().filter_map(|ws| ws.job_new.as_ref()).collect();
+                insert_chunked!(
+                    tx,
+                    "INSERT INTO jobs (id, guild_id, user_id, workflow, prompt, cost, status, created_ms) ",
+                    "",
+                    jobs,
+                    |b, j| {
+                        b.push_bind(j.id.as_str())
+                            .push_bind(j.key.guild.get())
+                            .push_bind(j.key.user.get())
+                            .push_bind(j.workflow.as_str())
+                            .push_bind(j.prompt.as_str())
+                            .push_bind(j.cost)
+                            .push_bind("queued")
+                            .push_bind(j.created_ms);
+                    }
+                );
+
                 Ok(outcomes)
+            }
+
+            /// Jobs still queued (oldest first): after a restart, the queues
+            /// take them up again.
+            pub async fn open_jobs(pool: &Pool) -> Result<Vec<StoredJob>, StoreError> {
+                let rows = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE status = 'queued' ORDER BY created_ms, id"))
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(stored_job).collect()
+            }
+
+            pub async fn job(pool: &Pool, id: &str) -> Result<Option<StoredJob>, StoreError> {
+                let row = sqlx::query(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+                row.as_ref().map(stored_job).transpose()
+            }
+
+            /// A player's newest jobs, newest first.
+            pub async fn jobs_of(pool: &Pool, key: UserKey, limit: i64) -> Result<Vec<StoredJob>, StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", job_columns!(), " FROM jobs WHERE guild_id = $1 AND user_id = $2 ORDER BY created_ms DESC, id DESC LIMIT $3"
+                ))
+                .bind(key.guild.get())
+                .bind(key.user.get())
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.iter().map(stored_job).collect()
             }
 
             /// The conventional design kokoro is measured against: one
@@ -486,13 +603,15 @@ macro_rules! backend {
             pub async fn audit(pool: &Pool) -> Result<AuditReport, StoreError> {
                 let mut report = AuditReport::default();
                 let totals = sqlx::query(
-                    "SELECT COUNT(*), CAST(COALESCE(SUM(gold), 0) AS BIGINT), CAST(COALESCE(SUM(gems), 0) AS BIGINT) FROM users",
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(gold), 0) AS BIGINT), CAST(COALESCE(SUM(gems), 0) AS BIGINT), \
+                     CAST(COALESCE(SUM(credits), 0) AS BIGINT) FROM users",
                 )
                 .fetch_one(pool)
                 .await?;
                 report.users = totals.try_get(0)?;
                 report.gold_total = totals.try_get(1)?;
                 report.gems_total = totals.try_get(2)?;
+                report.credits_total = totals.try_get(3)?;
                 let flight = sqlx::query(
                     "SELECT COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM transfers WHERE credited_ms IS NULL",
                 )
@@ -510,10 +629,11 @@ macro_rules! backend {
                     "SELECT u.guild_id, u.user_id FROM users u LEFT JOIN ( \
                        SELECT guild_id, user_id, \
                          CAST(SUM(CASE WHEN currency = 'gold' THEN amount ELSE 0 END) AS BIGINT) AS g, \
-                         CAST(SUM(CASE WHEN currency = 'gems' THEN amount ELSE 0 END) AS BIGINT) AS m \
+                         CAST(SUM(CASE WHEN currency = 'gems' THEN amount ELSE 0 END) AS BIGINT) AS m, \
+                         CAST(SUM(CASE WHEN currency = 'credits' THEN amount ELSE 0 END) AS BIGINT) AS c \
                        FROM ledger GROUP BY guild_id, user_id) l \
                      ON l.guild_id = u.guild_id AND l.user_id = u.user_id \
-                     WHERE u.gold <> COALESCE(l.g, 0) OR u.gems <> COALESCE(l.m, 0) \
+                     WHERE u.gold <> COALESCE(l.g, 0) OR u.gems <> COALESCE(l.m, 0) OR u.credits <> COALESCE(l.c, 0) \
                      ORDER BY u.guild_id, u.user_id",
                 )
                 .fetch_all(pool)
@@ -521,7 +641,7 @@ macro_rules! backend {
                 for r in mismatched {
                     report.mismatched.push(user_key(r.try_get(0)?, r.try_get(1)?)?);
                 }
-                for r in sqlx::query("SELECT guild_id, user_id FROM users WHERE gold < 0 OR gems < 0").fetch_all(pool).await? {
+                for r in sqlx::query("SELECT guild_id, user_id FROM users WHERE gold < 0 OR gems < 0 OR credits < 0").fetch_all(pool).await? {
                     report.negative.push(user_key(r.try_get(0)?, r.try_get(1)?)?);
                 }
                 Ok(report)
