@@ -27,6 +27,19 @@ pub enum RenderUrlError {
     Client(#[from] reqwest::Error),
 }
 
+/// The `--renderer` setting for the start-up report: a URL is cut to its
+/// scheme and host, so credentials or tokens in it are never logged.
+pub fn describe(setting: &str) -> String {
+    match setting.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = host.rsplit('@').next().unwrap_or(host);
+            format!("{scheme}://{host}/…")
+        }
+        None => setting.to_owned(),
+    }
+}
+
 pub struct HttpRender {
     url: String,
     client: reqwest::Client,
@@ -94,5 +107,17 @@ impl Render for HttpRender {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_report_never_shows_credentials_or_paths() {
+        assert_eq!(
+            super::describe("http://bot:s3cret@render.lan:8188/run?key=abc"),
+            "http://render.lan:8188/…"
+        );
+        assert_eq!(super::describe("simulated"), "simulated");
     }
 }

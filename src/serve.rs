@@ -51,6 +51,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api_token = if token.is_some() { "set" } else { "unset (/v1 answers 401)" },
         log_dir = args.log_dir.as_ref().map(|d| d.display().to_string()),
         discord = if std::env::var_os("DISCORD_TOKEN").is_some() { "token set, front door not built yet" } else { "off" },
+        renderer = %crate::render::describe(&args.runtime.renderer),
         limits = ?config,
         "kokoro started"
     );

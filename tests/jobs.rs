@@ -369,3 +369,88 @@ both_backends!(
         db.drop_db().await;
     }
 );
+
+/// A render service on loopback: answers a result URL, or 500 for prompts
+/// that ask for it, or nonsense for prompts that say so.
+async fn fake_render_service() -> String {
+    use axum::{routing::post, Json};
+    let app = axum::Router::new().route(
+        "/render",
+        post(|Json(body): Json<Value>| async move {
+            let prompt = body["prompt"].as_str().unwrap_or_default().to_owned();
+            let id = body["job_id"].as_str().unwrap_or_default().to_owned();
+            if prompt.contains("explode") {
+                return (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({})),
+                )
+                    .into_response();
+            }
+            if prompt.contains("nonsense") {
+                return (axum::http::StatusCode::OK, Json(json!({"nope": 1}))).into_response();
+            }
+            Json(json!({ "url": format!("https://cdn.example/{id}.png") })).into_response()
+        }),
+    );
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/render")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_render_service_is_called_and_its_failures_refunded() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let url = fake_render_service().await;
+    let render = Arc::new(kokoro::render::HttpRender::new(&url, Duration::from_secs(5)).unwrap());
+    let rt = start(&db, config(render, 2, 100)).await;
+    let ok = rt.dispatch(generate(1, "a red fox")).await;
+    let boom = rt.dispatch(generate(1, "please explode")).await;
+    let junk = rt.dispatch(generate(1, "nonsense answer")).await;
+    let id = |r: &Reply| r.data["job_id"].as_str().unwrap().to_owned();
+    let done = wait_for(&rt, 1, &id(&ok), "done").await;
+    assert_eq!(
+        done["result"],
+        format!("https://cdn.example/{}.png", id(&ok))
+    );
+    let failed = wait_for(&rt, 1, &id(&boom), "failed").await;
+    assert!(
+        failed["reason"].as_str().unwrap().contains("500"),
+        "{failed}"
+    );
+    let failed = wait_for(&rt, 1, &id(&junk), "failed").await;
+    assert!(
+        failed["reason"].as_str().unwrap().contains("no result url"),
+        "{failed}"
+    );
+    let after = rt.dispatch(cmd(1, "credits", json!({}))).await;
+    assert_eq!(credits(&after), 40, "two of three refunded");
+
+    // An unreachable service fails the job and refunds it.
+    let gone = Arc::new(
+        kokoro::render::HttpRender::new("http://127.0.0.1:9/render", Duration::from_secs(5))
+            .unwrap(),
+    );
+    let db2 = TestDb::new(Backend::Sqlite).await;
+    let rt2 = start(&db2, config(gone, 1, 100)).await;
+    let r = rt2.dispatch(generate(1, "a fox")).await;
+    let failed = wait_for(&rt2, 1, &id(&r), "failed").await;
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("could not be reached"),
+        "{failed}"
+    );
+    assert_eq!(
+        credits(&rt2.dispatch(cmd(1, "credits", json!({}))).await),
+        50
+    );
+}
+
+#[test]
+fn the_render_url_must_be_plain_http() {
+    assert!(kokoro::render::HttpRender::new("ftp://x/render", Duration::from_secs(1)).is_err());
+    assert!(kokoro::render::HttpRender::new("https://x/render", Duration::from_secs(1)).is_err());
+}
