@@ -118,7 +118,7 @@ fn the_dashboard_is_well_formed() {
             "Service overview",
             "Actors and mailboxes",
             "Persistence (group commit)",
-            "Generation queues",
+            "Queues (generation and arena)",
             "Process"
         ]
     );

@@ -46,6 +46,9 @@ pub enum CommandKind {
     Generate { workflow: Workflow, prompt: String },
     Jobs,
     Cancel { job_id: String },
+    ArenaJoin,
+    ArenaLeave,
+    ArenaStatus,
 }
 
 impl CommandKind {
@@ -64,6 +67,9 @@ impl CommandKind {
             Self::Generate { .. } => "generate",
             Self::Jobs => "jobs",
             Self::Cancel { .. } => "cancel",
+            Self::ArenaJoin => "arena_join",
+            Self::ArenaLeave => "arena_leave",
+            Self::ArenaStatus => "arena_status",
         }
     }
 
@@ -83,6 +89,9 @@ impl CommandKind {
         "generate",
         "jobs",
         "cancel",
+        "arena_join",
+        "arena_leave",
+        "arena_status",
     ];
 
     /// The `args` object that `parse` reads back into this command: what a
@@ -103,7 +112,10 @@ impl CommandKind {
             | Self::Inventory
             | Self::Credits
             | Self::Lucky
-            | Self::Jobs => json!({}),
+            | Self::Jobs
+            | Self::ArenaJoin
+            | Self::ArenaLeave
+            | Self::ArenaStatus => json!({}),
         }
     }
 
@@ -143,6 +155,9 @@ impl CommandKind {
             "credits" => Self::Credits,
             "lucky" => Self::Lucky,
             "jobs" => Self::Jobs,
+            "arena_join" => Self::ArenaJoin,
+            "arena_leave" => Self::ArenaLeave,
+            "arena_status" => Self::ArenaStatus,
             "generate" => Self::Generate {
                 workflow: a.workflow("workflow")?,
                 prompt: a.prompt("prompt")?,

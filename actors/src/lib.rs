@@ -4,6 +4,7 @@
 //! Knows nothing of Discord or HTTP: front doors build a `Command` and await a
 //! `Reply` from `Runtime::dispatch`.
 
+pub mod arena;
 pub mod command;
 pub mod config;
 pub mod domain;

@@ -3,6 +3,7 @@
 
 use tokio::sync::oneshot;
 
+use crate::arena::Fought;
 use crate::command::Command;
 use crate::job_queue::Finished;
 use crate::reply::Reply;
@@ -24,6 +25,8 @@ pub(crate) enum Mail {
     /// A generation job of this player's finished rendering: record the
     /// result, or refund it.
     JobDone(Box<Envelope<Finished>>),
+    /// This player fought in the arena: pay the result.
+    Fought(Box<Envelope<Fought>>),
     /// Asked by the registry to leave, for `Why`; honoured only if no
     /// other mail is waiting (an actor with mail is not idle).
     Passivate(Why),
@@ -56,6 +59,14 @@ impl Mail {
 
     pub fn job_done(body: Finished, reply: Unread) -> Self {
         Self::JobDone(Box::new(Envelope {
+            body,
+            reply,
+            span: tracing::Span::current(),
+        }))
+    }
+
+    pub fn fought(body: Fought, reply: Unread) -> Self {
+        Self::Fought(Box::new(Envelope {
             body,
             reply,
             span: tracing::Span::current(),

@@ -19,6 +19,7 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::arena::{ArenaQueue, Fought};
 use crate::command::Command;
 use crate::config::RuntimeConfig;
 use crate::group_commit::GroupCommit;
@@ -37,6 +38,7 @@ pub(crate) struct Shared {
     pub commit: GroupCommit,
     pub config: RuntimeConfig,
     pub queues: Queues,
+    pub arena: ArenaQueue,
 }
 
 struct Slot {
@@ -129,6 +131,19 @@ impl Registry {
         let key = finished.job.key;
         let reply = self
             .send(key, |reply| Mail::job_done(finished.clone(), reply))
+            .await?;
+        match reply.code() {
+            Some(code) => Err(code),
+            None => Ok(reply),
+        }
+    }
+
+    /// Hands one side of a battle to its player's actor to pay. `Ok` once
+    /// paid, or found paid before.
+    pub(crate) async fn pay_battle(self: &Arc<Self>, fought: Fought) -> Result<Reply, ErrorCode> {
+        let key = fought.entry.key;
+        let reply = self
+            .send(key, |reply| Mail::fought(fought.clone(), reply))
             .await?;
         match reply.code() {
             Some(code) => Err(code),

@@ -5,7 +5,9 @@
 
 use serde_json::{json, Value};
 
+use crate::arena::{ArenaEntry, EntryStatus, Fought};
 use crate::command::CommandKind;
+use crate::domain::arena;
 use crate::domain::credits::{self, Workflow};
 use crate::domain::money::{self, MoneyError};
 use crate::domain::shop::{Catalogue, PurchaseError};
@@ -14,7 +16,7 @@ use crate::ids::{CommandId, UserKey};
 use crate::job::{Job, JobStatus};
 use crate::reply::ErrorCode;
 use crate::state::UserState;
-use crate::writeset::{JobClose, LedgerEntry, Transfer, UserRow, WriteSet};
+use crate::writeset::{ArenaClose, JobClose, LedgerEntry, Transfer, UserRow, WriteSet};
 
 /// What a decision may read besides the state. No clock is read inside the
 /// rules: `now_ms` comes from here.
@@ -87,6 +89,8 @@ impl Draft {
                 transfer_in: None,
                 job_new: None,
                 job_close: None,
+                arena_new: None,
+                arena_close: None,
             },
             data: Value::Null,
             message: String::new(),
@@ -409,12 +413,43 @@ pub fn decide(
             d.writes.job_new = Some(job);
             Ok(d.with(data, msg))
         }
+        CommandKind::ArenaJoin => {
+            if d.state.in_arena {
+                return Err(Refusal::new(
+                    ErrorCode::LimitReached,
+                    "You are already in the arena; arena_leave gets your fee back before a match.",
+                ));
+            }
+            d.debit(Currency::Gold, arena::ENTRY_FEE, "arena_fee")?;
+            d.state.in_arena = true;
+            let entry = ArenaEntry {
+                id: format!("a{:032x}", ctx.fresh_id),
+                key,
+                fee: arena::ENTRY_FEE,
+                power: arena::power(d.state.level),
+                created_ms: ctx.now_ms,
+            };
+            let mut data = d.balances();
+            data["entry_id"] = json!(entry.id);
+            data["fee"] = json!(entry.fee);
+            data["power"] = json!(entry.power);
+            let msg = format!(
+                "You entered the arena (power {}) for {} gold; the winner takes {}.",
+                entry.power,
+                entry.fee,
+                arena::prize()
+            );
+            d.writes.arena_new = Some(entry);
+            Ok(d.with(data, msg))
+        }
         CommandKind::Shop
         | CommandKind::Leaderboard { .. }
         | CommandKind::Jobs
-        | CommandKind::Cancel { .. } => Err(Refusal::new(
+        | CommandKind::Cancel { .. }
+        | CommandKind::ArenaLeave
+        | CommandKind::ArenaStatus => Err(Refusal::new(
             ErrorCode::Internal,
-            "shop, leaderboard, jobs and cancel are not decided from the player's state alone",
+            "this command is not decided from the player's state alone",
         )),
     }
 }
@@ -464,6 +499,67 @@ pub fn close_job(
         status,
         result,
     });
+    Ok(d.with(data, msg))
+}
+
+/// Leaves the arena before a match: the fee comes back. Storage applies it
+/// only while the entry is still waiting, so a leave that loses the race
+/// against a match changes nothing.
+pub fn arena_leave(
+    state: &UserState,
+    entry: &ArenaEntry,
+    ctx: &Context<'_>,
+) -> Result<Draft, Refusal> {
+    let mut d = Draft::begin(state, entry.key, ctx, None)?;
+    d.credit(Currency::Gold, entry.fee, "arena_refund")?;
+    d.state.in_arena = false;
+    d.writes.arena_close = Some(ArenaClose {
+        id: entry.id.clone(),
+        from: EntryStatus::Waiting,
+        to: EntryStatus::Left,
+    });
+    let mut data = d.balances();
+    data["refunded"] = json!(entry.fee);
+    Ok(d.with(
+        data,
+        format!("You left the arena; {} gold refunded.", entry.fee),
+    ))
+}
+
+/// Pays one side of a battle: the prize to the winner, XP to both. Storage
+/// applies it only while the entry is `matched`, so it pays once.
+pub fn arena_reward(
+    state: &UserState,
+    fought: &Fought,
+    ctx: &Context<'_>,
+) -> Result<Draft, Refusal> {
+    let mut d = Draft::begin(state, fought.entry.key, ctx, None)?;
+    if fought.prize > 0 {
+        d.credit(Currency::Gold, fought.prize, "arena_prize")?;
+    }
+    d.gain_xp(if fought.won {
+        arena::WIN_XP
+    } else {
+        arena::LOSS_XP
+    });
+    d.state.in_arena = false;
+    d.writes.arena_close = Some(ArenaClose {
+        id: fought.entry.id.clone(),
+        from: EntryStatus::Matched,
+        to: EntryStatus::Rewarded,
+    });
+    let mut data = d.balances();
+    data["battle_id"] = json!(fought.battle_id);
+    data["won"] = json!(fought.won);
+    data["prize"] = json!(fought.prize);
+    let msg = if fought.won {
+        format!(
+            "You beat <@{}> and won {} gold.",
+            fought.opponent, fought.prize
+        )
+    } else {
+        format!("<@{}> beat you this time.", fought.opponent)
+    };
     Ok(d.with(data, msg))
 }
 

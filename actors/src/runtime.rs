@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::arena::{ArenaQueue, EntryStatus, Fought};
 use crate::command::{Command, CommandKind};
 use crate::config::RuntimeConfig;
 use crate::domain::credits::Workflow;
 use crate::group_commit::GroupCommit;
 use crate::ids::UserKey;
 use crate::job::JobStatus;
-use crate::job_queue::{Finished, JobQueue, Place, Queues};
+use crate::job_queue::{JobQueue, Place, Queues};
 use crate::registry::{Registry, Shared};
 use crate::reply::{ErrorCode, Reply};
 use crate::store::{AuditReport, Store, StoreError};
@@ -86,17 +87,28 @@ impl Runtime {
                 job_tasks.push(task);
             }
         }
+        let (fought_tx, fought_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (arena, arena_task) = ArenaQueue::start(store.clone(), fought_tx.clone());
+        job_tasks.push(arena_task);
         let registry = Registry::new(Shared {
             store,
             commit,
             config,
             queues: Queues::new(queues),
+            arena,
         });
-        job_tasks.push(tokio::spawn(hand_on_finished_jobs(
+        job_tasks.push(tokio::spawn(hand_on(
             registry.clone(),
             finished_rx,
+            |r: Arc<Registry>, f| async move { r.close_job(f).await },
+        )));
+        job_tasks.push(tokio::spawn(hand_on(
+            registry.clone(),
+            fought_rx,
+            |r: Arc<Registry>, f| async move { r.pay_battle(f).await },
         )));
         resume_open_jobs(&registry).await?;
+        resume_arena(&registry, &fought_tx).await?;
         let recovered = relay_pending(&registry, i64::MAX).await?;
         if recovered > 0 {
             tracing::info!(
@@ -166,8 +178,10 @@ impl Runtime {
 
     async fn answer(&self, command: Command) -> Reply {
         let shared = &self.registry.shared;
-        if let CommandKind::Jobs = command.kind {
-            return self.list_jobs(command.key).await;
+        match command.kind {
+            CommandKind::Jobs => return self.list_jobs(command.key).await,
+            CommandKind::ArenaStatus => return self.arena_status(command.key).await,
+            _ => {}
         }
         match answer_without_actor(&shared.store, &shared.config, &command).await {
             Some(reply) => reply,
@@ -235,6 +249,48 @@ impl Runtime {
             format!("{} jobs, {open} open.", entries.len())
         };
         Reply::ok("jobs", json!({ "jobs": entries }), msg)
+    }
+
+    /// Whether the player waits in the arena, how many wait with them, and
+    /// their last battles, from storage and the arena actor.
+    async fn arena_status(&self, key: UserKey) -> Reply {
+        let shared = &self.registry.shared;
+        let entries = match shared.store.arena_of(key, ARENA_LISTED).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "arena query failed");
+                return Reply::error(
+                    "arena_status",
+                    ErrorCode::StorageUnavailable,
+                    "storage is unavailable; retry shortly",
+                );
+            }
+        };
+        let waiting = shared.arena.waiting(key.guild).await;
+        let status = entries.first().map_or("out", |e| match e.status {
+            EntryStatus::Waiting => "waiting",
+            EntryStatus::Matched => "fighting",
+            _ => "out",
+        });
+        let battles: Vec<_> = entries
+            .iter()
+            .filter_map(|e| e.fought.as_ref())
+            .map(|f| json!({"battle_id": f.battle_id, "opponent": f.opponent.to_string(), "won": f.won, "prize": f.prize}))
+            .collect();
+        let wins = battles.iter().filter(|b| b["won"] == true).count();
+        let msg = match status {
+            "waiting" => format!("Waiting for an opponent; {waiting} in line in this guild."),
+            "fighting" => "Your battle is being paid out.".to_owned(),
+            _ => format!(
+                "Not in the arena; {waiting} waiting in this guild. Last {} battles: {wins} won.",
+                battles.len()
+            ),
+        };
+        Reply::ok(
+            "arena_status",
+            json!({ "status": status, "waiting_in_guild": waiting, "recent_battles": battles }),
+            msg,
+        )
     }
 
     /// Credits every transfer still in flight and waits until none is left
@@ -395,6 +451,9 @@ pub async fn answer_without_actor(
     }
 }
 
+/// Entries read for `arena_status`.
+const ARENA_LISTED: i64 = 5;
+
 /// Jobs listed by `jobs`.
 const JOBS_LISTED: i64 = 10;
 
@@ -424,20 +483,26 @@ async fn resume_open_jobs(registry: &Arc<Registry>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Hands each finished job to its player's actor, retrying while storage
-/// or the actor is busy: the job stays queued in storage until recorded.
-async fn hand_on_finished_jobs(
+/// Hands each result a queue produced (a finished job, one side of a
+/// battle) to its player's actor, retrying while storage or the actor is
+/// busy. Until recorded, the result is still open in storage and is sent
+/// again at the next start, so a crash here loses nothing.
+async fn hand_on<T, F, Fut>(
     registry: Arc<Registry>,
-    mut finished: tokio::sync::mpsc::UnboundedReceiver<Finished>,
-) {
-    while let Some(f) = finished.recv().await {
-        let registry = registry.clone();
-        let span = tracing::info_span!("job", job = %f.job.id, user = %f.job.key);
+    mut results: tokio::sync::mpsc::UnboundedReceiver<T>,
+    deliver: F,
+) where
+    T: Clone + Send + 'static,
+    F: Fn(Arc<Registry>, T) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Reply, ErrorCode>> + Send,
+{
+    while let Some(result) = results.recv().await {
+        let (registry, deliver) = (registry.clone(), deliver.clone());
         tokio::spawn(
             async move {
                 let mut pause = Duration::from_millis(50);
                 loop {
-                    match registry.close_job(f.clone()).await {
+                    match deliver(registry.clone(), result.clone()).await {
                         Ok(_) => return,
                         Err(code) if code.is_retryable() || code == ErrorCode::Internal => {
                             tokio::time::sleep(pause).await;
@@ -446,16 +511,34 @@ async fn hand_on_finished_jobs(
                         Err(code) => {
                             tracing::error!(
                                 code = code.as_str(),
-                                "a finished job could not be recorded"
+                                "a queue's result could not be recorded"
                             );
                             return;
                         }
                     }
                 }
             }
-            .instrument(span),
+            .in_current_span(),
         );
     }
+}
+
+/// Puts the arena back as the previous run left it: waiting players wait
+/// again, and battles fought but not yet paid are paid.
+async fn resume_arena(
+    registry: &Arc<Registry>,
+    fought: &tokio::sync::mpsc::UnboundedSender<Fought>,
+) -> Result<(), StoreError> {
+    for stored in registry.shared.store.arena_open().await? {
+        match (stored.status, stored.fought) {
+            (EntryStatus::Waiting, _) => registry.shared.arena.enter(stored.entry),
+            (EntryStatus::Matched, Some(f)) => {
+                let _ = fought.send(f);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Re-delivers transfers debited at or before `before_ms` and not yet

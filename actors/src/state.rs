@@ -20,6 +20,8 @@ pub struct UserState {
     pub lucky_pct: u8,
     /// Generation jobs waiting or running, for the per-player limit.
     pub open_jobs: u8,
+    /// Has an arena entry waiting or matched (at most one at a time).
+    pub in_arena: bool,
     /// Items owned, by item id; small, so a sorted vector beats a map.
     pub inventory: Vec<(Box<str>, i64)>,
 }

@@ -42,6 +42,9 @@ pub const QUEUE_WAIT_SECONDS: &str = "kokoro_queue_wait_seconds";
 pub const QUEUE_RUN_SECONDS: &str = "kokoro_queue_run_seconds";
 /// Jobs that left a queue, by `queue` and `outcome` (`done`, `failed`, `cancelled`).
 pub const JOBS_TOTAL: &str = "kokoro_jobs_total";
+/// Arena battles fought (each matches two waiting players). The arena's
+/// line is `queue="arena"` in the queue depth and wait metrics.
+pub const ARENA_BATTLES_TOTAL: &str = "kokoro_arena_battles_total";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "kokoro_build_info";
 /// Process metrics (`kokoro_process_*`: memory, CPU seconds, open file
@@ -164,6 +167,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Jobs that left a queue, by queue and outcome (done, failed, cancelled).",
     ),
+    (ARENA_BATTLES_TOTAL, Kind::Counter, "Arena battles fought."),
     (READY, Kind::Gauge, "1 when /readyz answers ready."),
     (
         BUILD_INFO,

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use tracing::Instrument;
 
+use crate::arena::{EntryStatus, Fought};
 use crate::command::{Command, CommandKind};
 use crate::domain::credits::Workflow;
 use crate::group_commit::CommitError;
@@ -132,6 +133,10 @@ impl UserActor {
                     let Envelope { body, reply, span } = *envelope;
                     Box::pin(self.handle_job_done(body, reply.open()).instrument(span)).await
                 }
+                Mail::Fought(envelope) => {
+                    let Envelope { body, reply, span } = *envelope;
+                    Box::pin(self.handle_fought(body, reply.open()).instrument(span)).await
+                }
             };
             if let Next::Leave(reason) = next {
                 return reason;
@@ -197,6 +202,7 @@ impl UserActor {
         };
         let decided = match &command.kind {
             CommandKind::Cancel { job_id } => Ok(self.decide_cancel(job_id, &command).await),
+            CommandKind::ArenaLeave => Ok(self.decide_arena_leave(&command).await),
             _ => std::panic::catch_unwind(AssertUnwindSafe(|| {
                 rules::decide(
                     &self.state,
@@ -248,6 +254,12 @@ impl UserActor {
         let transfer = writes.transfer_out.clone();
         let job = writes.job_new.clone();
         let cancelled = writes.job_close.as_ref().map(|c| c.id.clone());
+        let entered = writes.arena_new.clone();
+        let left = writes
+            .arena_close
+            .as_ref()
+            .filter(|c| c.to == EntryStatus::Left)
+            .map(|c| c.id.clone());
         match self.commit(state, writes, name).await {
             Ok(CommitOutcome::Applied) => {
                 if let Some(fp) = fingerprint {
@@ -268,20 +280,43 @@ impl UserActor {
                         q.forget(&id);
                     }
                 }
+                let arena = &self.registry.shared.arena;
+                if let Some(entry) = entered {
+                    arena.enter(entry);
+                }
+                if let Some(id) = left {
+                    arena.forget(self.key.guild, &id);
+                }
                 Next::Continue
             }
             Ok(CommitOutcome::AlreadyApplied) => {
-                if let Some(fp) = fingerprint {
-                    self.recent.remember(fp);
-                }
-                let first = self.first_reply(&command).await.unwrap_or_else(|| {
-                    Reply::error(
-                        name,
-                        ErrorCode::StorageUnavailable,
-                        "could not read the first reply; retry",
-                    )
-                });
-                answer.send(first);
+                // Either this command id was recorded before (a retry: answer
+                // the first reply), or what it closes (a job, an arena entry)
+                // moved on first: a finished job, a match. Nothing was written.
+                let stored = match &command.id {
+                    Some(id) => Box::pin(self.registry.shared.store.find_reply(self.key, id)).await,
+                    None => Ok(None),
+                };
+                let reply = match stored {
+                    Ok(Some(json)) => {
+                        if let Some(fp) = fingerprint {
+                            self.recent.remember(fp);
+                        }
+                        serde_json::from_str(&json).unwrap_or_else(|_| {
+                            Reply::error(name, ErrorCode::Internal, "the first reply is unreadable")
+                        })
+                    }
+                    Ok(None) => lost_race(name),
+                    Err(e) => {
+                        tracing::warn!(user = %self.key, error = %e, "could not read a stored reply");
+                        Reply::error(
+                            name,
+                            ErrorCode::StorageUnavailable,
+                            "could not read the first reply; retry",
+                        )
+                    }
+                };
+                answer.send(reply);
                 Next::Continue
             }
             Err(failure) => failure.answer(answer),
@@ -289,23 +324,36 @@ impl UserActor {
     }
 
     async fn handle_credit(&mut self, transfer: Transfer, answer: Answer) -> Next {
-        let ctx = self.context();
-        let draft = match rules::receive(&self.state, self.key, &transfer, &ctx) {
-            Ok(d) => d,
-            Err(refusal) => {
-                tracing::error!(user = %self.key, transfer = %transfer.id, reason = %refusal.message, "credit refused; transfer stays pending");
-                answer.send(refusal_reply("receive", refusal));
-                return Next::Continue;
-            }
-        };
+        let decided = rules::receive(&self.state, self.key, &transfer, &self.context());
+        if let Err(refusal) = &decided {
+            tracing::error!(user = %self.key, transfer = %transfer.id, reason = %refusal.message, "credit refused; transfer stays pending");
+        }
+        self.apply("receive", decided, answer).await
+    }
+
+    /// Commits what a queue's result (a credit, a finished job, a battle)
+    /// decided, and answers whoever delivered it. Storage applies each such
+    /// WriteSet at most once, so "already applied" is a success too.
+    async fn apply(
+        &mut self,
+        name: &'static str,
+        decided: Result<Draft, Refusal>,
+        answer: Answer,
+    ) -> Next {
         let Draft {
             state,
             writes,
             data,
             message,
-        } = draft;
-        let reply = Reply::ok("receive", data, message);
-        match self.commit(state, writes, "receive").await {
+        } = match decided {
+            Ok(d) => d,
+            Err(refusal) => {
+                answer.send(refusal_reply(name, refusal));
+                return Next::Continue;
+            }
+        };
+        let reply = Reply::ok(name, data, message);
+        match self.commit(state, writes, name).await {
             Ok(_) => {
                 answer.send(reply);
                 Next::Continue
@@ -370,6 +418,45 @@ impl UserActor {
         Ok(draft)
     }
 
+    /// Leaving reads the player's newest entry: only a waiting one can be
+    /// left. Storage re-checks that it is still waiting when it commits.
+    async fn decide_arena_leave(&self, command: &Command) -> Result<Draft, Refusal> {
+        let newest = match Box::pin(self.registry.shared.store.arena_of(self.key, 1)).await {
+            Ok(mut e) => e.pop(),
+            Err(e) => {
+                tracing::warn!(user = %self.key, error = %e, "could not read the arena entry");
+                return Err(Refusal::new(
+                    ErrorCode::StorageUnavailable,
+                    "storage is unavailable; nothing was changed, retry shortly",
+                ));
+            }
+        };
+        match newest {
+            Some(s) if s.status == EntryStatus::Waiting => {
+                let mut draft = rules::arena_leave(&self.state, &s.entry, &self.context())?;
+                draft.writes.command_id = command.id.clone();
+                Ok(draft)
+            }
+            Some(s) if s.status == EntryStatus::Matched => Err(Refusal::new(
+                ErrorCode::AlreadyFinished,
+                "You have been matched; the battle's result is on its way.",
+            )),
+            _ => Err(Refusal::new(
+                ErrorCode::NotFound,
+                "You are not in the arena.",
+            )),
+        }
+    }
+
+    /// Pays this player's side of a battle, once.
+    async fn handle_fought(&mut self, fought: Fought, answer: Answer) -> Next {
+        let decided = rules::arena_reward(&self.state, &fought, &self.context());
+        if let Err(refusal) = &decided {
+            tracing::error!(user = %self.key, battle = %fought.battle_id, reason = %refusal.message, "could not pay a battle");
+        }
+        self.apply("arena_result", decided, answer).await
+    }
+
     /// Records how a job of this player ended: its result, or its refund.
     /// Storage closes a job once, so a repeated report changes nothing.
     async fn handle_job_done(&mut self, finished: Finished, answer: Answer) -> Next {
@@ -377,34 +464,17 @@ impl UserActor {
             Rendered::Done(url) => (JobStatus::Done, url),
             Rendered::Failed(why) => (JobStatus::Failed, why),
         };
-        let draft = match rules::close_job(
+        let decided = rules::close_job(
             &self.state,
             &finished.job,
             status,
             Some(result),
             &self.context(),
-        ) {
-            Ok(d) => d,
-            Err(refusal) => {
-                tracing::error!(user = %self.key, job = %finished.job.id, reason = %refusal.message, "could not close a job");
-                answer.send(refusal_reply("job_done", refusal));
-                return Next::Continue;
-            }
-        };
-        let Draft {
-            state,
-            writes,
-            data,
-            message,
-        } = draft;
-        let reply = Reply::ok("job_done", data, message);
-        match self.commit(state, writes, "job_done").await {
-            Ok(_) => {
-                answer.send(reply);
-                Next::Continue
-            }
-            Err(failure) => failure.answer(answer),
+        );
+        if let Err(refusal) = &decided {
+            tracing::error!(user = %self.key, job = %finished.job.id, reason = %refusal.message, "could not close a job");
         }
+        self.apply("job_done", decided, answer).await
     }
 
     /// Hands a draft's writes to group commit, waits until durable, and only
@@ -484,6 +554,16 @@ impl Failure {
             }
         }
     }
+}
+
+/// The answer when what a command would close had already moved on.
+fn lost_race(name: &str) -> Reply {
+    let message = match name {
+        "arena_leave" => "You have been matched; the battle's result is on its way.",
+        "cancel" => "The job finished before it could be cancelled; nothing was refunded.",
+        _ => "This had already finished; nothing was changed.",
+    };
+    Reply::error(name, ErrorCode::AlreadyFinished, message)
 }
 
 fn refusal_reply(name: &str, r: Refusal) -> Reply {

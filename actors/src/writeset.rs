@@ -2,6 +2,7 @@
 //! one per command and hands it to group commit; it is applied in the same
 //! transaction as every other WriteSet of its batch, all or nothing.
 
+use crate::arena::{ArenaEntry, EntryStatus};
 use crate::domain::Currency;
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
 use crate::job::{Job, JobStatus};
@@ -63,6 +64,18 @@ pub struct WriteSet {
     /// otherwise the whole WriteSet is skipped (`AlreadyApplied`), so a
     /// refund is paid at most once.
     pub job_close: Option<JobClose>,
+    /// An arena entry paid for by this command, written as `waiting`.
+    pub arena_new: Option<ArenaEntry>,
+    /// An arena entry moving on (`waiting` → `left`, `matched` → `rewarded`).
+    /// Applies only from the expected status, like `job_close`.
+    pub arena_close: Option<ArenaClose>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArenaClose {
+    pub id: String,
+    pub from: EntryStatus,
+    pub to: EntryStatus,
 }
 
 /// How a job left the queue: with a result, or refunded.
@@ -81,6 +94,8 @@ impl WriteSet {
             && self.inventory.is_empty()
             && self.job_new.is_none()
             && self.job_close.is_none()
+            && self.arena_new.is_none()
+            && self.arena_close.is_none()
     }
 }
 

@@ -108,5 +108,7 @@ pub fn writes_when_ok(kind: &CommandKind) -> bool {
             | CommandKind::Lucky
             | CommandKind::Generate { .. }
             | CommandKind::Cancel { .. }
+            | CommandKind::ArenaJoin
+            | CommandKind::ArenaLeave
     )
 }

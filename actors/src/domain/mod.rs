@@ -2,6 +2,7 @@
 //! clock read. Callers pass `now` and any random draw in, so every rule is
 //! unit- and property-testable on its own.
 
+pub mod arena;
 pub mod credits;
 pub mod daily;
 pub mod level;

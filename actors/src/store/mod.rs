@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+use crate::arena::{ArenaEntry, StoredEntry};
 use crate::command::LeaderboardBy;
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
 use crate::job::StoredJob;
@@ -233,6 +234,33 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<LeaderboardRow>, StoreError> {
         on_pool!(self, (p, q) => q::leaderboard(p, guild, by, limit).await)
+    }
+
+    /// Moves two waiting arena entries to `matched`, only if both still wait.
+    pub async fn arena_match(
+        &self,
+        a: &ArenaEntry,
+        b: &ArenaEntry,
+        battle_id: &str,
+        a_won: bool,
+        prize: i64,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        on_pool!(self, (p, q) => q::arena_match(p, a, b, battle_id, a_won, prize, at_ms).await)
+    }
+
+    /// Arena entries waiting or matched and not yet paid.
+    pub async fn arena_open(&self) -> Result<Vec<StoredEntry>, StoreError> {
+        on_pool!(self, (p, q) => q::arena_open(p).await)
+    }
+
+    pub async fn arena_entry(&self, id: &str) -> Result<Option<StoredEntry>, StoreError> {
+        on_pool!(self, (p, q) => q::arena_entry(p, id).await)
+    }
+
+    /// A player's newest `limit` arena entries, newest first.
+    pub async fn arena_of(&self, key: UserKey, limit: i64) -> Result<Vec<StoredEntry>, StoreError> {
+        on_pool!(self, (p, q) => q::arena_of(p, key, limit).await)
     }
 
     /// Jobs still queued, oldest first, for the queues to take up at start.

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::{QueryBuilder, Row};
 
 use super::{user_key, LoadedUser, StoreError};
+use crate::arena::{ArenaEntry, EntryStatus, Fought, StoredEntry};
 use crate::command::{Command, CommandKind, LeaderboardBy};
 use crate::domain::credits::Workflow;
 use crate::domain::Currency;
@@ -99,6 +100,12 @@ impl AuditReport {
     }
 }
 
+macro_rules! entry_columns {
+    () => {
+        "id, guild_id, user_id, fee, power, status, battle_id, opponent_id, won, prize, created_ms"
+    };
+}
+
 macro_rules! job_columns {
     () => {
         "id, guild_id, user_id, workflow, prompt, cost, status, result, created_ms, finished_ms"
@@ -164,6 +171,37 @@ fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError>
     })
 }
 
+/// An `arena_entries` row, selected with `entry_columns!()`.
+fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreError> {
+    let status: String = r.try_get(5)?;
+    let key = user_key(r.try_get(1)?, r.try_get(2)?)?;
+    let entry = ArenaEntry {
+        id: r.try_get(0)?,
+        key,
+        fee: r.try_get(3)?,
+        power: r.try_get(4)?,
+        created_ms: r.try_get(10)?,
+    };
+    let battle: Option<String> = r.try_get(6)?;
+    let opponent: Option<i64> = r.try_get(7)?;
+    let fought = match (battle, opponent) {
+        (Some(battle_id), Some(opponent)) => Some(Fought {
+            entry: entry.clone(),
+            battle_id,
+            opponent: UserId::new(opponent).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            won: r.try_get::<Option<i64>, _>(8)?.unwrap_or(0) != 0,
+            prize: r.try_get::<Option<i64>, _>(9)?.unwrap_or(0),
+        }),
+        _ => None,
+    };
+    Ok(StoredEntry {
+        entry,
+        status: EntryStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("arena entry has status {status:?}")))?,
+        fought,
+    })
+}
+
             pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
                 sqlx::query("SELECT 1").execute(pool).await?;
                 Ok(())
@@ -183,7 +221,8 @@ fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError>
                 let (g, u) = (key.guild.get(), key.user.get());
                 let row = sqlx::query(
                     "SELECT gold, gems, xp, level, daily_day, daily_streak, credits, lucky_day, lucky_pct, \
-                     (SELECT COUNT(*) FROM jobs j WHERE j.guild_id = $1 AND j.user_id = $2 AND j.status = 'queued') \
+                     (SELECT COUNT(*) FROM jobs j WHERE j.guild_id = $1 AND j.user_id = $2 AND j.status = 'queued'), \
+                     (SELECT COUNT(*) FROM arena_entries a WHERE a.guild_id = $1 AND a.user_id = $2 AND a.status IN ('waiting', 'matched')) \
                      FROM users WHERE guild_id = $1 AND user_id = $2",
                 )
                 .bind(g)
@@ -205,6 +244,7 @@ fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError>
                     lucky_day: to_i32(row.try_get(7)?),
                     lucky_pct: u8::try_from(row.try_get::<i64, _>(8)?).unwrap_or(0),
                     open_jobs: u8::try_from(row.try_get::<i64, _>(9)?).unwrap_or(u8::MAX),
+                    in_arena: row.try_get::<i64, _>(10)? > 0,
                     inventory: Vec::new(),
                 };
                 let items = sqlx::query(
@@ -305,6 +345,27 @@ fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError>
                     .bind(close.id.as_str())
                     .bind(ws.key.guild.get())
                     .bind(ws.key.user.get())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if closed.is_none() {
+                        outcomes[i] = CommitOutcome::AlreadyApplied;
+                    }
+                }
+                for (i, ws) in batch.iter().enumerate() {
+                    let Some(close) = &ws.arena_close else { continue };
+                    if outcomes[i] != CommitOutcome::Applied {
+                        continue;
+                    }
+                    let closed = sqlx::query(
+                        "UPDATE arena_entries SET status = $1, closed_ms = $2 \
+                         WHERE id = $3 AND guild_id = $4 AND user_id = $5 AND status = $6 RETURNING id",
+                    )
+                    .bind(close.to.as_str())
+                    .bind(ws.at_ms)
+                    .bind(close.id.as_str())
+                    .bind(ws.key.guild.get())
+                    .bind(ws.key.user.get())
+                    .bind(close.from.as_str())
                     .fetch_optional(&mut *tx)
                     .await?;
                     if closed.is_none() {
@@ -463,7 +524,81 @@ fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError>
                     }
                 );
 
+                let entries: Vec<&ArenaEntry> = applied.iter().filter_map(|ws| ws.arena_new.as_ref()).collect();
+                insert_chunked!(
+                    tx,
+                    "INSERT INTO arena_entries (id, guild_id, user_id, fee, power, status, created_ms) ",
+                    "",
+                    entries,
+                    |b, e| {
+                        b.push_bind(e.id.as_str())
+                            .push_bind(e.key.guild.get())
+                            .push_bind(e.key.user.get())
+                            .push_bind(e.fee)
+                            .push_bind(e.power)
+                            .push_bind("waiting")
+                            .push_bind(e.created_ms);
+                    }
+                );
+
                 Ok(outcomes)
+            }
+
+            /// Moves two waiting entries to `matched` with the battle's
+            /// result, in one transaction, only if both are still waiting.
+            pub async fn arena_match(
+                pool: &Pool, a: &ArenaEntry, b: &ArenaEntry, battle_id: &str, a_won: bool, prize: i64, at: i64,
+            ) -> Result<bool, StoreError> {
+                let mut tx = pool.begin().await?;
+                for (me, them, won) in [(a, b, a_won), (b, a, !a_won)] {
+                    let row = sqlx::query(
+                        "UPDATE arena_entries SET status = 'matched', battle_id = $1, opponent_id = $2, won = $3, \
+                         prize = $4, matched_ms = $5 WHERE id = $6 AND status = 'waiting' RETURNING id",
+                    )
+                    .bind(battle_id)
+                    .bind(them.key.user.get())
+                    .bind(i64::from(won))
+                    .bind(if won { prize } else { 0 })
+                    .bind(at)
+                    .bind(me.id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if row.is_none() {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            /// Entries waiting or matched but not yet paid, oldest first.
+            pub async fn arena_open(pool: &Pool) -> Result<Vec<StoredEntry>, StoreError> {
+                let rows = sqlx::query(concat!("SELECT ", entry_columns!(), " FROM arena_entries WHERE status IN ('waiting', 'matched') ORDER BY created_ms, id"))
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(stored_entry).collect()
+            }
+
+            pub async fn arena_entry(pool: &Pool, id: &str) -> Result<Option<StoredEntry>, StoreError> {
+                let row = sqlx::query(concat!("SELECT ", entry_columns!(), " FROM arena_entries WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+                row.as_ref().map(stored_entry).transpose()
+            }
+
+            /// A player's newest arena entries, newest first.
+            pub async fn arena_of(pool: &Pool, key: UserKey, limit: i64) -> Result<Vec<StoredEntry>, StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", entry_columns!(), " FROM arena_entries WHERE guild_id = $1 AND user_id = $2 ORDER BY created_ms DESC, id DESC LIMIT $3"
+                ))
+                .bind(key.guild.get())
+                .bind(key.user.get())
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.iter().map(stored_entry).collect()
             }
 
             /// Jobs still queued (oldest first): after a restart, the queues
