@@ -1,10 +1,11 @@
 //! The kokoro application: the command line, configuration, the front doors
-//! (HTTP API; Discord comes later) and telemetry wiring. The game and the
+//! (HTTP API, Discord) and telemetry wiring. The game and the
 //! actor runtime live in the `actors` crate; this crate only connects them
 //! to the outside world.
 
 pub mod bench;
 pub mod cli;
+pub mod discord;
 pub mod http;
 pub mod loadtest;
 pub mod render;

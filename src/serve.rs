@@ -9,7 +9,7 @@ use actors::Runtime;
 use anyhow::Context;
 
 use crate::http::{router, AppState};
-use crate::settings::{api_token, check_exposure, ServeArgs};
+use crate::settings::{api_token, check_exposure, discord_token, ServeArgs};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let files = args.log_dir.clone().map(|dir| crate::telemetry::LogFiles {
@@ -37,6 +37,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("starting the runtime")?,
     );
     let migration = runtime.store().migration_version().await.ok().flatten();
+    let discord = discord_token();
+    let _discord = match &discord {
+        Some(t) => Some(
+            crate::discord::start(runtime.clone(), t, args.discord_proxy.as_deref())
+                .await
+                .context("starting the Discord front door")?,
+        ),
+        None => None,
+    };
 
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
@@ -50,7 +59,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http = %addr,
         api_token = if token.is_some() { "set" } else { "unset (/v1 answers 401)" },
         log_dir = args.log_dir.as_ref().map(|d| d.display().to_string()),
-        discord = if std::env::var_os("DISCORD_TOKEN").is_some() { "token set, front door not built yet" } else { "off" },
+        discord = match (&discord, &args.discord_proxy) {
+            (None, _) => "off (DISCORD_TOKEN unset)".to_owned(),
+            (Some(_), None) => "on".to_owned(),
+            (Some(_), Some(p)) => format!("on, via proxy {}", crate::render::describe(p)),
+        },
         renderer = %crate::render::describe(&args.runtime.renderer),
         limits = ?config,
         "kokoro started"
@@ -67,6 +80,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     tracing::info!("shutting down");
+    if let Some(bot) = _discord {
+        bot.abort();
+        // The bot's task holds a handle to the runtime; let the abort land.
+        let _ = bot.await;
+    }
     if let Some(rt) = Arc::into_inner(runtime) {
         rt.shutdown().await;
     }

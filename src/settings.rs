@@ -223,6 +223,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KOKORO_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
 
+    /// Send Discord HTTP API calls to this proxy (e.g. twilight-http-proxy,
+    /// which then does the rate limiting) instead of discord.com. The bot
+    /// token comes from DISCORD_TOKEN, never a flag.
+    #[arg(long, env = "KOKORO_DISCORD_PROXY")]
+    pub discord_proxy: Option<String>,
+
     /// Daily log files kept in --log-dir; older ones are deleted.
     #[arg(long, env = "KOKORO_LOG_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub log_retention_days: u64,
@@ -231,6 +237,13 @@ pub struct ServeArgs {
 /// The API token, from the environment only.
 pub fn api_token() -> Option<String> {
     std::env::var("KOKORO_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// The Discord bot token, from the environment only; unset: no Discord.
+pub fn discord_token() -> Option<String> {
+    std::env::var("DISCORD_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
 }

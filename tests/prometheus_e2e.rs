@@ -49,9 +49,21 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         which("prometheus").expect("the prometheus binary is needed: apt-get install prometheus");
     let db = support::TestDb::new(support::Backend::Sqlite).await;
     let dir = &db.dir;
+    // The Discord front door runs too, against a fake Discord, so the
+    // Discord row of the dashboard has something to show.
+    let discord = support::fake_discord::fake_discord(usize::MAX).await;
+    let mut binary = support::kokoro_binary(&db, TOKEN);
+    binary.env("DISCORD_TOKEN", "fake-token");
     let (_kokoro, base) = support::serve_binary(
-        support::kokoro_binary(&db, TOKEN),
-        &["--renderer", "simulated", "--render-simulated-ms", "50"],
+        binary,
+        &[
+            "--renderer",
+            "simulated",
+            "--render-simulated-ms",
+            "50",
+            "--discord-proxy",
+            &discord.base,
+        ],
     )
     .await;
     let target = base.trim_start_matches("http://");

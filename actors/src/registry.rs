@@ -217,7 +217,7 @@ impl Registry {
                 let slot = e.get();
                 slot.used.store(true, Ordering::Relaxed);
                 slot.last_used_ms.store(now, Ordering::Relaxed);
-                ((slot.mailbox.clone(), slot.generation), false)
+                ((slot.mailbox.clone(), slot.generation), None)
             }
             Entry::Vacant(e) => {
                 let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
@@ -229,12 +229,14 @@ impl Registry {
                     used: AtomicBool::new(true),
                     last_used_ms: AtomicU64::new(now),
                 });
+                // Counted before the actor runs: it may passivate (and
+                // uncount itself) before this thread gets any further.
+                let resident = self.resident.fetch_add(1, Ordering::Relaxed) + 1;
                 tokio::spawn(actor.run());
-                ((tx, generation), true)
+                ((tx, generation), Some(resident))
             }
         };
-        if activated {
-            let resident = self.resident.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(resident) = activated {
             self.activations.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::ACTIVATIONS_TOTAL).increment(1);
             metrics::gauge!(m::ACTORS_RESIDENT).set(resident as f64);

@@ -45,6 +45,14 @@ pub const JOBS_TOTAL: &str = "kokoro_jobs_total";
 /// Arena battles fought (each matches two waiting players). The arena's
 /// line is `queue="arena"` in the queue depth and wait metrics.
 pub const ARENA_BATTLES_TOTAL: &str = "kokoro_arena_battles_total";
+/// Discord gateway heartbeat round trip, by `shard`.
+pub const DISCORD_SHARD_LATENCY_SECONDS: &str = "kokoro_discord_shard_latency_seconds";
+/// 1 while a Discord shard is connected, by `shard`.
+pub const DISCORD_SHARD_CONNECTED: &str = "kokoro_discord_shard_connected";
+/// Times a connected Discord shard lost its connection, by `shard`.
+pub const DISCORD_RECONNECTS_TOTAL: &str = "kokoro_discord_gateway_reconnects_total";
+/// Metrics that exist only while the Discord front door runs.
+pub const DISCORD_PREFIX: &str = "kokoro_discord_";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "kokoro_build_info";
 /// Process metrics (`kokoro_process_*`: memory, CPU seconds, open file
@@ -168,6 +176,21 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         "Jobs that left a queue, by queue and outcome (done, failed, cancelled).",
     ),
     (ARENA_BATTLES_TOTAL, Kind::Counter, "Arena battles fought."),
+    (
+        DISCORD_SHARD_LATENCY_SECONDS,
+        Kind::Gauge,
+        "Discord gateway heartbeat round trip, by shard.",
+    ),
+    (
+        DISCORD_SHARD_CONNECTED,
+        Kind::Gauge,
+        "1 while a Discord shard is connected, by shard.",
+    ),
+    (
+        DISCORD_RECONNECTS_TOTAL,
+        Kind::Counter,
+        "Times a connected Discord shard lost its connection, by shard.",
+    ),
     (READY, Kind::Gauge, "1 when /readyz answers ready."),
     (
         BUILD_INFO,

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_discord;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 

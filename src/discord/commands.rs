@@ -1,0 +1,110 @@
+//! The slash commands: one per command name of DESIGN.md, each a thin
+//! translation of Discord's typed options into the same `args` object the
+//! HTTP API takes. Parsing, validation and the answer all happen in the one
+//! dispatch path, so Discord players get exactly what HTTP clients get.
+
+use serde_json::{json, Value};
+
+use super::{Ctx, Error};
+
+/// Declares slash commands that take no options.
+macro_rules! no_options {
+    ($($name:ident => $description:literal),* $(,)?) => {$(
+        #[doc = $description]
+        #[poise::command(slash_command, guild_only)]
+        pub async fn $name(ctx: Ctx<'_>) -> Result<(), Error> {
+            super::run(ctx, stringify!($name), json!({})).await
+        }
+    )*};
+}
+
+no_options! {
+    profile => "Your level, XP and balances",
+    balance => "Your gold, gems and credits",
+    daily => "Claim today's reward (once per UTC day)",
+    shop => "What the shop sells",
+    inventory => "What you own",
+    credits => "Your credits and today's generation prices",
+    lucky => "Draw today's discount on image and video generation",
+    jobs => "Your latest image and video jobs",
+    arena_join => "Enter the arena (entry fee in gold)",
+    arena_leave => "Leave the arena before a match (fee refunded)",
+    arena_status => "Whether you are waiting, and your last battles",
+}
+
+/// Give gold to another player
+#[poise::command(slash_command, guild_only)]
+pub async fn give(
+    ctx: Ctx<'_>,
+    #[description = "Who gets the gold"] to: poise::serenity_prelude::User,
+    #[description = "How much gold"] amount: i64,
+) -> Result<(), Error> {
+    let args = json!({ "to": to.id.get().to_string(), "amount": amount });
+    super::run(ctx, "give", args).await
+}
+
+/// Buy an item from the shop
+#[poise::command(slash_command, guild_only)]
+pub async fn buy(
+    ctx: Ctx<'_>,
+    #[description = "Item id, as the shop lists it"] item: String,
+    #[description = "How many (default 1)"] quantity: Option<i64>,
+) -> Result<(), Error> {
+    let mut args = json!({ "item": item });
+    if let Some(q) = quantity {
+        args["quantity"] = Value::from(q);
+    }
+    super::run(ctx, "buy", args).await
+}
+
+/// The richest or most experienced players of this server
+#[poise::command(slash_command, guild_only)]
+pub async fn leaderboard(
+    ctx: Ctx<'_>,
+    #[description = "gold (default) or level"] by: Option<String>,
+) -> Result<(), Error> {
+    let args = by.map_or_else(|| json!({}), |b| json!({ "by": b }));
+    super::run(ctx, "leaderboard", args).await
+}
+
+/// Generate an image or a video (costs credits)
+#[poise::command(slash_command, guild_only)]
+pub async fn generate(
+    ctx: Ctx<'_>,
+    #[description = "image or video"] workflow: String,
+    #[description = "What to make"] prompt: String,
+) -> Result<(), Error> {
+    let args = json!({ "workflow": workflow, "prompt": prompt });
+    super::run(ctx, "generate", args).await
+}
+
+/// Cancel a job that has not finished (credits refunded)
+#[poise::command(slash_command, guild_only)]
+pub async fn cancel(
+    ctx: Ctx<'_>,
+    #[description = "The job id, as /jobs shows it"] job_id: String,
+) -> Result<(), Error> {
+    super::run(ctx, "cancel", json!({ "job_id": job_id })).await
+}
+
+/// Every slash command, for registration.
+pub fn all() -> Vec<poise::Command<super::Data, Error>> {
+    vec![
+        profile(),
+        balance(),
+        daily(),
+        give(),
+        shop(),
+        buy(),
+        inventory(),
+        leaderboard(),
+        credits(),
+        lucky(),
+        generate(),
+        jobs(),
+        cancel(),
+        arena_join(),
+        arena_leave(),
+        arena_status(),
+    ]
+}

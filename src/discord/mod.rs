@@ -1,0 +1,196 @@
+//! The Discord front door: a serenity gateway client with poise slash
+//! commands. Each interaction becomes a `Command` (its interaction id is the
+//! command id, so Discord's redeliveries are answered once) and goes down
+//! the same dispatch path as HTTP; the `Reply` is rendered as a message,
+//! privately when it is an error.
+//!
+//! Reports shard health: gateway latency and connection per shard, and
+//! reconnects, from the shard manager and stage-change events.
+
+mod commands;
+mod render;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::{Command, CommandId, CommandKind, GuildId, Runtime, UserId, UserKey};
+use poise::serenity_prelude as serenity;
+use serde_json::Value;
+
+use actors::telemetry as m;
+
+pub struct Data {
+    runtime: Arc<Runtime>,
+}
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+type Ctx<'a> = poise::Context<'a, Data, Error>;
+
+/// How often shard latencies are sampled into their gauge.
+const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+
+/// Connects to Discord and serves slash commands until the process stops.
+/// `proxy` sends HTTP API calls to an HTTP proxy (twilight-http-proxy, or a
+/// fake Discord in tests) instead of discord.com; the gateway address then
+/// comes from the proxy too.
+pub async fn start(
+    runtime: Arc<Runtime>,
+    token: &str,
+    proxy: Option<&str>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut http = serenity::HttpBuilder::new(token);
+    if let Some(p) = proxy {
+        // The proxy does the rate limiting (that is what such proxies are for).
+        http = http.proxy(p).ratelimiter_disabled(true);
+    }
+    let framework = poise::Framework::builder()
+        .options(poise::FrameworkOptions {
+            commands: commands::all(),
+            on_error: |error| Box::pin(on_error(error)),
+            ..Default::default()
+        })
+        .setup(move |ctx, ready, framework| {
+            Box::pin(async move {
+                poise::builtins::register_globally(ctx, &framework.options().commands).await?;
+                tracing::info!(
+                    bot = %ready.user.name,
+                    guilds = ready.guilds.len(),
+                    shard = ?ready.shard,
+                    "Discord front door ready; slash commands registered"
+                );
+                Ok(Data { runtime })
+            })
+        })
+        .build();
+    // Slash commands need no privileged intent.
+    let mut client =
+        serenity::ClientBuilder::new_with_http(http.build(), serenity::GatewayIntents::GUILDS)
+            .framework(framework)
+            .event_handler(ShardWatch::default())
+            .await?;
+    tokio::spawn(sample_latency(client.shard_manager.clone()));
+    Ok(tokio::spawn(async move {
+        if let Err(e) = client.start_autosharded().await {
+            tracing::error!(error = %e, "the Discord front door stopped");
+        }
+    }))
+}
+
+/// Answers one slash command through the runtime.
+async fn run(ctx: Ctx<'_>, name: &str, args: Value) -> Result<(), Error> {
+    let Some(key) = player(&ctx) else {
+        ctx.say("Use this command in a server.").await?;
+        return Ok(());
+    };
+    let id = match ctx {
+        poise::Context::Application(a) => {
+            a.interaction.id.get().to_string().parse::<CommandId>().ok()
+        }
+        poise::Context::Prefix(_) => None,
+    };
+    let reply = match CommandKind::parse(name, &args) {
+        Ok(kind) => ctx.data().runtime.dispatch(Command { id, key, kind }).await,
+        Err(e) => actors::Reply::error(name, actors::ErrorCode::InvalidArgument, e.to_string()),
+    };
+    let text = render::message(&reply);
+    ctx.send(
+        poise::CreateReply::default()
+            .content(text)
+            .ephemeral(!reply.ok),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The player a context speaks for: its guild and author.
+fn player(ctx: &Ctx<'_>) -> Option<UserKey> {
+    let guild = i64::try_from(ctx.guild_id()?.get()).ok()?;
+    let user = i64::try_from(ctx.author().id.get()).ok()?;
+    Some(UserKey::new(
+        GuildId::new(guild).ok()?,
+        UserId::new(user).ok()?,
+    ))
+}
+
+/// Logged once here, where handled; the player gets a short apology.
+async fn on_error(error: poise::FrameworkError<'_, Data, Error>) {
+    match error {
+        poise::FrameworkError::Command { error, ctx, .. } => {
+            tracing::warn!(command = ctx.command().name, error = %error, "Discord command failed");
+        }
+        other => {
+            if let Err(e) = poise::builtins::on_error(other).await {
+                tracing::warn!(error = %e, "could not report a Discord error");
+            }
+        }
+    }
+}
+
+/// Shard connections, as metrics. A shard's first READY is its
+/// connection; every later READY (a new session) or RESUMED (the old one
+/// picked up) means it had lost the gateway and came back: a reconnect.
+/// Stage changes alone miss reconnects, which serenity partly performs
+/// outside its stage-change reporting.
+#[derive(Default)]
+struct ShardWatch {
+    connected_before: std::sync::Mutex<std::collections::HashSet<u32>>,
+}
+
+impl ShardWatch {
+    fn connected(&self, shard: u32, resumed: bool) {
+        let first = self
+            .connected_before
+            .lock()
+            .map(|mut seen| seen.insert(shard))
+            .unwrap_or(false);
+        let label = shard.to_string();
+        metrics::gauge!(m::DISCORD_SHARD_CONNECTED, "shard" => label.clone()).set(1.0);
+        let reconnects = metrics::counter!(m::DISCORD_RECONNECTS_TOTAL, "shard" => label);
+        if first && !resumed {
+            reconnects.increment(0);
+            tracing::info!(shard, "Discord shard connected");
+        } else {
+            reconnects.increment(1);
+            tracing::info!(shard, resumed, "Discord shard reconnected");
+        }
+    }
+}
+
+#[serenity::async_trait]
+impl serenity::EventHandler for ShardWatch {
+    async fn ready(&self, ctx: serenity::Context, _ready: serenity::Ready) {
+        self.connected(ctx.shard_id.0, false);
+    }
+
+    async fn resume(&self, ctx: serenity::Context, _: serenity::ResumedEvent) {
+        self.connected(ctx.shard_id.0, true);
+    }
+
+    async fn shard_stage_update(
+        &self,
+        _ctx: serenity::Context,
+        event: serenity::ShardStageUpdateEvent,
+    ) {
+        if !matches!(event.new, serenity::ConnectionStage::Connected) {
+            metrics::gauge!(m::DISCORD_SHARD_CONNECTED, "shard" => event.shard_id.0.to_string())
+                .set(0.0);
+        }
+    }
+}
+
+async fn sample_latency(shards: Arc<serenity::ShardManager>) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tick.tick().await;
+        for (id, runner) in shards.runners.lock().await.iter() {
+            let shard = id.0.to_string();
+            let connected = matches!(runner.stage, serenity::ConnectionStage::Connected);
+            metrics::gauge!(m::DISCORD_SHARD_CONNECTED, "shard" => shard.clone())
+                .set(if connected { 1.0 } else { 0.0 });
+            if let Some(latency) = runner.latency {
+                metrics::gauge!(m::DISCORD_SHARD_LATENCY_SECONDS, "shard" => shard)
+                    .set(latency.as_secs_f64());
+            }
+        }
+    }
+}

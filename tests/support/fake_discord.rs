@@ -1,0 +1,214 @@
+//! A fake Discord on loopback for tests: the HTTP API calls the bot makes
+//! (gateway address, command registration, interaction callbacks) and a
+//! gateway websocket that says hello, accepts identify and resume,
+//! acknowledges heartbeats and dispatches the interactions a test queues.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+pub const APP_ID: &str = "900000000000000001";
+pub const BOT_ID: &str = "900000000000000002";
+
+#[derive(Clone)]
+pub struct Fake {
+    ws_url: String,
+    /// Interactions for the gateway to dispatch.
+    to_send: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Value>>>,
+    /// Callback bodies the bot posted, by interaction id.
+    answers: Arc<Mutex<Vec<(String, Value)>>>,
+    pub registered: Arc<Mutex<Vec<String>>>,
+    identifies: Arc<Mutex<u32>>,
+    /// Close the gateway connection once, after this many dispatches.
+    drop_after: usize,
+}
+
+async fn gateway_info(State(f): State<Fake>) -> Json<Value> {
+    Json(json!({
+        "url": f.ws_url, "shards": 1,
+        "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+    }))
+}
+
+async fn register(State(f): State<Fake>, Json(body): Json<Value>) -> Json<Value> {
+    let names = body
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    *f.registered.lock().unwrap() = names;
+    Json(json!([]))
+}
+
+async fn callback(
+    State(f): State<Fake>,
+    Path((id, _token)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> axum::http::StatusCode {
+    f.answers.lock().unwrap().push((id, body));
+    axum::http::StatusCode::NO_CONTENT
+}
+
+async fn gateway(State(f): State<Fake>, ws: WebSocketUpgrade) -> axum::response::Response {
+    ws.on_upgrade(move |socket| session(f, socket))
+}
+
+fn text(v: Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+/// One gateway connection: hello, then identify or resume, heartbeats
+/// acknowledged, and queued interactions dispatched.
+async fn session(f: Fake, mut socket: WebSocket) {
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": 300}});
+    if socket.send(text(hello)).await.is_err() {
+        return;
+    }
+    let mut seq = 0u64;
+    let mut dispatched = 0usize;
+    let mut ready = false;
+    let mut rx = f.to_send.lock().await;
+    loop {
+        tokio::select! {
+            msg = socket.recv() => {
+                let Some(Ok(Message::Text(t))) = msg else { return };
+                let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
+                match v["op"].as_u64() {
+                    Some(1) => { let _ = socket.send(text(json!({"op": 11}))).await; }
+                    Some(2) => {
+                        *f.identifies.lock().unwrap() += 1;
+                        seq += 1;
+                        let ready_event = json!({"op": 0, "t": "READY", "s": seq, "d": {
+                            "v": 10,
+                            "user": {"id": BOT_ID, "username": "kokoro", "discriminator": "0", "avatar": null, "bot": true, "global_name": null},
+                            "guilds": [], "session_id": "session-1",
+                            "resume_gateway_url": f.ws_url, "shard": [0, 1],
+                            "application": {"id": APP_ID, "flags": 0}
+                        }});
+                        let _ = socket.send(text(ready_event)).await;
+                        ready = true;
+                    }
+                    Some(6) => {
+                        seq += 1;
+                        let _ = socket.send(text(json!({"op": 0, "t": "RESUMED", "s": seq, "d": {}}))).await;
+                        ready = true;
+                    }
+                    _ => {}
+                }
+            }
+            next = rx.recv(), if ready => {
+                let Some(interaction) = next else { return };
+                seq += 1;
+                let event = json!({"op": 0, "t": "INTERACTION_CREATE", "s": seq, "d": interaction});
+                if socket.send(text(event)).await.is_err() { return; }
+                dispatched += 1;
+                if dispatched == f.drop_after {
+                    // Discord drops connections now and then; the bot must come back.
+                    let _ = socket.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code: 4000, reason: "try again".into(),
+                    }))).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub struct FakeDiscord {
+    pub base: String,
+    tx: mpsc::UnboundedSender<Value>,
+    pub fake: Fake,
+}
+
+pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let fake = Fake {
+        ws_url: format!("ws://{addr}/gateway"),
+        to_send: Arc::new(tokio::sync::Mutex::new(rx)),
+        answers: Arc::default(),
+        registered: Arc::default(),
+        identifies: Arc::default(),
+        drop_after,
+    };
+    let app = Router::new()
+        .route("/api/v10/gateway", get(gateway_info))
+        .route("/api/v10/gateway/bot", get(gateway_info))
+        .route("/api/v10/applications/{app}/commands", put(register))
+        .route(
+            "/api/v10/interactions/{id}/{token}/callback",
+            post(callback),
+        )
+        .route("/gateway", get(gateway))
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    FakeDiscord {
+        base: format!("http://{addr}"),
+        tx,
+        fake,
+    }
+}
+
+pub fn user(id: &str) -> Value {
+    json!({"id": id, "username": format!("player{id}"), "discriminator": "0", "avatar": null, "global_name": null})
+}
+
+/// A slash-command interaction as Discord sends it.
+pub fn interaction(id: &str, user_id: &str, name: &str, options: Value, resolved: Value) -> Value {
+    json!({
+        "id": id, "application_id": APP_ID, "type": 2, "token": format!("token-{id}"), "version": 1,
+        "guild_id": "700000000000000001", "channel_id": "700000000000000002",
+        "member": {"user": user(user_id), "roles": [], "joined_at": "2026-01-01T00:00:00Z",
+                   "deaf": false, "mute": false, "flags": 0, "permissions": "2147483647"},
+        "app_permissions": "2147483647", "locale": "en-US", "guild_locale": "en-US",
+        "entitlements": [], "authorizing_integration_owners": {}, "context": 0,
+        "attachment_size_limit": 8388608,
+        "data": {"id": "800000000000000001", "name": name, "type": 1, "options": options, "resolved": resolved}
+    })
+}
+
+impl FakeDiscord {
+    pub fn send(&self, v: Value) {
+        self.tx.send(v).unwrap();
+    }
+
+    /// Waits for the answer to interaction `id` (the `n`th answer to it, from 1).
+    pub async fn answer(&self, id: &str, n: usize) -> Value {
+        for _ in 0..1500 {
+            let found: Vec<Value> = self
+                .fake
+                .answers
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(i, _)| i == id)
+                .map(|(_, b)| b.clone())
+                .collect();
+            if found.len() >= n {
+                return found[n - 1].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no answer {n} to interaction {id}")
+    }
+}
+
+pub fn content(answer: &Value) -> &str {
+    answer["data"]["content"].as_str().unwrap_or_default()
+}
+
+pub fn ephemeral(answer: &Value) -> bool {
+    answer["data"]["flags"].as_u64().unwrap_or(0) & 64 != 0
+}
