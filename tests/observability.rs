@@ -302,3 +302,58 @@ async fn logs_go_to_daily_files_as_json_without_secrets() {
         "the API token never reaches the logs"
     );
 }
+
+/// Records span names and follows-from links, to check how a command's
+/// trace reaches the transaction that made it durable.
+#[derive(Default, Clone)]
+struct Links {
+    names: Arc<std::sync::Mutex<std::collections::HashMap<u64, &'static str>>>,
+    follows: Arc<std::sync::Mutex<Vec<(&'static str, &'static str)>>>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Links {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.names
+            .lock()
+            .unwrap()
+            .insert(id.into_u64(), attrs.metadata().name());
+    }
+
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let names = self.names.lock().unwrap();
+        let name = |id: &tracing::span::Id| names.get(&id.into_u64()).copied().unwrap_or("?");
+        self.follows
+            .lock()
+            .unwrap()
+            .push((name(span), name(follows)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commands_trace_links_to_the_group_commit_that_made_it_durable() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let links = Links::default();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(links.clone()))
+        .expect("this test's process has no other subscriber");
+    let db = TestDb::new(Backend::Sqlite).await;
+    let runtime = Runtime::start(db.store().await, RuntimeConfig::default())
+        .await
+        .unwrap();
+    let r = runtime.dispatch(cmd(1, "daily", json!({}))).await;
+    assert!(r.ok);
+    let follows = links.follows.lock().unwrap().clone();
+    assert!(
+        follows.contains(&("group_commit", "command")),
+        "the batch's span follows from the command's: {follows:?}"
+    );
+}

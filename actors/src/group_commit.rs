@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::config::unix_ms;
 use crate::store::{Store, StoreError};
@@ -71,6 +72,8 @@ pub type CommitResult = Result<CommitOutcome, CommitError>;
 struct Request {
     writes: WriteSet,
     done: oneshot::Sender<CommitResult>,
+    /// The command's span: the batch's span links to each one it commits.
+    span: tracing::Span,
 }
 
 /// Progress the watchdog and readiness look at.
@@ -129,7 +132,11 @@ impl GroupCommit {
     pub fn submit(&self, writes: WriteSet) -> Result<oneshot::Receiver<CommitResult>, Busy> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .try_send(Request { writes, done })
+            .try_send(Request {
+                writes,
+                done,
+                span: tracing::Span::current(),
+            })
             .map_err(|_| Busy)?;
         Ok(rx)
     }
@@ -149,16 +156,29 @@ impl GroupCommit {
 
 /// WriteSets and their answer channels, side by side so the WriteSets can be
 /// handed to storage as one slice without copying.
-#[derive(Default)]
 struct Batch {
     writes: Vec<WriteSet>,
     dones: Vec<oneshot::Sender<CommitResult>>,
+    span: tracing::Span,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            writes: Vec::new(),
+            dones: Vec::new(),
+            span: tracing::info_span!("group_commit", writesets = tracing::field::Empty),
+        }
+    }
 }
 
 impl Batch {
     fn push(&mut self, r: Request) {
         self.writes.push(r.writes);
         self.dones.push(r.done);
+        // One transaction serves many commands: the batch's span follows
+        // from each command's, so a trace shows which commit made it durable.
+        self.span.follows_from(&r.span);
     }
 
     fn len(&self) -> usize {
@@ -263,6 +283,12 @@ impl Committer {
 
 impl Writer {
     async fn commit(&self, batch: Batch) {
+        let span = batch.span.clone();
+        span.record("writesets", batch.len());
+        self.commit_batch(batch).instrument(span).await
+    }
+
+    async fn commit_batch(&self, batch: Batch) {
         let started = Instant::now();
         metrics::histogram!(m::COMMIT_BATCH_SIZE).record(batch.len() as f64);
         let results = match self.config.lose_every {
