@@ -8,6 +8,8 @@ pub mod cli;
 pub mod discord;
 pub mod http;
 pub mod loadtest;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod render;
 pub mod scratch;
 pub mod serve;

@@ -16,7 +16,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dir,
         keep_days: args.log_retention_days as usize,
     });
-    let _log_guard = crate::telemetry::init_logging(args.log_format, files.as_ref())?;
+    let _log_guard = crate::telemetry::init_logging(
+        args.log_format,
+        files.as_ref(),
+        args.otlp_endpoint.as_deref(),
+    )?;
     let token = api_token();
     check_exposure(args.http, token.as_deref())?;
     let config = args.runtime.runtime_config()?;
@@ -59,6 +63,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         http = %addr,
         api_token = if token.is_some() { "set" } else { "unset (/v1 answers 401)" },
         log_dir = args.log_dir.as_ref().map(|d| d.display().to_string()),
+        traces = args.otlp_endpoint.as_deref().map(crate::render::describe),
         discord = match (&discord, &args.discord_proxy) {
             (None, _) => "off (DISCORD_TOKEN unset)".to_owned(),
             (Some(_), None) => "on".to_owned(),

@@ -229,6 +229,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KOKORO_DISCORD_PROXY")]
     pub discord_proxy: Option<String>,
 
+    /// Export spans to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).
+    /// Needs a build with `--features otel`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Daily log files kept in --log-dir; older ones are deleted.
     #[arg(long, env = "KOKORO_LOG_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub log_retention_days: u64,

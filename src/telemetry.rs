@@ -114,25 +114,57 @@ pub struct LogFiles {
     pub keep_days: usize,
 }
 
-/// Keeps the background log writer flushing; drop it only at exit.
-pub type LogGuard = Option<tracing_appender::non_blocking::WorkerGuard>;
+/// Keeps the background log writer and the trace exporter flushing; drop it
+/// only at exit, which flushes what is left.
+#[derive(Default)]
+pub struct LogGuard {
+    _files: Option<tracing_appender::non_blocking::WorkerGuard>,
+    #[cfg(feature = "otel")]
+    traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
 
-pub fn init_logging(format: LogFormat, files: Option<&LogFiles>) -> anyhow::Result<LogGuard> {
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(p) = self.traces.take() {
+            if let Err(e) = p.shutdown() {
+                eprintln!("kokoro: could not flush traces: {e}");
+            }
+        }
+    }
+}
+
+/// Sets up logging: text or JSON on stderr, JSON files if `files`, and, in
+/// a build with the `otel` feature, span export to `otlp_endpoint`.
+pub fn init_logging(
+    format: LogFormat,
+    files: Option<&LogFiles>,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<LogGuard> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // RUST_LOG chooses what is logged; it does not thin out exported traces,
+    // so each log layer gets its own filter.
+    let logged =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let stderr = if json {
-        fmt::layer().json().with_writer(std::io::stderr).boxed()
+        fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(logged())
+            .boxed()
     } else {
-        fmt::layer().with_writer(std::io::stderr).boxed()
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(logged())
+            .boxed()
     };
     let (file, guard) = match files {
         None => (None, None),
@@ -146,16 +178,41 @@ pub fn init_logging(format: LogFormat, files: Option<&LogFiles>) -> anyhow::Resu
                 .map_err(|e| anyhow::anyhow!("--log-dir {}: {e}", f.dir.display()))?;
             let (writer, guard) = tracing_appender::non_blocking(appender);
             (
-                Some(fmt::layer().json().with_ansi(false).with_writer(writer)),
+                Some(
+                    fmt::layer()
+                        .json()
+                        .with_ansi(false)
+                        .with_writer(writer)
+                        .with_filter(logged()),
+                ),
                 Some(guard),
             )
         }
     };
+    #[cfg(feature = "otel")]
+    let (traces, provider) = match otlp_endpoint {
+        Some(e) => {
+            let (layer, provider) = crate::otel::layer(e)?;
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    #[cfg(not(feature = "otel"))]
+    let traces: Option<Box<dyn Layer<_> + Send + Sync>> = match otlp_endpoint {
+        Some(_) => anyhow::bail!(
+            "--otlp-endpoint needs a build with the otel feature: cargo build --release --features otel"
+        ),
+        None => None,
+    };
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = tracing_subscriber::registry()
-        .with(filter)
+        .with(traces)
         .with(stderr)
         .with(file)
         .try_init();
-    Ok(guard)
+    Ok(LogGuard {
+        _files: guard,
+        #[cfg(feature = "otel")]
+        traces: provider,
+    })
 }
