@@ -113,13 +113,8 @@ impl Registry {
     /// credited before); errors leave it for the outbox relay.
     pub async fn deliver(self: &Arc<Self>, transfer: Transfer) -> Result<Reply, ErrorCode> {
         let key = UserKey::new(transfer.guild, transfer.to);
-        let reply = self
-            .send(key, |reply| Mail::credit(transfer.clone(), reply))
-            .await?;
-        match reply.code() {
-            Some(code) => Err(code),
-            None => Ok(reply),
-        }
+        self.hand_over(key, |reply| Mail::credit(transfer.clone(), reply))
+            .await
     }
 
     /// Hands a finished job to its player's actor to record (or refund).
@@ -129,22 +124,27 @@ impl Registry {
         finished: Finished,
     ) -> Result<Reply, ErrorCode> {
         let key = finished.job.key;
-        let reply = self
-            .send(key, |reply| Mail::job_done(finished.clone(), reply))
-            .await?;
-        match reply.code() {
-            Some(code) => Err(code),
-            None => Ok(reply),
-        }
+        self.hand_over(key, |reply| Mail::job_done(finished.clone(), reply))
+            .await
     }
 
     /// Hands one side of a battle to its player's actor to pay. `Ok` once
     /// paid, or found paid before.
     pub(crate) async fn pay_battle(self: &Arc<Self>, fought: Fought) -> Result<Reply, ErrorCode> {
         let key = fought.entry.key;
-        let reply = self
-            .send(key, |reply| Mail::fought(fought.clone(), reply))
-            .await?;
+        self.hand_over(key, |reply| Mail::fought(fought.clone(), reply))
+            .await
+    }
+
+    /// Sends what another actor produced (a credit, a result) to a player's
+    /// actor; an error reply is an `Err`, so callers retry or leave it for
+    /// their relay.
+    async fn hand_over(
+        self: &Arc<Self>,
+        key: UserKey,
+        mail: impl Fn(Unread) -> Mail,
+    ) -> Result<Reply, ErrorCode> {
+        let reply = self.send(key, mail).await?;
         match reply.code() {
             Some(code) => Err(code),
             None => Ok(reply),

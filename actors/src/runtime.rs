@@ -195,14 +195,7 @@ impl Runtime {
         let shared = &self.registry.shared;
         let stored = match shared.store.jobs_of(key, JOBS_LISTED).await {
             Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "jobs query failed");
-                return Reply::error(
-                    "jobs",
-                    ErrorCode::StorageUnavailable,
-                    "storage is unavailable; retry shortly",
-                );
-            }
+            Err(e) => return read_failed("jobs", &e),
         };
         let mut places = std::collections::HashMap::new();
         for queue in shared.queues.iter() {
@@ -257,14 +250,7 @@ impl Runtime {
         let shared = &self.registry.shared;
         let entries = match shared.store.arena_of(key, ARENA_LISTED).await {
             Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "arena query failed");
-                return Reply::error(
-                    "arena_status",
-                    ErrorCode::StorageUnavailable,
-                    "storage is unavailable; retry shortly",
-                );
-            }
+            Err(e) => return read_failed("arena_status", &e),
         };
         let waiting = shared.arena.waiting(key.guild).await;
         let status = entries.first().map_or("out", |e| match e.status {
@@ -449,6 +435,16 @@ pub async fn answer_without_actor(
         ),
         _ => None,
     }
+}
+
+/// The answer to a read-only command whose query failed (logged here).
+fn read_failed(name: &str, e: &StoreError) -> Reply {
+    tracing::warn!(command = name, error = %e, "query failed");
+    Reply::error(
+        name,
+        ErrorCode::StorageUnavailable,
+        "storage is unavailable; retry shortly",
+    )
 }
 
 /// Entries read for `arena_status`.
