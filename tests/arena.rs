@@ -240,3 +240,71 @@ both_backends!(a_waiting_player_waits_again_after_a_restart, |backend| {
     books_balance(&rt).await;
     db.drop_db().await;
 });
+
+both_backends!(
+    a_battle_fought_but_not_paid_is_paid_after_a_restart,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let rt = start(&db).await;
+        // Two players in different guilds, so the arena does not match them...
+        let (g1, g2) = (
+            actors::GuildId::new(11).unwrap(),
+            actors::GuildId::new(12).unwrap(),
+        );
+        let in_guild = |g, u: i64| actors::Command {
+            id: None,
+            key: actors::UserKey::new(g, u.to_string().parse().unwrap()),
+            kind: actors::CommandKind::ArenaJoin,
+        };
+        assert!(rt.dispatch(in_guild(g1, 1)).await.ok);
+        assert!(rt.dispatch(in_guild(g2, 2)).await.ok);
+        Arc::try_unwrap(rt)
+            .ok()
+            .expect("sole owner")
+            .shutdown()
+            .await;
+        // ...and the process stops right after a match committed, before either
+        // side was paid: the state a crash between the two steps leaves.
+        let store = db.store().await;
+        let a = store
+            .arena_of(actors::UserKey::new(g1, "1".parse().unwrap()), 1)
+            .await
+            .unwrap();
+        let b = store
+            .arena_of(actors::UserKey::new(g2, "2".parse().unwrap()), 1)
+            .await
+            .unwrap();
+        assert!(store
+            .arena_match(&a[0].entry, &b[0].entry, "b-crash", true, arena::prize(), 1)
+            .await
+            .unwrap());
+        store.close().await;
+
+        let rt = start(&db).await;
+        for _ in 0..1000 {
+            let paid = rt.store().arena_open().await.unwrap().is_empty();
+            if paid {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            rt.store().arena_open().await.unwrap().is_empty(),
+            "both sides paid"
+        );
+        let winner = rt
+            .dispatch(actors::Command {
+                kind: actors::CommandKind::Balance,
+                ..in_guild(g1, 1)
+            })
+            .await;
+        assert_eq!(gold(&winner), 80 + arena::prize());
+        let audit = books_balance(&rt).await;
+        assert_eq!(
+            audit.ledger(Currency::Gold, "arena_prize"),
+            arena::prize(),
+            "paid once"
+        );
+        db.drop_db().await;
+    }
+);
