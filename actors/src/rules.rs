@@ -11,7 +11,7 @@ use crate::domain::arena;
 use crate::domain::credits::{self, Workflow};
 use crate::domain::money::{self, MoneyError};
 use crate::domain::shop::{Catalogue, PurchaseError};
-use crate::domain::{daily, level, Currency};
+use crate::domain::{daily, Currency};
 use crate::ids::{CommandId, UserKey};
 use crate::job::{Job, JobStatus};
 use crate::reply::ErrorCode;
@@ -114,7 +114,7 @@ impl Draft {
             gold: s.gold,
             gems: s.gems,
             xp: s.xp,
-            level: s.level,
+            level: s.level(),
             daily_day: s.daily_day,
             daily_streak: s.daily_streak,
             credits: s.credits,
@@ -171,7 +171,6 @@ impl Draft {
 
     fn gain_xp(&mut self, xp: i64) {
         self.state.xp = self.state.xp.saturating_add(xp);
-        self.state.level = level::level_for_xp(self.state.xp);
         self.touch();
     }
 
@@ -214,14 +213,17 @@ pub fn decide(
         CommandKind::Profile => {
             let s = &d.state;
             let data = json!({
-                "gold": s.gold, "gems": s.gems, "xp": s.xp, "level": s.level,
+                "gold": s.gold, "gems": s.gems, "xp": s.xp, "level": s.level(),
                 "daily_streak": s.daily_streak,
                 "daily_claimed_today": s.daily_day == Some(daily::utc_day(ctx.now_ms)),
                 "items": s.inventory.iter().map(|(_, n)| *n).sum::<i64>(),
             });
             let msg = format!(
                 "Level {} · {} XP · {} gold · {} gems",
-                s.level, s.xp, s.gold, s.gems
+                s.level(),
+                s.xp,
+                s.gold,
+                s.gems
             );
             Ok(d.with(data, msg))
         }
@@ -426,7 +428,7 @@ pub fn decide(
                 id: format!("a{:032x}", ctx.fresh_id),
                 key,
                 fee: arena::ENTRY_FEE,
-                power: arena::power(d.state.level),
+                power: arena::power(d.state.level()),
                 created_ms: ctx.now_ms,
             };
             let mut data = d.balances();

@@ -10,7 +10,6 @@ pub struct UserState {
     pub gold: i64,
     pub gems: i64,
     pub xp: i64,
-    pub level: i32,
     /// UTC day (days since epoch) of the last `daily` claim.
     pub daily_day: Option<i32>,
     pub daily_streak: i32,
@@ -27,6 +26,12 @@ pub struct UserState {
 }
 
 impl UserState {
+    /// The level is derived from XP, not stored beside it: one less field in
+    /// every resident actor, and the two can never disagree.
+    pub fn level(&self) -> i32 {
+        crate::domain::level::level_for_xp(self.xp)
+    }
+
     pub fn owned(&self, item: &str) -> i64 {
         self.inventory
             .iter()
@@ -52,7 +57,8 @@ impl UserState {
 #[derive(Debug, Clone, Default)]
 pub struct RecentCommands {
     fingerprints: Vec<u64>,
-    next: usize,
+    /// Index of the slot to overwrite next; u8 keeps every resident actor small.
+    next: u8,
     /// Storage may hold ids for this player that are not in `fingerprints`.
     pub incomplete: bool,
 }
@@ -61,7 +67,7 @@ impl RecentCommands {
     pub const CAPACITY: usize = 32;
 
     pub fn from_loaded(fingerprints: Vec<u64>, incomplete: bool) -> Self {
-        let next = fingerprints.len() % Self::CAPACITY;
+        let next = (fingerprints.len() % Self::CAPACITY) as u8;
         Self {
             fingerprints,
             next,
@@ -77,10 +83,10 @@ impl RecentCommands {
         if self.fingerprints.len() < Self::CAPACITY {
             self.fingerprints.push(fp);
         } else {
-            self.fingerprints[self.next] = fp;
+            self.fingerprints[usize::from(self.next)] = fp;
             self.incomplete = true;
         }
-        self.next = (self.next + 1) % Self::CAPACITY;
+        self.next = ((usize::from(self.next) + 1) % Self::CAPACITY) as u8;
     }
 }
 

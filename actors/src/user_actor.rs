@@ -582,8 +582,11 @@ mod tests {
     fn an_idle_actor_stays_small() {
         let run = future_size(super::UserActor::run);
         let mail = std::mem::size_of::<crate::mailbox::Mail>();
+        // Tokio allocates a task's cell 128-byte aligned: past about 408
+        // bytes of future, every actor costs 128 bytes more (measured: 1,371
+        // -> 1,765 bytes per resident player when it grew to 424).
         assert!(
-            run <= 432,
+            run <= 400,
             "UserActor::run's future grew to {run} bytes; box the big await"
         );
         assert!(mail <= 16, "Mail grew to {mail} bytes; box its payload");

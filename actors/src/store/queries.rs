@@ -237,7 +237,6 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     gold: row.try_get(0)?,
                     gems: row.try_get(1)?,
                     xp: row.try_get(2)?,
-                    level: to_i32(row.try_get(3)?).unwrap_or(0),
                     daily_day: to_i32(row.try_get(4)?),
                     daily_streak: to_i32(row.try_get(5)?).unwrap_or(0),
                     credits: row.try_get(6)?,
