@@ -16,7 +16,7 @@ use crate::ids::{CommandId, UserKey};
 use crate::job::{Job, JobStatus};
 use crate::reply::ErrorCode;
 use crate::state::UserState;
-use crate::writeset::{ArenaClose, JobClose, LedgerEntry, Transfer, UserRow, WriteSet};
+use crate::writeset::{ArenaClose, Close, JobClose, LedgerEntry, Transfer, UserRow, WriteSet};
 
 /// What a decision may read besides the state. No clock is read inside the
 /// rules: `now_ms` comes from here.
@@ -88,9 +88,8 @@ impl Draft {
                 transfer_out: None,
                 transfer_in: None,
                 job_new: None,
-                job_close: None,
                 arena_new: None,
-                arena_close: None,
+                close: None,
             },
             data: Value::Null,
             message: String::new(),
@@ -496,11 +495,11 @@ pub fn close_job(
         JobStatus::Cancelled => format!("Cancelled {}; {} credits refunded.", job.id, job.cost),
         _ => format!("Job {} failed; {} credits refunded.", job.id, job.cost),
     };
-    d.writes.job_close = Some(JobClose {
+    d.writes.close = Some(Close::Job(JobClose {
         id: job.id.clone(),
         status,
         result,
-    });
+    }));
     Ok(d.with(data, msg))
 }
 
@@ -515,11 +514,11 @@ pub fn arena_leave(
     let mut d = Draft::begin(state, entry.key, ctx, None)?;
     d.credit(Currency::Gold, entry.fee, "arena_refund")?;
     d.state.in_arena = false;
-    d.writes.arena_close = Some(ArenaClose {
+    d.writes.close = Some(Close::Arena(ArenaClose {
         id: entry.id.clone(),
         from: EntryStatus::Waiting,
         to: EntryStatus::Left,
-    });
+    }));
     let mut data = d.balances();
     data["refunded"] = json!(entry.fee);
     Ok(d.with(
@@ -545,11 +544,11 @@ pub fn arena_reward(
         arena::LOSS_XP
     });
     d.state.in_arena = false;
-    d.writes.arena_close = Some(ArenaClose {
+    d.writes.close = Some(Close::Arena(ArenaClose {
         id: fought.entry.id.clone(),
         from: EntryStatus::Matched,
         to: EntryStatus::Rewarded,
-    });
+    }));
     let mut data = d.balances();
     data["battle_id"] = json!(fought.battle_id);
     data["won"] = json!(fought.won);
@@ -815,7 +814,11 @@ mod tests {
                 (credits_after, 0),
                 "{status:?}"
             );
-            assert_eq!(d.writes.job_close.as_ref().map(|j| j.status), Some(status));
+            let closed = match &d.writes.close {
+                Some(Close::Job(j)) => Some(j.status),
+                _ => None,
+            };
+            assert_eq!(closed, Some(status));
         }
     }
 

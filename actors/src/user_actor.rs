@@ -28,7 +28,7 @@ use crate::reply::{ErrorCode, Reply};
 use crate::rules::{self, Draft, Refusal};
 use crate::state::{RecentCommands, UserState};
 use crate::telemetry as m;
-use crate::writeset::{CommitOutcome, Transfer, WriteSet};
+use crate::writeset::{Close, CommitOutcome, Transfer, WriteSet};
 
 pub(crate) struct UserActor {
     key: UserKey,
@@ -253,13 +253,12 @@ impl UserActor {
         }
         let transfer = writes.transfer_out.clone();
         let job = writes.job_new.clone();
-        let cancelled = writes.job_close.as_ref().map(|c| c.id.clone());
         let entered = writes.arena_new.clone();
-        let left = writes
-            .arena_close
-            .as_ref()
-            .filter(|c| c.to == EntryStatus::Left)
-            .map(|c| c.id.clone());
+        let (cancelled, left) = match &writes.close {
+            Some(Close::Job(c)) => (Some(c.id.clone()), None),
+            Some(Close::Arena(c)) if c.to == EntryStatus::Left => (None, Some(c.id.clone())),
+            _ => (None, None),
+        };
         match self.commit(state, writes, name).await {
             Ok(CommitOutcome::Applied) => {
                 if let Some(fp) = fingerprint {

@@ -60,15 +60,21 @@ pub struct WriteSet {
     pub transfer_in: Option<String>,
     /// A generation job paid for by this command, written as `queued`.
     pub job_new: Option<Job>,
-    /// A job leaving `queued`. Applies only if the job is still queued;
-    /// otherwise the whole WriteSet is skipped (`AlreadyApplied`), so a
-    /// refund is paid at most once.
-    pub job_close: Option<JobClose>,
     /// An arena entry paid for by this command, written as `waiting`.
     pub arena_new: Option<ArenaEntry>,
-    /// An arena entry moving on (`waiting` → `left`, `matched` → `rewarded`).
-    /// Applies only from the expected status, like `job_close`.
-    pub arena_close: Option<ArenaClose>,
+    /// Something this command moves on from the status it must still be in
+    /// (a job leaving `queued`, an arena entry leaving `waiting` or
+    /// `matched`). If it has moved on already, the whole WriteSet is skipped
+    /// (`AlreadyApplied`), so a refund or a prize is paid at most once.
+    pub close: Option<Close>,
+}
+
+/// The guarded status changes: at most one per WriteSet, so a WriteSet is
+/// applied or skipped as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Close {
+    Job(JobClose),
+    Arena(ArenaClose),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,9 +99,8 @@ impl WriteSet {
             && self.ledger.is_empty()
             && self.inventory.is_empty()
             && self.job_new.is_none()
-            && self.job_close.is_none()
             && self.arena_new.is_none()
-            && self.arena_close.is_none()
+            && self.close.is_none()
     }
 }
 

@@ -16,7 +16,7 @@ use crate::job::{Job, JobStatus, StoredJob};
 use crate::reply::Reply;
 use crate::rules::{self, Context};
 use crate::state::{RecentCommands, UserState};
-use crate::writeset::{CommitOutcome, Transfer, UserRow, WriteSet};
+use crate::writeset::{Close, CommitOutcome, Transfer, UserRow, WriteSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderboardRow {
@@ -327,47 +327,38 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                         }
                     }
                 }
-                // Then job closes: each applies only while its job is queued, so
-                // a refund (or a result) lands once however often it is sent.
+                // Then guarded closes: each applies only from the status its
+                // row must still be in, so a refund, a result or a prize lands
+                // once however often it is sent.
                 for (i, ws) in batch.iter().enumerate() {
-                    let Some(close) = &ws.job_close else { continue };
                     if outcomes[i] != CommitOutcome::Applied {
                         continue;
                     }
-                    let closed = sqlx::query(
-                        "UPDATE jobs SET status = $1, result = $2, finished_ms = $3 \
-                         WHERE id = $4 AND guild_id = $5 AND user_id = $6 AND status = 'queued' RETURNING id",
-                    )
-                    .bind(close.status.as_str())
-                    .bind(close.result.as_deref())
-                    .bind(ws.at_ms)
-                    .bind(close.id.as_str())
-                    .bind(ws.key.guild.get())
-                    .bind(ws.key.user.get())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if closed.is_none() {
-                        outcomes[i] = CommitOutcome::AlreadyApplied;
-                    }
-                }
-                for (i, ws) in batch.iter().enumerate() {
-                    let Some(close) = &ws.arena_close else { continue };
-                    if outcomes[i] != CommitOutcome::Applied {
-                        continue;
-                    }
-                    let closed = sqlx::query(
-                        "UPDATE arena_entries SET status = $1, closed_ms = $2 \
-                         WHERE id = $3 AND guild_id = $4 AND user_id = $5 AND status = $6 RETURNING id",
-                    )
-                    .bind(close.to.as_str())
-                    .bind(ws.at_ms)
-                    .bind(close.id.as_str())
-                    .bind(ws.key.guild.get())
-                    .bind(ws.key.user.get())
-                    .bind(close.from.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if closed.is_none() {
+                    let (g, u) = (ws.key.guild.get(), ws.key.user.get());
+                    let guarded = match &ws.close {
+                        None => continue,
+                        Some(Close::Job(c)) => sqlx::query(
+                            "UPDATE jobs SET status = $1, result = $2, finished_ms = $3 \
+                             WHERE id = $4 AND guild_id = $5 AND user_id = $6 AND status = 'queued' RETURNING id",
+                        )
+                        .bind(c.status.as_str())
+                        .bind(c.result.as_deref())
+                        .bind(ws.at_ms)
+                        .bind(c.id.as_str())
+                        .bind(g)
+                        .bind(u),
+                        Some(Close::Arena(c)) => sqlx::query(
+                            "UPDATE arena_entries SET status = $1, closed_ms = $2 \
+                             WHERE id = $3 AND guild_id = $4 AND user_id = $5 AND status = $6 RETURNING id",
+                        )
+                        .bind(c.to.as_str())
+                        .bind(ws.at_ms)
+                        .bind(c.id.as_str())
+                        .bind(g)
+                        .bind(u)
+                        .bind(c.from.as_str()),
+                    };
+                    if guarded.fetch_optional(&mut *tx).await?.is_none() {
                         outcomes[i] = CommitOutcome::AlreadyApplied;
                     }
                 }
