@@ -242,6 +242,28 @@ both_backends!(a_waiting_player_waits_again_after_a_restart, |backend| {
 });
 
 both_backends!(
+    an_arena_that_panics_is_restarted_and_matches_on,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let rt = start(&db).await;
+        assert!(rt.dispatch(join(1)).await.ok);
+        assert!(rt.panic_system_actor_once("arena"));
+        // The restarted arena read its line back from storage.
+        assert_eq!(status(&rt, 1).await["waiting_in_guild"], 1);
+        assert!(rt.dispatch(join(2)).await.ok);
+        wait_paid(&rt, 1, 1).await;
+        wait_paid(&rt, 2, 1).await;
+        let audit = books_balance(&rt).await;
+        assert_eq!(
+            audit.ledger(Currency::Gold, "arena_prize"),
+            arena::prize(),
+            "one battle, paid once"
+        );
+        db.drop_db().await;
+    }
+);
+
+both_backends!(
     a_battle_fought_but_not_paid_is_paid_after_a_restart,
     |backend| {
         let db = TestDb::new(backend).await;

@@ -357,6 +357,50 @@ both_backends!(
 );
 
 both_backends!(
+    a_queue_that_panics_is_restarted_and_renders_every_job_once,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let gate = Arc::new(Gate::default());
+        let rt = start(&db, config(gate.clone(), 1, 100)).await;
+        let mut ids = Vec::new();
+        for p in ["one", "two", "three"] {
+            let r = rt.dispatch(generate(1, p)).await;
+            assert!(r.ok, "{r:?}");
+            ids.push(r.data["job_id"].as_str().unwrap().to_owned());
+        }
+        // One job rendering (held by the gate), two waiting; then a handler
+        // panics. The supervisor restarts the queue, which reads the line
+        // back from storage.
+        wait_for(&rt, 1, &ids[0], "running").await;
+        assert!(rt.panic_system_actor_once("image"));
+        let listed = jobs(&rt, 1).await;
+        let place = |id: &str| listed.iter().find(|j| j["job_id"] == id).cloned().unwrap();
+        assert_eq!(place(&ids[0])["status"], "running", "{listed:?}");
+        assert_eq!(place(&ids[1])["ahead"], 0, "{listed:?}");
+        assert_eq!(place(&ids[2])["ahead"], 1, "{listed:?}");
+        // And it goes on serving: a job submitted after the restart joins the line.
+        let four = rt.dispatch(generate(2, "four")).await;
+        assert!(four.ok, "{four:?}");
+        let four = four.data["job_id"].as_str().unwrap().to_owned();
+        gate.open();
+        for id in &ids {
+            wait_for(&rt, 1, id, "done").await;
+        }
+        wait_for(&rt, 2, &four, "done").await;
+        ids.push(four);
+        let mut rendered = gate.rendered();
+        rendered.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(rendered, want, "every job rendered once");
+        let after = rt.dispatch(cmd(1, "credits", json!({}))).await;
+        assert_eq!(credits(&after), 20, "charged once each");
+        assert_books_balance(&rt).await;
+        db.drop_db().await;
+    }
+);
+
+both_backends!(
     without_a_renderer_generate_is_refused_and_charges_nothing,
     |backend| {
         let db = TestDb::new(backend).await;

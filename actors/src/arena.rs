@@ -10,16 +10,22 @@
 //! then go to each player's actor, which pays the prize and XP in the same
 //! transaction that moves the entry on to `rewarded`; a result delivered
 //! twice pays once. Results not yet paid when the process stops are sent
-//! again at start, and waiting players wait again.
+//! again at start, and waiting players wait again; the same reload runs
+//! when the supervisor restarts the actor after a panic.
+//!
+//! An actix actor on the system thread (see `system.rs`); the match
+//! transaction runs on the main runtime while the actor's mailbox waits.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use actix::prelude::*;
+use tokio::sync::mpsc;
 
 use crate::domain::arena;
 use crate::ids::{GuildId, UserId, UserKey};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+use crate::system::{self, ActorSystem, PanicOnce};
 use crate::telemetry as m;
 
 /// One player's place in the arena, paid for.
@@ -83,174 +89,359 @@ pub struct StoredEntry {
     pub fought: Option<Fought>,
 }
 
-enum ArenaMail {
-    Enter(ArenaEntry),
-    /// The player left (and was refunded): stop waiting for them.
-    Forget(GuildId, String),
-    Waiting(GuildId, oneshot::Sender<usize>),
-    /// Storage failed during a match: try that guild again.
-    Retry(GuildId),
-}
+/// A paid entry for its guild's line.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Enter(ArenaEntry);
+
+/// The player left (and was refunded): stop waiting for them.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Forget(GuildId, String);
+
+/// Players waiting in a guild.
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct Waiting(GuildId);
 
 /// The handle to the arena actor.
 #[derive(Clone)]
 pub struct ArenaQueue {
-    mailbox: mpsc::UnboundedSender<ArenaMail>,
+    addr: Addr<ArenaActor>,
 }
 
 impl ArenaQueue {
-    /// Starts the arena; each side of each battle goes to `fought`.
+    /// Starts the arena under a supervisor; each side of each battle goes to
+    /// `fought`. At start (and after a restart) it reads storage: waiting
+    /// players wait again, and battles fought but not yet paid are sent on.
     pub fn start(
+        system: &ActorSystem,
         store: Store,
         fought: mpsc::UnboundedSender<Fought>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        // Unbounded: each player has at most one entry, so players bound it.
-        let (tx, rx) = mpsc::unbounded_channel();
+    ) -> Self {
         let actor = ArenaActor {
             store,
-            mailbox: rx,
-            retry: tx.clone(),
+            io: system.io().clone(),
             waiting: HashMap::new(),
             fought,
         };
-        (Self { mailbox: tx }, tokio::spawn(actor.run()))
+        Self {
+            addr: Supervisor::start_in_arbiter(system.arbiter(), |_| actor),
+        }
     }
 
-    /// A paid entry joins its guild's line (also used at start for entries
-    /// left waiting by the previous run).
+    /// A paid entry joins its guild's line. Unbounded (`do_send`): each
+    /// player has at most one entry, so players bound it.
     pub fn enter(&self, entry: ArenaEntry) {
-        let _ = self.mailbox.send(ArenaMail::Enter(entry));
+        self.addr.do_send(Enter(entry));
     }
 
     pub fn forget(&self, guild: GuildId, entry_id: &str) {
-        let _ = self
-            .mailbox
-            .send(ArenaMail::Forget(guild, entry_id.to_owned()));
+        self.addr.do_send(Forget(guild, entry_id.to_owned()));
     }
 
     /// Players waiting in `guild`.
     pub async fn waiting(&self, guild: GuildId) -> usize {
-        let (tx, rx) = oneshot::channel();
-        let _ = self.mailbox.send(ArenaMail::Waiting(guild, tx));
-        rx.await.unwrap_or(0)
+        system::ask(&self.addr, Waiting(guild)).await.unwrap_or(0)
+    }
+
+    /// Test hook: makes the actor's next handler panic.
+    #[doc(hidden)]
+    pub fn panic_once(&self) {
+        self.addr.do_send(PanicOnce);
     }
 }
 
 struct ArenaActor {
     store: Store,
-    mailbox: mpsc::UnboundedReceiver<ArenaMail>,
-    retry: mpsc::UnboundedSender<ArenaMail>,
+    io: tokio::runtime::Handle,
     waiting: HashMap<GuildId, VecDeque<(ArenaEntry, Instant)>>,
     fought: mpsc::UnboundedSender<Fought>,
 }
 
-/// How long to wait before matching again after storage failed.
+/// How long to wait before matching (or reading storage) again after
+/// storage failed.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-impl ArenaActor {
-    async fn run(mut self) {
+impl Actor for ArenaActor {
+    type Context = Context<Self>;
+
+    /// At start and after every restart: the line and the unpaid battles
+    /// are read from storage, the mailbox waiting meanwhile.
+    fn started(&mut self, ctx: &mut Self::Context) {
         metrics::counter!(m::ARENA_BATTLES_TOTAL).increment(0);
+        metrics::counter!(m::SYSTEM_ACTOR_RESTARTS_TOTAL, "actor" => "arena").increment(0);
         self.report();
-        while let Some(mail) = self.mailbox.recv().await {
-            match mail {
-                ArenaMail::Enter(entry) => {
-                    let guild = entry.key.guild;
-                    let line = self.waiting.entry(guild).or_default();
-                    // A resent entry (start-up) must not wait twice.
-                    if !line.iter().any(|(e, _)| e.id == entry.id) {
-                        line.push_back((entry, Instant::now()));
-                    }
-                    self.match_in(guild).await;
-                }
-                ArenaMail::Forget(guild, id) => {
-                    if let Some(line) = self.waiting.get_mut(&guild) {
-                        line.retain(|(e, _)| e.id != id);
-                    }
-                }
-                ArenaMail::Waiting(guild, answer) => {
-                    let _ = answer.send(self.waiting.get(&guild).map_or(0, VecDeque::len));
-                }
-                ArenaMail::Retry(guild) => self.match_in(guild).await,
+        self.reload(ctx);
+    }
+}
+
+impl Supervised for ArenaActor {
+    /// A handler panicked: the lines held in memory may be half-changed, so
+    /// they are dropped and read again from storage by `started`. A match
+    /// that was being written is either durable (its results are re-sent
+    /// from storage and paid once) or not (both players wait again).
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.waiting.clear();
+    }
+}
+
+impl Handler<Enter> for ArenaActor {
+    type Result = ();
+
+    fn handle(&mut self, Enter(entry): Enter, ctx: &mut Self::Context) {
+        system::guarded(self, ctx, "arena", |act, ctx| {
+            let guild = entry.key.guild;
+            if act.line_up(entry) {
+                act.match_in(guild, ctx);
             }
-            self.waiting.retain(|_, line| !line.is_empty());
-            self.report();
+        });
+    }
+}
+
+impl Handler<Forget> for ArenaActor {
+    type Result = ();
+
+    fn handle(&mut self, Forget(guild, id): Forget, ctx: &mut Self::Context) {
+        system::guarded(self, ctx, "arena", |act, _| {
+            if let Some(line) = act.waiting.get_mut(&guild) {
+                line.retain(|(e, _)| e.id != id);
+            }
+            act.report();
+        });
+    }
+}
+
+impl Handler<Waiting> for ArenaActor {
+    type Result = usize;
+
+    fn handle(&mut self, Waiting(guild): Waiting, _: &mut Self::Context) -> usize {
+        self.waiting.get(&guild).map_or(0, VecDeque::len)
+    }
+}
+
+impl Handler<PanicOnce> for ArenaActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PanicOnce, ctx: &mut Self::Context) {
+        system::guarded(self, ctx, "arena", |_, _| {
+            panic!("PanicOnce: a test asked the arena to panic")
+        });
+    }
+}
+
+impl ArenaActor {
+    /// Puts `entry` in its guild's line unless it is there already (an entry
+    /// sent again after a reload). Says whether it was added.
+    fn line_up(&mut self, entry: ArenaEntry) -> bool {
+        let line = self.waiting.entry(entry.key.guild).or_default();
+        if line.iter().any(|(e, _)| e.id == entry.id) {
+            return false;
+        }
+        line.push_back((entry, Instant::now()));
+        self.report();
+        true
+    }
+
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let load = async move { store.arena_open().await };
+        ctx.wait(
+            system::on_main(&self.io, load).map(|loaded, act: &mut Self, ctx| match loaded {
+                Some(Ok(open)) => {
+                    system::guarded(act, ctx, "arena", |act, ctx| act.resume(open, ctx));
+                }
+                failed => {
+                    let why = match failed {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "the read was lost".to_owned(),
+                    };
+                    tracing::warn!(error = %why, "could not read the arena from storage; retrying");
+                    ctx.run_later(RETRY_AFTER, |act, ctx| act.reload(ctx));
+                }
+            }),
+        );
+    }
+
+    /// Waiting players wait again (oldest first, ahead of anyone who joined
+    /// meanwhile); battles fought but not paid go to the players' actors,
+    /// which pay each once.
+    fn resume(&mut self, open: Vec<StoredEntry>, ctx: &mut Context<Self>) {
+        let arrived = std::mem::take(&mut self.waiting);
+        let mut guilds = Vec::new();
+        for stored in open {
+            match (stored.status, stored.fought) {
+                (EntryStatus::Waiting, _) => {
+                    guilds.push(stored.entry.key.guild);
+                    self.line_up(stored.entry);
+                }
+                (EntryStatus::Matched, Some(f)) => {
+                    let _ = self.fought.send(f);
+                }
+                _ => {}
+            }
+        }
+        for (guild, line) in arrived {
+            guilds.push(guild);
+            for (entry, _) in line {
+                self.line_up(entry);
+            }
+        }
+        guilds.sort_unstable();
+        guilds.dedup();
+        for guild in guilds {
+            self.match_in(guild, ctx);
         }
     }
 
-    /// Matches the players waiting in `guild`, two at a time, oldest first.
-    async fn match_in(&mut self, guild: GuildId) {
-        loop {
-            let Some(line) = self.waiting.get_mut(&guild) else {
-                return;
-            };
-            if line.len() < 2 {
-                return;
-            }
-            let (Some(a), Some(b)) = (line.pop_front(), line.pop_front()) else {
-                return;
-            };
-            let (a_won, battle_id) = (
-                arena::first_wins(a.0.power, b.0.power, rand::random()),
-                format!("b{:032x}", rand::random::<u128>()),
-            );
-            let started = Instant::now();
+    /// Matches the two oldest players waiting in `guild`, if there are two.
+    /// The mailbox waits while the match is written, then the next pair is
+    /// tried: one battle at a time, as the match transaction requires.
+    fn match_in(&mut self, guild: GuildId, ctx: &mut Context<Self>) {
+        let Some(line) = self.waiting.get_mut(&guild) else {
+            return;
+        };
+        if line.len() < 2 {
+            return;
+        }
+        let (Some(a), Some(b)) = (line.pop_front(), line.pop_front()) else {
+            return;
+        };
+        self.report();
+        let battle = Battle {
+            guild,
+            a_won: arena::first_wins(a.0.power, b.0.power, rand::random()),
+            id: format!("b{:032x}", rand::random::<u128>()),
+            started: Instant::now(),
+            a,
+            b,
+        };
+        let store = self.store.clone();
+        let (ea, eb, id, a_won) = (
+            battle.a.0.clone(),
+            battle.b.0.clone(),
+            battle.id.clone(),
+            battle.a_won,
+        );
+        let write = async move {
             let at = crate::config::unix_ms();
-            match self
-                .store
-                .arena_match(&a.0, &b.0, &battle_id, a_won, arena::prize(), at)
-                .await
-            {
-                Ok(true) => {
-                    metrics::histogram!(m::QUEUE_RUN_SECONDS, "queue" => "arena")
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::counter!(m::ARENA_BATTLES_TOTAL).increment(1);
-                    for (me, them, won) in [(&a, &b, a_won), (&b, &a, !a_won)] {
-                        metrics::histogram!(m::QUEUE_WAIT_SECONDS, "queue" => "arena")
-                            .record(me.1.elapsed().as_secs_f64());
-                        let _ = self.fought.send(Fought {
-                            entry: me.0.clone(),
-                            battle_id: battle_id.clone(),
-                            opponent: them.0.key.user,
-                            won,
-                            prize: if won { arena::prize() } else { 0 },
-                        });
-                    }
-                }
-                Ok(false) => {
-                    // One of them left first. Whoever is still waiting keeps
-                    // their place at the front.
-                    for side in [b, a] {
-                        match self.store.arena_entry(&side.0.id).await {
-                            Ok(Some(s)) if s.status == EntryStatus::Waiting => {
-                                self.line(guild).push_front(side);
-                            }
-                            Ok(_) => {}
-                            Err(_) => self.line(guild).push_front(side),
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "arena match failed; retrying");
-                    let line = self.line(guild);
-                    line.push_front(b);
-                    line.push_front(a);
-                    let retry = self.retry.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(RETRY_AFTER).await;
-                        let _ = retry.send(ArenaMail::Retry(guild));
-                    });
-                    return;
-                }
-            }
-        }
+            let matched = store
+                .arena_match(&ea, &eb, &id, a_won, arena::prize(), at)
+                .await;
+            // Who is still waiting, if one of them left first.
+            let still = match &matched {
+                Ok(false) => Some((
+                    still_waiting(&store, &ea.id).await,
+                    still_waiting(&store, &eb.id).await,
+                )),
+                _ => None,
+            };
+            Written { matched, still }
+        };
+        ctx.wait(
+            system::on_main(&self.io, write).map(move |written, act: &mut Self, ctx| {
+                system::guarded(act, ctx, "arena", |act, ctx| {
+                    act.matched(battle, written, ctx)
+                });
+            }),
+        );
     }
 
-    fn line(&mut self, guild: GuildId) -> &mut VecDeque<(ArenaEntry, Instant)> {
-        self.waiting.entry(guild).or_default()
+    fn matched(&mut self, battle: Battle, written: Option<Written>, ctx: &mut Context<Self>) {
+        let Battle {
+            guild,
+            a,
+            b,
+            a_won,
+            id: battle_id,
+            started,
+        } = battle;
+        match written {
+            Some(Written {
+                matched: Ok(true), ..
+            }) => {
+                metrics::histogram!(m::QUEUE_RUN_SECONDS, "queue" => "arena")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!(m::ARENA_BATTLES_TOTAL).increment(1);
+                for (me, them, won) in [(&a, &b, a_won), (&b, &a, !a_won)] {
+                    metrics::histogram!(m::QUEUE_WAIT_SECONDS, "queue" => "arena")
+                        .record(me.1.elapsed().as_secs_f64());
+                    let _ = self.fought.send(Fought {
+                        entry: me.0.clone(),
+                        battle_id: battle_id.clone(),
+                        opponent: them.0.key.user,
+                        won,
+                        prize: if won { arena::prize() } else { 0 },
+                    });
+                }
+                self.match_in(guild, ctx);
+            }
+            Some(Written {
+                matched: Ok(false),
+                still,
+            }) => {
+                // One of them left first. Whoever is still waiting keeps
+                // their place at the front (when unsure, they wait: a stale
+                // entry fails the next match's guard and is dropped then).
+                let (a_waits, b_waits) = still.unwrap_or((true, true));
+                let line = self.waiting.entry(guild).or_default();
+                for (side, waits) in [(b, b_waits), (a, a_waits)] {
+                    if waits {
+                        line.push_front(side);
+                    }
+                }
+                self.report();
+                self.match_in(guild, ctx);
+            }
+            failed => {
+                let why = match failed {
+                    Some(Written {
+                        matched: Err(e), ..
+                    }) => e.to_string(),
+                    _ => "the write was lost".to_owned(),
+                };
+                tracing::warn!(error = %why, "arena match failed; retrying");
+                let line = self.waiting.entry(guild).or_default();
+                line.push_front(b);
+                line.push_front(a);
+                self.report();
+                ctx.run_later(RETRY_AFTER, move |act, ctx| act.match_in(guild, ctx));
+            }
+        }
     }
 
     fn report(&self) {
         let waiting: usize = self.waiting.values().map(VecDeque::len).sum();
         metrics::gauge!(m::QUEUE_DEPTH, "queue" => "arena").set(waiting as f64);
+    }
+}
+
+/// A player in line, and since when.
+type Waiter = (ArenaEntry, Instant);
+
+/// Two players taken from a line to fight, while their match is written.
+struct Battle {
+    guild: GuildId,
+    a: Waiter,
+    b: Waiter,
+    a_won: bool,
+    id: String,
+    started: Instant,
+}
+
+/// What writing a match found: whether both still waited (and the match
+/// is durable), and if not, which of the two still wait.
+struct Written {
+    matched: Result<bool, StoreError>,
+    still: Option<(bool, bool)>,
+}
+
+/// Whether the entry is still waiting in storage; when storage cannot say,
+/// yes (see `matched`).
+async fn still_waiting(store: &Store, id: &str) -> bool {
+    match store.arena_entry(id).await {
+        Ok(Some(s)) => s.status == EntryStatus::Waiting,
+        Ok(None) => false,
+        Err(_) => true,
     }
 }

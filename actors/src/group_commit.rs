@@ -5,16 +5,24 @@
 //! since its first WriteSet. While one batch commits, the next one fills: under
 //! load, batches grow by themselves and one fsync serves many commands.
 //! The queue is bounded: past `backlog`, `submit` says busy at once.
+//!
+//! An actix actor on the system thread (see `system.rs`): it only batches;
+//! each transaction runs on the main runtime, and its end comes back as a
+//! `SlotFree` message. Player actors reach it through `submit`, which answers
+//! on a oneshot channel, so no player task ever waits on actix's mailbox.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use actix::prelude::*;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::config::unix_ms;
 use crate::store::{Store, StoreError};
+use crate::system::ActorSystem;
 use crate::telemetry as m;
 use crate::writeset::{CommitOutcome, WriteSet};
 
@@ -69,11 +77,15 @@ pub struct Busy;
 
 pub type CommitResult = Result<CommitOutcome, CommitError>;
 
+#[derive(Message)]
+#[rtype(result = "()")]
 struct Request {
     writes: WriteSet,
     done: oneshot::Sender<CommitResult>,
     /// The command's span: the batch's span links to each one it commits.
     span: tracing::Span,
+    /// When it was queued: a batch closes `max_wait` after its oldest.
+    at: Instant,
 }
 
 /// Progress the watchdog and readiness look at.
@@ -99,54 +111,75 @@ pub struct CommitProgress {
 /// The handle: cheap to clone, hides the mailbox.
 #[derive(Clone)]
 pub struct GroupCommit {
-    tx: mpsc::Sender<Request>,
+    addr: Addr<Committer>,
+    /// WriteSets accepted and not yet in a committing batch: what the
+    /// backlog limit bounds. Counted here rather than by the mailbox because
+    /// actix's bounded `try_send` gives every `Addr` clone a slot of its own.
+    backlog: Arc<AtomicUsize>,
+    limit: usize,
     progress: Arc<CommitProgress>,
 }
 
 impl GroupCommit {
-    pub fn start(
-        store: Store,
-        mut config: GroupCommitConfig,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the persistence actor on the system thread; its transactions
+    /// run on the main runtime.
+    pub fn start(system: &ActorSystem, store: Store, mut config: GroupCommitConfig) -> Self {
         if config.parallel == 0 {
             config.parallel = match store.backend() {
                 crate::store::Backend::Sqlite => 1,
                 crate::store::Backend::Postgres => 3,
             };
         }
-        let (tx, rx) = mpsc::channel(config.backlog.max(1));
         let progress = Arc::new(CommitProgress::default());
-        let actor = Committer {
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let limit = config.backlog.max(1);
+        let committer = Committer {
+            free_slots: config.parallel.max(1),
             writer: Arc::new(Writer {
                 store,
                 config,
                 progress: progress.clone(),
                 seen: AtomicU64::new(0),
             }),
-            rx,
+            pending: VecDeque::new(),
+            timer: None,
+            backlog: backlog.clone(),
+            io: system.io().clone(),
         };
-        (Self { tx, progress }, tokio::spawn(actor.run()))
+        let addr = Committer::start_in_arbiter(system.arbiter(), |_| committer);
+        Self {
+            addr,
+            backlog,
+            limit,
+            progress,
+        }
     }
 
     /// Queues `writes`; the receiver answers once they are durable (or not).
     pub fn submit(&self, writes: WriteSet) -> Result<oneshot::Receiver<CommitResult>, Busy> {
+        if self.backlog.fetch_add(1, Ordering::Relaxed) >= self.limit {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            return Err(Busy);
+        }
         let (done, rx) = oneshot::channel();
-        self.tx
-            .try_send(Request {
-                writes,
-                done,
-                span: tracing::Span::current(),
-            })
-            .map_err(|_| Busy)?;
+        // Past the admission above the mailbox must never refuse: `do_send`
+        // queues whatever its fill. If the actor has stopped (shutdown) the
+        // WriteSet is dropped unwritten and the caller hears "unknown".
+        self.addr.do_send(Request {
+            writes,
+            done,
+            span: tracing::Span::current(),
+            at: Instant::now(),
+        });
         Ok(rx)
     }
 
     pub fn backlog(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.backlog.load(Ordering::Relaxed)
     }
 
     pub fn backlog_limit(&self) -> usize {
-        self.tx.max_capacity()
+        self.limit
     }
 
     pub fn progress(&self) -> &CommitProgress {
@@ -162,17 +195,15 @@ struct Batch {
     span: tracing::Span,
 }
 
-impl Default for Batch {
-    fn default() -> Self {
+impl Batch {
+    fn with_capacity(n: usize) -> Self {
         Self {
-            writes: Vec::new(),
-            dones: Vec::new(),
+            writes: Vec::with_capacity(n),
+            dones: Vec::with_capacity(n),
             span: tracing::info_span!("group_commit", writesets = tracing::field::Empty),
         }
     }
-}
 
-impl Batch {
     fn push(&mut self, r: Request) {
         self.writes.push(r.writes);
         self.dones.push(r.done);
@@ -186,9 +217,96 @@ impl Batch {
     }
 }
 
+/// The persistence actor. It owns the WriteSets waiting for a batch and the
+/// free commit slots; the transactions themselves run on the main runtime.
 struct Committer {
     writer: Arc<Writer>,
-    rx: mpsc::Receiver<Request>,
+    pending: VecDeque<Request>,
+    /// Commit slots not in use: at most `parallel` batches commit at once.
+    free_slots: usize,
+    /// The batch deadline, armed while WriteSets wait for a free slot's batch.
+    timer: Option<SpawnHandle>,
+    backlog: Arc<AtomicUsize>,
+    io: tokio::runtime::Handle,
+}
+
+impl Actor for Committer {
+    type Context = Context<Self>;
+}
+
+impl Handler<Request> for Committer {
+    type Result = ();
+
+    fn handle(&mut self, request: Request, ctx: &mut Self::Context) {
+        self.pending.push_back(request);
+        self.flush_due(ctx);
+    }
+}
+
+/// A batch finished committing: its slot is free again.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SlotFree;
+
+impl Handler<SlotFree> for Committer {
+    type Result = ();
+
+    fn handle(&mut self, _: SlotFree, ctx: &mut Self::Context) {
+        self.free_slots += 1;
+        self.flush_due(ctx);
+    }
+}
+
+impl Committer {
+    /// Starts a batch for each free slot whose batch is due: full, or its
+    /// oldest WriteSet has waited `max_wait`. Otherwise arms the deadline.
+    /// A batch is closed only once a slot is free, so with one slot
+    /// everything that queued up during a commit goes into the next batch.
+    fn flush_due(&mut self, ctx: &mut Context<Self>) {
+        let (max_batch, max_wait) = (self.writer.config.max_batch, self.writer.config.max_wait);
+        while self.free_slots > 0 {
+            let Some(oldest) = self.pending.front() else {
+                return;
+            };
+            let waited = oldest.at.elapsed();
+            if self.pending.len() < max_batch && waited < max_wait {
+                if self.timer.is_none() {
+                    let handle = ctx.run_later(max_wait - waited, |act, ctx| {
+                        act.timer = None;
+                        act.flush_due(ctx);
+                    });
+                    self.timer = Some(handle);
+                }
+                return;
+            }
+            self.start_batch(ctx);
+        }
+    }
+
+    /// Takes up to `max_batch` WriteSets and commits them on the main runtime.
+    fn start_batch(&mut self, ctx: &mut Context<Self>) {
+        let n = self.pending.len().min(self.writer.config.max_batch);
+        let mut batch = Batch::with_capacity(n);
+        for r in self.pending.drain(..n) {
+            batch.push(r);
+        }
+        self.free_slots -= 1;
+        let waiting = self.backlog.fetch_sub(n, Ordering::Relaxed) - n;
+        metrics::gauge!(m::PERSISTENCE_BACKLOG).set(waiting as f64);
+        let writer = self.writer.clone();
+        if writer.progress.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            writer
+                .progress
+                .last_commit_ms
+                .store(unix_ms(), Ordering::Relaxed);
+        }
+        let me = ctx.address();
+        self.io.spawn(async move {
+            writer.commit(batch).await;
+            writer.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
+            me.do_send(SlotFree);
+        });
+    }
 }
 
 /// What a commit needs, shared by the batches committing at once.
@@ -222,62 +340,6 @@ fn is_transient(e: &StoreError) -> bool {
         ) => false,
         StoreError::Db(_) => true,
         StoreError::Migrate(_) | StoreError::Corrupt(_) | StoreError::Config(_) => false,
-    }
-}
-
-impl Committer {
-    /// Fills a batch, hands it to a commit task, and fills the next one. At
-    /// most `parallel` batches commit at once; a batch is filled only once a
-    /// commit slot is free, so with one slot everything that queued up during
-    /// a commit goes into the next batch.
-    async fn run(mut self) {
-        let parallel = self.writer.config.parallel.max(1);
-        let slots = Arc::new(tokio::sync::Semaphore::new(parallel));
-        loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let Some(first) = self.rx.recv().await else {
-                return;
-            };
-            let mut batch = Batch::default();
-            batch.push(first);
-            self.fill(&mut batch).await;
-            metrics::gauge!(m::PERSISTENCE_BACKLOG).set(self.rx.len() as f64);
-            let writer = self.writer.clone();
-            if writer.progress.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
-                writer
-                    .progress
-                    .last_commit_ms
-                    .store(unix_ms(), Ordering::Relaxed);
-            }
-            tokio::spawn(async move {
-                writer.commit(batch).await;
-                writer.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
-                drop(slot);
-            });
-        }
-    }
-
-    /// Takes what is already queued, then waits up to `max_wait` for more.
-    async fn fill(&mut self, batch: &mut Batch) {
-        let config = &self.writer.config;
-        let deadline = tokio::time::Instant::now() + config.max_wait;
-        loop {
-            while batch.len() < config.max_batch {
-                match self.rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-            if batch.len() >= config.max_batch || config.max_wait.is_zero() {
-                return;
-            }
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(r)) => batch.push(r),
-                _ => return,
-            }
-        }
     }
 }
 

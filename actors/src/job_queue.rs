@@ -7,23 +7,31 @@
 //! on its `finished` channel, and the runtime hands that to the player's
 //! actor, which records the result or the refund (once: storage closes a job
 //! only while it is still `queued`). A crash loses nothing: jobs still
-//! `queued` in storage are taken up again at start.
+//! `queued` in storage are lined up again when the actor starts, and again
+//! when its supervisor restarts it after a panic.
+//!
+//! An actix actor on the system thread (see `system.rs`); renders run on the
+//! main runtime and come back to it as `RenderEnded` messages.
 //!
 //! Admission is bounded: `try_reserve` counts jobs waiting or running and
 //! says no past `capacity`, before anything is charged.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinSet};
+use actix::prelude::*;
+use futures::FutureExt;
+use tokio::sync::mpsc;
 
 use crate::domain::credits::Workflow;
 use crate::job::{Job, Rendered};
+use crate::store::Store;
+use crate::system::{self, ActorSystem, PanicOnce};
 use crate::telemetry as m;
 
 /// A generation backend. The application supplies one (an HTTP service);
@@ -97,69 +105,67 @@ pub struct Finished {
     pub rendered: Rendered,
 }
 
-enum QueueMail {
-    Submit(Job, Instant),
-    /// The job was cancelled (and refunded): drop it, or stop rendering it.
-    Forget(String),
-    Places(Vec<String>, oneshot::Sender<Vec<Option<Place>>>),
-}
-
 /// The handle to one queue actor. Cheap to clone.
 #[derive(Clone)]
 pub struct JobQueue {
     workflow: Workflow,
-    mailbox: mpsc::UnboundedSender<QueueMail>,
-    /// Jobs reserved, waiting or running: what admission counts.
-    admitted: Arc<AtomicUsize>,
+    addr: Addr<QueueActor>,
+    /// Places held by reservations whose job has not reached the actor yet.
+    reserved: Arc<AtomicUsize>,
+    /// Jobs in line (waiting or running), as the actor last counted them.
+    lined: Arc<AtomicUsize>,
     capacity: usize,
 }
 
 /// A place in the queue held for a job about to be charged. Dropped without
 /// `submit` (the charge was refused or failed), it frees the place.
 pub struct Reservation {
-    admitted: Arc<AtomicUsize>,
+    reserved: Arc<AtomicUsize>,
     /// Jobs ahead of this one when reserved.
     pub ahead: usize,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.admitted.fetch_sub(1, Ordering::Relaxed);
+        self.reserved.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl JobQueue {
-    /// Starts the queue actor for `workflow`; finished jobs go to `finished`.
+    /// Starts the queue actor for `workflow` under a supervisor; finished
+    /// jobs go to `finished`. The actor lines up the jobs storage holds as
+    /// queued for its workflow when it starts, and again after a restart.
     pub fn start(
+        system: &ActorSystem,
         workflow: Workflow,
         config: JobQueueConfig,
+        store: Store,
         render: Arc<dyn Render>,
         finished: mpsc::UnboundedSender<Finished>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        // Unbounded, because admission is bounded by `admitted` instead: a
-        // charged job must never be turned away at the door.
-        let (tx, rx) = mpsc::unbounded_channel();
-        let admitted = Arc::new(AtomicUsize::new(0));
+    ) -> Self {
+        let reserved = Arc::new(AtomicUsize::new(0));
+        let lined = Arc::new(AtomicUsize::new(0));
         let actor = QueueActor {
             workflow,
-            mailbox: rx,
+            store,
+            io: system.io().clone(),
             waiting: VecDeque::new(),
-            running: JoinSet::new(),
-            running_ids: Vec::new(),
+            running: Vec::new(),
             concurrency: config.concurrency.max(1),
             timeout: config.timeout,
             render,
             finished,
-            admitted: admitted.clone(),
+            reserved: reserved.clone(),
+            lined: lined.clone(),
         };
-        let handle = tokio::spawn(actor.run());
-        let queue = Self {
+        let addr = Supervisor::start_in_arbiter(system.arbiter(), |_| actor);
+        Self {
             workflow,
-            mailbox: tx,
-            admitted,
+            addr,
+            reserved,
+            lined,
             capacity: config.capacity.max(1),
-        };
-        (queue, handle)
+        }
     }
 
     pub fn workflow(&self) -> Workflow {
@@ -168,61 +174,60 @@ impl JobQueue {
 
     /// Holds a place for a job, or `None` if the queue is full.
     pub fn try_reserve(&self) -> Option<Reservation> {
-        let mut now = self.admitted.load(Ordering::Relaxed);
+        let mut held = self.reserved.load(Ordering::Relaxed);
         loop {
-            if now >= self.capacity {
+            let ahead = held + self.lined.load(Ordering::Relaxed);
+            if ahead >= self.capacity {
                 return None;
             }
-            match self.admitted.compare_exchange_weak(
-                now,
-                now + 1,
+            match self.reserved.compare_exchange_weak(
+                held,
+                held + 1,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
                     return Some(Reservation {
-                        admitted: self.admitted.clone(),
-                        ahead: now,
+                        reserved: self.reserved.clone(),
+                        ahead,
                     })
                 }
-                Err(actual) => now = actual,
+                Err(actual) => held = actual,
             }
         }
     }
 
     /// Puts a charged job in line, in the place `reservation` held.
     pub fn submit(&self, reservation: Reservation, job: Job) {
-        // The place is now the actor's to free, when the job leaves.
+        // The place is now the actor's to free, when it lines the job up.
         std::mem::forget(reservation);
-        self.send(QueueMail::Submit(job, Instant::now()));
-    }
-
-    /// Puts a job taken up again after a restart in line. Not bounded by
-    /// capacity: these were charged before the restart.
-    pub fn resume(&self, job: Job) {
-        self.admitted.fetch_add(1, Ordering::Relaxed);
-        self.send(QueueMail::Submit(job, Instant::now()));
+        // Unbounded on purpose (`do_send`): admission is bounded by the
+        // reservation instead, and a charged job must never be turned away.
+        // If the actor has stopped (shutdown), the job stays queued in
+        // storage and is lined up at the next start.
+        self.addr.do_send(Submit {
+            job,
+            reserved: true,
+        });
     }
 
     /// The job was cancelled and refunded: stop spending work on it.
     pub fn forget(&self, job_id: &str) {
-        self.send(QueueMail::Forget(job_id.to_owned()));
+        self.addr.do_send(Forget(job_id.to_owned()));
     }
 
     /// Where each of `ids` stands; `None` for a job not in this queue.
     pub async fn places(&self, ids: Vec<String>) -> Vec<Option<Place>> {
         let n = ids.len();
-        let (tx, rx) = oneshot::channel();
-        self.send(QueueMail::Places(ids, tx));
-        rx.await.unwrap_or_else(|_| vec![None; n])
+        system::ask(&self.addr, Places(ids))
+            .await
+            .unwrap_or_else(|| vec![None; n])
     }
 
-    fn send(&self, mail: QueueMail) {
-        // Fails only once the actor has stopped (shutdown); jobs still queued
-        // in storage are taken up at the next start.
-        if self.mailbox.send(mail).is_err() {
-            tracing::debug!(queue = self.workflow.as_str(), "job queue stopped");
-        }
+    /// Test hook: makes the actor's next handler panic.
+    #[doc(hidden)]
+    pub fn panic_once(&self) {
+        self.addr.do_send(PanicOnce);
     }
 }
 
@@ -251,113 +256,249 @@ impl Queues {
     }
 }
 
+/// A charged job for the line.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Submit {
+    job: Job,
+    /// It holds a reservation, which the actor frees when it lines it up.
+    reserved: bool,
+}
+
+/// The job was cancelled (and refunded): drop it, or stop rendering it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Forget(String);
+
+#[derive(Message)]
+#[rtype(result = "Vec<Option<Place>>")]
+struct Places(Vec<String>);
+
+/// A render ended (on the main runtime); `started` is when it began.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RenderEnded {
+    job: Job,
+    rendered: Rendered,
+    started: Instant,
+}
+
+/// A job rendering on the main runtime.
+struct Running {
+    id: String,
+    task: tokio::task::AbortHandle,
+}
+
+/// How long to wait before reading storage again when the reload failed.
+const RELOAD_RETRY: Duration = Duration::from_secs(1);
+
 struct QueueActor {
     workflow: Workflow,
-    mailbox: mpsc::UnboundedReceiver<QueueMail>,
+    store: Store,
+    io: tokio::runtime::Handle,
     waiting: VecDeque<(Job, Instant)>,
-    running: JoinSet<(Job, Rendered, Instant)>,
-    /// Ids of running jobs with their tasks, so a cancelled one can be stopped.
-    running_ids: Vec<(String, AbortHandle)>,
+    running: Vec<Running>,
     concurrency: usize,
     timeout: Duration,
     render: Arc<dyn Render>,
     finished: mpsc::UnboundedSender<Finished>,
-    admitted: Arc<AtomicUsize>,
+    reserved: Arc<AtomicUsize>,
+    lined: Arc<AtomicUsize>,
 }
 
-impl QueueActor {
-    async fn run(mut self) {
+impl Actor for QueueActor {
+    type Context = Context<Self>;
+
+    /// At start and after every restart: line up what storage holds.
+    fn started(&mut self, ctx: &mut Self::Context) {
         let queue = self.workflow.as_str();
         for outcome in ["done", "failed", "cancelled"] {
             metrics::counter!(m::JOBS_TOTAL, "queue" => queue, "outcome" => outcome).increment(0);
         }
+        metrics::counter!(m::SYSTEM_ACTOR_RESTARTS_TOTAL, "actor" => queue).increment(0);
         self.report();
-        loop {
-            tokio::select! {
-                mail = self.mailbox.recv() => match mail {
-                    Some(mail) => self.handle(mail),
-                    None => break,
-                },
-                Some(joined) = self.running.join_next(), if !self.running.is_empty() => {
-                    match joined {
-                        Ok((job, rendered, started)) => self.finish(job, rendered, started),
-                        // Aborted because the job was cancelled: already counted.
-                        Err(e) if e.is_cancelled() => {}
-                        // The render task panicked: the job stays queued in
-                        // storage and is taken up again at the next start.
-                        Err(e) => tracing::error!(queue, error = %e, "a render task panicked"),
-                    }
-                }
+        self.reload(ctx);
+    }
+}
+
+impl Supervised for QueueActor {
+    /// A handler panicked: what the line held in memory may be half-changed,
+    /// so it is dropped and read again from storage by `started`. Renders in
+    /// flight go on; they report back as usual, so none runs twice.
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.waiting.clear();
+    }
+}
+
+impl Handler<Submit> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Submit, ctx: &mut Self::Context) {
+        system::guarded(self, ctx, self.workflow.as_str(), |act, ctx| {
+            if msg.reserved {
+                act.reserved.fetch_sub(1, Ordering::Relaxed);
             }
-            self.start_waiting();
-            self.report();
-        }
+            // A job storage already lined up after a reload must not wait twice.
+            if !act.knows(&msg.job.id) {
+                act.waiting.push_back((msg.job, Instant::now()));
+            }
+            act.start_waiting(ctx);
+        });
+    }
+}
+
+impl Handler<Forget> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, Forget(id): Forget, ctx: &mut Self::Context) {
+        system::guarded(self, ctx, self.workflow.as_str(), |act, ctx| {
+            if let Some(i) = act.waiting.iter().position(|(j, _)| j.id == id) {
+                act.waiting.remove(i);
+                act.leave("cancelled");
+            } else if let Some(i) = act.running.iter().position(|r| r.id == id) {
+                act.running.swap_remove(i).task.abort();
+                act.leave("cancelled");
+            }
+            act.start_waiting(ctx);
+        });
+    }
+}
+
+impl Handler<Places> for QueueActor {
+    type Result = MessageResult<Places>;
+
+    fn handle(&mut self, Places(ids): Places, _: &mut Self::Context) -> Self::Result {
+        let places = ids
+            .iter()
+            .map(|id| {
+                if self.running.iter().any(|r| &r.id == id) {
+                    Some(Place::Running)
+                } else {
+                    self.waiting
+                        .iter()
+                        .position(|(j, _)| &j.id == id)
+                        .map(|ahead| Place::Waiting { ahead })
+                }
+            })
+            .collect();
+        MessageResult(places)
+    }
+}
+
+impl Handler<RenderEnded> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RenderEnded, ctx: &mut Self::Context) {
+        system::guarded(self, ctx, self.workflow.as_str(), |act, ctx| {
+            act.finish(msg.job, msg.rendered, msg.started);
+            act.start_waiting(ctx);
+        });
+    }
+}
+
+impl Handler<PanicOnce> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PanicOnce, ctx: &mut Self::Context) {
+        system::guarded(self, ctx, self.workflow.as_str(), |_, _| {
+            panic!("PanicOnce: a test asked the job queue to panic")
+        });
+    }
+}
+
+impl QueueActor {
+    fn knows(&self, id: &str) -> bool {
+        self.running.iter().any(|r| r.id == id) || self.waiting.iter().any(|(j, _)| j.id == id)
     }
 
-    fn handle(&mut self, mail: QueueMail) {
-        match mail {
-            QueueMail::Submit(job, at) => self.waiting.push_back((job, at)),
-            QueueMail::Forget(id) => {
-                if let Some(i) = self.waiting.iter().position(|(j, _)| j.id == id) {
-                    self.waiting.remove(i);
-                    self.leave("cancelled");
-                } else if let Some(i) = self.running_ids.iter().position(|(j, _)| *j == id) {
-                    let (_, task) = self.running_ids.swap_remove(i);
-                    task.abort();
-                    self.leave("cancelled");
+    /// Reads this workflow's queued jobs and lines up those not in line yet,
+    /// oldest first, ahead of what arrived meanwhile (newer by construction).
+    /// The mailbox waits while storage is read, so nothing starts out of order.
+    fn reload(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let load = async move { store.open_jobs().await };
+        ctx.wait(
+            system::on_main(&self.io, load).map(|loaded, act: &mut Self, ctx| match loaded {
+                Some(Ok(stored)) => {
+                    system::guarded(act, ctx, act.workflow.as_str(), |act, ctx| {
+                        act.line_up(stored.into_iter().map(|s| s.job).collect());
+                        act.start_waiting(ctx);
+                    });
                 }
-            }
-            QueueMail::Places(ids, answer) => {
-                let places = ids
-                    .iter()
-                    .map(|id| {
-                        if self.running_ids.iter().any(|(j, _)| j == id) {
-                            Some(Place::Running)
-                        } else {
-                            self.waiting
-                                .iter()
-                                .position(|(j, _)| &j.id == id)
-                                .map(|ahead| Place::Waiting { ahead })
-                        }
-                    })
-                    .collect();
-                let _ = answer.send(places);
-            }
-        }
+                failed => {
+                    let why = match failed {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "the read was lost".to_owned(),
+                    };
+                    tracing::warn!(queue = act.workflow.as_str(), error = %why, "could not read queued jobs; retrying");
+                    ctx.run_later(RELOAD_RETRY, |act, ctx| act.reload(ctx));
+                }
+            }),
+        );
     }
 
-    fn start_waiting(&mut self) {
-        while self.running_ids.len() < self.concurrency {
+    fn line_up(&mut self, stored: Vec<Job>) {
+        let now = Instant::now();
+        let mut line: VecDeque<(Job, Instant)> = stored
+            .into_iter()
+            .filter(|j| j.workflow == self.workflow && !self.knows(&j.id))
+            .map(|j| (j, now))
+            .collect();
+        if !line.is_empty() {
+            tracing::info!(
+                queue = self.workflow.as_str(),
+                jobs = line.len(),
+                "lined up jobs queued in storage"
+            );
+        }
+        line.extend(self.waiting.drain(..));
+        self.waiting = line;
+        self.report();
+    }
+
+    /// Starts waiting jobs while fewer than `concurrency` run. Each render
+    /// runs on the main runtime and reports back with `RenderEnded`.
+    fn start_waiting(&mut self, ctx: &mut Context<Self>) {
+        while self.running.len() < self.concurrency {
             let Some((job, enqueued)) = self.waiting.pop_front() else {
-                return;
+                break;
             };
             metrics::histogram!(m::QUEUE_WAIT_SECONDS, "queue" => self.workflow.as_str())
                 .record(enqueued.elapsed().as_secs_f64());
-            let render = self.render.clone();
-            let timeout = self.timeout;
+            let (render, timeout, me) = (self.render.clone(), self.timeout, ctx.address());
             let id = job.id.clone();
-            let task = self.running.spawn(async move {
+            let task = self.io.spawn(async move {
                 let started = Instant::now();
-                let rendered = match tokio::time::timeout(timeout, render.render(&job)).await {
-                    Ok(r) => r,
+                let rendering = AssertUnwindSafe(render.render(&job)).catch_unwind();
+                let rendered = match tokio::time::timeout(timeout, rendering).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Rendered::Failed("the renderer crashed on this job".into()),
                     Err(_) => Rendered::Failed(format!(
                         "rendering took longer than {} s",
                         timeout.as_secs()
                     )),
                 };
-                (job, rendered, started)
+                me.do_send(RenderEnded {
+                    job,
+                    rendered,
+                    started,
+                });
             });
-            self.running_ids.push((id, task));
+            self.running.push(Running {
+                id,
+                task: task.abort_handle(),
+            });
         }
+        self.report();
     }
 
     fn finish(&mut self, job: Job, rendered: Rendered, started: Instant) {
         let queue = self.workflow.as_str();
-        let Some(i) = self.running_ids.iter().position(|(j, _)| *j == job.id) else {
+        let Some(i) = self.running.iter().position(|r| r.id == job.id) else {
             // Cancelled while it finished: the refund stands, drop the result.
             return;
         };
-        self.running_ids.swap_remove(i);
+        self.running.swap_remove(i);
         metrics::histogram!(m::QUEUE_RUN_SECONDS, "queue" => queue)
             .record(started.elapsed().as_secs_f64());
         self.leave(match rendered {
@@ -372,15 +513,17 @@ impl QueueActor {
     }
 
     fn leave(&mut self, outcome: &'static str) {
-        self.admitted.fetch_sub(1, Ordering::Relaxed);
         metrics::counter!(m::JOBS_TOTAL, "queue" => self.workflow.as_str(), "outcome" => outcome)
             .increment(1);
+        self.report();
     }
 
     fn report(&self) {
         let queue = self.workflow.as_str();
+        self.lined
+            .store(self.waiting.len() + self.running.len(), Ordering::Relaxed);
         metrics::gauge!(m::QUEUE_DEPTH, "queue" => queue).set(self.waiting.len() as f64);
-        metrics::gauge!(m::QUEUE_RUNNING, "queue" => queue).set(self.running_ids.len() as f64);
+        metrics::gauge!(m::QUEUE_RUNNING, "queue" => queue).set(self.running.len() as f64);
     }
 }
 
@@ -388,6 +531,7 @@ impl QueueActor {
 mod tests {
     use super::*;
     use crate::ids::{GuildId, UserId, UserKey};
+    use crate::store::StoreOptions;
 
     fn job(n: u32) -> Job {
         Job {
@@ -400,20 +544,41 @@ mod tests {
         }
     }
 
-    fn start(concurrency: usize, capacity: usize) -> (JobQueue, mpsc::UnboundedReceiver<Finished>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let render = Arc::new(SimulatedRender::new(Duration::from_millis(50), 0));
+    /// A queue over an empty store, with its system thread and data dir.
+    struct Fixture {
+        queue: JobQueue,
+        done: mpsc::UnboundedReceiver<Finished>,
+        _system: ActorSystem,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start(concurrency: usize, capacity: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(dir.path(), &StoreOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let system = ActorSystem::start().unwrap();
+        let (tx, done) = mpsc::unbounded_channel();
+        let render = Arc::new(SimulatedRender::new(Duration::from_millis(20), 0));
         let config = JobQueueConfig {
             concurrency,
             capacity,
             timeout: Duration::from_secs(5),
         };
-        (JobQueue::start(Workflow::Image, config, render, tx).0, rx)
+        let queue = JobQueue::start(&system, Workflow::Image, config, store, render, tx);
+        Fixture {
+            queue,
+            done,
+            _system: system,
+            _dir: dir,
+        }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn runs_jobs_in_order_at_most_concurrency_at_once() {
-        let (q, mut done) = start(1, 10);
+        let mut f = start(1, 10).await;
+        let (q, done) = (&f.queue, &mut f.done);
         for n in 0..3 {
             q.submit(q.try_reserve().unwrap(), job(n));
         }
@@ -436,9 +601,10 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn admission_stops_at_capacity_and_frees_unused_places() {
-        let (q, _done) = start(1, 2);
+        let f = start(1, 2).await;
+        let q = &f.queue;
         let a = q.try_reserve().unwrap();
         let b = q.try_reserve().unwrap();
         assert!(q.try_reserve().is_none(), "full");
@@ -451,9 +617,10 @@ mod tests {
         drop(c);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_forgotten_job_never_reports() {
-        let (q, mut done) = start(1, 10);
+        let mut f = start(1, 10).await;
+        let (q, done) = (&f.queue, &mut f.done);
         q.submit(q.try_reserve().unwrap(), job(0));
         q.submit(q.try_reserve().unwrap(), job(1));
         q.submit(q.try_reserve().unwrap(), job(2));
@@ -462,5 +629,30 @@ mod tests {
         let f = done.recv().await.unwrap();
         assert_eq!(f.job.id, "j2");
         assert!(q.try_reserve().is_some_and(|r| r.ahead == 0));
+    }
+
+    #[tokio::test]
+    async fn a_queue_restarted_after_a_panic_keeps_its_running_jobs_and_serves_on() {
+        let mut f = start(1, 10).await;
+        let (q, done) = (&f.queue, &mut f.done);
+        q.submit(q.try_reserve().unwrap(), job(0));
+        q.panic_once();
+        // Mail sent after the panic is served by the restarted actor.
+        q.submit(q.try_reserve().unwrap(), job(1));
+        let places = q.places(vec!["j0".into(), "j1".into()]).await;
+        assert_eq!(
+            places,
+            [Some(Place::Running), Some(Place::Waiting { ahead: 0 })],
+            "the render in flight survived the restart"
+        );
+        for n in 0..2 {
+            assert_eq!(done.recv().await.unwrap().job.id, format!("j{n}"));
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), done.recv())
+                .await
+                .is_err(),
+            "no job reported twice"
+        );
     }
 }

@@ -19,6 +19,7 @@ pub mod rules;
 pub mod runtime;
 pub mod state;
 pub mod store;
+pub mod system;
 pub mod telemetry;
 mod user_actor;
 pub mod writeset;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::arena::{ArenaQueue, EntryStatus, Fought};
+use crate::arena::{ArenaQueue, EntryStatus};
 use crate::command::{Command, CommandKind};
 use crate::config::RuntimeConfig;
 use crate::domain::credits::Workflow;
@@ -22,14 +22,16 @@ use crate::job_queue::{JobQueue, Place, Queues};
 use crate::registry::{Registry, Shared};
 use crate::reply::{ErrorCode, Reply};
 use crate::store::{AuditReport, Store, StoreError};
+use crate::system::ActorSystem;
 use crate::telemetry as m;
 
 pub struct Runtime {
     registry: Arc<Registry>,
     relay: tokio::task::JoinHandle<()>,
-    committer: tokio::task::JoinHandle<()>,
+    /// Group commit, the queues and the arena: actix actors on their thread.
+    system: ActorSystem,
     sweeper: tokio::task::JoinHandle<()>,
-    /// The queue actors and the task that hands their finished jobs on.
+    /// The tasks that hand finished jobs and battles on to players' actors.
     job_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -70,26 +72,28 @@ impl Runtime {
     pub async fn start(store: Store, config: RuntimeConfig) -> Result<Self, StoreError> {
         store.migrate().await?;
         register_counters();
-        let (commit, committer) = GroupCommit::start(store.clone(), config.commit.clone());
+        let system = ActorSystem::start()
+            .map_err(|e| StoreError::Config(format!("could not start the system actors: {e}")))?;
+        let commit = GroupCommit::start(&system, store.clone(), config.commit.clone());
         let relay_interval = config.relay_interval;
         let (finished_tx, finished_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut job_tasks = Vec::new();
         let mut queues = Vec::new();
         if let Some(render) = &config.jobs.render {
             for workflow in Workflow::ALL {
-                let (queue, task) = JobQueue::start(
+                queues.push(JobQueue::start(
+                    &system,
                     workflow,
                     config.jobs.queue(workflow).clone(),
+                    store.clone(),
                     render.clone(),
                     finished_tx.clone(),
-                );
-                queues.push(queue);
-                job_tasks.push(task);
+                ));
             }
+        } else {
+            warn_if_jobs_wait(&store).await?;
         }
         let (fought_tx, fought_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (arena, arena_task) = ArenaQueue::start(store.clone(), fought_tx.clone());
-        job_tasks.push(arena_task);
+        let arena = ArenaQueue::start(&system, store.clone(), fought_tx);
         let registry = Registry::new(Shared {
             store,
             commit,
@@ -97,18 +101,19 @@ impl Runtime {
             queues: Queues::new(queues),
             arena,
         });
-        job_tasks.push(tokio::spawn(hand_on(
-            registry.clone(),
-            finished_rx,
-            |r: Arc<Registry>, f| async move { r.close_job(f).await },
-        )));
-        job_tasks.push(tokio::spawn(hand_on(
-            registry.clone(),
-            fought_rx,
-            |r: Arc<Registry>, f| async move { r.pay_battle(f).await },
-        )));
-        resume_open_jobs(&registry).await?;
-        resume_arena(&registry, &fought_tx).await?;
+        // The way back from the system actors to the players' actors.
+        let job_tasks = vec![
+            tokio::spawn(hand_on(
+                registry.clone(),
+                finished_rx,
+                |r: Arc<Registry>, f| async move { r.close_job(f).await },
+            )),
+            tokio::spawn(hand_on(
+                registry.clone(),
+                fought_rx,
+                |r: Arc<Registry>, f| async move { r.pay_battle(f).await },
+            )),
+        ];
         let recovered = relay_pending(&registry, i64::MAX).await?;
         if recovered > 0 {
             tracing::info!(
@@ -121,7 +126,7 @@ impl Runtime {
         Ok(Self {
             registry,
             relay,
-            committer,
+            system,
             sweeper,
             job_tasks,
         })
@@ -349,14 +354,37 @@ impl Runtime {
         (in_flight > 0 && since > STALL_AFTER_MS).then_some(since)
     }
 
+    /// Test hook: makes a system actor's next handler panic, to prove that
+    /// its supervisor restarts it and it reloads its durable state. `actor`
+    /// is `arena` or a workflow's name; false if no such actor runs.
+    #[doc(hidden)]
+    pub fn panic_system_actor_once(&self, actor: &str) -> bool {
+        let shared = &self.registry.shared;
+        if actor == "arena" {
+            shared.arena.panic_once();
+            return true;
+        }
+        match shared
+            .queues
+            .iter()
+            .find(|q| q.workflow().as_str() == actor)
+        {
+            Some(q) => {
+                q.panic_once();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Stops the background tasks; what was acknowledged is already durable.
     pub async fn shutdown(self) {
         self.relay.abort();
         self.sweeper.abort();
-        self.committer.abort();
         for task in self.job_tasks {
             task.abort();
         }
+        self.system.stop().await;
         self.registry.shared.store.close().await;
     }
 }
@@ -453,28 +481,15 @@ const ARENA_LISTED: i64 = 5;
 /// Jobs listed by `jobs`.
 const JOBS_LISTED: i64 = 10;
 
-/// Puts the jobs a previous run left queued back in line. Without a
-/// renderer they wait, charged, until one is configured again.
-async fn resume_open_jobs(registry: &Arc<Registry>) -> Result<(), StoreError> {
-    let open = registry.shared.store.open_jobs().await?;
-    if open.is_empty() {
-        return Ok(());
-    }
-    let queues = &registry.shared.queues;
-    let mut resumed = 0;
-    for stored in open {
-        if let Some(q) = queues.get(stored.job.workflow) {
-            q.resume(stored.job);
-            resumed += 1;
-        }
-    }
-    if resumed > 0 {
-        tracing::info!(
-            jobs = resumed,
-            "resumed jobs left queued by the previous run"
+/// Without a renderer there are no queues to take up the jobs a previous
+/// run left queued: they wait, charged, until one is configured again.
+async fn warn_if_jobs_wait(store: &Store) -> Result<(), StoreError> {
+    let open = store.open_jobs().await?;
+    if !open.is_empty() {
+        tracing::warn!(
+            jobs = open.len(),
+            "jobs are queued in storage but no renderer is configured; they wait"
         );
-    } else {
-        tracing::warn!("jobs are queued in storage but no renderer is configured; they wait");
     }
     Ok(())
 }
@@ -517,24 +532,6 @@ async fn hand_on<T, F, Fut>(
             .in_current_span(),
         );
     }
-}
-
-/// Puts the arena back as the previous run left it: waiting players wait
-/// again, and battles fought but not yet paid are paid.
-async fn resume_arena(
-    registry: &Arc<Registry>,
-    fought: &tokio::sync::mpsc::UnboundedSender<Fought>,
-) -> Result<(), StoreError> {
-    for stored in registry.shared.store.arena_open().await? {
-        match (stored.status, stored.fought) {
-            (EntryStatus::Waiting, _) => registry.shared.arena.enter(stored.entry),
-            (EntryStatus::Matched, Some(f)) => {
-                let _ = fought.send(f);
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Re-delivers transfers debited at or before `before_ms` and not yet

@@ -45,6 +45,9 @@ pub const JOBS_TOTAL: &str = "kokoro_jobs_total";
 /// Arena battles fought (each matches two waiting players). The arena's
 /// line is `queue="arena"` in the queue depth and wait metrics.
 pub const ARENA_BATTLES_TOTAL: &str = "kokoro_arena_battles_total";
+/// System actors restarted by their supervisor after a panic, by `actor`
+/// (`arena`, or the workflow whose queue it is).
+pub const SYSTEM_ACTOR_RESTARTS_TOTAL: &str = "kokoro_system_actor_restarts_total";
 /// Discord gateway heartbeat round trip, by `shard`.
 pub const DISCORD_SHARD_LATENCY_SECONDS: &str = "kokoro_discord_shard_latency_seconds";
 /// 1 while a Discord shard is connected, by `shard`.
@@ -176,6 +179,11 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         "Jobs that left a queue, by queue and outcome (done, failed, cancelled).",
     ),
     (ARENA_BATTLES_TOTAL, Kind::Counter, "Arena battles fought."),
+    (
+        SYSTEM_ACTOR_RESTARTS_TOTAL,
+        Kind::Counter,
+        "System actors restarted by their supervisor after a panic, by actor (arena, or a workflow's queue).",
+    ),
     (
         DISCORD_SHARD_LATENCY_SECONDS,
         Kind::Gauge,
