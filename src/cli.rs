@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Serve the HTTP API (the Discord front door is not built yet).
+    /// Serve the HTTP API, and the Discord front door when DISCORD_TOKEN is set.
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(StorageArgs),

@@ -10,6 +10,7 @@ use actors::{
     Command, CommandId, CommandKind, ErrorCode, GuildId, Reply, Runtime, UserId, UserKey,
 };
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +34,20 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(|| async {
+            with_status(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such route; commands go to POST /v1/commands",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            with_status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::InvalidArgument,
+                "method not allowed on this route",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -68,6 +83,12 @@ fn respond(reply: Reply) -> Response {
 
 fn reject(command: &str, code: ErrorCode, message: impl Into<String>) -> Response {
     respond(Reply::error(command, code, message))
+}
+
+/// A JSON error body under a status of the transport's own (413, 404, 405)
+/// rather than the one its code maps to.
+fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    (status, Json(Reply::error("", code, message))).into_response()
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -145,10 +166,33 @@ pub fn parse_command(body: &[u8]) -> Result<Command, Reply> {
     })
 }
 
-async fn command(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn command(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     if !authorized(&headers, state.token.as_deref()) {
         return reject("", ErrorCode::Unauthorized, "missing or wrong bearer token");
     }
+    // axum answers an unreadable or oversized body in plain text by itself;
+    // here it gets the same JSON error body as every other refusal.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return with_status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::InvalidArgument,
+                format!("the request body is over the {} KiB limit", MAX_BODY / 1024),
+            )
+        }
+        Err(rejection) => {
+            return with_status(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidArgument,
+                format!("could not read the request body: {}", rejection.body_text()),
+            )
+        }
+    };
     match parse_command(&body) {
         Ok(cmd) => respond(state.runtime.dispatch(cmd).await),
         Err(reply) => respond(reply),

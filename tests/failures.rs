@@ -57,6 +57,43 @@ both_backends!(
     }
 );
 
+both_backends!(
+    group_commit_restarted_after_a_panic_commits_what_it_held,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let config = RuntimeConfig {
+            // A long batch deadline, so the WriteSets below are still
+            // waiting in group commit when its handler panics.
+            commit: actors::group_commit::GroupCommitConfig {
+                max_wait: Duration::from_millis(100),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rt = Arc::new(Runtime::start(db.store().await, config).await.unwrap());
+        let claims: Vec<_> = (1..=100)
+            .map(|u| {
+                let rt = rt.clone();
+                tokio::spawn(async move { rt.dispatch(cmd(u, "daily", json!({}))).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(rt.panic_system_actor_once("group_commit"));
+        for claim in claims {
+            let r = tokio::time::timeout(Duration::from_secs(10), claim)
+                .await
+                .expect("a claim held across the restart is answered")
+                .unwrap();
+            assert!(r.ok, "every claim held across the restart commits: {r:?}");
+        }
+        let again = rt.dispatch(cmd(1, "balance", json!({}))).await;
+        assert_eq!(gold(&again), 200, "paid once, durably");
+        let audit = rt.audit().await.unwrap();
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+        db.drop_db().await;
+    }
+);
+
 /// A runtime config whose clock panics once when the returned fuse is set:
 /// a fault inside a command handler, on demand. The relay is slowed so only
 /// commands read the clock.

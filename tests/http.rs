@@ -138,8 +138,35 @@ both_backends!(bad_input_gets_its_code_and_changes_nothing, |backend| {
             "{what}: message {msg:?} should mention {mentions:?}"
         );
     }
-    let (status, _) = s.post_raw(&"x".repeat(64 * 1024), Some(TOKEN)).await;
+    let (status, r) = s.post_raw(&"x".repeat(64 * 1024), Some(TOKEN)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r["ok"], false, "a JSON error body: {r}");
+    assert_eq!(r["error"]["code"], "invalid_argument", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("16 KiB")),
+        "{r}"
+    );
+    // Wrong routes and methods answer in the same JSON shape.
+    let missing = s
+        .client
+        .get(format!("{}/v2/commands", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    let wrong = s
+        .client
+        .get(format!("{}/v1/commands", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["ok"], false, "{body}");
     assert_eq!(
         snapshot(&db, &s.runtime).await,
         before,

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::config::unix_ms;
 use crate::store::{Store, StoreError};
-use crate::system::ActorSystem;
+use crate::system::{self, ActorSystem, PanicOnce};
 use crate::telemetry as m;
 use crate::writeset::{CommitOutcome, WriteSet};
 
@@ -146,7 +146,7 @@ impl GroupCommit {
             backlog: backlog.clone(),
             io: system.io().clone(),
         };
-        let addr = Committer::start_in_arbiter(system.arbiter(), |_| committer);
+        let addr = Supervisor::start_in_arbiter(system.arbiter(), |_| committer);
         Self {
             addr,
             backlog,
@@ -184,6 +184,12 @@ impl GroupCommit {
 
     pub fn progress(&self) -> &CommitProgress {
         &self.progress
+    }
+
+    /// Test hook: makes the actor's next handler panic.
+    #[doc(hidden)]
+    pub fn panic_once(&self) {
+        self.addr.do_send(PanicOnce);
     }
 }
 
@@ -232,6 +238,22 @@ struct Committer {
 
 impl Actor for Committer {
     type Context = Context<Self>;
+
+    /// At start, and after a restart: WriteSets still waiting get a batch.
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::counter!(m::SYSTEM_ACTOR_RESTARTS_TOTAL, "actor" => "group_commit").increment(0);
+        system::guarded(self, ctx, "group_commit", Self::flush_due);
+    }
+}
+
+impl Supervised for Committer {
+    /// A handler panicked. Group commit holds nothing that storage does not
+    /// (the WriteSets waiting are not written yet, and stay queued here), so
+    /// it only forgets its deadline timer, which the restart cancelled.
+    /// Batches committing go on and free their slots as usual.
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.timer = None;
+    }
 }
 
 impl Handler<Request> for Committer {
@@ -239,7 +261,17 @@ impl Handler<Request> for Committer {
 
     fn handle(&mut self, request: Request, ctx: &mut Self::Context) {
         self.pending.push_back(request);
-        self.flush_due(ctx);
+        system::guarded(self, ctx, "group_commit", Self::flush_due);
+    }
+}
+
+impl Handler<PanicOnce> for Committer {
+    type Result = ();
+
+    fn handle(&mut self, _: PanicOnce, ctx: &mut Self::Context) {
+        system::guarded(self, ctx, "group_commit", |_, _| {
+            panic!("PanicOnce: a test asked group commit to panic")
+        });
     }
 }
 
@@ -253,7 +285,7 @@ impl Handler<SlotFree> for Committer {
 
     fn handle(&mut self, _: SlotFree, ctx: &mut Self::Context) {
         self.free_slots += 1;
-        self.flush_due(ctx);
+        system::guarded(self, ctx, "group_commit", Self::flush_due);
     }
 }
 
@@ -273,7 +305,7 @@ impl Committer {
                 if self.timer.is_none() {
                     let handle = ctx.run_later(max_wait - waited, |act, ctx| {
                         act.timer = None;
-                        act.flush_due(ctx);
+                        system::guarded(act, ctx, "group_commit", Self::flush_due);
                     });
                     self.timer = Some(handle);
                 }

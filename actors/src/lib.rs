@@ -13,6 +13,7 @@ pub mod ids;
 pub mod job;
 pub mod job_queue;
 mod mailbox;
+mod outbox_relay;
 mod registry;
 pub mod reply;
 pub mod rules;

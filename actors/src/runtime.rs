@@ -19,6 +19,7 @@ use crate::group_commit::GroupCommit;
 use crate::ids::UserKey;
 use crate::job::JobStatus;
 use crate::job_queue::{JobQueue, Place, Queues};
+use crate::outbox_relay::{relay_pending, OutboxRelay};
 use crate::registry::{Registry, Shared};
 use crate::reply::{ErrorCode, Reply};
 use crate::store::{AuditReport, Store, StoreError};
@@ -27,8 +28,8 @@ use crate::telemetry as m;
 
 pub struct Runtime {
     registry: Arc<Registry>,
-    relay: tokio::task::JoinHandle<()>,
-    /// Group commit, the queues and the arena: actix actors on their thread.
+    /// Group commit, the queues, the arena and the outbox relay: actix
+    /// actors on their own thread.
     system: ActorSystem,
     sweeper: tokio::task::JoinHandle<()>,
     /// The tasks that hand finished jobs and battles on to players' actors.
@@ -121,11 +122,10 @@ impl Runtime {
                 "credited transfers left in flight by the previous run"
             );
         }
-        let relay = tokio::spawn(run_relay(registry.clone(), relay_interval));
+        let _relay = OutboxRelay::start(&system, registry.clone(), relay_interval);
         let sweeper = tokio::spawn(registry.clone().sweep_idle());
         Ok(Self {
             registry,
-            relay,
             system,
             sweeper,
             job_tasks,
@@ -356,13 +356,21 @@ impl Runtime {
 
     /// Test hook: makes a system actor's next handler panic, to prove that
     /// its supervisor restarts it and it reloads its durable state. `actor`
-    /// is `arena` or a workflow's name; false if no such actor runs.
+    /// is `group_commit`, `arena` or a workflow's name; false if no such
+    /// actor runs.
     #[doc(hidden)]
     pub fn panic_system_actor_once(&self, actor: &str) -> bool {
         let shared = &self.registry.shared;
-        if actor == "arena" {
-            shared.arena.panic_once();
-            return true;
+        match actor {
+            "group_commit" => {
+                shared.commit.panic_once();
+                return true;
+            }
+            "arena" => {
+                shared.arena.panic_once();
+                return true;
+            }
+            _ => {}
         }
         match shared
             .queues
@@ -379,7 +387,6 @@ impl Runtime {
 
     /// Stops the background tasks; what was acknowledged is already durable.
     pub async fn shutdown(self) {
-        self.relay.abort();
         self.sweeper.abort();
         for task in self.job_tasks {
             task.abort();
@@ -531,41 +538,5 @@ async fn hand_on<T, F, Fut>(
             }
             .in_current_span(),
         );
-    }
-}
-
-/// Re-delivers transfers debited at or before `before_ms` and not yet
-/// credited. Returns how many it credited.
-async fn relay_pending(registry: &Arc<Registry>, before_ms: i64) -> Result<usize, StoreError> {
-    let mut credited = 0;
-    loop {
-        let pending = registry
-            .shared
-            .store
-            .pending_transfers(before_ms, 512)
-            .await?;
-        let n = pending.len();
-        let results =
-            futures::future::join_all(pending.into_iter().map(|t| registry.deliver(t))).await;
-        let ok = results.iter().filter(|r| r.is_ok()).count();
-        credited += ok;
-        metrics::counter!(m::TRANSFERS_REDELIVERED_TOTAL).increment(ok as u64);
-        // Stop when drained, or when nothing moved (storage down): retry later.
-        if n < 512 || ok == 0 {
-            return Ok(credited);
-        }
-    }
-}
-
-async fn run_relay(registry: Arc<Registry>, every: Duration) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        // Only transfers old enough that their direct delivery should be done.
-        let before = (registry.shared.config.clock)() - 2 * every.as_millis() as i64;
-        if let Err(e) = relay_pending(&registry, before).await {
-            tracing::warn!(error = %e, "outbox relay could not read pending transfers");
-        }
     }
 }

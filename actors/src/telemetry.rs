@@ -46,7 +46,7 @@ pub const JOBS_TOTAL: &str = "kokoro_jobs_total";
 /// line is `queue="arena"` in the queue depth and wait metrics.
 pub const ARENA_BATTLES_TOTAL: &str = "kokoro_arena_battles_total";
 /// System actors restarted by their supervisor after a panic, by `actor`
-/// (`arena`, or the workflow whose queue it is).
+/// (`group_commit`, `arena`, or the workflow whose queue it is).
 pub const SYSTEM_ACTOR_RESTARTS_TOTAL: &str = "kokoro_system_actor_restarts_total";
 /// Discord gateway heartbeat round trip, by `shard`.
 pub const DISCORD_SHARD_LATENCY_SECONDS: &str = "kokoro_discord_shard_latency_seconds";
@@ -182,7 +182,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (
         SYSTEM_ACTOR_RESTARTS_TOTAL,
         Kind::Counter,
-        "System actors restarted by their supervisor after a panic, by actor (arena, or a workflow's queue).",
+        "System actors restarted by their supervisor after a panic, by actor (group_commit, arena, or a workflow's queue).",
     ),
     (
         DISCORD_SHARD_LATENCY_SECONDS,
