@@ -22,6 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Serve the HTTP API, and the Discord front door when DISCORD_TOKEN is set.
+    #[command(after_long_help = SECRETS)]
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(StorageArgs),
@@ -32,6 +33,13 @@ pub enum Cmd {
     /// Simulate players from a scenario file, check the invariants, report.
     Loadtest(crate::loadtest::LoadtestArgs),
 }
+
+/// Secrets are read from the environment only, never from flags, so they
+/// stay out of shell history and process listings.
+const SECRETS: &str = "Secrets, from the environment only (never logged):
+  KOKORO_API_TOKEN  bearer token for /v1 routes; unset: they answer 401, and
+                    serving on a non-loopback address is refused
+  DISCORD_TOKEN     the Discord bot token; unset: no Discord front door";
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

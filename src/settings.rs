@@ -20,7 +20,7 @@ use clap::Args;
 
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
-    /// Directory for the embedded SQLite database and backups.
+    /// Directory for the embedded SQLite database.
     #[arg(long, env = "KOKORO_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
