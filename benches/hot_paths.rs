@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actors::domain::shop::Catalogue;
-use actors::rules::{self, Context};
+use actors::game::economy::shop::Catalogue;
+use actors::game::economy::EconomyCommand;
+use actors::game::{self, Context};
 use actors::state::UserState;
 use actors::{Command, CommandKind, GuildId, Runtime, RuntimeConfig, Store, UserId, UserKey};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -24,7 +25,7 @@ fn balance(u: i64) -> Command {
     Command {
         id: None,
         key: key(u),
-        kind: CommandKind::Balance,
+        kind: CommandKind::Economy(EconomyCommand::Balance),
     }
 }
 
@@ -82,10 +83,10 @@ fn hot_paths(c: &mut Criterion) {
         gold: 1_000_000,
         ..Default::default()
     };
-    let give = CommandKind::Give {
+    let give = CommandKind::Economy(EconomyCommand::Give {
         to: UserId::new(2).unwrap(),
         amount: 5,
-    };
+    });
     c.bench_function("decide a give into its WriteSet and reply", |b| {
         b.iter(|| {
             let ctx = Context {
@@ -96,7 +97,7 @@ fn hot_paths(c: &mut Criterion) {
                 fresh_id: 7,
                 draw: 0,
             };
-            let draft = rules::decide(&state, key(1), &give, None, &ctx).unwrap();
+            let draft = game::decide(&state, key(1), &give, None, &ctx).unwrap();
             let reply = actors::Reply::ok("give", draft.data, draft.message);
             (draft.writes, serde_json::to_string(&reply).unwrap())
         });
@@ -119,10 +120,10 @@ fn hot_paths(c: &mut Criterion) {
                             gold: 1_000_000_000,
                             ..Default::default()
                         };
-                        let kind = CommandKind::Buy {
+                        let kind = CommandKind::Economy(EconomyCommand::Buy {
                             item: "bait".into(),
                             quantity: 1,
-                        };
+                        });
                         let ctx = Context {
                             now_ms: 1_700_000_000_000,
                             catalogue: &catalogue,
@@ -131,7 +132,7 @@ fn hot_paths(c: &mut Criterion) {
                             fresh_id: 1,
                             draw: 0,
                         };
-                        rules::decide(&state, key(user), &kind, None, &ctx)
+                        game::decide(&state, key(user), &kind, None, &ctx)
                             .unwrap()
                             .writes
                     })

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actors::game::economy::EconomyCommand;
 use actors::store::{Store, StoreOptions};
 use actors::{Command, CommandKind, GuildId, Runtime, RuntimeConfig, UserId, UserKey};
 use clap::Args;
@@ -137,7 +138,7 @@ fn give(from: u64, to: u64) -> Command {
     Command {
         id: None,
         key: key(from),
-        kind: CommandKind::Give { to, amount: 1 },
+        kind: CommandKind::Economy(EconomyCommand::Give { to, amount: 1 }),
     }
 }
 
@@ -449,7 +450,7 @@ async fn resident(
                         .dispatch(Command {
                             id: None,
                             key: key(u),
-                            kind: CommandKind::Balance,
+                            kind: CommandKind::Economy(EconomyCommand::Balance),
                         })
                         .await;
                     let _ = local.record(t.elapsed().as_micros() as u64);

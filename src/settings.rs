@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::config::JobsConfig;
-use actors::domain::shop::Catalogue;
+use actors::game::economy::shop::Catalogue;
 use actors::group_commit::GroupCommitConfig;
 use actors::job_queue::{JobQueueConfig, Render, SimulatedRender};
 use actors::store::StoreOptions;

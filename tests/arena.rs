@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::arena::EntryStatus;
-use actors::domain::{arena, Currency};
+use actors::domain::Currency;
+use actors::game::arena::battle as arena;
 use actors::{ErrorCode, Reply, Runtime, RuntimeConfig};
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -276,7 +277,7 @@ both_backends!(
         let in_guild = |g, u: i64| actors::Command {
             id: None,
             key: actors::UserKey::new(g, u.to_string().parse().unwrap()),
-            kind: actors::CommandKind::ArenaJoin,
+            kind: actors::CommandKind::Arena(actors::game::arena::ArenaCommand::Join),
         };
         assert!(rt.dispatch(in_guild(g1, 1)).await.ok);
         assert!(rt.dispatch(in_guild(g2, 2)).await.ok);
@@ -316,7 +317,7 @@ both_backends!(
         );
         let winner = rt
             .dispatch(actors::Command {
-                kind: actors::CommandKind::Balance,
+                kind: actors::CommandKind::Economy(actors::game::economy::EconomyCommand::Balance),
                 ..in_guild(g1, 1)
             })
             .await;

@@ -71,7 +71,7 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
     let balance = |key| actors::Command {
         id: None,
         key,
-        kind: actors::CommandKind::Balance,
+        kind: actors::CommandKind::Economy(actors::game::economy::EconomyCommand::Balance),
     };
     assert_eq!(
         gold(&runtime.dispatch(balance(alice_key)).await),
@@ -80,7 +80,7 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
     assert_eq!(gold(&runtime.dispatch(balance(bob_key)).await), 100 + 30);
 
     let registered = discord.fake.registered.lock().unwrap().clone();
-    for name in actors::CommandKind::NAMES {
+    for name in actors::CommandKind::names() {
         assert!(
             registered.iter().any(|r| r == name),
             "/{name} registered: {registered:?}"

@@ -181,8 +181,8 @@ both_backends!(closing_a_job_twice_refunds_it_once, |backend| {
         .expect("the job is stored");
     assert_eq!(stored.status, JobStatus::Queued);
     let loaded = rt.store().load_user(key(1)).await.unwrap();
-    let catalogue = actors::domain::shop::Catalogue::shipped();
-    let ctx = actors::rules::Context {
+    let catalogue = actors::game::economy::shop::Catalogue::shipped();
+    let ctx = actors::game::Context {
         now_ms: 1,
         catalogue: &catalogue,
         starting_gold: 0,
@@ -190,9 +190,15 @@ both_backends!(closing_a_job_twice_refunds_it_once, |backend| {
         fresh_id: 1,
         draw: 0,
     };
-    let close = actors::rules::close_job(&loaded.state, &stored.job, JobStatus::Failed, None, &ctx)
-        .unwrap()
-        .writes;
+    let close = actors::game::generation::close_job(
+        &loaded.state,
+        &stored.job,
+        JobStatus::Failed,
+        None,
+        &ctx,
+    )
+    .unwrap()
+    .writes;
     let outcomes = rt
         .store()
         .commit(&[close.clone(), close.clone()])

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
-use crate::domain::arena;
+use crate::game::arena::battle as arena;
 use crate::ids::{GuildId, UserId, UserKey};
 use crate::store::{Store, StoreError};
 use crate::system::{self, ActorSystem, PanicOnce};

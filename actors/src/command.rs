@@ -1,121 +1,60 @@
 //! The typed command every front door builds: parsed and validated once, here,
 //! from a command name and a JSON object of arguments. Invalid input never gets
-//! past this file, so actors only ever see well-formed commands.
+//! past this file, so actors only ever see well-formed commands. Each feature
+//! parses its own commands (`game/<feature>`); this file routes a name to its
+//! feature and reads the arguments.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use crate::domain::credits::{self, Workflow};
+use crate::game::arena::ArenaCommand;
+use crate::game::economy::EconomyCommand;
+use crate::game::generation::GenerationCommand;
 use crate::ids::{CommandId, UserId, UserKey};
 
-/// Largest amount a single command may move. Far above any sane balance and
-/// far below `i64::MAX`, so sums of a few amounts cannot overflow before the
-/// checked arithmetic of the balance itself refuses them.
-pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
-/// Largest quantity a single `buy` may ask for.
-pub const MAX_QUANTITY: i64 = 1_000;
-/// Longest item name accepted.
-pub const MAX_ITEM_LEN: usize = 40;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaderboardBy {
-    Gold,
-    Level,
-}
-
-impl LeaderboardBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gold => "gold",
-            Self::Level => "level",
-        }
-    }
-}
-
+/// A command, by the feature it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandKind {
-    Profile,
-    Balance,
-    Daily,
-    Give { to: UserId, amount: i64 },
-    Shop,
-    Buy { item: String, quantity: i64 },
-    Inventory,
-    Leaderboard { by: LeaderboardBy },
-    Credits,
-    Lucky,
-    Generate { workflow: Workflow, prompt: String },
-    Jobs,
-    Cancel { job_id: String },
-    ArenaJoin,
-    ArenaLeave,
-    ArenaStatus,
+    Economy(EconomyCommand),
+    Generation(GenerationCommand),
+    Arena(ArenaCommand),
 }
 
 impl CommandKind {
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Profile => "profile",
-            Self::Balance => "balance",
-            Self::Daily => "daily",
-            Self::Give { .. } => "give",
-            Self::Shop => "shop",
-            Self::Buy { .. } => "buy",
-            Self::Inventory => "inventory",
-            Self::Leaderboard { .. } => "leaderboard",
-            Self::Credits => "credits",
-            Self::Lucky => "lucky",
-            Self::Generate { .. } => "generate",
-            Self::Jobs => "jobs",
-            Self::Cancel { .. } => "cancel",
-            Self::ArenaJoin => "arena_join",
-            Self::ArenaLeave => "arena_leave",
-            Self::ArenaStatus => "arena_status",
+            Self::Economy(c) => c.name(),
+            Self::Generation(c) => c.name(),
+            Self::Arena(c) => c.name(),
         }
     }
 
-    /// Every command name this build understands, for help texts and for
-    /// validating load-test scenarios.
-    pub const NAMES: &'static [&'static str] = &[
-        "profile",
-        "balance",
-        "daily",
-        "give",
-        "shop",
-        "buy",
-        "inventory",
-        "leaderboard",
-        "credits",
-        "lucky",
-        "generate",
-        "jobs",
-        "cancel",
-        "arena_join",
-        "arena_leave",
-        "arena_status",
-    ];
+    /// Every command name this build understands, for help texts, front
+    /// doors that register commands and validating load-test scenarios.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        EconomyCommand::NAMES
+            .iter()
+            .chain(GenerationCommand::NAMES)
+            .chain(ArenaCommand::NAMES)
+            .copied()
+    }
 
     /// The `args` object that `parse` reads back into this command: what a
     /// client (the load tester over HTTP) sends.
     pub fn args(&self) -> Value {
         match self {
-            Self::Give { to, amount } => json!({"to": to.to_string(), "amount": amount}),
-            Self::Buy { item, quantity } => json!({"item": item, "quantity": quantity}),
-            Self::Leaderboard { by } => json!({"by": by.as_str()}),
-            Self::Generate { workflow, prompt } => {
-                json!({"workflow": workflow.as_str(), "prompt": prompt})
-            }
-            Self::Cancel { job_id } => json!({ "job_id": job_id }),
-            Self::Profile
-            | Self::Balance
-            | Self::Daily
-            | Self::Shop
-            | Self::Inventory
-            | Self::Credits
-            | Self::Lucky
-            | Self::Jobs
-            | Self::ArenaJoin
-            | Self::ArenaLeave
-            | Self::ArenaStatus => json!({}),
+            Self::Economy(c) => c.args(),
+            Self::Generation(c) => c.args(),
+            Self::Arena(c) => c.args(),
+        }
+    }
+
+    /// Whether an `ok` answer to this command always changed something
+    /// (and so must be durable).
+    pub fn writes_when_ok(&self) -> bool {
+        match self {
+            Self::Economy(c) => c.writes_when_ok(),
+            Self::Generation(c) => c.writes_when_ok(),
+            Self::Arena(c) => c.writes_when_ok(),
         }
     }
 
@@ -129,43 +68,14 @@ impl CommandKind {
             _ => return Err(ParseError::invalid("args must be a JSON object")),
         };
         let mut a = Args { map: args, used: 0 };
-        let kind = match name {
-            "profile" => Self::Profile,
-            "balance" => Self::Balance,
-            "daily" => Self::Daily,
-            "shop" => Self::Shop,
-            "inventory" => Self::Inventory,
-            "give" => Self::Give {
-                to: a.user_id("to")?,
-                amount: a.integer("amount", 1, MAX_AMOUNT)?,
-            },
-            "buy" => Self::Buy {
-                item: a.item("item")?,
-                quantity: a
-                    .optional_integer("quantity", 1, MAX_QUANTITY)?
-                    .unwrap_or(1),
-            },
-            "leaderboard" => Self::Leaderboard {
-                by: match a.optional_str("by")? {
-                    None | Some("gold") => LeaderboardBy::Gold,
-                    Some("level") => LeaderboardBy::Level,
-                    Some(_) => return Err(ParseError::invalid("by must be \"gold\" or \"level\"")),
-                },
-            },
-            "credits" => Self::Credits,
-            "lucky" => Self::Lucky,
-            "jobs" => Self::Jobs,
-            "arena_join" => Self::ArenaJoin,
-            "arena_leave" => Self::ArenaLeave,
-            "arena_status" => Self::ArenaStatus,
-            "generate" => Self::Generate {
-                workflow: a.workflow("workflow")?,
-                prompt: a.prompt("prompt")?,
-            },
-            "cancel" => Self::Cancel {
-                job_id: a.job_id("job_id")?,
-            },
-            _ => return Err(ParseError::UnknownCommand(name.chars().take(40).collect())),
+        let kind = if let Some(c) = EconomyCommand::parse(name, &mut a)? {
+            Self::Economy(c)
+        } else if let Some(c) = GenerationCommand::parse(name, &mut a)? {
+            Self::Generation(c)
+        } else if let Some(c) = ArenaCommand::parse(name, &mut a)? {
+            Self::Arena(c)
+        } else {
+            return Err(ParseError::UnknownCommand(name.chars().take(40).collect()));
         };
         a.no_extras()?;
         Ok(kind)
@@ -189,20 +99,20 @@ pub enum ParseError {
 }
 
 impl ParseError {
-    fn invalid(msg: impl Into<String>) -> Self {
+    pub fn invalid(msg: impl Into<String>) -> Self {
         Self::InvalidArgument(msg.into())
     }
 }
 
 /// Reads named arguments and remembers how many were read, so unexpected
 /// extra arguments are refused instead of silently ignored.
-struct Args<'a> {
+pub struct Args<'a> {
     map: &'a Map<String, Value>,
     used: usize,
 }
 
 impl<'a> Args<'a> {
-    fn get(&mut self, name: &str) -> Option<&'a Value> {
+    pub fn get(&mut self, name: &str) -> Option<&'a Value> {
         let v = self.map.get(name).filter(|v| !v.is_null());
         if self.map.contains_key(name) {
             self.used += 1;
@@ -210,17 +120,17 @@ impl<'a> Args<'a> {
         v
     }
 
-    fn required(&mut self, name: &str) -> Result<&'a Value, ParseError> {
+    pub fn required(&mut self, name: &str) -> Result<&'a Value, ParseError> {
         self.get(name)
             .ok_or_else(|| ParseError::invalid(format!("missing argument {name:?}")))
     }
 
-    fn integer(&mut self, name: &str, min: i64, max: i64) -> Result<i64, ParseError> {
+    pub fn integer(&mut self, name: &str, min: i64, max: i64) -> Result<i64, ParseError> {
         let v = self.required(name)?;
         to_integer(name, v, min, max)
     }
 
-    fn optional_integer(
+    pub fn optional_integer(
         &mut self,
         name: &str,
         min: i64,
@@ -231,7 +141,7 @@ impl<'a> Args<'a> {
             .transpose()
     }
 
-    fn optional_str(&mut self, name: &str) -> Result<Option<&'a str>, ParseError> {
+    pub fn optional_str(&mut self, name: &str) -> Result<Option<&'a str>, ParseError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -239,64 +149,13 @@ impl<'a> Args<'a> {
         }
     }
 
-    fn user_id(&mut self, name: &str) -> Result<UserId, ParseError> {
+    pub fn user_id(&mut self, name: &str) -> Result<UserId, ParseError> {
         match self.required(name)? {
             Value::String(s) => s
                 .parse()
                 .map_err(|e| ParseError::invalid(format!("{name} {e}"))),
             _ => Err(ParseError::invalid(format!(
                 "{name} must be a decimal string (ids do not fit in a JSON number)"
-            ))),
-        }
-    }
-
-    fn item(&mut self, name: &str) -> Result<String, ParseError> {
-        match self.required(name)? {
-            Value::String(s)
-                if !s.is_empty()
-                    && s.len() <= MAX_ITEM_LEN
-                    && s.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
-            {
-                Ok(s.clone())
-            }
-            _ => Err(ParseError::invalid(format!(
-                "{name} must be an item id: 1 to {MAX_ITEM_LEN} of a-z, 0-9, '_'"
-            ))),
-        }
-    }
-
-    fn workflow(&mut self, name: &str) -> Result<Workflow, ParseError> {
-        match self.required(name)? {
-            Value::String(s) => Workflow::parse(s).ok_or_else(|| {
-                ParseError::invalid(format!("{name} must be \"image\" or \"video\""))
-            }),
-            _ => Err(ParseError::invalid(format!("{name} must be a string"))),
-        }
-    }
-
-    fn prompt(&mut self, name: &str) -> Result<String, ParseError> {
-        match self.required(name)? {
-            Value::String(s) => {
-                credits::check_prompt(s).map_err(|e| ParseError::invalid(format!("{name}: {e}")))
-            }
-            _ => Err(ParseError::invalid(format!("{name} must be a string"))),
-        }
-    }
-
-    fn job_id(&mut self, name: &str) -> Result<String, ParseError> {
-        match self.required(name)? {
-            Value::String(s)
-                if s.len() > 1
-                    && s.len() <= 40
-                    && s.starts_with('j')
-                    && s.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) =>
-            {
-                Ok(s.clone())
-            }
-            _ => Err(ParseError::invalid(format!(
-                "{name} must be a job id as `generate` returned it (j followed by hex digits)"
             ))),
         }
     }
@@ -328,6 +187,8 @@ fn to_integer(name: &str, v: &Value, min: i64, max: i64) -> Result<i64, ParseErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::game::economy::{LeaderboardBy, MAX_AMOUNT};
+    use crate::game::generation::credits::Workflow;
     use serde_json::json;
 
     fn parse(name: &str, args: Value) -> Result<CommandKind, ParseError> {
@@ -338,10 +199,10 @@ mod tests {
     fn give_takes_a_snowflake_string_and_a_positive_amount() {
         assert_eq!(
             parse("give", json!({"to": "789", "amount": 50})),
-            Ok(CommandKind::Give {
+            Ok(CommandKind::Economy(EconomyCommand::Give {
                 to: "789".parse().unwrap(),
                 amount: 50
-            })
+            }))
         );
         for bad in [
             json!({"to": 789, "amount": 50}),
@@ -374,17 +235,20 @@ mod tests {
             parse("balance", json!([1])),
             Err(ParseError::InvalidArgument(_))
         ));
-        assert_eq!(parse("balance", json!({})), Ok(CommandKind::Balance));
+        assert_eq!(
+            parse("balance", json!({})),
+            Ok(CommandKind::Economy(EconomyCommand::Balance))
+        );
     }
 
     #[test]
     fn buy_defaults_to_one_and_checks_item_charset() {
         assert_eq!(
             parse("buy", json!({"item": "fishing_rod"})),
-            Ok(CommandKind::Buy {
+            Ok(CommandKind::Economy(EconomyCommand::Buy {
                 item: "fishing_rod".into(),
                 quantity: 1
-            })
+            }))
         );
         assert!(parse("buy", json!({"item": "Fish Rod"})).is_err());
         assert!(parse("buy", json!({"item": "rod", "quantity": 1001})).is_err());
@@ -397,10 +261,10 @@ mod tests {
                 "generate",
                 json!({"workflow": "image", "prompt": " a fox "})
             ),
-            Ok(CommandKind::Generate {
+            Ok(CommandKind::Generation(GenerationCommand::Generate {
                 workflow: Workflow::Image,
                 prompt: "a fox".into()
-            })
+            }))
         );
         for bad in [
             json!({"workflow": "audio", "prompt": "a fox"}),
@@ -431,7 +295,7 @@ mod tests {
             json!({"job_id": "j00ff"}),
         ];
         let mut covered = 0;
-        for name in CommandKind::NAMES {
+        for name in CommandKind::names() {
             for args in &samples {
                 if let Ok(kind) = parse(name, args.clone()) {
                     assert_eq!(parse(name, kind.args()), Ok(kind.clone()), "{name}");
@@ -442,7 +306,7 @@ mod tests {
         }
         assert_eq!(
             covered,
-            CommandKind::NAMES.len(),
+            CommandKind::names().count(),
             "a sample for every command"
         );
     }
@@ -451,9 +315,9 @@ mod tests {
     fn cancel_takes_a_job_id() {
         assert_eq!(
             parse("cancel", json!({"job_id": "j00ff"})),
-            Ok(CommandKind::Cancel {
+            Ok(CommandKind::Generation(GenerationCommand::Cancel {
                 job_id: "j00ff".into()
-            })
+            }))
         );
         for bad in ["", "j", "x00ff", "j00FF", "j' OR 1=1"] {
             assert!(parse("cancel", json!({ "job_id": bad })).is_err(), "{bad}");
@@ -464,15 +328,15 @@ mod tests {
     fn leaderboard_by_is_gold_or_level() {
         assert_eq!(
             parse("leaderboard", Value::Null),
-            Ok(CommandKind::Leaderboard {
+            Ok(CommandKind::Economy(EconomyCommand::Leaderboard {
                 by: LeaderboardBy::Gold
-            })
+            }))
         );
         assert_eq!(
             parse("leaderboard", json!({"by": "level"})),
-            Ok(CommandKind::Leaderboard {
+            Ok(CommandKind::Economy(EconomyCommand::Leaderboard {
                 by: LeaderboardBy::Level
-            })
+            }))
         );
         assert!(parse("leaderboard", json!({"by": "gems"})).is_err());
     }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::credits::Workflow;
-use crate::domain::shop::Catalogue;
+use crate::game::economy::shop::Catalogue;
+use crate::game::generation::credits::Workflow;
 use crate::group_commit::GroupCommitConfig;
 use crate::job_queue::{JobQueueConfig, Render};
 

@@ -28,7 +28,7 @@ use actix::prelude::*;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::domain::credits::Workflow;
+use crate::game::generation::credits::Workflow;
 use crate::job::{Job, Rendered};
 use crate::store::Store;
 use crate::system::{self, ActorSystem, PanicOnce};

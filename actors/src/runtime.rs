@@ -14,7 +14,10 @@ use tracing::Instrument;
 use crate::arena::{ArenaQueue, EntryStatus};
 use crate::command::{Command, CommandKind};
 use crate::config::RuntimeConfig;
-use crate::domain::credits::Workflow;
+use crate::game::arena::ArenaCommand;
+use crate::game::economy::EconomyCommand;
+use crate::game::generation::credits::Workflow;
+use crate::game::generation::GenerationCommand;
 use crate::group_commit::GroupCommit;
 use crate::ids::UserKey;
 use crate::job::JobStatus;
@@ -184,8 +187,12 @@ impl Runtime {
     async fn answer(&self, command: Command) -> Reply {
         let shared = &self.registry.shared;
         match command.kind {
-            CommandKind::Jobs => return self.list_jobs(command.key).await,
-            CommandKind::ArenaStatus => return self.arena_status(command.key).await,
+            CommandKind::Generation(GenerationCommand::Jobs) => {
+                return self.list_jobs(command.key).await
+            }
+            CommandKind::Arena(ArenaCommand::Status) => {
+                return self.arena_status(command.key).await
+            }
             _ => {}
         }
         match answer_without_actor(&shared.store, &shared.config, &command).await {
@@ -429,7 +436,7 @@ pub async fn answer_without_actor(
     command: &Command,
 ) -> Option<Reply> {
     match &command.kind {
-        CommandKind::Shop => {
+        CommandKind::Economy(EconomyCommand::Shop) => {
             let items: Vec<_> = config
                 .catalogue
                 .items()
@@ -441,7 +448,7 @@ pub async fn answer_without_actor(
                 format!("{} items for sale.", items.len()),
             ))
         }
-        CommandKind::Leaderboard { by } => Some(
+        CommandKind::Economy(EconomyCommand::Leaderboard { by }) => Some(
             match store
                 .leaderboard(command.key.guild, *by, config.leaderboard_size)
                 .await

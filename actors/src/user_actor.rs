@@ -17,7 +17,10 @@ use tracing::Instrument;
 
 use crate::arena::{EntryStatus, Fought};
 use crate::command::{Command, CommandKind};
-use crate::domain::credits::Workflow;
+use crate::game::arena::ArenaCommand;
+use crate::game::generation::credits::Workflow;
+use crate::game::generation::GenerationCommand;
+use crate::game::{self, Draft, Refusal};
 use crate::group_commit::CommitError;
 use crate::ids::UserKey;
 use crate::job::{JobStatus, Rendered};
@@ -25,10 +28,9 @@ use crate::job_queue::{Finished, Reservation};
 use crate::mailbox::{Answer, Envelope, Mail, Why};
 use crate::registry::Registry;
 use crate::reply::{ErrorCode, Reply};
-use crate::rules::{self, Draft, Refusal};
 use crate::state::{RecentCommands, UserState};
 use crate::telemetry as m;
-use crate::writeset::{Close, CommitOutcome, Transfer, WriteSet};
+use crate::writeset::{CommitOutcome, Transfer, WriteSet};
 
 pub(crate) struct UserActor {
     key: UserKey,
@@ -165,9 +167,9 @@ impl UserActor {
         metrics::counter!(m::PASSIVATIONS_TOTAL, "reason" => reason.as_str()).increment(1);
     }
 
-    fn context(&self) -> rules::Context<'_> {
+    fn context(&self) -> game::Context<'_> {
         let shared = &self.registry.shared;
-        rules::Context {
+        game::Context {
             now_ms: (shared.config.clock)(),
             catalogue: &shared.config.catalogue,
             starting_gold: shared.config.starting_gold,
@@ -191,20 +193,24 @@ impl UserActor {
         // A job holds its place in the queue before anything is charged, so
         // a full queue refuses it with nothing written.
         let reservation = match &command.kind {
-            CommandKind::Generate { workflow, .. } => match self.reserve(*workflow) {
-                Ok(r) => Some(r),
-                Err(refusal) => {
-                    answer.send(refusal_reply(name, refusal));
-                    return Next::Continue;
+            CommandKind::Generation(GenerationCommand::Generate { workflow, .. }) => {
+                match self.reserve(*workflow) {
+                    Ok(r) => Some(r),
+                    Err(refusal) => {
+                        answer.send(refusal_reply(name, refusal));
+                        return Next::Continue;
+                    }
                 }
-            },
+            }
             _ => None,
         };
         let decided = match &command.kind {
-            CommandKind::Cancel { job_id } => Ok(self.decide_cancel(job_id, &command).await),
-            CommandKind::ArenaLeave => Ok(self.decide_arena_leave(&command).await),
+            CommandKind::Generation(GenerationCommand::Cancel { job_id }) => {
+                Ok(self.decide_cancel(job_id, &command).await)
+            }
+            CommandKind::Arena(ArenaCommand::Leave) => Ok(self.decide_arena_leave(&command).await),
             _ => std::panic::catch_unwind(AssertUnwindSafe(|| {
-                rules::decide(
+                game::decide(
                     &self.state,
                     self.key,
                     &command.kind,
@@ -251,23 +257,23 @@ impl UserActor {
         if command.id.is_some() {
             writes.reply_json = serde_json::to_string(&reply).ok();
         }
-        let transfer = writes.transfer_out.clone();
-        let job = writes.job_new.clone();
-        let entered = writes.arena_new.clone();
-        let (cancelled, left) = match &writes.close {
-            Some(Close::Job(c)) => (Some(c.id.clone()), None),
-            Some(Close::Arena(c)) if c.to == EntryStatus::Left => (None, Some(c.id.clone())),
-            _ => (None, None),
-        };
+        // What the other actors hear of once this is durable.
+        let transfer = writes.transfer_out().cloned();
+        let job = writes.job_new().cloned();
+        let entered = writes.arena_new().cloned();
+        let cancelled = writes.job_close().map(|c| c.id.clone());
+        let left = writes
+            .arena_close()
+            .filter(|c| c.to == EntryStatus::Left)
+            .map(|c| c.id.clone());
         match self.commit(state, writes, name).await {
             Ok(CommitOutcome::Applied) => {
                 if let Some(fp) = fingerprint {
                     self.recent.remember(fp);
                 }
-                answer.send(reply);
-                if let Some(t) = transfer {
-                    self.registry.deliver_in_background(t);
-                }
+                // The system actors hear first, then the player: a `jobs`
+                // or `arena_status` sent after this reply reaches their
+                // mailbox after the job or the entry (both are plain sends).
                 let queues = &self.registry.shared.queues;
                 if let (Some(job), Some(place)) = (job, reservation) {
                     if let Some(q) = queues.get(job.workflow) {
@@ -285,6 +291,10 @@ impl UserActor {
                 }
                 if let Some(id) = left {
                     arena.forget(self.key.guild, &id);
+                }
+                answer.send(reply);
+                if let Some(t) = transfer {
+                    self.registry.deliver_in_background(t);
                 }
                 Next::Continue
             }
@@ -323,7 +333,7 @@ impl UserActor {
     }
 
     async fn handle_credit(&mut self, transfer: Transfer, answer: Answer) -> Next {
-        let decided = rules::receive(&self.state, self.key, &transfer, &self.context());
+        let decided = game::economy::receive(&self.state, self.key, &transfer, &self.context());
         if let Err(refusal) = &decided {
             tracing::error!(user = %self.key, transfer = %transfer.id, reason = %refusal.message, "credit refused; transfer stays pending");
         }
@@ -406,7 +416,7 @@ impl UserActor {
                 format!("Job {job_id} is already {}.", stored.status.as_str()),
             ));
         }
-        let mut draft = rules::close_job(
+        let mut draft = game::generation::close_job(
             &self.state,
             &stored.job,
             JobStatus::Cancelled,
@@ -432,7 +442,7 @@ impl UserActor {
         };
         match newest {
             Some(s) if s.status == EntryStatus::Waiting => {
-                let mut draft = rules::arena_leave(&self.state, &s.entry, &self.context())?;
+                let mut draft = game::arena::leave(&self.state, &s.entry, &self.context())?;
                 draft.writes.command_id = command.id.clone();
                 Ok(draft)
             }
@@ -449,7 +459,7 @@ impl UserActor {
 
     /// Pays this player's side of a battle, once.
     async fn handle_fought(&mut self, fought: Fought, answer: Answer) -> Next {
-        let decided = rules::arena_reward(&self.state, &fought, &self.context());
+        let decided = game::arena::reward(&self.state, &fought, &self.context());
         if let Err(refusal) = &decided {
             tracing::error!(user = %self.key, battle = %fought.battle_id, reason = %refusal.message, "could not pay a battle");
         }
@@ -463,7 +473,7 @@ impl UserActor {
             Rendered::Done(url) => (JobStatus::Done, url),
             Rendered::Failed(why) => (JobStatus::Failed, why),
         };
-        let decided = rules::close_job(
+        let decided = game::generation::close_job(
             &self.state,
             &finished.job,
             status,

@@ -50,31 +50,47 @@ pub struct WriteSet {
     /// Recorded with its reply so a retry returns the first answer.
     pub command_id: Option<CommandId>,
     pub reply_json: Option<String>,
+    /// Every command that changes the player writes their row, and a ledger
+    /// row per balance change: these two are the same for every feature.
     pub row: Option<UserRow>,
     pub ledger: Vec<LedgerEntry>,
-    /// Absolute quantities of the items that changed.
-    pub inventory: Vec<(String, i64)>,
-    pub transfer_out: Option<Transfer>,
-    /// Applies only if this transfer has not been credited yet; otherwise the
-    /// whole WriteSet is skipped (see `CommitOutcome::AlreadyApplied`).
-    pub transfer_in: Option<String>,
-    /// A generation job paid for by this command, written as `queued`.
-    pub job_new: Option<Job>,
-    /// An arena entry paid for by this command, written as `waiting`.
-    pub arena_new: Option<ArenaEntry>,
-    /// Something this command moves on from the status it must still be in
-    /// (a job leaving `queued`, an arena entry leaving `waiting` or
-    /// `matched`). If it has moved on already, the whole WriteSet is skipped
-    /// (`AlreadyApplied`), so a refund or a prize is paid at most once.
-    pub close: Option<Close>,
+    /// What the command's feature writes besides, in the order decided.
+    /// Group commit applies each kind with one multi-row statement per batch,
+    /// kinds in a fixed order: the guards first (see `Write::is_guard`).
+    pub writes: Vec<Write>,
 }
 
-/// The guarded status changes: at most one per WriteSet, so a WriteSet is
-/// applied or skipped as a whole.
+/// One typed write of a feature.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Close {
-    Job(JobClose),
-    Arena(ArenaClose),
+pub enum Write {
+    /// Economy: the absolute quantity of an item the player now owns.
+    Inventory { item: String, quantity: i64 },
+    /// Economy: gold leaving with this command's debit (the outbox row).
+    TransferOut(Transfer),
+    /// Economy, guard: a transfer credited by this command. Applies only if
+    /// it was not credited before.
+    TransferIn(String),
+    /// Generation: a job paid for by this command, written as `queued`.
+    JobNew(Job),
+    /// Generation, guard: a job leaving `queued`.
+    JobClose(JobClose),
+    /// Arena: an entry paid for by this command, written as `waiting`.
+    ArenaNew(ArenaEntry),
+    /// Arena, guard: an entry moving on (`waiting` → `left`, `matched` →
+    /// `rewarded`).
+    ArenaClose(ArenaClose),
+}
+
+impl Write {
+    /// A guard moves something on from the state it must still be in. If it
+    /// has moved on already, the whole WriteSet is skipped
+    /// (`AlreadyApplied`), so a credit, a refund or a prize lands once.
+    pub fn is_guard(&self) -> bool {
+        matches!(
+            self,
+            Self::TransferIn(_) | Self::JobClose(_) | Self::ArenaClose(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,13 +110,71 @@ pub struct JobClose {
 }
 
 impl WriteSet {
+    pub fn new(key: UserKey, at_ms: i64, command_id: Option<CommandId>) -> Self {
+        Self {
+            key,
+            at_ms,
+            command_id,
+            reply_json: None,
+            row: None,
+            ledger: Vec::new(),
+            writes: Vec::new(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.row.is_none()
-            && self.ledger.is_empty()
-            && self.inventory.is_empty()
-            && self.job_new.is_none()
-            && self.arena_new.is_none()
-            && self.close.is_none()
+        self.row.is_none() && self.ledger.is_empty() && self.writes.is_empty()
+    }
+
+    /// The gold this command sends, if any.
+    pub fn transfer_out(&self) -> Option<&Transfer> {
+        self.writes.iter().find_map(|w| match w {
+            Write::TransferOut(t) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// The transfer this command credits, if any.
+    pub fn transfer_in(&self) -> Option<&str> {
+        self.writes.iter().find_map(|w| match w {
+            Write::TransferIn(id) => Some(id.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The transfer this WriteSet's ledger rows belong to, either way.
+    pub fn transfer_id(&self) -> Option<&str> {
+        self.transfer_out()
+            .map(|t| t.id.as_str())
+            .or_else(|| self.transfer_in())
+    }
+
+    pub fn job_new(&self) -> Option<&Job> {
+        self.writes.iter().find_map(|w| match w {
+            Write::JobNew(j) => Some(j),
+            _ => None,
+        })
+    }
+
+    pub fn job_close(&self) -> Option<&JobClose> {
+        self.writes.iter().find_map(|w| match w {
+            Write::JobClose(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    pub fn arena_new(&self) -> Option<&ArenaEntry> {
+        self.writes.iter().find_map(|w| match w {
+            Write::ArenaNew(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    pub fn arena_close(&self) -> Option<&ArenaClose> {
+        self.writes.iter().find_map(|w| match w {
+            Write::ArenaClose(c) => Some(c),
+            _ => None,
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use actors::game::generation::GenerationCommand;
 use actors::{Command, CommandKind, Reply, RuntimeConfig, Store};
 
 use super::driver;
@@ -25,8 +26,11 @@ impl Conventional {
         {
             return reply;
         }
-        if let CommandKind::Generate { .. } | CommandKind::Jobs | CommandKind::Cancel { .. } =
-            command.kind
+        if let CommandKind::Generation(
+            GenerationCommand::Generate { .. }
+            | GenerationCommand::Jobs
+            | GenerationCommand::Cancel { .. },
+        ) = command.kind
         {
             // The baseline models a bot without queue actors: it has nothing
             // to run jobs with, so it must not charge for them.
@@ -36,7 +40,7 @@ impl Conventional {
                 "the conventional baseline has no generation queues",
             );
         }
-        let ctx = actors::rules::Context {
+        let ctx = actors::game::Context {
             now_ms: (self.config.clock)(),
             catalogue: &self.config.catalogue,
             starting_gold: self.config.starting_gold,

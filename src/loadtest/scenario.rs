@@ -212,7 +212,7 @@ impl Scenario {
             ));
         }
         let starting_gold = *raw.starting_gold.get_ref();
-        if !(0..=actors::command::MAX_AMOUNT).contains(&starting_gold) {
+        if !(0..=actors::game::economy::MAX_AMOUNT).contains(&starting_gold) {
             return Err(at(
                 raw.starting_gold.span().start,
                 "starting_gold must be between 0 and 10^12".into(),
@@ -293,12 +293,12 @@ impl Scenario {
         for m in raw.mix.get_ref() {
             let e = m.get_ref();
             let name = e.command.get_ref().as_str();
-            if !actors::CommandKind::NAMES.contains(&name) {
+            if !actors::CommandKind::names().any(|n| n == name) {
                 return Err(at(
                     e.command.span().start,
                     format!(
                         "unknown command {name:?}; known: {:?}",
-                        actors::CommandKind::NAMES
+                        actors::CommandKind::names().collect::<Vec<_>>()
                     ),
                 ));
             }

@@ -3,6 +3,7 @@
 //! arguments. Each command carries a unique id, so the run can later prove
 //! that every acknowledged command is durable.
 
+use actors::game::economy::EconomyCommand;
 use actors::{Command, CommandId, CommandKind, GuildId, UserId, UserKey};
 use rand::distr::Distribution;
 use rand::Rng;
@@ -85,7 +86,8 @@ impl Workload {
         }
         // Validated when the scenario was loaded, so this parse cannot fail;
         // fall back to a harmless read if it somehow does.
-        let kind = CommandKind::parse(&entry.command, &args).unwrap_or(CommandKind::Balance);
+        let kind = CommandKind::parse(&entry.command, &args)
+            .unwrap_or(CommandKind::Economy(EconomyCommand::Balance));
         let id = format!("lt-{:08x}-{seq}", self.run_id)
             .parse::<CommandId>()
             .ok();
@@ -100,15 +102,5 @@ impl Workload {
 /// Commands whose "ok" means something was written: the durability check
 /// looks for each of them in storage.
 pub fn writes_when_ok(kind: &CommandKind) -> bool {
-    matches!(
-        kind,
-        CommandKind::Daily
-            | CommandKind::Give { .. }
-            | CommandKind::Buy { .. }
-            | CommandKind::Lucky
-            | CommandKind::Generate { .. }
-            | CommandKind::Cancel { .. }
-            | CommandKind::ArenaJoin
-            | CommandKind::ArenaLeave
-    )
+    kind.writes_when_ok()
 }

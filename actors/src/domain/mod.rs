@@ -1,12 +1,8 @@
-//! The game's rules as plain functions over plain data: no actor, no I/O, no
-//! clock read. Callers pass `now` and any random draw in, so every rule is
-//! unit- and property-testable on its own.
+//! What every feature shares: money (currencies, checked arithmetic) and the
+//! level curve. Plain functions over plain data: no actor, no I/O, no clock
+//! read. Each feature's own rules live in its module under `game/`.
 
-pub mod arena;
-pub mod credits;
-pub mod daily;
 pub mod level;
 pub mod money;
-pub mod shop;
 
 pub use money::{Currency, MoneyError};

@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 use crate::arena::{ArenaEntry, StoredEntry};
-use crate::command::LeaderboardBy;
+use crate::game::economy::LeaderboardBy;
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
 use crate::job::StoredJob;
 use crate::state::{RecentCommands, UserState};
@@ -292,7 +292,7 @@ impl Store {
     pub async fn conventional(
         &self,
         command: &crate::command::Command,
-        ctx: &crate::rules::Context<'_>,
+        ctx: &crate::game::Context<'_>,
     ) -> Result<crate::reply::Reply, StoreError> {
         on_pool!(self, (p, q) => q::conventional(p, command, ctx).await)
     }

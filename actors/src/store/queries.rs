@@ -8,15 +8,16 @@ use sqlx::{QueryBuilder, Row};
 
 use super::{user_key, LoadedUser, StoreError};
 use crate::arena::{ArenaEntry, EntryStatus, Fought, StoredEntry};
-use crate::command::{Command, CommandKind, LeaderboardBy};
-use crate::domain::credits::Workflow;
+use crate::command::{Command, CommandKind};
 use crate::domain::Currency;
+use crate::game::economy::{EconomyCommand, LeaderboardBy};
+use crate::game::generation::credits::Workflow;
+use crate::game::{self, Context};
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
 use crate::job::{Job, JobStatus, StoredJob};
 use crate::reply::Reply;
-use crate::rules::{self, Context};
 use crate::state::{RecentCommands, UserState};
-use crate::writeset::{Close, CommitOutcome, Transfer, UserRow, WriteSet};
+use crate::writeset::{CommitOutcome, Transfer, UserRow, Write, WriteSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderboardRow {
@@ -144,7 +145,7 @@ macro_rules! insert_chunked {
 }
 
 macro_rules! backend {
-    ($module:ident, $db:ty, $begin_write:expr, $lock_rows:expr) => {
+    ($module:ident, $db:ty, $begin_write:expr, $begin_snapshot:expr, $lock_rows:expr) => {
         pub mod $module {
             use super::*;
 
@@ -300,7 +301,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 // Credits first: a transfer credited before makes its WriteSet a
                 // no-op. One statement per chunk returns the ids it marked.
                 let credits: Vec<(usize, &str)> =
-                    batch.iter().enumerate().filter_map(|(i, ws)| Some((i, ws.transfer_in.as_deref()?))).collect();
+                    batch.iter().enumerate().filter_map(|(i, ws)| Some((i, ws.transfer_in()?))).collect();
                 if !credits.is_empty() {
                     let mut marked: std::collections::HashSet<String> = std::collections::HashSet::new();
                     let at = batch.iter().map(|ws| ws.at_ms).max().unwrap_or_default();
@@ -331,13 +332,13 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 // row must still be in, so a refund, a result or a prize lands
                 // once however often it is sent.
                 for (i, ws) in batch.iter().enumerate() {
-                    if outcomes[i] != CommitOutcome::Applied {
-                        continue;
-                    }
                     let (g, u) = (ws.key.guild.get(), ws.key.user.get());
-                    let guarded = match &ws.close {
-                        None => continue,
-                        Some(Close::Job(c)) => sqlx::query(
+                    for write in &ws.writes {
+                    if outcomes[i] != CommitOutcome::Applied {
+                        break;
+                    }
+                    let guarded = match write {
+                        Write::JobClose(c) => sqlx::query(
                             "UPDATE jobs SET status = $1, result = $2, finished_ms = $3 \
                              WHERE id = $4 AND guild_id = $5 AND user_id = $6 AND status = 'queued' RETURNING id",
                         )
@@ -347,7 +348,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                         .bind(c.id.as_str())
                         .bind(g)
                         .bind(u),
-                        Some(Close::Arena(c)) => sqlx::query(
+                        Write::ArenaClose(c) => sqlx::query(
                             "UPDATE arena_entries SET status = $1, closed_ms = $2 \
                              WHERE id = $3 AND guild_id = $4 AND user_id = $5 AND status = $6 RETURNING id",
                         )
@@ -357,9 +358,11 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                         .bind(g)
                         .bind(u)
                         .bind(c.from.as_str()),
+                        _ => continue,
                     };
                     if guarded.fetch_optional(&mut *tx).await?.is_none() {
                         outcomes[i] = CommitOutcome::AlreadyApplied;
+                    }
                     }
                 }
                 // Then command ids: a multi-row insert that returns the ids it
@@ -454,7 +457,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     ledger,
                     |b, r| {
                         let (ws, l) = r;
-                        let transfer = ws.transfer_out.as_ref().map(|t| t.id.clone()).or_else(|| ws.transfer_in.clone());
+                        let transfer = ws.transfer_id().map(str::to_owned);
                         b.push_bind(ws.key.guild.get())
                             .push_bind(ws.key.user.get())
                             .push_bind(l.currency.as_str())
@@ -467,8 +470,13 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     }
                 );
 
-                let items: Vec<(&WriteSet, &(String, i64))> =
-                    applied.iter().flat_map(|ws| ws.inventory.iter().map(move |i| (*ws, i))).collect();
+                let items: Vec<(&WriteSet, (&String, i64))> = applied
+                    .iter()
+                    .flat_map(|ws| ws.writes.iter().filter_map(move |w| match w {
+                        Write::Inventory { item, quantity } => Some((*ws, (item, *quantity))),
+                        _ => None,
+                    }))
+                    .collect();
                 insert_chunked!(
                     tx,
                     "INSERT INTO inventory (guild_id, user_id, item, quantity) ",
@@ -476,11 +484,14 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     items,
                     |b, r| {
                         let (ws, (item, qty)) = r;
-                        b.push_bind(ws.key.guild.get()).push_bind(ws.key.user.get()).push_bind(item.as_str()).push_bind(*qty);
+                        b.push_bind(ws.key.guild.get()).push_bind(ws.key.user.get()).push_bind(item.as_str()).push_bind(qty);
                     }
                 );
 
-                let transfers: Vec<&Transfer> = applied.iter().filter_map(|ws| ws.transfer_out.as_ref()).collect();
+                let transfers: Vec<&Transfer> = applied.iter().flat_map(|ws| ws.writes.iter()).filter_map(|w| match w {
+                    Write::TransferOut(t) => Some(t),
+                    _ => None,
+                }).collect();
                 insert_chunked!(
                     tx,
                     "INSERT INTO transfers (id, guild_id, from_user, to_user, amount, created_ms) ",
@@ -496,7 +507,10 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     }
                 );
 
-                let jobs: Vec<&Job> = applied.iter().filter_map(|ws| ws.job_new.as_ref()).collect();
+                let jobs: Vec<&Job> = applied.iter().flat_map(|ws| ws.writes.iter()).filter_map(|w| match w {
+                    Write::JobNew(j) => Some(j),
+                    _ => None,
+                }).collect();
                 insert_chunked!(
                     tx,
                     "INSERT INTO jobs (id, guild_id, user_id, workflow, prompt, cost, status, created_ms) ",
@@ -514,7 +528,10 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     }
                 );
 
-                let entries: Vec<&ArenaEntry> = applied.iter().filter_map(|ws| ws.arena_new.as_ref()).collect();
+                let entries: Vec<&ArenaEntry> = applied.iter().flat_map(|ws| ws.writes.iter()).filter_map(|w| match w {
+                    Write::ArenaNew(e) => Some(e),
+                    _ => None,
+                }).collect();
                 insert_chunked!(
                     tx,
                     "INSERT INTO arena_entries (id, guild_id, user_id, fee, power, status, created_ms) ",
@@ -629,7 +646,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 let mut tx = pool.begin_with($begin_write).await?;
                 let key = command.key;
                 let receiver = match &command.kind {
-                    CommandKind::Give { to, .. } => Some(UserKey::new(key.guild, *to)),
+                    CommandKind::Economy(EconomyCommand::Give { to, .. }) => Some(UserKey::new(key.guild, *to)),
                     _ => None,
                 };
                 // Lock both players' rows in id order, so opposite transfers cannot deadlock.
@@ -656,7 +673,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     }
                 }
                 let me = load_user_on(&mut tx, key).await?;
-                let draft = match rules::decide(&me.state, key, &command.kind, command.id.clone(), ctx) {
+                let draft = match game::decide(&me.state, key, &command.kind, command.id.clone(), ctx) {
                     Ok(d) => d,
                     Err(refusal) => return Ok(Reply::error(name, refusal.code, refusal.message)),
                 };
@@ -665,11 +682,11 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 if command.id.is_some() && !writes.is_empty() {
                     writes.reply_json = serde_json::to_string(&reply).ok();
                 }
-                let transfer = writes.transfer_out.clone();
+                let transfer = writes.transfer_out().cloned();
                 commit_on(&mut tx, std::slice::from_ref(&writes)).await?;
                 if let (Some(t), Some(to)) = (transfer, receiver) {
                     let them = load_user_on(&mut tx, to).await?;
-                    let credit = rules::receive(&them.state, to, &t, ctx)
+                    let credit = game::economy::receive(&them.state, to, &t, ctx)
                         .map_err(|r| StoreError::Corrupt(r.message))?;
                     commit_on(&mut tx, std::slice::from_ref(&credit.writes)).await?;
                 }
@@ -725,13 +742,16 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 rows.iter().map(|r| Ok((user_key(r.try_get(0)?, r.try_get(1)?)?, r.try_get(2)?))).collect()
             }
 
+            /// Every total is read from one snapshot, so a command that
+            /// commits while the audit runs cannot make its sums disagree.
             pub async fn audit(pool: &Pool) -> Result<AuditReport, StoreError> {
+                let mut tx = pool.begin_with($begin_snapshot).await?;
                 let mut report = AuditReport::default();
                 let totals = sqlx::query(
                     "SELECT COUNT(*), CAST(COALESCE(SUM(gold), 0) AS BIGINT), CAST(COALESCE(SUM(gems), 0) AS BIGINT), \
                      CAST(COALESCE(SUM(credits), 0) AS BIGINT) FROM users",
                 )
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
                 report.users = totals.try_get(0)?;
                 report.gold_total = totals.try_get(1)?;
@@ -740,12 +760,12 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 let flight = sqlx::query(
                     "SELECT COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM transfers WHERE credited_ms IS NULL",
                 )
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
                 report.pending_transfers = flight.try_get(0)?;
                 report.in_flight_gold = flight.try_get(1)?;
                 for r in sqlx::query("SELECT currency, reason, CAST(SUM(amount) AS BIGINT) FROM ledger GROUP BY currency, reason")
-                    .fetch_all(pool)
+                    .fetch_all(&mut *tx)
                     .await?
                 {
                     report.by_reason.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
@@ -761,14 +781,16 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                      WHERE u.gold <> COALESCE(l.g, 0) OR u.gems <> COALESCE(l.m, 0) OR u.credits <> COALESCE(l.c, 0) \
                      ORDER BY u.guild_id, u.user_id",
                 )
-                .fetch_all(pool)
+                .fetch_all(&mut *tx)
                 .await?;
                 for r in mismatched {
                     report.mismatched.push(user_key(r.try_get(0)?, r.try_get(1)?)?);
                 }
-                for r in sqlx::query("SELECT guild_id, user_id FROM users WHERE gold < 0 OR gems < 0 OR credits < 0").fetch_all(pool).await? {
+                for r in sqlx::query("SELECT guild_id, user_id FROM users WHERE gold < 0 OR gems < 0 OR credits < 0").fetch_all(&mut *tx).await? {
                     report.negative.push(user_key(r.try_get(0)?, r.try_get(1)?)?);
                 }
+                // Read only: nothing to keep.
+                tx.rollback().await?;
                 Ok(report)
             }
         }
@@ -776,5 +798,13 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
 }
 
 // SQLite has no row locks: BEGIN IMMEDIATE takes the write lock up front.
-backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE", "");
-backend!(postgres, sqlx::Postgres, "BEGIN", " FOR UPDATE");
+// A snapshot: SQLite's read transaction in WAL mode sees the database as of
+// its first read; PostgreSQL needs REPEATABLE READ for the same.
+backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE", "BEGIN", "");
+backend!(
+    postgres,
+    sqlx::Postgres,
+    "BEGIN",
+    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    " FOR UPDATE"
+);

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::money::Currency;
+use crate::domain::money::Currency;
 
 /// The catalogue shipped with kokoro.
-pub const DEFAULT_CATALOGUE: &str = include_str!("../../../assets/shop.toml");
+pub const DEFAULT_CATALOGUE: &str = include_str!("../../../../assets/shop.toml");
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
@@ -68,7 +68,7 @@ impl Catalogue {
                 why: why.into(),
             };
             if r.id.is_empty()
-                || r.id.len() > crate::command::MAX_ITEM_LEN
+                || r.id.len() > super::MAX_ITEM_LEN
                 || !r
                     .id
                     .bytes()
@@ -76,7 +76,7 @@ impl Catalogue {
             {
                 return Err(bad("id must be 1 to 40 of a-z, 0-9, '_'"));
             }
-            if r.price <= 0 || r.price > crate::command::MAX_AMOUNT {
+            if r.price <= 0 || r.price > super::MAX_AMOUNT {
                 return Err(bad("price must be positive and at most 10^12"));
             }
             if r.limit < 0 {

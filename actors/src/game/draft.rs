@@ -1,0 +1,179 @@
+//! A `Draft`: what deciding a command produces, in every feature. Given a
+//! player's state and a command, a feature's rules build a draft (the state
+//! the player would have, the rows and ledger rows it writes, the reply data)
+//! or a `Refusal`. Nothing here is applied: the player's actor adopts the
+//! draft only once group commit says its writes are durable.
+//!
+//! The draft keeps the books: every balance change goes through `credit` or
+//! `debit`, which write its ledger row, so no feature can change a balance
+//! without explaining it.
+
+use serde_json::{json, Value};
+
+use crate::domain::money::{self, MoneyError};
+use crate::domain::Currency;
+use crate::game::economy::shop::Catalogue;
+use crate::ids::{CommandId, UserKey};
+use crate::reply::ErrorCode;
+use crate::state::UserState;
+use crate::writeset::{LedgerEntry, UserRow, Write, WriteSet};
+
+/// What a decision may read besides the state. No clock is read inside the
+/// rules: `now_ms` comes from here.
+pub struct Context<'a> {
+    pub now_ms: i64,
+    pub catalogue: &'a Catalogue,
+    /// Gold a player starts with, paid (with its ledger row) by their first command.
+    pub starting_gold: i64,
+    /// Credits a player starts with (a `welcome` ledger row in credits).
+    pub starting_credits: i64,
+    /// A fresh unique id, used when a decision creates something that needs one.
+    pub fresh_id: u128,
+    /// A uniformly random draw, for the rules that roll dice (`lucky`).
+    pub draw: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<MoneyError> for Refusal {
+    fn from(e: MoneyError) -> Self {
+        match e {
+            MoneyError::Insufficient { .. } => {
+                Self::new(ErrorCode::InsufficientFunds, e.to_string())
+            }
+            MoneyError::Overflow => Self::new(ErrorCode::LimitReached, e.to_string()),
+        }
+    }
+}
+
+/// A decided command: the state to adopt once `writes` are durable.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub state: UserState,
+    pub writes: WriteSet,
+    pub data: Value,
+    pub message: String,
+}
+
+impl Draft {
+    /// Starts a draft from the player's state. A player's first command
+    /// creates them, with the welcome balances and their ledger rows.
+    pub fn begin(
+        state: &UserState,
+        key: UserKey,
+        ctx: &Context<'_>,
+        command_id: Option<CommandId>,
+    ) -> Result<Self, Refusal> {
+        let mut d = Self {
+            state: state.clone(),
+            writes: WriteSet::new(key, ctx.now_ms, command_id),
+            data: Value::Null,
+            message: String::new(),
+        };
+        if !d.state.exists {
+            d.state.exists = true;
+            d.touch();
+            if ctx.starting_gold > 0 {
+                d.credit(Currency::Gold, ctx.starting_gold, "welcome")?;
+            }
+            if ctx.starting_credits > 0 {
+                d.credit(Currency::Credits, ctx.starting_credits, "welcome")?;
+            }
+        }
+        Ok(d)
+    }
+
+    pub fn touch(&mut self) {
+        let s = &self.state;
+        self.writes.row = Some(UserRow {
+            gold: s.gold,
+            gems: s.gems,
+            xp: s.xp,
+            level: s.level(),
+            daily_day: s.daily_day,
+            daily_streak: s.daily_streak,
+            credits: s.credits,
+            lucky_day: s.lucky_day,
+            lucky_pct: s.lucky_pct,
+        });
+    }
+
+    fn balance_mut(&mut self, currency: Currency) -> &mut i64 {
+        match currency {
+            Currency::Gold => &mut self.state.gold,
+            Currency::Gems => &mut self.state.gems,
+            Currency::Credits => &mut self.state.credits,
+        }
+    }
+
+    pub fn credit(
+        &mut self,
+        currency: Currency,
+        amount: i64,
+        reason: &'static str,
+    ) -> Result<(), Refusal> {
+        let b = self.balance_mut(currency);
+        *b = money::credit(*b, amount)?;
+        let balance_after = *b;
+        self.writes.ledger.push(LedgerEntry {
+            currency,
+            amount,
+            balance_after,
+            reason,
+        });
+        self.touch();
+        Ok(())
+    }
+
+    pub fn debit(
+        &mut self,
+        currency: Currency,
+        amount: i64,
+        reason: &'static str,
+    ) -> Result<(), Refusal> {
+        let b = self.balance_mut(currency);
+        *b = money::debit(currency, *b, amount)?;
+        let balance_after = *b;
+        self.writes.ledger.push(LedgerEntry {
+            currency,
+            amount: -amount,
+            balance_after,
+            reason,
+        });
+        self.touch();
+        Ok(())
+    }
+
+    pub fn gain_xp(&mut self, xp: i64) {
+        self.state.xp = self.state.xp.saturating_add(xp);
+        self.touch();
+    }
+
+    pub fn balances(&self) -> Value {
+        json!({ "gold": self.state.gold, "gems": self.state.gems, "credits": self.state.credits })
+    }
+
+    /// Adds one of the feature's typed writes.
+    pub fn write(&mut self, write: Write) {
+        self.writes.writes.push(write);
+    }
+
+    pub fn with(mut self, data: Value, message: impl Into<String>) -> Self {
+        self.data = data;
+        self.message = message.into();
+        self
+    }
+}

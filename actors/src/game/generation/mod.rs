@@ -1,0 +1,261 @@
+//! Credits and generation: `credits`, `lucky`, `generate`, `jobs`, `cancel`,
+//! and how a job closes (done, failed or cancelled, refunded once). Its
+//! commands, their pure rules and what they write. The queue actors that
+//! render live in the runtime (`job_queue.rs`); `jobs` and `cancel` read
+//! storage, so the runtime and the player's actor answer them.
+
+pub mod credits;
+
+use serde_json::{json, Value};
+
+use crate::command::{Args, ParseError};
+use crate::domain::Currency;
+use crate::game::draft::{Context, Draft, Refusal};
+use crate::game::economy::daily;
+use crate::ids::UserKey;
+use crate::job::{Job, JobStatus};
+use crate::reply::ErrorCode;
+use crate::state::UserState;
+use crate::writeset::{JobClose, Write};
+use credits::Workflow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenerationCommand {
+    Credits,
+    Lucky,
+    Generate { workflow: Workflow, prompt: String },
+    Jobs,
+    Cancel { job_id: String },
+}
+
+impl GenerationCommand {
+    pub const NAMES: &'static [&'static str] = &["credits", "lucky", "generate", "jobs", "cancel"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Credits => "credits",
+            Self::Lucky => "lucky",
+            Self::Generate { .. } => "generate",
+            Self::Jobs => "jobs",
+            Self::Cancel { .. } => "cancel",
+        }
+    }
+
+    /// The command called `name`, if it is one of this feature's.
+    pub fn parse(name: &str, a: &mut Args<'_>) -> Result<Option<Self>, ParseError> {
+        Ok(Some(match name {
+            "credits" => Self::Credits,
+            "lucky" => Self::Lucky,
+            "jobs" => Self::Jobs,
+            "generate" => Self::Generate {
+                workflow: workflow(a, "workflow")?,
+                prompt: prompt(a, "prompt")?,
+            },
+            "cancel" => Self::Cancel {
+                job_id: job_id(a, "job_id")?,
+            },
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The `args` object that `parse` reads back into this command.
+    pub fn args(&self) -> Value {
+        match self {
+            Self::Generate { workflow, prompt } => {
+                json!({"workflow": workflow.as_str(), "prompt": prompt})
+            }
+            Self::Cancel { job_id } => json!({ "job_id": job_id }),
+            Self::Credits | Self::Lucky | Self::Jobs => json!({}),
+        }
+    }
+
+    /// Whether an `ok` answer always changed something.
+    pub fn writes_when_ok(&self) -> bool {
+        matches!(
+            self,
+            Self::Lucky | Self::Generate { .. } | Self::Cancel { .. }
+        )
+    }
+}
+
+fn workflow(a: &mut Args<'_>, name: &str) -> Result<Workflow, ParseError> {
+    match a.required(name)? {
+        Value::String(s) => Workflow::parse(s)
+            .ok_or_else(|| ParseError::invalid(format!("{name} must be \"image\" or \"video\""))),
+        _ => Err(ParseError::invalid(format!("{name} must be a string"))),
+    }
+}
+
+fn prompt(a: &mut Args<'_>, name: &str) -> Result<String, ParseError> {
+    match a.required(name)? {
+        Value::String(s) => {
+            credits::check_prompt(s).map_err(|e| ParseError::invalid(format!("{name}: {e}")))
+        }
+        _ => Err(ParseError::invalid(format!("{name} must be a string"))),
+    }
+}
+
+fn job_id(a: &mut Args<'_>, name: &str) -> Result<String, ParseError> {
+    match a.required(name)? {
+        Value::String(s)
+            if s.len() > 1
+                && s.len() <= 40
+                && s.starts_with('j')
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) =>
+        {
+            Ok(s.clone())
+        }
+        _ => Err(ParseError::invalid(format!(
+            "{name} must be a job id as `generate` returned it (j followed by hex digits)"
+        ))),
+    }
+}
+
+/// Today's lucky discount, or 0 if the player has not drawn today.
+fn discount_today(d: &Draft, now_ms: i64) -> u8 {
+    if d.state.lucky_day == Some(daily::utc_day(now_ms)) {
+        d.state.lucky_pct
+    } else {
+        0
+    }
+}
+
+/// Decides a generation command on the player's draft.
+pub fn decide(
+    mut d: Draft,
+    key: UserKey,
+    command: &GenerationCommand,
+    ctx: &Context<'_>,
+) -> Result<Draft, Refusal> {
+    match command {
+        GenerationCommand::Credits => {
+            let discount = discount_today(&d, ctx.now_ms);
+            let mut data = d.balances();
+            data["discount_pct"] = json!(discount);
+            data["lucky_drawn_today"] =
+                json!(d.state.lucky_day == Some(daily::utc_day(ctx.now_ms)));
+            data["prices"] = prices(discount);
+            let msg = format!(
+                "{} credits · today's discount {discount}% · image {} · video {}",
+                d.state.credits,
+                credits::discounted(Workflow::Image.cost(), discount),
+                credits::discounted(Workflow::Video.cost(), discount),
+            );
+            Ok(d.with(data, msg))
+        }
+        GenerationCommand::Lucky => {
+            let today = daily::utc_day(ctx.now_ms);
+            if d.state.lucky_day == Some(today) {
+                let next_midnight = (i64::from(today) + 1) * 86_400_000;
+                return Err(Refusal::new(
+                    ErrorCode::AlreadyClaimed,
+                    format!(
+                        "You already drew today ({}% off); next draw in {} minutes (UTC midnight).",
+                        d.state.lucky_pct,
+                        (next_midnight - ctx.now_ms + 59_999) / 60_000
+                    ),
+                ));
+            }
+            let pct = credits::lucky_discount(ctx.draw);
+            d.state.lucky_day = Some(today);
+            d.state.lucky_pct = pct;
+            d.touch();
+            let mut data = d.balances();
+            data["discount_pct"] = json!(pct);
+            data["prices"] = prices(pct);
+            Ok(d.with(
+                data,
+                format!("Lucky! {pct}% off generation for the rest of today (UTC)."),
+            ))
+        }
+        GenerationCommand::Generate { workflow, prompt } => {
+            if d.state.open_jobs >= credits::MAX_OPEN_JOBS {
+                return Err(Refusal::new(
+                    ErrorCode::LimitReached,
+                    format!(
+                        "You already have {} jobs waiting or running; wait for one to finish or cancel one.",
+                        d.state.open_jobs
+                    ),
+                ));
+            }
+            let discount = discount_today(&d, ctx.now_ms);
+            let cost = credits::discounted(workflow.cost(), discount);
+            d.debit(Currency::Credits, cost, "generate")?;
+            d.state.open_jobs += 1;
+            let job = Job {
+                id: format!("j{:032x}", ctx.fresh_id),
+                key,
+                workflow: *workflow,
+                prompt: prompt.clone(),
+                cost,
+                created_ms: ctx.now_ms,
+            };
+            let mut data = d.balances();
+            data["job_id"] = json!(job.id);
+            data["workflow"] = json!(workflow.as_str());
+            data["charged"] = json!(cost);
+            data["discount_pct"] = json!(discount);
+            let msg = format!(
+                "Queued {} job {} for {cost} credits.",
+                workflow.as_str(),
+                job.id
+            );
+            d.write(Write::JobNew(job));
+            Ok(d.with(data, msg))
+        }
+        GenerationCommand::Jobs | GenerationCommand::Cancel { .. } => Err(Refusal::new(
+            ErrorCode::Internal,
+            "this command is not decided from the player's state alone",
+        )),
+    }
+}
+
+/// Prices of each workflow at a discount, for replies.
+fn prices(discount: u8) -> Value {
+    let mut p = serde_json::Map::new();
+    for w in Workflow::ALL {
+        p.insert(
+            w.as_str().into(),
+            json!(credits::discounted(w.cost(), discount)),
+        );
+    }
+    Value::Object(p)
+}
+
+/// Closes one of this player's queued jobs as `status`: done (with where its
+/// result is), failed or cancelled (both refunded). The close is a guard:
+/// storage applies the WriteSet only if the job is still queued, so each
+/// job closes once.
+pub fn close_job(
+    state: &UserState,
+    job: &Job,
+    status: JobStatus,
+    result: Option<String>,
+    ctx: &Context<'_>,
+) -> Result<Draft, Refusal> {
+    let mut d = Draft::begin(state, job.key, ctx, None)?;
+    if status.refunds() && job.cost > 0 {
+        d.credit(Currency::Credits, job.cost, "refund")?;
+    }
+    d.state.open_jobs = d.state.open_jobs.saturating_sub(1);
+    let mut data = d.balances();
+    data["job_id"] = json!(job.id);
+    data["workflow"] = json!(job.workflow.as_str());
+    data["status"] = json!(status.as_str());
+    data["refunded"] = json!(if status.refunds() { job.cost } else { 0 });
+    if let Some(r) = &result {
+        data["result"] = json!(r);
+    }
+    let msg = match status {
+        JobStatus::Done => format!("Your {} {} is ready.", job.workflow.as_str(), job.id),
+        JobStatus::Cancelled => format!("Cancelled {}; {} credits refunded.", job.id, job.cost),
+        _ => format!("Job {} failed; {} credits refunded.", job.id, job.cost),
+    };
+    d.write(Write::JobClose(JobClose {
+        id: job.id.clone(),
+        status,
+        result,
+    }));
+    Ok(d.with(data, msg))
+}

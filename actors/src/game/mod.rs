@@ -1,0 +1,357 @@
+//! The game, one module per feature. Each feature owns its commands (their
+//! names, parsing and `args`), its pure rules (state in, `Draft` out, no I/O,
+//! no clock read: `now` and every random draw come in through `Context`) and
+//! the typed writes its drafts carry. Adding a command touches its feature
+//! and one line per front door; adding a feature adds a module here and a
+//! variant to `CommandKind`.
+
+pub mod arena;
+pub mod draft;
+pub mod economy;
+pub mod generation;
+
+pub use draft::{Context, Draft, Refusal};
+
+use crate::command::CommandKind;
+use crate::ids::{CommandId, UserKey};
+use crate::state::UserState;
+
+/// Decides a command addressed to this player, in its feature. Commands
+/// answered without the player's state (`shop`, `leaderboard`, `jobs`,
+/// `arena_status`) or that read storage first (`cancel`, `arena_leave`)
+/// are answered elsewhere and refused here as `internal`.
+pub fn decide(
+    state: &UserState,
+    key: UserKey,
+    kind: &CommandKind,
+    command_id: Option<CommandId>,
+    ctx: &Context<'_>,
+) -> Result<Draft, Refusal> {
+    let d = Draft::begin(state, key, ctx, command_id)?;
+    match kind {
+        CommandKind::Economy(c) => economy::decide(d, key, c, ctx),
+        CommandKind::Generation(c) => generation::decide(d, key, c, ctx),
+        CommandKind::Arena(c) => arena::decide(d, key, c, ctx),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Currency;
+    use crate::game::economy::shop::Catalogue;
+    use crate::game::economy::EconomyCommand as E;
+    use crate::game::generation::credits::{self, Workflow};
+    use crate::game::generation::{close_job, GenerationCommand as G};
+    use crate::ids::UserKey;
+    use crate::job::{Job, JobStatus};
+    use crate::reply::ErrorCode;
+    use crate::state::UserState;
+    use crate::writeset::{LedgerEntry, Write};
+    use proptest::prelude::*;
+
+    fn key(u: i64) -> UserKey {
+        UserKey::new(
+            crate::ids::GuildId::new(1).unwrap(),
+            crate::ids::UserId::new(u).unwrap(),
+        )
+    }
+
+    fn ctx(catalogue: &Catalogue) -> Context<'_> {
+        Context {
+            now_ms: 1_700_000_000_000,
+            catalogue,
+            starting_gold: 100,
+            starting_credits: 50,
+            fresh_id: 7,
+            draw: 0,
+        }
+    }
+
+    fn ledger_sum(d: &Draft, c: Currency) -> i64 {
+        d.writes
+            .ledger
+            .iter()
+            .filter(|l| l.currency == c)
+            .map(|l| l.amount)
+            .sum()
+    }
+
+    #[test]
+    fn first_command_creates_the_player_with_a_welcome_ledger_row() {
+        let cat = Catalogue::shipped();
+        let d = decide(
+            &UserState::default(),
+            key(1),
+            &CommandKind::Economy(E::Balance),
+            None,
+            &ctx(&cat),
+        )
+        .unwrap();
+        assert!(d.state.exists);
+        assert_eq!(d.state.gold, 100);
+        assert_eq!(ledger_sum(&d, Currency::Gold), 100);
+        assert_eq!(d.data["gold"], 100);
+    }
+
+    #[test]
+    fn reading_an_existing_player_writes_nothing() {
+        let cat = Catalogue::shipped();
+        let s = UserState {
+            exists: true,
+            gold: 5,
+            ..Default::default()
+        };
+        let d = decide(
+            &s,
+            key(1),
+            &CommandKind::Economy(E::Profile),
+            None,
+            &ctx(&cat),
+        )
+        .unwrap();
+        assert!(d.writes.is_empty());
+        assert_eq!(d.state, s);
+    }
+
+    #[test]
+    fn give_refuses_self_and_overdraft_and_writes_an_outbox_row() {
+        let cat = Catalogue::shipped();
+        let s = UserState {
+            exists: true,
+            gold: 50,
+            ..Default::default()
+        };
+        let to = crate::ids::UserId::new(2).unwrap();
+        let me = crate::ids::UserId::new(1).unwrap();
+        let c = ctx(&cat);
+        assert_eq!(
+            decide(
+                &s,
+                key(1),
+                &CommandKind::Economy(E::Give { to: me, amount: 1 }),
+                None,
+                &c
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            decide(
+                &s,
+                key(1),
+                &CommandKind::Economy(E::Give { to, amount: 51 }),
+                None,
+                &c
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InsufficientFunds
+        );
+        let d = decide(
+            &s,
+            key(1),
+            &CommandKind::Economy(E::Give { to, amount: 50 }),
+            None,
+            &c,
+        )
+        .unwrap();
+        assert_eq!(d.state.gold, 0);
+        let t = d.writes.transfer_out().unwrap();
+        assert_eq!((t.from, t.to, t.amount), (me, to, 50));
+        assert_eq!(
+            d.writes.ledger,
+            vec![LedgerEntry {
+                currency: Currency::Gold,
+                amount: -50,
+                balance_after: 0,
+                reason: "give"
+            }]
+        );
+    }
+
+    #[test]
+    fn buy_charges_the_item_currency_and_respects_limits() {
+        let cat = Catalogue::shipped();
+        let s = UserState {
+            exists: true,
+            gold: 1000,
+            gems: 25,
+            ..Default::default()
+        };
+        let c = ctx(&cat);
+        let two_charms = CommandKind::Economy(E::Buy {
+            item: "lucky_charm".into(),
+            quantity: 2,
+        });
+        let d = decide(&s, key(1), &two_charms, None, &c).unwrap();
+        assert_eq!(
+            (d.state.gold, d.state.gems, d.state.owned("lucky_charm")),
+            (1000, 5, 2)
+        );
+        let again = decide(&d.state, key(1), &two_charms, None, &c);
+        assert_eq!(again.unwrap_err().code, ErrorCode::LimitReached);
+        let poor = decide(
+            &d.state,
+            key(1),
+            &CommandKind::Economy(E::Buy {
+                item: "golden_crown".into(),
+                quantity: 1,
+            }),
+            None,
+            &c,
+        );
+        assert_eq!(poor.unwrap_err().code, ErrorCode::InsufficientFunds);
+    }
+
+    #[test]
+    fn lucky_once_a_day_discounts_generation_until_midnight() {
+        let cat = Catalogue::shipped();
+        let s = UserState {
+            exists: true,
+            credits: 100,
+            ..Default::default()
+        };
+        let mut c = ctx(&cat);
+        c.draw = 99; // the rarest tier: 50% off
+        let lucky = decide(&s, key(1), &CommandKind::Generation(G::Lucky), None, &c).unwrap();
+        assert_eq!(lucky.data["discount_pct"], 50);
+        let again = decide(
+            &lucky.state,
+            key(1),
+            &CommandKind::Generation(G::Lucky),
+            None,
+            &c,
+        );
+        assert_eq!(again.unwrap_err().code, ErrorCode::AlreadyClaimed);
+        let video = CommandKind::Generation(G::Generate {
+            workflow: Workflow::Video,
+            prompt: "a cat".into(),
+        });
+        let g = decide(&lucky.state, key(1), &video, None, &c).unwrap();
+        assert_eq!(
+            (g.data["charged"].as_i64(), g.state.credits),
+            (Some(20), 80)
+        );
+        c.now_ms += 86_400_000;
+        let tomorrow = decide(&lucky.state, key(1), &video, None, &c).unwrap();
+        assert_eq!(
+            tomorrow.data["charged"], 40,
+            "the discount ends at UTC midnight"
+        );
+    }
+
+    #[test]
+    fn generate_charges_credits_and_limits_open_jobs() {
+        let cat = Catalogue::shipped();
+        let mut s = UserState {
+            exists: true,
+            credits: 1000,
+            ..Default::default()
+        };
+        let c = ctx(&cat);
+        let image = CommandKind::Generation(G::Generate {
+            workflow: Workflow::Image,
+            prompt: "a fox".into(),
+        });
+        for _ in 0..credits::MAX_OPEN_JOBS {
+            let d = decide(&s, key(1), &image, None, &c).unwrap();
+            let job = d.writes.job_new().cloned().unwrap();
+            assert_eq!((job.cost, job.workflow), (10, Workflow::Image));
+            s = d.state;
+        }
+        let over = decide(&s, key(1), &image, None, &c).unwrap_err();
+        assert_eq!(over.code, ErrorCode::LimitReached);
+        let poor = UserState {
+            exists: true,
+            credits: 9,
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&poor, key(1), &image, None, &c).unwrap_err().code,
+            ErrorCode::InsufficientFunds
+        );
+    }
+
+    #[test]
+    fn a_failed_or_cancelled_job_is_refunded_and_a_done_one_is_not() {
+        let cat = Catalogue::shipped();
+        let c = ctx(&cat);
+        let s = UserState {
+            exists: true,
+            credits: 100,
+            ..Default::default()
+        };
+        let image = CommandKind::Generation(G::Generate {
+            workflow: Workflow::Image,
+            prompt: "a fox".into(),
+        });
+        let queued = decide(&s, key(1), &image, None, &c).unwrap();
+        let job = queued.writes.job_new().cloned().unwrap();
+        for (status, credits_after) in [
+            (JobStatus::Done, 90),
+            (JobStatus::Failed, 100),
+            (JobStatus::Cancelled, 100),
+        ] {
+            let d = close_job(&queued.state, &job, status, None, &c).unwrap();
+            assert_eq!(
+                (d.state.credits, d.state.open_jobs),
+                (credits_after, 0),
+                "{status:?}"
+            );
+            assert_eq!(d.writes.job_close().map(|j| j.status), Some(status));
+            assert!(
+                d.writes.writes.iter().any(Write::is_guard),
+                "a guarded close"
+            );
+        }
+    }
+
+    proptest! {
+        /// Whatever sequence of commands, every draft's ledger explains its
+        /// balances exactly, no balance is negative, and a player never has
+        /// more jobs open than the limit.
+        #[test]
+        fn ledger_explains_every_balance(ops in proptest::collection::vec((0u8..8, 1i64..400, 0i64..5), 1..60)) {
+            let cat = Catalogue::shipped();
+            let mut s = UserState::default();
+            let (mut gold_sum, mut gem_sum, mut credit_sum) = (0i64, 0i64, 0i64);
+            let mut open: Vec<Job> = Vec::new();
+            let mut now = 1_700_000_000_000i64;
+            for (op, amount, day_step) in ops {
+                now += day_step * 43_200_000;
+                let c = Context { now_ms: now, catalogue: &cat, starting_gold: 100, starting_credits: 50, fresh_id: 1, draw: amount as u64 };
+                let kind = match op {
+                    0 => CommandKind::Economy(E::Daily),
+                    1 => CommandKind::Economy(E::Give { to: crate::ids::UserId::new(9).unwrap(), amount }),
+                    2 => CommandKind::Economy(E::Buy { item: "bait".into(), quantity: amount % 20 + 1 }),
+                    3 => CommandKind::Economy(E::Buy { item: "lucky_charm".into(), quantity: 1 }),
+                    4 => CommandKind::Generation(G::Lucky),
+                    5 => CommandKind::Generation(G::Generate { workflow: if amount % 2 == 0 { Workflow::Image } else { Workflow::Video }, prompt: "fox".into() }),
+                    _ => CommandKind::Economy(E::Balance),
+                };
+                let decided = if op >= 6 && !open.is_empty() {
+                    let job = open.remove(0);
+                    let status = if op == 6 { JobStatus::Done } else { JobStatus::Failed };
+                    close_job(&s, &job, status, None, &c)
+                } else {
+                    decide(&s, key(1), &kind, None, &c)
+                };
+                if let Ok(d) = decided {
+                    gold_sum += ledger_sum(&d, Currency::Gold);
+                    gem_sum += ledger_sum(&d, Currency::Gems);
+                    credit_sum += ledger_sum(&d, Currency::Credits);
+                    open.extend(d.writes.job_new().cloned());
+                    s = d.state;
+                }
+                prop_assert_eq!(gold_sum, s.gold);
+                prop_assert_eq!(gem_sum, s.gems);
+                prop_assert_eq!(credit_sum, s.credits);
+                prop_assert!(s.gold >= 0 && s.gems >= 0 && s.credits >= 0);
+                prop_assert_eq!(usize::from(s.open_jobs), open.len());
+                prop_assert!(s.open_jobs <= credits::MAX_OPEN_JOBS);
+            }
+        }
+    }
+}
