@@ -85,6 +85,8 @@ impl Write {
     /// A guard moves something on from the state it must still be in. If it
     /// has moved on already, the whole WriteSet is skipped
     /// (`AlreadyApplied`), so a credit, a refund or a prize lands once.
+    /// A WriteSet holds at most one: a guard that passed is not undone when
+    /// a later one fails.
     pub fn is_guard(&self) -> bool {
         matches!(
             self,

@@ -168,6 +168,10 @@ impl Draft {
 
     /// Adds one of the feature's typed writes.
     pub fn write(&mut self, write: Write) {
+        debug_assert!(
+            !(write.is_guard() && self.writes.writes.iter().any(Write::is_guard)),
+            "a WriteSet holds at most one guard"
+        );
         self.writes.writes.push(write);
     }
 

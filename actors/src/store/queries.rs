@@ -152,6 +152,10 @@ macro_rules! backend {
             type Pool = sqlx::Pool<$db>;
             type Conn = <$db as sqlx::Database>::Connection;
 
+            crate::game::economy::sql::economy_writes!();
+            crate::game::generation::sql::generation_writes!();
+            crate::game::arena::sql::arena_writes!();
+
 /// A `jobs` row, selected with `job_columns!()`.
 fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError> {
     let workflow: String = r.try_get(3)?;
@@ -298,73 +302,12 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
             /// The body of a group commit, inside the caller's transaction.
             async fn commit_on(tx: &mut Conn, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
                 let mut outcomes = vec![CommitOutcome::Applied; batch.len()];
-                // Credits first: a transfer credited before makes its WriteSet a
-                // no-op. One statement per chunk returns the ids it marked.
-                let credits: Vec<(usize, &str)> =
-                    batch.iter().enumerate().filter_map(|(i, ws)| Some((i, ws.transfer_in()?))).collect();
-                if !credits.is_empty() {
-                    let mut marked: std::collections::HashSet<String> = std::collections::HashSet::new();
-                    let at = batch.iter().map(|ws| ws.at_ms).max().unwrap_or_default();
-                    let mut start = 0;
-                    for size in chunk_sizes(credits.len()) {
-                        let mut qb = QueryBuilder::new("UPDATE transfers SET credited_ms = ");
-                        qb.push_bind(at);
-                        qb.push(" WHERE credited_ms IS NULL AND id IN (");
-                        let mut ids = qb.separated(", ");
-                        for (_, id) in &credits[start..start + size] {
-                            ids.push_bind(*id);
-                        }
-                        qb.push(") RETURNING id");
-                        for r in qb.build().fetch_all(&mut *tx).await? {
-                            marked.insert(r.try_get(0)?);
-                        }
-                        start += size;
-                    }
-                    // `remove`: should one transfer appear twice in a batch, only
-                    // its first WriteSet applies.
-                    for (i, id) in &credits {
-                        if !marked.remove(*id) {
-                            outcomes[*i] = CommitOutcome::AlreadyApplied;
-                        }
-                    }
-                }
-                // Then guarded closes: each applies only from the status its
-                // row must still be in, so a refund, a result or a prize lands
-                // once however often it is sent.
-                for (i, ws) in batch.iter().enumerate() {
-                    let (g, u) = (ws.key.guild.get(), ws.key.user.get());
-                    for write in &ws.writes {
-                    if outcomes[i] != CommitOutcome::Applied {
-                        break;
-                    }
-                    let guarded = match write {
-                        Write::JobClose(c) => sqlx::query(
-                            "UPDATE jobs SET status = $1, result = $2, finished_ms = $3 \
-                             WHERE id = $4 AND guild_id = $5 AND user_id = $6 AND status = 'queued' RETURNING id",
-                        )
-                        .bind(c.status.as_str())
-                        .bind(c.result.as_deref())
-                        .bind(ws.at_ms)
-                        .bind(c.id.as_str())
-                        .bind(g)
-                        .bind(u),
-                        Write::ArenaClose(c) => sqlx::query(
-                            "UPDATE arena_entries SET status = $1, closed_ms = $2 \
-                             WHERE id = $3 AND guild_id = $4 AND user_id = $5 AND status = $6 RETURNING id",
-                        )
-                        .bind(c.to.as_str())
-                        .bind(ws.at_ms)
-                        .bind(c.id.as_str())
-                        .bind(g)
-                        .bind(u)
-                        .bind(c.from.as_str()),
-                        _ => continue,
-                    };
-                    if guarded.fetch_optional(&mut *tx).await?.is_none() {
-                        outcomes[i] = CommitOutcome::AlreadyApplied;
-                    }
-                    }
-                }
+                // Guards first, feature by feature: each skips its WriteSet if
+                // what it moves on has moved on already (a transfer credited,
+                // a job closed, an entry matched), so it lands once.
+                economy_writes::guard(tx, batch, &mut outcomes).await?;
+                generation_writes::guard(tx, batch, &mut outcomes).await?;
+                arena_writes::guard(tx, batch, &mut outcomes).await?;
                 // Then command ids: a multi-row insert that returns the ids it
                 // took; one it did not take was recorded before, so that
                 // WriteSet is a retry and writes nothing else.
@@ -470,83 +413,10 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     }
                 );
 
-                let items: Vec<(&WriteSet, (&String, i64))> = applied
-                    .iter()
-                    .flat_map(|ws| ws.writes.iter().filter_map(move |w| match w {
-                        Write::Inventory { item, quantity } => Some((*ws, (item, *quantity))),
-                        _ => None,
-                    }))
-                    .collect();
-                insert_chunked!(
-                    tx,
-                    "INSERT INTO inventory (guild_id, user_id, item, quantity) ",
-                    " ON CONFLICT (guild_id, user_id, item) DO UPDATE SET quantity = excluded.quantity",
-                    items,
-                    |b, r| {
-                        let (ws, (item, qty)) = r;
-                        b.push_bind(ws.key.guild.get()).push_bind(ws.key.user.get()).push_bind(item.as_str()).push_bind(qty);
-                    }
-                );
-
-                let transfers: Vec<&Transfer> = applied.iter().flat_map(|ws| ws.writes.iter()).filter_map(|w| match w {
-                    Write::TransferOut(t) => Some(t),
-                    _ => None,
-                }).collect();
-                insert_chunked!(
-                    tx,
-                    "INSERT INTO transfers (id, guild_id, from_user, to_user, amount, created_ms) ",
-                    "",
-                    transfers,
-                    |b, t| {
-                        b.push_bind(t.id.as_str())
-                            .push_bind(t.guild.get())
-                            .push_bind(t.from.get())
-                            .push_bind(t.to.get())
-                            .push_bind(t.amount)
-                            .push_bind(t.created_ms);
-                    }
-                );
-
-                let jobs: Vec<&Job> = applied.iter().flat_map(|ws| ws.writes.iter()).filter_map(|w| match w {
-                    Write::JobNew(j) => Some(j),
-                    _ => None,
-                }).collect();
-                insert_chunked!(
-                    tx,
-                    "INSERT INTO jobs (id, guild_id, user_id, workflow, prompt, cost, status, created_ms) ",
-                    "",
-                    jobs,
-                    |b, j| {
-                        b.push_bind(j.id.as_str())
-                            .push_bind(j.key.guild.get())
-                            .push_bind(j.key.user.get())
-                            .push_bind(j.workflow.as_str())
-                            .push_bind(j.prompt.as_str())
-                            .push_bind(j.cost)
-                            .push_bind("queued")
-                            .push_bind(j.created_ms);
-                    }
-                );
-
-                let entries: Vec<&ArenaEntry> = applied.iter().flat_map(|ws| ws.writes.iter()).filter_map(|w| match w {
-                    Write::ArenaNew(e) => Some(e),
-                    _ => None,
-                }).collect();
-                insert_chunked!(
-                    tx,
-                    "INSERT INTO arena_entries (id, guild_id, user_id, fee, power, status, created_ms) ",
-                    "",
-                    entries,
-                    |b, e| {
-                        b.push_bind(e.id.as_str())
-                            .push_bind(e.key.guild.get())
-                            .push_bind(e.key.user.get())
-                            .push_bind(e.fee)
-                            .push_bind(e.power)
-                            .push_bind("waiting")
-                            .push_bind(e.created_ms);
-                    }
-                );
+                // Then what each feature writes besides, kind by kind.
+                economy_writes::insert(tx, &applied).await?;
+                generation_writes::insert(tx, &applied).await?;
+                arena_writes::insert(tx, &applied).await?;
 
                 Ok(outcomes)
             }

@@ -4,6 +4,7 @@
 //! storage and the matchmaker, so the runtime answers it.
 
 pub mod battle;
+pub(crate) mod sql;
 
 use serde_json::{json, Value};
 

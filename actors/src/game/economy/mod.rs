@@ -5,6 +5,7 @@
 
 pub mod daily;
 pub mod shop;
+pub(crate) mod sql;
 
 use serde_json::{json, Value};
 

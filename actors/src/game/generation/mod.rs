@@ -5,6 +5,7 @@
 //! storage, so the runtime and the player's actor answer them.
 
 pub mod credits;
+pub(crate) mod sql;
 
 use serde_json::{json, Value};
 
