@@ -152,14 +152,6 @@ struct RawThresholds {
     min_rate: Option<f64>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
-}
-
 impl Scenario {
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
@@ -172,7 +164,7 @@ impl Scenario {
     pub fn parse(text: &str, file: &str) -> Result<Self, ScenarioError> {
         let at = |offset: usize, message: String| ScenarioError::At {
             file: file.to_owned(),
-            line: line_of(text, offset),
+            line: actors::game::data_file::line_of(text, offset),
             message,
         };
         let raw: Raw = toml::from_str(text).map_err(|e| {

@@ -6,6 +6,8 @@
 //! variant to `CommandKind`.
 
 pub mod arena;
+pub mod collection;
+pub mod data_file;
 pub mod draft;
 pub mod economy;
 pub mod generation;
