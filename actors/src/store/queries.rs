@@ -144,6 +144,23 @@ macro_rules! insert_chunked {
     }};
 }
 
+/// Applies one guard per WriteSet that still applies: `$query` (a guarded
+/// `UPDATE … RETURNING`, built from the write `$pick` finds) must touch a
+/// row, or the WriteSet is skipped as already applied.
+macro_rules! guard_each {
+    ($tx:expr, $batch:expr, $outcomes:expr, |$ws:ident| $pick:expr, |$w:ident| $query:expr) => {{
+        for (i, $ws) in $batch.iter().enumerate() {
+            if $outcomes[i] != CommitOutcome::Applied {
+                continue;
+            }
+            let Some($w) = $pick else { continue };
+            if $query.fetch_optional(&mut *$tx).await?.is_none() {
+                $outcomes[i] = CommitOutcome::AlreadyApplied;
+            }
+        }
+    }};
+}
+
 macro_rules! backend {
     ($module:ident, $db:ty, $begin_write:expr, $begin_snapshot:expr, $lock_rows:expr) => {
         pub mod $module {

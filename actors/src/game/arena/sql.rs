@@ -15,27 +15,16 @@ macro_rules! arena_writes {
                 batch: &[WriteSet],
                 outcomes: &mut [CommitOutcome],
             ) -> Result<(), StoreError> {
-                for (i, ws) in batch.iter().enumerate() {
-                    if outcomes[i] != CommitOutcome::Applied {
-                        continue;
-                    }
-                    let Some(c) = ws.arena_close() else { continue };
-                    let closed = sqlx::query(
-                        "UPDATE arena_entries SET status = $1, closed_ms = $2 \
-                         WHERE id = $3 AND guild_id = $4 AND user_id = $5 AND status = $6 RETURNING id",
-                    )
-                    .bind(c.to.as_str())
-                    .bind(ws.at_ms)
-                    .bind(c.id.as_str())
-                    .bind(ws.key.guild.get())
-                    .bind(ws.key.user.get())
-                    .bind(c.from.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if closed.is_none() {
-                        outcomes[i] = CommitOutcome::AlreadyApplied;
-                    }
-                }
+                guard_each!(tx, batch, outcomes, |ws| ws.arena_close(), |c| sqlx::query(
+                    "UPDATE arena_entries SET status = $1, closed_ms = $2 \
+                     WHERE id = $3 AND guild_id = $4 AND user_id = $5 AND status = $6 RETURNING id",
+                )
+                .bind(c.to.as_str())
+                .bind(ws.at_ms)
+                .bind(c.id.as_str())
+                .bind(ws.key.guild.get())
+                .bind(ws.key.user.get())
+                .bind(c.from.as_str()));
                 Ok(())
             }
 

@@ -14,27 +14,16 @@ macro_rules! generation_writes {
                 batch: &[WriteSet],
                 outcomes: &mut [CommitOutcome],
             ) -> Result<(), StoreError> {
-                for (i, ws) in batch.iter().enumerate() {
-                    if outcomes[i] != CommitOutcome::Applied {
-                        continue;
-                    }
-                    let Some(c) = ws.job_close() else { continue };
-                    let closed = sqlx::query(
-                        "UPDATE jobs SET status = $1, result = $2, finished_ms = $3 \
-                         WHERE id = $4 AND guild_id = $5 AND user_id = $6 AND status = 'queued' RETURNING id",
-                    )
-                    .bind(c.status.as_str())
-                    .bind(c.result.as_deref())
-                    .bind(ws.at_ms)
-                    .bind(c.id.as_str())
-                    .bind(ws.key.guild.get())
-                    .bind(ws.key.user.get())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if closed.is_none() {
-                        outcomes[i] = CommitOutcome::AlreadyApplied;
-                    }
-                }
+                guard_each!(tx, batch, outcomes, |ws| ws.job_close(), |c| sqlx::query(
+                    "UPDATE jobs SET status = $1, result = $2, finished_ms = $3 \
+                     WHERE id = $4 AND guild_id = $5 AND user_id = $6 AND status = 'queued' RETURNING id",
+                )
+                .bind(c.status.as_str())
+                .bind(c.result.as_deref())
+                .bind(ws.at_ms)
+                .bind(c.id.as_str())
+                .bind(ws.key.guild.get())
+                .bind(ws.key.user.get()));
                 Ok(())
             }
 
