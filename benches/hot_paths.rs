@@ -78,6 +78,7 @@ fn hot_paths(c: &mut Criterion) {
 
     // Deciding a give into its draft and WriteSet, and encoding the reply: pure CPU.
     let catalogue = Catalogue::shipped();
+    let roster = actors::game::collection::roster::Roster::default();
     let state = UserState {
         exists: true,
         gold: 1_000_000,
@@ -92,8 +93,10 @@ fn hot_paths(c: &mut Criterion) {
             let ctx = Context {
                 now_ms: 1_700_000_000_000,
                 catalogue: &catalogue,
+                roster: &roster,
                 starting_gold: 100,
                 starting_credits: 0,
+                starting_gems: 0,
                 fresh_id: 7,
                 draw: 0,
             };
@@ -127,8 +130,10 @@ fn hot_paths(c: &mut Criterion) {
                         let ctx = Context {
                             now_ms: 1_700_000_000_000,
                             catalogue: &catalogue,
+                            roster: &roster,
                             starting_gold: 0,
                             starting_credits: 0,
+                            starting_gems: 0,
                             fresh_id: 1,
                             draw: 0,
                         };

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::config::JobsConfig;
+use actors::game::collection::roster::Roster;
+use actors::game::data_file::DataFileError;
 use actors::game::economy::shop::Catalogue;
 use actors::group_commit::GroupCommitConfig;
 use actors::job_queue::{JobQueueConfig, Render, SimulatedRender};
@@ -86,9 +88,17 @@ pub struct RuntimeArgs {
     #[arg(long, env = "KOKORO_SHOP_FILE")]
     pub shop_file: Option<PathBuf>,
 
+    /// Characters and banners (TOML) to use instead of the shipped ones.
+    #[arg(long, env = "KOKORO_CHARACTERS_FILE")]
+    pub characters_file: Option<PathBuf>,
+
     /// Credits every new player starts with.
     #[arg(long, env = "KOKORO_STARTING_CREDITS", default_value_t = 50, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000_000))]
     pub starting_credits: i64,
+
+    /// Gems every new player starts with.
+    #[arg(long, env = "KOKORO_STARTING_GEMS", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000_000))]
+    pub starting_gems: i64,
 
     /// What renders image and video jobs: `off` (generate is refused),
     /// `simulated` (waits and answers a sim:// location; for load tests and
@@ -118,6 +128,11 @@ pub struct RuntimeArgs {
 pub enum SettingsError {
     #[error("--shop-file {path}: {why}")]
     Shop { path: PathBuf, why: String },
+    #[error("--characters-file {path}: {why}")]
+    CharactersFile { path: PathBuf, why: String },
+    /// A characters file that reads but does not check: `file:line: message`.
+    #[error("{0}")]
+    Characters(#[from] DataFileError),
     #[error(
         "refusing to serve the API on {addr}, which is not loopback, without KOKORO_API_TOKEN set"
     )]
@@ -143,6 +158,17 @@ impl RuntimeArgs {
                 })?
             }
         };
+        let roster = match &self.characters_file {
+            None => Roster::shipped()?,
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| SettingsError::CharactersFile {
+                        path: path.clone(),
+                        why: e.to_string(),
+                    })?;
+                Roster::parse(&text, &path.display().to_string())?
+            }
+        };
         Ok(RuntimeConfig {
             mailbox_capacity: self.mailbox_capacity as usize,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
@@ -156,7 +182,9 @@ impl RuntimeArgs {
             },
             starting_gold: self.starting_gold,
             catalogue: Arc::new(catalogue),
+            roster: Arc::new(roster),
             starting_credits: self.starting_credits,
+            starting_gems: self.starting_gems,
             jobs: self.jobs_config()?,
             ..RuntimeConfig::default()
         })

@@ -185,8 +185,10 @@ both_backends!(closing_a_job_twice_refunds_it_once, |backend| {
     let ctx = actors::game::Context {
         now_ms: 1,
         catalogue: &catalogue,
+        roster: &actors::game::collection::roster::Roster::default(),
         starting_gold: 0,
         starting_credits: 0,
+        starting_gems: 0,
         fresh_id: 1,
         draw: 0,
     };

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::game::arena::ArenaCommand;
+use crate::game::collection::CollectionCommand;
 use crate::game::economy::EconomyCommand;
 use crate::game::generation::GenerationCommand;
 use crate::ids::{CommandId, UserId, UserKey};
@@ -17,6 +18,7 @@ pub enum CommandKind {
     Economy(EconomyCommand),
     Generation(GenerationCommand),
     Arena(ArenaCommand),
+    Collection(CollectionCommand),
 }
 
 impl CommandKind {
@@ -25,6 +27,7 @@ impl CommandKind {
             Self::Economy(c) => c.name(),
             Self::Generation(c) => c.name(),
             Self::Arena(c) => c.name(),
+            Self::Collection(c) => c.name(),
         }
     }
 
@@ -35,6 +38,7 @@ impl CommandKind {
             .iter()
             .chain(GenerationCommand::NAMES)
             .chain(ArenaCommand::NAMES)
+            .chain(CollectionCommand::NAMES)
             .copied()
     }
 
@@ -45,6 +49,7 @@ impl CommandKind {
             Self::Economy(c) => c.args(),
             Self::Generation(c) => c.args(),
             Self::Arena(c) => c.args(),
+            Self::Collection(c) => c.args(),
         }
     }
 
@@ -55,7 +60,14 @@ impl CommandKind {
             Self::Economy(c) => c.writes_when_ok(),
             Self::Generation(c) => c.writes_when_ok(),
             Self::Arena(c) => c.writes_when_ok(),
+            Self::Collection(c) => c.writes_when_ok(),
         }
+    }
+
+    /// Whether deciding it reads the player's collection (a summon, or the
+    /// arena, where a team fights), which their actor then reads first.
+    pub fn needs_collection(&self) -> bool {
+        matches!(self, Self::Collection(_) | Self::Arena(ArenaCommand::Join))
     }
 
     /// Parses a command from its name and its `args` object (`null` or absent
@@ -74,6 +86,8 @@ impl CommandKind {
             Self::Generation(c)
         } else if let Some(c) = ArenaCommand::parse(name, &mut a)? {
             Self::Arena(c)
+        } else if let Some(c) = CollectionCommand::parse(name, &mut a)? {
+            Self::Collection(c)
         } else {
             return Err(ParseError::UnknownCommand(name.chars().take(40).collect()));
         };
@@ -293,6 +307,8 @@ mod tests {
             json!({"by": "level"}),
             json!({"workflow": "video", "prompt": "a fox"}),
             json!({"job_id": "j00ff"}),
+            json!({"name": "Moss Fenwick"}),
+            json!({"names": ["Moss Fenwick", "Aster Vale"]}),
         ];
         let mut covered = 0;
         for name in CommandKind::names() {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::game::collection::roster::Roster;
 use crate::game::economy::shop::Catalogue;
 use crate::game::generation::credits::Workflow;
 use crate::group_commit::GroupCommitConfig;
@@ -36,6 +37,8 @@ pub struct RuntimeConfig {
     /// Gold a new player starts with (a `welcome` ledger row).
     pub starting_gold: i64,
     pub catalogue: Arc<Catalogue>,
+    /// Characters and banners of the collection game.
+    pub roster: Arc<Roster>,
     pub clock: Clock,
     /// How often the outbox relay looks for transfers not yet credited.
     pub relay_interval: Duration,
@@ -43,6 +46,8 @@ pub struct RuntimeConfig {
     pub leaderboard_size: i64,
     /// Credits a new player starts with (a `welcome` ledger row).
     pub starting_credits: i64,
+    /// Gems every new player starts with (what their first summons cost).
+    pub starting_gems: i64,
     pub jobs: JobsConfig,
 }
 
@@ -90,10 +95,12 @@ impl Default for RuntimeConfig {
             commit: GroupCommitConfig::default(),
             starting_gold: 100,
             catalogue: Arc::new(Catalogue::shipped()),
+            roster: Arc::new(Roster::shipped().unwrap_or_default()),
             clock: system_clock(),
             relay_interval: Duration::from_secs(1),
             leaderboard_size: 10,
             starting_credits: 50,
+            starting_gems: 0,
             jobs: JobsConfig::default(),
         }
     }
@@ -109,6 +116,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("starting_gold", &self.starting_gold)
             .field("relay_interval", &self.relay_interval)
             .field("starting_credits", &self.starting_credits)
+            .field("starting_gems", &self.starting_gems)
             .field("rendering", &self.jobs.render.is_some())
             .field("image_queue", &self.jobs.image)
             .field("video_queue", &self.jobs.video)

@@ -21,8 +21,67 @@ pub struct UserState {
     pub open_jobs: u8,
     /// Has an arena entry waiting or matched (at most one at a time).
     pub in_arena: bool,
-    /// Items owned, by item id; small, so a sorted vector beats a map.
-    pub inventory: Vec<(Box<str>, i64)>,
+    /// Items owned, sorted by item id; small, so a sorted slice beats a
+    /// map, and a boxed slice (no spare capacity) is 8 bytes less than a
+    /// vector in every resident actor.
+    pub inventory: Box<[(Box<str>, i64)]>,
+    /// The player's characters, pity counters and team, read from storage
+    /// the first time a command needs them (`None`: not read yet), so the
+    /// many players who never summon carry one pointer.
+    pub collection: Option<Box<Collection>>,
+}
+
+/// What a player has collected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Collection {
+    /// Owned characters, sorted by name.
+    pub owned: Vec<Owned>,
+    /// Per banner id: summons since the last SSR, and summons in all.
+    pub pity: Vec<(Box<str>, u32, u64)>,
+    /// Up to three owned characters' names, in order.
+    pub team: Vec<Box<str>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub name: Box<str>,
+    pub level: u32,
+    /// Shards of this character, from duplicates, spent on levels.
+    pub shards: i64,
+    /// Copies summoned in all (the first and every duplicate).
+    pub copies: i64,
+}
+
+impl Collection {
+    pub fn owned(&self, name: &str) -> Option<&Owned> {
+        self.owned
+            .binary_search_by(|o| (*o.name).cmp(name))
+            .ok()
+            .map(|i| &self.owned[i])
+    }
+
+    /// Puts `owned` in place of the character of the same name, or adds it.
+    pub fn set(&mut self, owned: Owned) {
+        match self.owned.binary_search_by(|o| o.name.cmp(&owned.name)) {
+            Ok(i) => self.owned[i] = owned,
+            Err(i) => self.owned.insert(i, owned),
+        }
+    }
+
+    /// Summons on `banner` since the last SSR, and in all.
+    pub fn pity(&self, banner: &str) -> (u32, u64) {
+        self.pity
+            .iter()
+            .find(|(b, _, _)| &**b == banner)
+            .map_or((0, 0), |(_, since, all)| (*since, *all))
+    }
+
+    pub fn set_pity(&mut self, banner: &str, since_ssr: u32, summons: u64) {
+        match self.pity.iter_mut().find(|(b, _, _)| &**b == banner) {
+            Some(p) => (p.1, p.2) = (since_ssr, summons),
+            None => self.pity.push((banner.into(), since_ssr, summons)),
+        }
+    }
 }
 
 impl UserState {
@@ -40,14 +99,22 @@ impl UserState {
     }
 
     pub fn set_owned(&mut self, item: &str, quantity: i64) {
-        match self.inventory.binary_search_by(|(id, _)| (**id).cmp(item)) {
-            Ok(i) if quantity == 0 => {
-                self.inventory.remove(i);
-            }
-            Ok(i) => self.inventory[i].1 = quantity,
-            Err(_) if quantity == 0 => {}
-            Err(i) => self.inventory.insert(i, (item.into(), quantity)),
+        let found = self.inventory.binary_search_by(|(id, _)| (**id).cmp(item));
+        if let (Ok(i), true) = (found, quantity != 0) {
+            self.inventory[i].1 = quantity;
+            return;
         }
+        // An item added or dropped: rebuild the slice (purchases are rare
+        // next to reads).
+        let mut items = std::mem::take(&mut self.inventory).into_vec();
+        match found {
+            Ok(i) => {
+                items.remove(i);
+            }
+            Err(_) if quantity == 0 => {}
+            Err(i) => items.insert(i, (item.into(), quantity)),
+        }
+        self.inventory = items.into_boxed_slice();
     }
 }
 

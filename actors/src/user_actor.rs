@@ -172,8 +172,10 @@ impl UserActor {
         game::Context {
             now_ms: (shared.config.clock)(),
             catalogue: &shared.config.catalogue,
+            roster: &shared.config.roster,
             starting_gold: shared.config.starting_gold,
             starting_credits: shared.config.starting_credits,
+            starting_gems: shared.config.starting_gems,
             fresh_id: rand::random(),
             draw: rand::random(),
         }
@@ -188,6 +190,22 @@ impl UserActor {
             if let Some(first) = self.first_reply(&command).await {
                 answer.send(first);
                 return Next::Continue;
+            }
+        }
+        // The collection is read once, when a command first needs it; from
+        // then on this actor keeps it, as it keeps the rest of the state.
+        if command.kind.needs_collection() && self.state.collection.is_none() {
+            match Box::pin(self.registry.shared.store.load_collection(self.key)).await {
+                Ok(c) => self.state.collection = Some(Box::new(c)),
+                Err(e) => {
+                    tracing::warn!(user = %self.key, error = %e, "could not read a collection");
+                    answer.send(Reply::error(
+                        name,
+                        ErrorCode::StorageUnavailable,
+                        "storage is unavailable; nothing was changed, retry shortly",
+                    ));
+                    return Next::Continue;
+                }
             }
         }
         // A job holds its place in the queue before anything is charged, so

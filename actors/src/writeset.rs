@@ -6,6 +6,7 @@ use crate::arena::{ArenaEntry, EntryStatus};
 use crate::domain::Currency;
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
 use crate::job::{Job, JobStatus};
+use crate::state::Owned;
 
 /// The player's row after the command: absolute values, so applying a
 /// WriteSet twice has the same effect as once.
@@ -79,6 +80,31 @@ pub enum Write {
     /// Arena, guard: an entry moving on (`waiting` → `left`, `matched` →
     /// `rewarded`).
     ArenaClose(ArenaClose),
+    /// Collection: a character as the player now has it (absolute values).
+    Character(Owned),
+    /// Collection: a banner's pity counter and summon count, absolute.
+    Pity {
+        banner: String,
+        since_ssr: u32,
+        summons: u64,
+    },
+    /// Collection: one summon's record, numbered per player and banner.
+    Summoned(Summoned),
+    /// Collection: the player's team, in order (empty: none).
+    Team(Vec<String>),
+}
+
+/// The record a summon leaves: what explains a pity counter and shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summoned {
+    pub banner: String,
+    /// 1 for a player's first summon on this banner, and so on.
+    pub seq: u64,
+    pub character: String,
+    pub rarity: &'static str,
+    pub by_pity: bool,
+    /// Shards it gave (a duplicate), or 0 (a new character).
+    pub shards: i64,
 }
 
 impl Write {

@@ -5,6 +5,8 @@
 
 use serde_json::{json, Value};
 
+use poise::serenity_prelude::AutocompleteChoice;
+
 use super::{Ctx, Error};
 
 /// Declares slash commands that take no options.
@@ -87,6 +89,104 @@ pub async fn cancel(
     super::run(ctx, "cancel", json!({ "job_id": job_id })).await
 }
 
+/// Up to Discord's 25 suggestions whose text contains `partial`, ignoring case.
+fn suggest<'a>(names: impl Iterator<Item = &'a str>, partial: &str) -> Vec<AutocompleteChoice> {
+    let partial = partial.to_lowercase();
+    names
+        .filter(|n| n.to_lowercase().contains(&partial))
+        .take(25)
+        .map(|n| AutocompleteChoice::new(n, n))
+        .collect()
+}
+
+async fn character_names(ctx: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
+    let roster = &ctx.data().runtime.config().roster;
+    suggest(roster.characters().iter().map(|c| c.name.as_str()), partial)
+}
+
+async fn banner_ids(ctx: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
+    let roster = &ctx.data().runtime.config().roster;
+    suggest(roster.banners().iter().map(|b| b.id.as_str()), partial)
+}
+
+/// Summon characters with gems; without options, the banners and their rates
+#[poise::command(slash_command, guild_only)]
+pub async fn summon(
+    ctx: Ctx<'_>,
+    #[description = "Which banner (default: standard)"]
+    #[autocomplete = "banner_ids"]
+    banner: Option<String>,
+    #[description = "One summon, or ten at once"] count: Option<SummonCount>,
+) -> Result<(), Error> {
+    let mut args = json!({});
+    if let Some(b) = banner {
+        args["banner"] = Value::from(b);
+    }
+    if let Some(c) = count {
+        args["count"] = Value::from(c as u32);
+    }
+    super::run(ctx, "summon", args).await
+}
+
+/// How many characters one summon command draws.
+#[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
+pub enum SummonCount {
+    #[name = "1"]
+    One = 1,
+    #[name = "10"]
+    Ten = 10,
+}
+
+/// The characters you have collected
+#[poise::command(slash_command, guild_only)]
+pub async fn collection(
+    ctx: Ctx<'_>,
+    #[description = "Page (10 characters a page)"] page: Option<i64>,
+) -> Result<(), Error> {
+    let args = page.map_or_else(|| json!({}), |p| json!({ "page": p }));
+    super::run(ctx, "collection", args).await
+}
+
+/// A character's rarity, level, power and what the next level costs
+#[poise::command(slash_command, guild_only)]
+pub async fn character(
+    ctx: Ctx<'_>,
+    #[description = "The character"]
+    #[autocomplete = "character_names"]
+    name: String,
+) -> Result<(), Error> {
+    super::run(ctx, "character", json!({ "name": name })).await
+}
+
+/// Raise one of your characters a level (costs its shards and gold)
+#[poise::command(slash_command, guild_only)]
+pub async fn upgrade(
+    ctx: Ctx<'_>,
+    #[description = "The character"]
+    #[autocomplete = "character_names"]
+    name: String,
+) -> Result<(), Error> {
+    super::run(ctx, "upgrade", json!({ "name": name })).await
+}
+
+/// Pick up to three of your characters to fight in the arena
+#[poise::command(slash_command, guild_only)]
+pub async fn team(
+    ctx: Ctx<'_>,
+    #[description = "First character"]
+    #[autocomplete = "character_names"]
+    first: Option<String>,
+    #[description = "Second character"]
+    #[autocomplete = "character_names"]
+    second: Option<String>,
+    #[description = "Third character"]
+    #[autocomplete = "character_names"]
+    third: Option<String>,
+) -> Result<(), Error> {
+    let names: Vec<String> = [first, second, third].into_iter().flatten().collect();
+    super::run(ctx, "team", json!({ "names": names })).await
+}
+
 /// Every slash command, for registration.
 pub fn all() -> Vec<poise::Command<super::Data, Error>> {
     vec![
@@ -106,5 +206,10 @@ pub fn all() -> Vec<poise::Command<super::Data, Error>> {
         arena_join(),
         arena_leave(),
         arena_status(),
+        summon(),
+        collection(),
+        character(),
+        upgrade(),
+        team(),
     ]
 }

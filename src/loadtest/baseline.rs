@@ -43,8 +43,10 @@ impl Conventional {
         let ctx = actors::game::Context {
             now_ms: (self.config.clock)(),
             catalogue: &self.config.catalogue,
+            roster: &self.config.roster,
             starting_gold: self.config.starting_gold,
             starting_credits: self.config.starting_credits,
+            starting_gems: self.config.starting_gems,
             fresh_id: rand::random(),
             draw: rand::random(),
         };

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::domain::money::{self, MoneyError};
 use crate::domain::Currency;
+use crate::game::collection::roster::Roster;
 use crate::game::economy::shop::Catalogue;
 use crate::ids::{CommandId, UserKey};
 use crate::reply::ErrorCode;
@@ -23,10 +24,13 @@ use crate::writeset::{LedgerEntry, UserRow, Write, WriteSet};
 pub struct Context<'a> {
     pub now_ms: i64,
     pub catalogue: &'a Catalogue,
+    pub roster: &'a Roster,
     /// Gold a player starts with, paid (with its ledger row) by their first command.
     pub starting_gold: i64,
     /// Credits a player starts with (a `welcome` ledger row in credits).
     pub starting_credits: i64,
+    /// Gems a player starts with (a `welcome` ledger row in gems).
+    pub starting_gems: i64,
     /// A fresh unique id, used when a decision creates something that needs one.
     pub fresh_id: u128,
     /// A uniformly random draw, for the rules that roll dice (`lucky`).
@@ -91,6 +95,9 @@ impl Draft {
             }
             if ctx.starting_credits > 0 {
                 d.credit(Currency::Credits, ctx.starting_credits, "welcome")?;
+            }
+            if ctx.starting_gems > 0 {
+                d.credit(Currency::Gems, ctx.starting_gems, "welcome")?;
             }
         }
         Ok(d)

@@ -34,6 +34,7 @@ pub fn decide(
         CommandKind::Economy(c) => economy::decide(d, key, c, ctx),
         CommandKind::Generation(c) => generation::decide(d, key, c, ctx),
         CommandKind::Arena(c) => arena::decide(d, key, c, ctx),
+        CommandKind::Collection(c) => collection::decide(d, c, ctx),
     }
 }
 
@@ -59,12 +60,17 @@ mod tests {
         )
     }
 
+    static ROSTER: std::sync::LazyLock<crate::game::collection::roster::Roster> =
+        std::sync::LazyLock::new(|| crate::game::collection::roster::Roster::shipped().unwrap());
+
     fn ctx(catalogue: &Catalogue) -> Context<'_> {
         Context {
+            roster: &ROSTER,
             now_ms: 1_700_000_000_000,
             catalogue,
             starting_gold: 100,
             starting_credits: 50,
+            starting_gems: 0,
             fresh_id: 7,
             draw: 0,
         }
@@ -323,7 +329,7 @@ mod tests {
             let mut now = 1_700_000_000_000i64;
             for (op, amount, day_step) in ops {
                 now += day_step * 43_200_000;
-                let c = Context { now_ms: now, catalogue: &cat, starting_gold: 100, starting_credits: 50, fresh_id: 1, draw: amount as u64 };
+                let c = Context { now_ms: now, catalogue: &cat, roster: &ROSTER, starting_gold: 100, starting_credits: 50, starting_gems: 0, fresh_id: 1, draw: amount as u64 };
                 let kind = match op {
                     0 => CommandKind::Economy(E::Daily),
                     1 => CommandKind::Economy(E::Give { to: crate::ids::UserId::new(9).unwrap(), amount }),

@@ -214,6 +214,14 @@ impl Store {
         on_pool!(self, (p, q) => q::load_user(p, key).await)
     }
 
+    /// A player's characters, pity counters and team.
+    pub async fn load_collection(
+        &self,
+        key: UserKey,
+    ) -> Result<crate::state::Collection, StoreError> {
+        on_pool!(self, (p, q) => q::collection_sql::load(p, key).await)
+    }
+
     pub async fn find_reply(
         &self,
         key: UserKey,

@@ -172,6 +172,7 @@ macro_rules! backend {
             crate::game::economy::sql::economy_writes!();
             crate::game::generation::sql::generation_writes!();
             crate::game::arena::sql::arena_writes!();
+            crate::game::collection::sql::collection_sql!();
 
 /// A `jobs` row, selected with `job_columns!()`.
 fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError> {
@@ -255,6 +256,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     return Ok(LoadedUser::default());
                 };
                 let mut state = UserState {
+                    collection: None,
                     exists: true,
                     gold: row.try_get(0)?,
                     gems: row.try_get(1)?,
@@ -266,7 +268,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     lucky_pct: u8::try_from(row.try_get::<i64, _>(8)?).unwrap_or(0),
                     open_jobs: u8::try_from(row.try_get::<i64, _>(9)?).unwrap_or(u8::MAX),
                     in_arena: row.try_get::<i64, _>(10)? > 0,
-                    inventory: Vec::new(),
+                    inventory: Box::default(),
                 };
                 let items = sqlx::query(
                     "SELECT item, quantity FROM inventory WHERE guild_id = $1 AND user_id = $2 AND quantity > 0 ORDER BY item",
@@ -275,10 +277,11 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 .bind(u)
                 .fetch_all(&mut *conn)
                 .await?;
-                for it in items {
-                    let id: String = it.try_get(0)?;
-                    state.inventory.push((id.into_boxed_str(), it.try_get(1)?));
-                }
+                state.inventory = items
+                    .iter()
+                    .map(|it| Ok((it.try_get::<String, _>(0)?.into_boxed_str(), it.try_get(1)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()?
+                    .into_boxed_slice();
                 let cap = RecentCommands::CAPACITY as i64;
                 let ids = sqlx::query(
                     "SELECT command_id FROM commands WHERE guild_id = $1 AND user_id = $2 ORDER BY at_ms DESC LIMIT $3",
@@ -434,6 +437,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 economy_writes::insert(tx, &applied).await?;
                 generation_writes::insert(tx, &applied).await?;
                 arena_writes::insert(tx, &applied).await?;
+                collection_sql::insert(tx, &applied).await?;
 
                 Ok(outcomes)
             }

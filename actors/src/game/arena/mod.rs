@@ -78,7 +78,9 @@ pub fn decide(
                 id: format!("a{:032x}", ctx.fresh_id),
                 key,
                 fee: battle::ENTRY_FEE,
-                power: battle::power(d.state.level()),
+                // A team fights with its power; without one, the level's.
+                power: crate::game::collection::team_power(&d.state, ctx.roster)
+                    .unwrap_or_else(|| battle::power(d.state.level())),
                 created_ms: ctx.now_ms,
             };
             let mut data = d.balances();

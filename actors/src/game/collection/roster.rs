@@ -73,7 +73,7 @@ pub struct Banner {
 }
 
 /// What raising a character a level costs, and what it gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Upgrade {
     pub max_level: u32,
     /// Shards per level: going from level L to L+1 costs `shards × L`.
@@ -84,7 +84,7 @@ pub struct Upgrade {
     pub power_percent: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Roster {
     characters: Vec<Character>,
     by_name: HashMap<String, usize>,
@@ -273,7 +273,8 @@ impl Roster {
                         format!("{:?} is on this banner twice", name.get_ref()),
                     ));
                 }
-                if rates[r.index()] == 0.0 {
+                // An SSR at rate 0 still comes, by pity.
+                if rates[r.index()] == 0.0 && r != Rarity::SSR {
                     return Err(at.at(
                         name.span().start,
                         format!(
@@ -284,6 +285,12 @@ impl Roster {
                     ));
                 }
                 pool[r.index()].push(i);
+            }
+            if pool[Rarity::SSR.index()].is_empty() {
+                return Err(at.at(
+                    b.characters.span().start,
+                    "a banner needs at least one SSR character: pity guarantees one",
+                ));
             }
             for r in Rarity::ALL {
                 if rates[r.index()] > 0.0 && pool[r.index()].is_empty() {
