@@ -336,3 +336,54 @@ both_backends!(
         db.drop_db().await;
     }
 );
+
+/// Runs one statement on the test's database, behind kokoro's back.
+async fn tamper(db: &TestDb, sql: &str) {
+    use sqlx::{Connection, Executor};
+    match db.backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            c.execute(sql).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            c.execute(sql).await.unwrap();
+        }
+    }
+}
+
+both_backends!(
+    check_proves_pity_copies_and_shards_from_the_logs,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let rt = start(&db, config(Roster::parse(TINY, "tiny.toml").unwrap(), 100)).await;
+        for _ in 0..3 {
+            assert!(rt.dispatch(summon(1, "only_pity", 1)).await.ok);
+        }
+        assert!(
+            rt.dispatch(cmd(1, "upgrade", json!({"name": "Moss Fenwick"})))
+                .await
+                .ok
+        );
+        let audit = rt.audit().await.unwrap();
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+
+        // A pity counter and a character's shards that no log explains.
+        tamper(&db, "UPDATE pity SET since_ssr = since_ssr + 1").await;
+        tamper(&db, "UPDATE characters SET shards = shards + 5").await;
+        let found = rt.audit().await.unwrap().violations();
+        assert!(
+            found
+                .iter()
+                .any(|v| v.contains("Moss Fenwick") && v.contains("shards")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|v| v.contains("only_pity") && v.contains("pity")),
+            "{found:?}"
+        );
+        db.drop_db().await;
+    }
+);

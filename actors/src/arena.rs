@@ -17,9 +17,11 @@
 //! transaction runs on the main runtime while the actor's mailbox waits.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::game::arena::battle as arena;
@@ -99,15 +101,14 @@ struct Enter(ArenaEntry);
 #[rtype(result = "()")]
 struct Forget(GuildId, String);
 
-/// Players waiting in a guild.
-#[derive(Message)]
-#[rtype(result = "usize")]
-struct Waiting(GuildId);
-
 /// The handle to the arena actor.
 #[derive(Clone)]
 pub struct ArenaQueue {
     addr: Addr<ArenaActor>,
+    /// Players waiting per guild, as the actor last published them: read
+    /// without a round trip, so `arena_status` never waits behind a match
+    /// being written.
+    waiting: Arc<DashMap<GuildId, usize>>,
 }
 
 impl ArenaQueue {
@@ -119,14 +120,17 @@ impl ArenaQueue {
         store: Store,
         fought: mpsc::UnboundedSender<Fought>,
     ) -> Self {
+        let published = Arc::new(DashMap::new());
         let actor = ArenaActor {
             store,
             io: system.io().clone(),
             waiting: HashMap::new(),
+            published: published.clone(),
             fought,
         };
         Self {
             addr: Supervisor::start_in_arbiter(system.arbiter(), |_| actor),
+            waiting: published,
         }
     }
 
@@ -141,8 +145,8 @@ impl ArenaQueue {
     }
 
     /// Players waiting in `guild`.
-    pub async fn waiting(&self, guild: GuildId) -> usize {
-        system::ask(&self.addr, Waiting(guild)).await.unwrap_or(0)
+    pub fn waiting(&self, guild: GuildId) -> usize {
+        self.waiting.get(&guild).map_or(0, |n| *n)
     }
 
     /// Test hook: makes the actor's next handler panic.
@@ -156,6 +160,8 @@ struct ArenaActor {
     store: Store,
     io: tokio::runtime::Handle,
     waiting: HashMap<GuildId, VecDeque<(ArenaEntry, Instant)>>,
+    /// Each guild's line length, for the handle to read.
+    published: Arc<DashMap<GuildId, usize>>,
     fought: mpsc::UnboundedSender<Fought>,
 }
 
@@ -169,6 +175,9 @@ impl Actor for ArenaActor {
     /// At start and after every restart: the line and the unpaid battles
     /// are read from storage, the mailbox waiting meanwhile.
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Bounded by players (one entry each), not by the mailbox: unbounded,
+        // so a `send` never parks behind the `do_send`s queued ahead of it.
+        ctx.set_mailbox_capacity(0);
         metrics::counter!(m::ARENA_BATTLES_TOTAL).increment(0);
         metrics::counter!(m::SYSTEM_ACTOR_RESTARTS_TOTAL, "actor" => "arena").increment(0);
         self.report();
@@ -209,14 +218,6 @@ impl Handler<Forget> for ArenaActor {
             }
             act.report();
         });
-    }
-}
-
-impl Handler<Waiting> for ArenaActor {
-    type Result = usize;
-
-    fn handle(&mut self, Waiting(guild): Waiting, _: &mut Self::Context) -> usize {
-        self.waiting.get(&guild).map_or(0, VecDeque::len)
     }
 }
 
@@ -413,6 +414,14 @@ impl ArenaActor {
     fn report(&self) {
         let waiting: usize = self.waiting.values().map(VecDeque::len).sum();
         metrics::gauge!(m::QUEUE_DEPTH, "queue" => "arena").set(waiting as f64);
+        // Few guilds wait at once, and lines change a battle at a time.
+        self.published
+            .retain(|g, _| self.waiting.get(g).is_some_and(|l| !l.is_empty()));
+        for (g, line) in &self.waiting {
+            if !line.is_empty() {
+                self.published.insert(*g, line.len());
+            }
+        }
     }
 }
 

@@ -311,6 +311,9 @@ impl Actor for QueueActor {
 
     /// At start and after every restart: line up what storage holds.
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Admission is bounded by reservations, not by the mailbox:
+        // unbounded, so `places` never parks behind the jobs queued ahead.
+        ctx.set_mailbox_capacity(0);
         let queue = self.workflow.as_str();
         for outcome in ["done", "failed", "cancelled"] {
             metrics::counter!(m::JOBS_TOTAL, "queue" => queue, "outcome" => outcome).increment(0);

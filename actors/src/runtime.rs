@@ -264,7 +264,7 @@ impl Runtime {
             Ok(e) => e,
             Err(e) => return read_failed("arena_status", &e),
         };
-        let waiting = shared.arena.waiting(key.guild).await;
+        let waiting = shared.arena.waiting(key.guild);
         let status = entries.first().map_or("out", |e| match e.status {
             EntryStatus::Waiting => "waiting",
             EntryStatus::Matched => "fighting",

@@ -92,6 +92,13 @@ pub enum Write {
     Summoned(Summoned),
     /// Collection: the player's team, in order (empty: none).
     Team(Vec<String>),
+    /// Collection: a character raised to `level`, and what it cost.
+    Upgraded {
+        character: String,
+        level: u32,
+        shards: i64,
+        gold: i64,
+    },
 }
 
 /// The record a summon leaves: what explains a pity counter and shards.

@@ -69,6 +69,7 @@ pub async fn run(scenario: &Scenario, database_url: Option<&str>) -> anyhow::Res
     store.migrate().await?;
     let config = RuntimeConfig {
         starting_gold: scenario.starting_gold,
+        starting_gems: scenario.starting_gems,
         ..Default::default()
     };
     let target = Arc::new(Target::Conventional(Box::new(Conventional {

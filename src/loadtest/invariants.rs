@@ -40,6 +40,14 @@ pub async fn check_store(rt: &Runtime, rec: &Recording) -> anyhow::Result<Invari
         -credits("generate"),
         credits("refund"),
     ));
+    let gems = |reason| audit.ledger(actors::domain::Currency::Gems, reason);
+    out.checked.push(format!(
+        "collection: {} gems held = welcome {} + streaks {} − summons {} (pity counters and characters proven from the summon log)",
+        audit.gems_total,
+        gems("welcome"),
+        gems("daily_streak"),
+        -gems("summon"),
+    ));
     out.violations.extend(audit.violations());
     let mut named: BTreeSet<String> = audit
         .mismatched

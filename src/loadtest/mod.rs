@@ -103,6 +103,7 @@ pub async fn run_scenario(scenario: &Scenario, opts: &Options) -> anyhow::Result
             let store = scratch.store(&Default::default()).await?;
             let mut config = RuntimeConfig {
                 starting_gold: scenario.starting_gold,
+                starting_gems: scenario.starting_gems,
                 mailbox_capacity: 256,
                 // Simulated players' jobs need something to render them; the
                 // queues, charges and refunds are the real ones.

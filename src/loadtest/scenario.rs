@@ -57,6 +57,8 @@ pub struct Scenario {
     pub zipf: f64,
     pub duration_secs: f64,
     pub starting_gold: i64,
+    /// Gems each simulated player starts with (what summons cost).
+    pub starting_gems: i64,
     pub model: LoadModel,
     pub mix: Vec<MixEntry>,
     pub thresholds: Thresholds,
@@ -91,6 +93,8 @@ struct Raw {
     duration_secs: Spanned<f64>,
     #[serde(default = "default_gold")]
     starting_gold: Spanned<i64>,
+    #[serde(default = "zero_i")]
+    starting_gems: Spanned<i64>,
     load: Spanned<RawLoad>,
     mix: Spanned<Vec<Spanned<RawMix>>>,
     #[serde(default)]
@@ -208,6 +212,13 @@ impl Scenario {
             return Err(at(
                 raw.starting_gold.span().start,
                 "starting_gold must be between 0 and 10^12".into(),
+            ));
+        }
+        let starting_gems = *raw.starting_gems.get_ref();
+        if !(0..=actors::game::economy::MAX_AMOUNT).contains(&starting_gems) {
+            return Err(at(
+                raw.starting_gems.span().start,
+                "starting_gems must be between 0 and 10^12".into(),
             ));
         }
 
@@ -371,6 +382,7 @@ impl Scenario {
             zipf: *raw.zipf.get_ref(),
             duration_secs,
             starting_gold,
+            starting_gems,
             model,
             mix,
             thresholds: Thresholds {

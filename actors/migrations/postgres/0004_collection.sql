@@ -1,8 +1,10 @@
 -- Character collection. `characters` holds what a player owns, as absolute
 -- values written by their actor; `summons` is the history every summon
 -- leaves (in the same transaction as its gems), which explains the pity
--- counters and the shards; `pity` holds each banner's counter; `teams` the
--- up to three characters a player fights with.
+-- counters and the shards, with `upgrades`, the shards each level cost;
+-- `pity` holds each banner's counter; `teams` the up to three characters a
+-- player fights with. `kokoro check` proves characters and pity from the
+-- two logs.
 CREATE TABLE characters (
     guild_id    BIGINT NOT NULL,
     user_id     BIGINT NOT NULL,
@@ -40,4 +42,15 @@ CREATE TABLE teams (
     user_id     BIGINT NOT NULL,
     members     TEXT    NOT NULL,
     PRIMARY KEY (guild_id, user_id)
+);
+
+CREATE TABLE upgrades (
+    guild_id    BIGINT NOT NULL,
+    user_id     BIGINT NOT NULL,
+    character   TEXT    NOT NULL,
+    level       BIGINT NOT NULL,
+    shards      BIGINT NOT NULL,
+    gold        BIGINT NOT NULL,
+    at_ms       BIGINT NOT NULL,
+    PRIMARY KEY (guild_id, user_id, character, level)
 );

@@ -43,6 +43,9 @@ pub struct AuditReport {
     pub mismatched: Vec<UserKey>,
     /// Players with a negative balance (the schema forbids it; checked anyway).
     pub negative: Vec<UserKey>,
+    /// Characters and pity counters their logs do not explain (at most 20
+    /// of each), in words.
+    pub collection: Vec<String>,
 }
 
 impl AuditReport {
@@ -97,6 +100,7 @@ impl AuditReport {
                 ));
             }
         }
+        v.extend(self.collection.iter().cloned());
         v
     }
 }
@@ -563,7 +567,10 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                         return serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()));
                     }
                 }
-                let me = load_user_on(&mut tx, key).await?;
+                let mut me = load_user_on(&mut tx, key).await?;
+                if command.kind.needs_collection() {
+                    me.state.collection = Some(Box::new(collection_sql::load_on(&mut tx, key).await?));
+                }
                 let draft = match game::decide(&me.state, key, &command.kind, command.id.clone(), ctx) {
                     Ok(d) => d,
                     Err(refusal) => return Ok(Reply::error(name, refusal.code, refusal.message)),
@@ -680,6 +687,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 for r in sqlx::query("SELECT guild_id, user_id FROM users WHERE gold < 0 OR gems < 0 OR credits < 0").fetch_all(&mut *tx).await? {
                     report.negative.push(user_key(r.try_get(0)?, r.try_get(1)?)?);
                 }
+                report.collection = collection_sql::audit(&mut tx).await?;
                 // Read only: nothing to keep.
                 tx.rollback().await?;
                 Ok(report)

@@ -520,6 +520,12 @@ fn upgrade(mut d: Draft, name: &str, roster: &Roster) -> Result<Draft, Refusal> 
     coll.set(raised.clone());
     d.state.collection = Some(Box::new(coll));
     d.write(Write::Character(raised.clone()));
+    d.write(Write::Upgraded {
+        character: ch.name.clone(),
+        level: raised.level,
+        shards,
+        gold,
+    });
     let mut data = d.balances();
     data["character"] = owned_json(&raised, roster);
     data["spent"] = json!({ "shards": shards, "gold": gold });
