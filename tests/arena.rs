@@ -248,7 +248,7 @@ both_backends!(
         let db = TestDb::new(backend).await;
         let rt = start(&db).await;
         assert!(rt.dispatch(join(1)).await.ok);
-        assert!(rt.panic_system_actor_once("arena"));
+        assert!(rt.panic_system_actor_once("arena").await);
         // The restarted arena read its line back from storage.
         assert_eq!(status(&rt, 1).await["waiting_in_guild"], 1);
         assert!(rt.dispatch(join(2)).await.ok);

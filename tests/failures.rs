@@ -78,7 +78,7 @@ both_backends!(
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(rt.panic_system_actor_once("group_commit"));
+        assert!(rt.panic_system_actor_once("group_commit").await);
         for claim in claims {
             let r = tokio::time::timeout(Duration::from_secs(10), claim)
                 .await

@@ -380,7 +380,7 @@ both_backends!(
         // panics. The supervisor restarts the queue, which reads the line
         // back from storage.
         wait_for(&rt, 1, &ids[0], "running").await;
-        assert!(rt.panic_system_actor_once("image"));
+        assert!(rt.panic_system_actor_once("image").await);
         let listed = jobs(&rt, 1).await;
         let place = |id: &str| listed.iter().find(|j| j["job_id"] == id).cloned().unwrap();
         assert_eq!(place(&ids[0])["status"], "running", "{listed:?}");

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use crate::game::arena::battle as arena;
 use crate::ids::{GuildId, UserId, UserKey};
 use crate::store::{Store, StoreError};
-use crate::system::{self, ActorSystem, PanicOnce};
+use crate::system::{self, ActorSystem, Loaded, PanicOnce};
 use crate::telemetry as m;
 
 /// One player's place in the arena, paid for.
@@ -149,6 +149,11 @@ impl ArenaQueue {
         self.waiting.get(&guild).map_or(0, |n| *n)
     }
 
+    /// Returns once the arena has read its line back from storage.
+    pub async fn loaded(&self) {
+        system::ask(&self.addr, Loaded).await;
+    }
+
     /// Test hook: makes the actor's next handler panic.
     #[doc(hidden)]
     pub fn panic_once(&self) {
@@ -180,7 +185,8 @@ impl Actor for ArenaActor {
         ctx.set_mailbox_capacity(0);
         metrics::counter!(m::ARENA_BATTLES_TOTAL).increment(0);
         metrics::counter!(m::SYSTEM_ACTOR_RESTARTS_TOTAL, "actor" => "arena").increment(0);
-        self.report();
+        // No report before the reload: after a restart the published line
+        // lengths stay as they were until storage has said what they are.
         self.reload(ctx);
     }
 }
@@ -219,6 +225,12 @@ impl Handler<Forget> for ArenaActor {
             act.report();
         });
     }
+}
+
+impl Handler<Loaded> for ArenaActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Loaded, _: &mut Self::Context) {}
 }
 
 impl Handler<PanicOnce> for ArenaActor {

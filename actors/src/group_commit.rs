@@ -12,7 +12,7 @@
 //! on a oneshot channel, so no player task ever waits on actix's mailbox.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,8 +77,6 @@ pub struct Busy;
 
 pub type CommitResult = Result<CommitOutcome, CommitError>;
 
-#[derive(Message)]
-#[rtype(result = "()")]
 struct Request {
     writes: WriteSet,
     done: oneshot::Sender<CommitResult>,
@@ -112,6 +110,13 @@ pub struct CommitProgress {
 #[derive(Clone)]
 pub struct GroupCommit {
     addr: Addr<Committer>,
+    /// WriteSets travel to the actor on this channel, and a `Doorbell`
+    /// message tells it there are some: one actix message per burst rather
+    /// than per WriteSet, so the system thread is woken once per burst.
+    writes: flume::Sender<Request>,
+    /// Set while a doorbell is on its way; the actor clears it before it
+    /// drains, so a WriteSet sent after the drain rings again.
+    bell: Arc<AtomicBool>,
     /// WriteSets accepted and not yet in a committing batch: what the
     /// backlog limit bounds. Counted here rather than by the mailbox because
     /// actix's bounded `try_send` gives every `Addr` clone a slot of its own.
@@ -132,6 +137,8 @@ impl GroupCommit {
         }
         let progress = Arc::new(CommitProgress::default());
         let backlog = Arc::new(AtomicUsize::new(0));
+        let (writes, incoming) = flume::unbounded();
+        let bell = Arc::new(AtomicBool::new(false));
         let limit = config.backlog.max(1);
         let committer = Committer {
             free_slots: config.parallel.max(1),
@@ -142,6 +149,8 @@ impl GroupCommit {
                 seen: AtomicU64::new(0),
             }),
             pending: VecDeque::new(),
+            incoming,
+            bell: bell.clone(),
             timer: None,
             backlog: backlog.clone(),
             io: system.io().clone(),
@@ -149,6 +158,8 @@ impl GroupCommit {
         let addr = Supervisor::start_in_arbiter(system.arbiter(), |_| committer);
         Self {
             addr,
+            writes,
+            bell,
             backlog,
             limit,
             progress,
@@ -162,15 +173,18 @@ impl GroupCommit {
             return Err(Busy);
         }
         let (done, rx) = oneshot::channel();
-        // Past the admission above the mailbox must never refuse: `do_send`
-        // queues whatever its fill. If the actor has stopped (shutdown) the
-        // WriteSet is dropped unwritten and the caller hears "unknown".
-        self.addr.do_send(Request {
+        // Past the admission above nothing refuses: the channel is unbounded.
+        // If the actor has stopped (shutdown) the WriteSet is dropped
+        // unwritten and the caller hears "unknown".
+        let _ = self.writes.send(Request {
             writes,
             done,
             span: tracing::Span::current(),
             at: Instant::now(),
         });
+        if !self.bell.swap(true, Ordering::AcqRel) {
+            self.addr.do_send(Doorbell);
+        }
         Ok(rx)
     }
 
@@ -228,6 +242,8 @@ impl Batch {
 struct Committer {
     writer: Arc<Writer>,
     pending: VecDeque<Request>,
+    incoming: flume::Receiver<Request>,
+    bell: Arc<AtomicBool>,
     /// Commit slots not in use: at most `parallel` batches commit at once.
     free_slots: usize,
     /// The batch deadline, armed while WriteSets wait for a free slot's batch.
@@ -242,6 +258,8 @@ impl Actor for Committer {
     /// At start, and after a restart: WriteSets still waiting get a batch.
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::counter!(m::SYSTEM_ACTOR_RESTARTS_TOTAL, "actor" => "group_commit").increment(0);
+        // A doorbell the restart swallowed must not strand what it rang for.
+        self.pending.extend(self.incoming.drain());
         system::guarded(self, ctx, "group_commit", Self::flush_due);
     }
 }
@@ -256,12 +274,20 @@ impl Supervised for Committer {
     }
 }
 
-impl Handler<Request> for Committer {
+/// WriteSets are waiting on the channel.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Doorbell;
+
+impl Handler<Doorbell> for Committer {
     type Result = ();
 
-    fn handle(&mut self, request: Request, ctx: &mut Self::Context) {
-        self.pending.push_back(request);
-        system::guarded(self, ctx, "group_commit", Self::flush_due);
+    fn handle(&mut self, _: Doorbell, ctx: &mut Self::Context) {
+        system::guarded(self, ctx, "group_commit", |act, ctx| {
+            act.bell.store(false, Ordering::Release);
+            act.pending.extend(act.incoming.drain());
+            act.flush_due(ctx);
+        });
     }
 }
 

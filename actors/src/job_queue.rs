@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::game::generation::credits::Workflow;
 use crate::job::{Job, Rendered};
 use crate::store::Store;
-use crate::system::{self, ActorSystem, PanicOnce};
+use crate::system::{self, ActorSystem, Loaded, PanicOnce};
 use crate::telemetry as m;
 
 /// A generation backend. The application supplies one (an HTTP service);
@@ -224,6 +224,11 @@ impl JobQueue {
             .unwrap_or_else(|| vec![None; n])
     }
 
+    /// Returns once the queue has lined up the jobs storage holds.
+    pub async fn loaded(&self) {
+        system::ask(&self.addr, Loaded).await;
+    }
+
     /// Test hook: makes the actor's next handler panic.
     #[doc(hidden)]
     pub fn panic_once(&self) {
@@ -397,6 +402,12 @@ impl Handler<RenderEnded> for QueueActor {
             act.start_waiting(ctx);
         });
     }
+}
+
+impl Handler<Loaded> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Loaded, _: &mut Self::Context) {}
 }
 
 impl Handler<PanicOnce> for QueueActor {

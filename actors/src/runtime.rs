@@ -118,6 +118,11 @@ impl Runtime {
                 |r: Arc<Registry>, f| async move { r.pay_battle(f).await },
             )),
         ];
+        // The queues and the arena read their state back before we serve.
+        for queue in registry.shared.queues.iter() {
+            queue.loaded().await;
+        }
+        registry.shared.arena.loaded().await;
         let recovered = relay_pending(&registry, i64::MAX).await?;
         if recovered > 0 {
             tracing::info!(
@@ -362,11 +367,11 @@ impl Runtime {
     }
 
     /// Test hook: makes a system actor's next handler panic, to prove that
-    /// its supervisor restarts it and it reloads its durable state. `actor`
-    /// is `group_commit`, `arena` or a workflow's name; false if no such
-    /// actor runs.
+    /// its supervisor restarts it and it reloads its durable state; returns
+    /// once a queue or the arena has reloaded. `actor` is `group_commit`,
+    /// `arena` or a workflow's name; false if no such actor runs.
     #[doc(hidden)]
-    pub fn panic_system_actor_once(&self, actor: &str) -> bool {
+    pub async fn panic_system_actor_once(&self, actor: &str) -> bool {
         let shared = &self.registry.shared;
         match actor {
             "group_commit" => {
@@ -375,6 +380,7 @@ impl Runtime {
             }
             "arena" => {
                 shared.arena.panic_once();
+                shared.arena.loaded().await;
                 return true;
             }
             _ => {}
@@ -386,6 +392,7 @@ impl Runtime {
         {
             Some(q) => {
                 q.panic_once();
+                q.loaded().await;
                 true
             }
             None => false,

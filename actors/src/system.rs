@@ -147,6 +147,13 @@ where
     }
 }
 
+/// Answered once the actor has read its durable state (its `started`
+/// reload holds the mailbox until then): what start-up awaits, so the
+/// runtime serves nothing before the queues and the arena are back.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Loaded;
+
 /// Test hook: makes a supervised actor's handler panic once, to prove it is
 /// restarted and reloads its durable state. Never sent in production.
 #[doc(hidden)]
