@@ -146,10 +146,11 @@ impl GroupCommit {
                 store,
                 config,
                 progress: progress.clone(),
+                incoming,
+                backlog: backlog.clone(),
                 seen: AtomicU64::new(0),
             }),
             pending: VecDeque::new(),
-            incoming,
             bell: bell.clone(),
             timer: None,
             backlog: backlog.clone(),
@@ -242,7 +243,6 @@ impl Batch {
 struct Committer {
     writer: Arc<Writer>,
     pending: VecDeque<Request>,
-    incoming: flume::Receiver<Request>,
     bell: Arc<AtomicBool>,
     /// Commit slots not in use: at most `parallel` batches commit at once.
     free_slots: usize,
@@ -259,7 +259,7 @@ impl Actor for Committer {
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::counter!(m::SYSTEM_ACTOR_RESTARTS_TOTAL, "actor" => "group_commit").increment(0);
         // A doorbell the restart swallowed must not strand what it rang for.
-        self.pending.extend(self.incoming.drain());
+        self.listen();
         system::guarded(self, ctx, "group_commit", Self::flush_due);
     }
 }
@@ -283,9 +283,13 @@ impl Handler<Doorbell> for Committer {
     type Result = ();
 
     fn handle(&mut self, _: Doorbell, ctx: &mut Self::Context) {
+        // With every slot busy, the committing batches take what waits on
+        // the channel themselves: the bell stays set and nothing is read.
+        if self.free_slots == 0 {
+            return;
+        }
         system::guarded(self, ctx, "group_commit", |act, ctx| {
-            act.bell.store(false, Ordering::Release);
-            act.pending.extend(act.incoming.drain());
+            act.listen();
             act.flush_due(ctx);
         });
     }
@@ -311,7 +315,10 @@ impl Handler<SlotFree> for Committer {
 
     fn handle(&mut self, _: SlotFree, ctx: &mut Self::Context) {
         self.free_slots += 1;
-        system::guarded(self, ctx, "group_commit", Self::flush_due);
+        system::guarded(self, ctx, "group_commit", |act, ctx| {
+            act.listen();
+            act.flush_due(ctx);
+        });
     }
 }
 
@@ -341,7 +348,28 @@ impl Committer {
         }
     }
 
-    /// Takes up to `max_batch` WriteSets and commits them on the main runtime.
+    /// Clears the bell, then takes from the channel what the free slots can
+    /// commit now. The rest stays on the channel, where a committing batch
+    /// takes it next, so nothing waits here behind newer WriteSets.
+    fn listen(&mut self) {
+        // A read-modify-write, not a store: it reads the `true` of a sender
+        // that did not ring, and so sees what that sender queued before it.
+        self.bell.swap(false, Ordering::AcqRel);
+        let room = self.free_slots * self.writer.config.max_batch;
+        while self.pending.len() < room {
+            match self.writer.incoming.try_recv() {
+                Ok(r) => self.pending.push_back(r),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Takes up to `max_batch` WriteSets and commits them on the main
+    /// runtime. When that commit ends, the same task commits what waits on
+    /// the channel meanwhile, and hands the slot back only once it is empty:
+    /// under load the next batch starts at once, not after a round trip
+    /// through the system thread (on two busy cores, that wake-up left the
+    /// writer idle a quarter of the time).
     fn start_batch(&mut self, ctx: &mut Context<Self>) {
         let n = self.pending.len().min(self.writer.config.max_batch);
         let mut batch = Batch::with_capacity(n);
@@ -360,7 +388,25 @@ impl Committer {
         }
         let me = ctx.address();
         self.io.spawn(async move {
-            writer.commit(batch).await;
+            let mut batch = batch;
+            loop {
+                writer.commit(batch).await;
+                let next: Vec<Request> = writer
+                    .incoming
+                    .try_iter()
+                    .take(writer.config.max_batch)
+                    .collect();
+                if next.is_empty() {
+                    break;
+                }
+                let n = next.len();
+                let waiting = writer.backlog.fetch_sub(n, Ordering::Relaxed) - n;
+                metrics::gauge!(m::PERSISTENCE_BACKLOG).set(waiting as f64);
+                batch = Batch::with_capacity(n);
+                for r in next {
+                    batch.push(r);
+                }
+            }
             writer.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
             me.do_send(SlotFree);
         });
@@ -372,6 +418,9 @@ struct Writer {
     store: Store,
     config: GroupCommitConfig,
     progress: Arc<CommitProgress>,
+    /// The WriteSets' channel, read by the actor and by committing batches.
+    incoming: flume::Receiver<Request>,
+    backlog: Arc<AtomicUsize>,
     /// WriteSets seen, for `lose_every`.
     seen: AtomicU64,
 }
