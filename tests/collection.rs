@@ -59,14 +59,6 @@ fn config(roster: Roster, gems: i64) -> RuntimeConfig {
     }
 }
 
-async fn start(db: &TestDb, config: RuntimeConfig) -> Arc<Runtime> {
-    Arc::new(
-        Runtime::start(db.store().await, config)
-            .await
-            .expect("runtime starts"),
-    )
-}
-
 fn gems(r: &Reply) -> i64 {
     r.data["gems"]
         .as_i64()
@@ -99,7 +91,7 @@ both_backends!(
     summon_without_arguments_publishes_every_banners_rates,
     |backend| {
         let db = TestDb::new(backend).await;
-        let rt = start(&db, RuntimeConfig::default()).await;
+        let rt = db.runtime(RuntimeConfig::default()).await;
         let r = rt.dispatch(cmd(1, "summon", json!({}))).await;
         assert!(r.ok, "{r:?}");
         let banners = r.data["banners"].as_array().unwrap();
@@ -129,7 +121,7 @@ both_backends!(
     a_ten_pull_is_charged_once_and_everything_rolled_is_owned,
     |backend| {
         let db = TestDb::new(backend).await;
-        let rt = start(&db, config(Roster::shipped().unwrap(), 1_000)).await;
+        let rt = db.runtime(config(Roster::shipped().unwrap(), 1_000)).await;
         let r = rt.dispatch(summon(1, "standard", 10)).await;
         assert!(r.ok, "{r:?}");
         assert_eq!(
@@ -169,7 +161,9 @@ both_backends!(
     three_hundred_concurrent_ten_pulls_on_one_player_charge_each_once,
     |backend| {
         let db = TestDb::new(backend).await;
-        let rt = start(&db, config(Roster::shipped().unwrap(), 300 * 45 + 20)).await;
+        let rt = db
+            .runtime(config(Roster::shipped().unwrap(), 300 * 45 + 20))
+            .await;
         let replies: Vec<Reply> = join_all((0..300).map(|i| {
             let rt = rt.clone();
             tokio::spawn(async move {
@@ -229,7 +223,7 @@ both_backends!(
 both_backends!(pity_survives_a_restart, |backend| {
     let db = TestDb::new(backend).await;
     let roster = || Roster::parse(TINY, "tiny.toml").unwrap();
-    let rt = start(&db, config(roster(), 100)).await;
+    let rt = db.runtime(config(roster(), 100)).await;
     for since in 1..=2 {
         let r = rt.dispatch(summon(1, "only_pity", 1)).await;
         assert!(r.ok, "{r:?}");
@@ -242,7 +236,7 @@ both_backends!(pity_survives_a_restart, |backend| {
         .shutdown()
         .await;
 
-    let rt = start(&db, config(roster(), 100)).await;
+    let rt = db.runtime(config(roster(), 100)).await;
     let third = rt.dispatch(summon(1, "only_pity", 1)).await;
     assert_eq!(
         third.data["pity"]["since_ssr"], 3,
@@ -259,7 +253,9 @@ both_backends!(
     duplicates_become_shards_that_raise_levels_and_a_team_fights,
     |backend| {
         let db = TestDb::new(backend).await;
-        let rt = start(&db, config(Roster::parse(TINY, "tiny.toml").unwrap(), 100)).await;
+        let rt = db
+            .runtime(config(Roster::parse(TINY, "tiny.toml").unwrap(), 100))
+            .await;
         // Three Cs: one new Moss, two duplicates of 3 shards each.
         let ten = rt.dispatch(summon(1, "only_pity", 1)).await;
         assert!(ten.ok, "{ten:?}");
@@ -356,7 +352,9 @@ both_backends!(
     check_proves_pity_copies_and_shards_from_the_logs,
     |backend| {
         let db = TestDb::new(backend).await;
-        let rt = start(&db, config(Roster::parse(TINY, "tiny.toml").unwrap(), 100)).await;
+        let rt = db
+            .runtime(config(Roster::parse(TINY, "tiny.toml").unwrap(), 100))
+            .await;
         for _ in 0..3 {
             assert!(rt.dispatch(summon(1, "only_pity", 1)).await.ok);
         }

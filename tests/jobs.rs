@@ -73,14 +73,6 @@ fn config(render: Arc<dyn Render>, concurrency: usize, capacity: usize) -> Runti
     }
 }
 
-async fn start(db: &TestDb, config: RuntimeConfig) -> Arc<Runtime> {
-    Arc::new(
-        Runtime::start(db.store().await, config)
-            .await
-            .expect("runtime starts"),
-    )
-}
-
 fn credits(r: &Reply) -> i64 {
     r.data["credits"]
         .as_i64()
@@ -134,7 +126,7 @@ async fn assert_books_balance(rt: &Runtime) {
 both_backends!(a_job_is_charged_rendered_and_its_result_kept, |backend| {
     let db = TestDb::new(backend).await;
     let render = Arc::new(SimulatedRender::new(Duration::from_millis(5), 0));
-    let rt = start(&db, config(render, 2, 100)).await;
+    let rt = db.runtime(config(render, 2, 100)).await;
     let r = rt.dispatch(generate(1, "a red fox")).await;
     assert!(r.ok, "{r:?}");
     assert_eq!((r.data["charged"].as_i64(), credits(&r)), (Some(10), 40));
@@ -152,7 +144,7 @@ both_backends!(a_failed_render_is_refunded, |backend| {
     let db = TestDb::new(backend).await;
     // Every job fails.
     let render = Arc::new(SimulatedRender::new(Duration::from_millis(5), 1));
-    let rt = start(&db, config(render, 2, 100)).await;
+    let rt = db.runtime(config(render, 2, 100)).await;
     let r = rt.dispatch(generate(1, "a red fox")).await;
     let id = r.data["job_id"].as_str().unwrap().to_owned();
     let failed = wait_for(&rt, 1, &id, "failed").await;
@@ -170,7 +162,7 @@ both_backends!(closing_a_job_twice_refunds_it_once, |backend| {
     // The queue may report a job twice (a restart mid-report); storage
     // closes a job only while it is queued.
     let db = TestDb::new(backend).await;
-    let rt = start(&db, config(Arc::new(Gate::default()), 1, 100)).await;
+    let rt = db.runtime(config(Arc::new(Gate::default()), 1, 100)).await;
     let r = rt.dispatch(generate(1, "a red fox")).await;
     let id = r.data["job_id"].as_str().unwrap().to_owned();
     let stored = rt
@@ -223,7 +215,7 @@ both_backends!(
     |backend| {
         let db = TestDb::new(backend).await;
         let gate = Arc::new(Gate::default());
-        let rt = start(&db, config(gate.clone(), 1, 100)).await;
+        let rt = db.runtime(config(gate.clone(), 1, 100)).await;
         let first = rt.dispatch(generate(1, "first")).await;
         let second = rt.dispatch(generate(1, "second")).await;
         let (a, b) = (
@@ -272,7 +264,7 @@ both_backends!(
     |backend| {
         let db = TestDb::new(backend).await;
         let gate = Arc::new(Gate::default());
-        let rt = start(&db, config(gate.clone(), 1, 1000)).await;
+        let rt = db.runtime(config(gate.clone(), 1, 1000)).await;
         // 300 concurrent commands on one player: generates, lucky draws and
         // credit checks interleaved.
         let replies = join_all((0..300).map(|i| {
@@ -322,7 +314,7 @@ both_backends!(
 both_backends!(a_full_queue_answers_busy_and_charges_nothing, |backend| {
     let db = TestDb::new(backend).await;
     let gate = Arc::new(Gate::default());
-    let rt = start(&db, config(gate.clone(), 1, 2)).await;
+    let rt = db.runtime(config(gate.clone(), 1, 2)).await;
     assert!(rt.dispatch(generate(1, "one")).await.ok);
     assert!(rt.dispatch(generate(2, "two")).await.ok);
     let full = rt.dispatch(generate(3, "three")).await;
@@ -339,7 +331,7 @@ both_backends!(
     |backend| {
         let db = TestDb::new(backend).await;
         let gate = Arc::new(Gate::default());
-        let rt = start(&db, config(gate.clone(), 1, 100)).await;
+        let rt = db.runtime(config(gate.clone(), 1, 100)).await;
         let mut ids = Vec::new();
         for p in ["one", "two"] {
             let r = rt.dispatch(generate(1, p)).await;
@@ -353,7 +345,7 @@ both_backends!(
             .await;
 
         let render = Arc::new(SimulatedRender::new(Duration::from_millis(5), 0));
-        let rt = start(&db, config(render, 1, 100)).await;
+        let rt = db.runtime(config(render, 1, 100)).await;
         for id in &ids {
             wait_for(&rt, 1, id, "done").await;
         }
@@ -369,7 +361,7 @@ both_backends!(
     |backend| {
         let db = TestDb::new(backend).await;
         let gate = Arc::new(Gate::default());
-        let rt = start(&db, config(gate.clone(), 1, 100)).await;
+        let rt = db.runtime(config(gate.clone(), 1, 100)).await;
         let mut ids = Vec::new();
         for p in ["one", "two", "three"] {
             let r = rt.dispatch(generate(1, p)).await;
@@ -412,7 +404,7 @@ both_backends!(
     without_a_renderer_generate_is_refused_and_charges_nothing,
     |backend| {
         let db = TestDb::new(backend).await;
-        let rt = start(&db, RuntimeConfig::default()).await;
+        let rt = db.runtime(RuntimeConfig::default()).await;
         let r = rt.dispatch(generate(1, "a fox")).await;
         assert_eq!(r.code(), Some(ErrorCode::Disabled), "{r:?}");
         let c = rt.dispatch(cmd(1, "credits", json!({}))).await;
@@ -456,7 +448,7 @@ async fn an_http_render_service_is_called_and_its_failures_refunded() {
     let db = TestDb::new(Backend::Sqlite).await;
     let url = fake_render_service().await;
     let render = Arc::new(kokoro::render::HttpRender::new(&url, Duration::from_secs(5)).unwrap());
-    let rt = start(&db, config(render, 2, 100)).await;
+    let rt = db.runtime(config(render, 2, 100)).await;
     let ok = rt.dispatch(generate(1, "a red fox")).await;
     let boom = rt.dispatch(generate(1, "please explode")).await;
     let junk = rt.dispatch(generate(1, "nonsense answer")).await;
@@ -485,7 +477,7 @@ async fn an_http_render_service_is_called_and_its_failures_refunded() {
             .unwrap(),
     );
     let db2 = TestDb::new(Backend::Sqlite).await;
-    let rt2 = start(&db2, config(gone, 1, 100)).await;
+    let rt2 = db2.runtime(config(gone, 1, 100)).await;
     let r = rt2.dispatch(generate(1, "a fox")).await;
     let failed = wait_for(&rt2, 1, &id(&r), "failed").await;
     assert!(

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use dashmap::DashMap;
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::game::arena::battle as arena;
@@ -187,7 +188,7 @@ impl Actor for ArenaActor {
         metrics::counter!(m::SYSTEM_ACTOR_RESTARTS_TOTAL, "actor" => "arena").increment(0);
         // No report before the reload: after a restart the published line
         // lengths stay as they were until storage has said what they are.
-        self.reload(ctx);
+        system::reload(self, ctx);
     }
 }
 
@@ -198,6 +199,27 @@ impl Supervised for ArenaActor {
     /// from storage and paid once) or not (both players wait again).
     fn restarting(&mut self, _: &mut Self::Context) {
         self.waiting.clear();
+    }
+}
+
+impl system::Reloads for ArenaActor {
+    type State = Vec<StoredEntry>;
+
+    fn name(&self) -> &str {
+        "arena"
+    }
+
+    fn io(&self) -> &tokio::runtime::Handle {
+        &self.io
+    }
+
+    fn load(&self) -> BoxFuture<'static, Result<Self::State, StoreError>> {
+        let store = self.store.clone();
+        Box::pin(async move { store.arena_open().await })
+    }
+
+    fn loaded(&mut self, open: Self::State, ctx: &mut Context<Self>) {
+        self.resume(open, ctx);
     }
 }
 
@@ -254,26 +276,6 @@ impl ArenaActor {
         line.push_back((entry, Instant::now()));
         self.report();
         true
-    }
-
-    fn reload(&mut self, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
-        let load = async move { store.arena_open().await };
-        ctx.wait(
-            system::on_main(&self.io, load).map(|loaded, act: &mut Self, ctx| match loaded {
-                Some(Ok(open)) => {
-                    system::guarded(act, ctx, "arena", |act, ctx| act.resume(open, ctx));
-                }
-                failed => {
-                    let why = match failed {
-                        Some(Err(e)) => e.to_string(),
-                        _ => "the read was lost".to_owned(),
-                    };
-                    tracing::warn!(error = %why, "could not read the arena from storage; retrying");
-                    ctx.run_later(RETRY_AFTER, |act, ctx| act.reload(ctx));
-                }
-            }),
-        );
     }
 
     /// Waiting players wait again (oldest first, ahead of anyone who joined

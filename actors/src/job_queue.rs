@@ -25,12 +25,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::game::generation::credits::Workflow;
-use crate::job::{Job, Rendered};
-use crate::store::Store;
+use crate::job::{Job, Rendered, StoredJob};
+use crate::store::{Store, StoreError};
 use crate::system::{self, ActorSystem, Loaded, PanicOnce};
 use crate::telemetry as m;
 
@@ -294,9 +295,6 @@ struct Running {
     task: tokio::task::AbortHandle,
 }
 
-/// How long to wait before reading storage again when the reload failed.
-const RELOAD_RETRY: Duration = Duration::from_secs(1);
-
 struct QueueActor {
     workflow: Workflow,
     store: Store,
@@ -325,7 +323,7 @@ impl Actor for QueueActor {
         }
         metrics::counter!(m::SYSTEM_ACTOR_RESTARTS_TOTAL, "actor" => queue).increment(0);
         self.report();
-        self.reload(ctx);
+        system::reload(self, ctx);
     }
 }
 
@@ -335,6 +333,28 @@ impl Supervised for QueueActor {
     /// flight go on; they report back as usual, so none runs twice.
     fn restarting(&mut self, _: &mut Self::Context) {
         self.waiting.clear();
+    }
+}
+
+impl system::Reloads for QueueActor {
+    type State = Vec<StoredJob>;
+
+    fn name(&self) -> &str {
+        self.workflow.as_str()
+    }
+
+    fn io(&self) -> &tokio::runtime::Handle {
+        &self.io
+    }
+
+    fn load(&self) -> BoxFuture<'static, Result<Self::State, StoreError>> {
+        let store = self.store.clone();
+        Box::pin(async move { store.open_jobs().await })
+    }
+
+    fn loaded(&mut self, stored: Self::State, ctx: &mut Context<Self>) {
+        self.line_up(stored.into_iter().map(|s| s.job).collect());
+        self.start_waiting(ctx);
     }
 }
 
@@ -425,32 +445,8 @@ impl QueueActor {
         self.running.iter().any(|r| r.id == id) || self.waiting.iter().any(|(j, _)| j.id == id)
     }
 
-    /// Reads this workflow's queued jobs and lines up those not in line yet,
-    /// oldest first, ahead of what arrived meanwhile (newer by construction).
-    /// The mailbox waits while storage is read, so nothing starts out of order.
-    fn reload(&mut self, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
-        let load = async move { store.open_jobs().await };
-        ctx.wait(
-            system::on_main(&self.io, load).map(|loaded, act: &mut Self, ctx| match loaded {
-                Some(Ok(stored)) => {
-                    system::guarded(act, ctx, act.workflow.as_str(), |act, ctx| {
-                        act.line_up(stored.into_iter().map(|s| s.job).collect());
-                        act.start_waiting(ctx);
-                    });
-                }
-                failed => {
-                    let why = match failed {
-                        Some(Err(e)) => e.to_string(),
-                        _ => "the read was lost".to_owned(),
-                    };
-                    tracing::warn!(queue = act.workflow.as_str(), error = %why, "could not read queued jobs; retrying");
-                    ctx.run_later(RELOAD_RETRY, |act, ctx| act.reload(ctx));
-                }
-            }),
-        );
-    }
-
+    /// Lines up this workflow's queued jobs not in line yet, oldest first,
+    /// ahead of what arrived meanwhile (newer by construction).
     fn line_up(&mut self, stored: Vec<Job>) {
         let now = Instant::now();
         let mut line: VecDeque<(Job, Instant)> = stored

@@ -147,6 +147,44 @@ where
     }
 }
 
+/// A supervised system actor whose durable state is read back from storage
+/// when it starts and after every restart.
+pub trait Reloads: Actor<Context = Context<Self>> + Sized {
+    type State: Send + 'static;
+    /// The actor's name in logs and metrics.
+    fn name(&self) -> &str;
+    fn io(&self) -> &tokio::runtime::Handle;
+    /// The read, to run on the main runtime.
+    fn load(
+        &self,
+    ) -> futures::future::BoxFuture<'static, Result<Self::State, crate::store::StoreError>>;
+    /// Takes in what was read.
+    fn loaded(&mut self, state: Self::State, ctx: &mut Context<Self>);
+}
+
+/// How long to wait before reading storage again when a reload failed.
+const RELOAD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads an actor's durable state back. The mailbox waits meanwhile (so
+/// nothing is served out of order), and a failed read is tried again.
+pub fn reload<A: Reloads>(act: &mut A, ctx: &mut Context<A>) {
+    let load = act.load();
+    ctx.wait(on_main(act.io(), load).map(|read, act: &mut A, ctx| match read {
+        Some(Ok(state)) => {
+            let name = act.name().to_owned();
+            guarded(act, ctx, &name, |act, ctx| act.loaded(state, ctx));
+        }
+        failed => {
+            let why = match failed {
+                Some(Err(e)) => e.to_string(),
+                _ => "the read was lost".to_owned(),
+            };
+            tracing::warn!(actor = act.name(), error = %why, "could not read state back from storage; retrying");
+            ctx.run_later(RELOAD_RETRY, |act, ctx| reload(act, ctx));
+        }
+    }));
+}
+
 /// Answered once the actor has read its durable state (its `started`
 /// reload holds the mailbox until then): what start-up awaits, so the
 /// runtime serves nothing before the queues and the arena are back.

@@ -90,6 +90,15 @@ impl TestDb {
         self.store_with(&StoreOptions::default()).await
     }
 
+    /// The runtime over this database, shareable between tasks.
+    pub async fn runtime(&self, config: actors::RuntimeConfig) -> std::sync::Arc<actors::Runtime> {
+        std::sync::Arc::new(
+            actors::Runtime::start(self.store().await, config)
+                .await
+                .expect("runtime starts"),
+        )
+    }
+
     pub async fn store_with(&self, opts: &StoreOptions) -> Store {
         Store::open(Some(&self.url), self.dir.path(), opts)
             .await
