@@ -132,16 +132,8 @@ impl Draft {
         amount: i64,
         reason: &'static str,
     ) -> Result<(), Refusal> {
-        let b = self.balance_mut(currency);
-        *b = money::credit(*b, amount)?;
-        let balance_after = *b;
-        self.writes.ledger.push(LedgerEntry {
-            currency,
-            amount,
-            balance_after,
-            reason,
-        });
-        self.touch();
+        let after = money::credit(*self.balance_mut(currency), amount)?;
+        self.book(currency, amount, after, reason);
         Ok(())
     }
 
@@ -151,17 +143,21 @@ impl Draft {
         amount: i64,
         reason: &'static str,
     ) -> Result<(), Refusal> {
-        let b = self.balance_mut(currency);
-        *b = money::debit(currency, *b, amount)?;
-        let balance_after = *b;
+        let after = money::debit(currency, *self.balance_mut(currency), amount)?;
+        self.book(currency, -amount, after, reason);
+        Ok(())
+    }
+
+    /// Sets a balance and writes the ledger row that explains it.
+    fn book(&mut self, currency: Currency, amount: i64, balance_after: i64, reason: &'static str) {
+        *self.balance_mut(currency) = balance_after;
         self.writes.ledger.push(LedgerEntry {
             currency,
-            amount: -amount,
+            amount,
             balance_after,
             reason,
         });
         self.touch();
-        Ok(())
     }
 
     pub fn gain_xp(&mut self, xp: i64) {

@@ -20,7 +20,7 @@ use crate::command::{Args, ParseError};
 use crate::domain::Currency;
 use crate::game::draft::{Context, Draft, Refusal};
 use crate::reply::ErrorCode;
-use crate::state::{Collection, Owned, UserState};
+use crate::state::{Owned, UserState};
 use crate::writeset::{Summoned, Write};
 use roster::{Rarity, Roster, Upgrade, MAX_BANNER_ID, MAX_NAME_CHARS};
 
@@ -295,12 +295,8 @@ fn summon(mut d: Draft, banner_id: &str, count: u32, ctx: &Context<'_>) -> Resul
     };
     // One charge, one ledger row, for one summon or ten.
     d.debit(Currency::Gems, cost, "summon")?;
-    let mut coll: Collection = d
-        .state
-        .collection
-        .as_deref()
-        .cloned()
-        .ok_or_else(not_loaded)?;
+    // The draft already holds its own copy of the state: change it in place.
+    let mut coll = d.state.collection.take().ok_or_else(not_loaded)?;
     let (mut since, mut all) = coll.pity(&banner.id);
     let mut rng = rand::rngs::StdRng::seed_from_u64(ctx.draw);
     let mut writes = Vec::new();
@@ -365,7 +361,7 @@ fn summon(mut d: Draft, banner_id: &str, count: u32, ctx: &Context<'_>) -> Resul
     for w in writes {
         d.write(w);
     }
-    d.state.collection = Some(Box::new(coll));
+    d.state.collection = Some(coll);
     let mut data = d.balances();
     let guaranteed_within = banner.pity - since + 1;
     data["banner"] = json!(banner.id);
@@ -511,14 +507,9 @@ fn upgrade(mut d: Draft, name: &str, roster: &Roster) -> Result<Draft, Refusal> 
         shards: owned.shards - shards,
         ..owned
     };
-    let mut coll = d
-        .state
-        .collection
-        .as_deref()
-        .cloned()
-        .ok_or_else(not_loaded)?;
-    coll.set(raised.clone());
-    d.state.collection = Some(Box::new(coll));
+    if let Some(coll) = d.state.collection.as_deref_mut() {
+        coll.set(raised.clone());
+    }
     d.write(Write::Character(raised.clone()));
     d.write(Write::Upgraded {
         character: ch.name.clone(),
@@ -557,9 +548,9 @@ fn team(mut d: Draft, names: &[String], roster: &Roster) -> Result<Draft, Refusa
         }
         team.push(ch.name.clone());
     }
-    let mut coll = coll.clone();
-    coll.team = team.iter().map(|n| n.as_str().into()).collect();
-    d.state.collection = Some(Box::new(coll));
+    if let Some(coll) = d.state.collection.as_deref_mut() {
+        coll.team = team.iter().map(|n| n.as_str().into()).collect();
+    }
     d.write(Write::Team(team.clone()));
     let power = team_power(&d.state, roster).unwrap_or(0);
     let data = json!({ "team": team, "team_power": power });
