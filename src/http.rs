@@ -24,8 +24,11 @@ const MAX_BODY: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub runtime: Arc<Runtime>,
-    /// `None`: every `/v1` route answers 401.
+    /// `None`: every `/v1` route answers 401 (unless the admin token is sent).
     pub token: Option<Arc<str>>,
+    /// `KOKORO_ADMIN_TOKEN`: sent as the bearer token, it allows admin
+    /// commands too. `None`: admin commands are refused with 403.
+    pub admin_token: Option<Arc<str>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -60,6 +63,7 @@ pub fn status_of(code: Option<ErrorCode>) -> StatusCode {
         None => StatusCode::OK,
         Some(ErrorCode::InvalidArgument) => StatusCode::BAD_REQUEST,
         Some(ErrorCode::Unauthorized) => StatusCode::UNAUTHORIZED,
+        Some(ErrorCode::Forbidden) => StatusCode::FORBIDDEN,
         Some(ErrorCode::UnknownCommand) => StatusCode::NOT_FOUND,
         Some(ErrorCode::RateLimited) => StatusCode::TOO_MANY_REQUESTS,
         Some(ErrorCode::Busy | ErrorCode::StorageUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
@@ -108,6 +112,23 @@ fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|given| same_token(given.as_bytes(), want.as_bytes()))
+}
+
+/// Who the bearer token says the caller is, if anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bearer {
+    Player,
+    Admin,
+}
+
+fn bearer(headers: &HeaderMap, state: &AppState) -> Option<Bearer> {
+    if authorized(headers, state.admin_token.as_deref()) {
+        Some(Bearer::Admin)
+    } else if authorized(headers, state.token.as_deref()) {
+        Some(Bearer::Player)
+    } else {
+        None
+    }
 }
 
 /// Parses a request body into a `Command`, or the reply that refuses it.
@@ -171,9 +192,9 @@ async fn command(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !authorized(&headers, state.token.as_deref()) {
+    let Some(caller) = bearer(&headers, &state) else {
         return reject("", ErrorCode::Unauthorized, "missing or wrong bearer token");
-    }
+    };
     // axum answers an unreadable or oversized body in plain text by itself;
     // here it gets the same JSON error body as every other refusal.
     let body = match body {
@@ -194,6 +215,7 @@ async fn command(
         }
     };
     match parse_command(&body) {
+        Ok(cmd) if caller == Bearer::Admin => respond(state.runtime.dispatch_admin(cmd).await),
         Ok(cmd) => respond(state.runtime.dispatch(cmd).await),
         Err(reply) => respond(reply),
     }

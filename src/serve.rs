@@ -9,7 +9,7 @@ use actors::Runtime;
 use anyhow::Context;
 
 use crate::http::{router, AppState};
-use crate::settings::{api_token, check_exposure, discord_token, ServeArgs};
+use crate::settings::{admin_token, api_token, check_exposure, discord_token, ServeArgs};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let files = args.log_dir.clone().map(|dir| crate::telemetry::LogFiles {
@@ -23,6 +23,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     let token = api_token();
     check_exposure(args.http, token.as_deref())?;
+    let admin = admin_token();
+    if admin.as_deref().is_some_and(|a| a.len() < 16) {
+        anyhow::bail!("KOKORO_ADMIN_TOKEN must be at least 16 characters");
+    }
+    if admin.is_some() && admin == token {
+        anyhow::bail!("KOKORO_ADMIN_TOKEN must differ from KOKORO_API_TOKEN");
+    }
     let config = args.runtime.runtime_config()?;
     crate::telemetry::prometheus();
     crate::telemetry::spawn_upkeep();
@@ -62,6 +69,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         migration,
         http = %addr,
         api_token = if token.is_some() { "set" } else { "unset (/v1 answers 401)" },
+        admin_token = if admin.is_some() { "set" } else { "unset (admin commands answer 403)" },
         log_dir = args.log_dir.as_ref().map(|d| d.display().to_string()),
         traces = args.otlp_endpoint.as_deref().map(crate::render::describe),
         discord = match (&discord, &args.discord_proxy) {
@@ -79,6 +87,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = router(AppState {
         runtime: runtime.clone(),
         token: token.map(Arc::from),
+        admin_token: admin.map(Arc::from),
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

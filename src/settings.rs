@@ -274,6 +274,14 @@ pub fn api_token() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// The admin token, from the environment only: as a bearer token it
+/// allows admin commands over HTTP. Unset: admin commands answer 403.
+pub fn admin_token() -> Option<String> {
+    std::env::var("KOKORO_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
 /// The Discord bot token, from the environment only; unset: no Discord.
 pub fn discord_token() -> Option<String> {
     std::env::var("DISCORD_TOKEN")

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use support::*;
 
 const TOKEN: &str = "test-token-0123456789";
+const ADMIN_TOKEN: &str = "admin-token-9876543210";
 
 struct Server {
     base: String,
@@ -30,6 +31,7 @@ async fn serve(db: &TestDb, token: Option<&str>) -> Server {
     let app = router(AppState {
         runtime: runtime.clone(),
         token: token.map(Arc::from),
+        admin_token: Some(Arc::from(ADMIN_TOKEN)),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -62,6 +64,10 @@ impl Server {
     async fn post(&self, body: Value) -> (StatusCode, Value) {
         self.post_raw(&body.to_string(), Some(TOKEN)).await
     }
+
+    async fn post_admin(&self, body: Value) -> (StatusCode, Value) {
+        self.post_raw(&body.to_string(), Some(ADMIN_TOKEN)).await
+    }
 }
 
 /// A fingerprint of everything stored, to prove bad input wrote nothing.
@@ -85,7 +91,15 @@ async fn snapshot(db: &TestDb, rt: &Runtime) -> String {
                 unreachable!()
             };
             let mut out = String::new();
-            for table in ["users", "ledger", "inventory", "transfers", "commands"] {
+            for table in [
+                "users",
+                "ledger",
+                "inventory",
+                "transfers",
+                "commands",
+                "guild_settings",
+                "audit_log",
+            ] {
                 let row: (Option<String>,) = sqlx::query_as(&format!(
                     "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {table} t"
                 ))
@@ -255,3 +269,179 @@ async fn without_a_configured_token_every_v1_route_is_401() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(r["error"]["code"], "unauthorized");
 }
+
+both_backends!(
+    admin_commands_need_the_admin_token_and_are_audited,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let s = serve(&db, Some(TOKEN)).await;
+        let admin = |command: &str, args: Value| json!({"guild_id": "1", "user_id": "9", "command": command, "args": args});
+        let (status, _) = s
+            .post(json!({"guild_id": "1", "user_id": "5", "command": "balance"}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let before = snapshot(&db, &s.runtime).await;
+
+        // With the plain API token: 403, and nothing changes.
+        for body in [
+            admin("config_set", json!({"key": "daily_gold", "value": 250})),
+            admin("config_show", json!({})),
+            admin(
+                "grant",
+                json!({"user": "5", "currency": "gems", "amount": 30, "reason": "event"}),
+            ),
+        ] {
+            let (status, r) = s.post(body.clone()).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{body}: {r}");
+            assert_eq!(r["error"]["code"], "forbidden");
+        }
+        // Bad keys and values: 400 naming the key and what it allows.
+        let (status, r) = s
+            .post_admin(admin(
+                "config_set",
+                json!({"key": "colour", "value": "red"}),
+            ))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let msg = r["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("\"colour\"") && msg.contains("daily_rp_cap"),
+            "{msg}"
+        );
+        let (status, r) = s
+            .post_admin(admin(
+                "config_set",
+                json!({"key": "char_per_rp", "value": "0"}),
+            ))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            r["error"]["message"],
+            "char_per_rp must be a whole number from 1 to 100000"
+        );
+        assert_eq!(
+            snapshot(&db, &s.runtime).await,
+            before,
+            "refusals wrote nothing"
+        );
+
+        // With the admin token: the change lands, once per command id.
+        let set = json!({"id": "set-1", "guild_id": "1", "user_id": "9", "command": "config_set",
+                     "args": {"key": "daily_gold", "value": 250}});
+        let (status, first) = s.post_admin(set.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(
+            (first["data"]["old"].as_str(), first["data"]["new"].as_str()),
+            (Some("100"), Some("250"))
+        );
+        let (_, again) = s.post_admin(set).await;
+        assert_eq!(again, first, "a retry answers the first reply");
+        let (status, r) = s
+            .post_admin(admin(
+                "config_set",
+                json!({"key": "rp_channels", "value": "<#10>, 11"}),
+            ))
+            .await;
+        assert_eq!(
+            (status, r["data"]["new"].as_str()),
+            (StatusCode::OK, Some("10,11")),
+            "{r}"
+        );
+
+        // The setting shapes the game: today's daily pays the guild's amount.
+        let (_, daily) = s
+            .post(json!({"guild_id": "1", "user_id": "5", "command": "daily"}))
+            .await;
+        assert_eq!(daily["data"]["reward"]["gold"], 250, "{daily}");
+        let (_, other_guild) = s
+            .post(json!({"guild_id": "2", "user_id": "5", "command": "daily"}))
+            .await;
+        assert_eq!(
+            other_guild["data"]["reward"]["gold"], 100,
+            "settings are per guild"
+        );
+
+        // A grant and a correction: ledger rows and audit rows.
+        let (status, g) = s
+            .post_admin(admin(
+                "grant",
+                json!({"user": "5", "currency": "gems", "amount": 30, "reason": "event prize"}),
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{g}");
+        assert_eq!(g["data"]["gems"], 30);
+        let (status, r) = s
+            .post_admin(admin(
+                "grant",
+                json!({"user": "5", "currency": "gems", "amount": -31, "reason": "typo"}),
+            ))
+            .await;
+        assert_eq!(
+            (status, r["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("insufficient_funds"))
+        );
+        let (status, _) = s
+            .post_admin(admin(
+                "grant",
+                json!({"user": "5", "currency": "gems", "amount": -10, "reason": "typo"}),
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, bal) = s
+            .post(json!({"guild_id": "1", "user_id": "5", "command": "balance"}))
+            .await;
+        assert_eq!(bal["data"]["gems"], 20, "{bal}");
+
+        // The admin token works for every other command too.
+        let (status, _) = s
+            .post_admin(json!({"guild_id": "1", "user_id": "9", "command": "balance"}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+
+        let (status, shown) = s.post_admin(admin("config_show", json!({}))).await;
+        assert_eq!(status, StatusCode::OK, "{shown}");
+        assert_eq!(shown["data"]["settings"]["daily_gold"], "250");
+        assert_eq!(shown["data"]["settings"]["rp_channels"], "10,11");
+        let changes = shown["data"]["recent_changes"].as_array().unwrap();
+        let summary: Vec<(String, String, String, String)> = changes
+            .iter()
+            .map(|c| {
+                let f = |k: &str| c[k].as_str().unwrap_or("-").to_owned();
+                (f("action"), f("by"), f("key"), f("new"))
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("grant".into(), "9".into(), "gems".into(), "20".into()),
+                ("grant".into(), "9".into(), "gems".into(), "30".into()),
+                (
+                    "config_set".into(),
+                    "9".into(),
+                    "rp_channels".into(),
+                    "10,11".into()
+                ),
+                (
+                    "config_set".into(),
+                    "9".into(),
+                    "daily_gold".into(),
+                    "250".into()
+                ),
+            ],
+            "newest first, the retried change once"
+        );
+        assert_eq!(changes[0]["reason"], "typo");
+        assert_eq!(changes[0]["target"], "5");
+
+        let audit = s.runtime.audit().await.unwrap();
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+        assert_eq!(audit.ledger(actors::domain::Currency::Gems, "grant"), 20);
+
+        // Settings survive a restart (read back by the guild's actor).
+        drop(s);
+        let s = serve(&db, Some(TOKEN)).await;
+        let (_, shown) = s.post_admin(admin("config_show", json!({}))).await;
+        assert_eq!(shown["data"]["settings"]["daily_gold"], "250");
+        db.drop_db().await;
+    }
+);

@@ -178,6 +178,7 @@ both_backends!(closing_a_job_twice_refunds_it_once, |backend| {
         now_ms: 1,
         catalogue: &catalogue,
         roster: &actors::game::collection::roster::Roster::default(),
+        guild: actors::game::guild::settings::GuildSettings::fallback(),
         starting_gold: 0,
         starting_credits: 0,
         starting_gems: 0,

@@ -124,6 +124,7 @@ async fn the_http_target_drives_a_running_server() {
     let app = kokoro::http::router(kokoro::http::AppState {
         runtime,
         token: Some(Arc::from(token)),
+        admin_token: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -10,6 +10,7 @@ use crate::game::arena::ArenaCommand;
 use crate::game::collection::CollectionCommand;
 use crate::game::economy::EconomyCommand;
 use crate::game::generation::GenerationCommand;
+use crate::game::guild::GuildCommand;
 use crate::ids::{CommandId, UserId, UserKey};
 
 /// A command, by the feature it belongs to.
@@ -19,6 +20,7 @@ pub enum CommandKind {
     Generation(GenerationCommand),
     Arena(ArenaCommand),
     Collection(CollectionCommand),
+    Guild(GuildCommand),
 }
 
 impl CommandKind {
@@ -28,6 +30,7 @@ impl CommandKind {
             Self::Generation(c) => c.name(),
             Self::Arena(c) => c.name(),
             Self::Collection(c) => c.name(),
+            Self::Guild(c) => c.name(),
         }
     }
 
@@ -39,6 +42,7 @@ impl CommandKind {
             .chain(GenerationCommand::NAMES)
             .chain(ArenaCommand::NAMES)
             .chain(CollectionCommand::NAMES)
+            .chain(GuildCommand::NAMES)
             .copied()
     }
 
@@ -50,6 +54,7 @@ impl CommandKind {
             Self::Generation(c) => c.args(),
             Self::Arena(c) => c.args(),
             Self::Collection(c) => c.args(),
+            Self::Guild(c) => c.args(),
         }
     }
 
@@ -61,6 +66,7 @@ impl CommandKind {
             Self::Generation(c) => c.writes_when_ok(),
             Self::Arena(c) => c.writes_when_ok(),
             Self::Collection(c) => c.writes_when_ok(),
+            Self::Guild(c) => c.writes_when_ok(),
         }
     }
 
@@ -68,6 +74,33 @@ impl CommandKind {
     /// arena, where a team fights), which their actor then reads first.
     pub fn needs_collection(&self) -> bool {
         matches!(self, Self::Collection(_) | Self::Arena(ArenaCommand::Join))
+    }
+
+    /// Whether deciding it reads the guild's settings (the daily reward,
+    /// every roleplay rule).
+    pub fn needs_guild_settings(&self) -> bool {
+        matches!(
+            self,
+            Self::Economy(crate::game::economy::EconomyCommand::Daily)
+        )
+    }
+
+    /// Whether only a guild's admins may send it: on Discord a member with
+    /// Manage Guild, over HTTP a caller with the admin token.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Self::Guild(_))
+    }
+
+    /// For an admin command acting on another player (`grant`): notes the
+    /// admin `by` in it and returns the player, whose actor must decide it.
+    pub fn readdress(&mut self, by: crate::ids::UserId) -> Option<crate::ids::UserId> {
+        match self {
+            Self::Guild(GuildCommand::Grant { user, by: b, .. }) => {
+                *b = Some(by);
+                Some(*user)
+            }
+            _ => None,
+        }
     }
 
     /// Parses a command from its name and its `args` object (`null` or absent
@@ -88,6 +121,8 @@ impl CommandKind {
             Self::Arena(c)
         } else if let Some(c) = CollectionCommand::parse(name, &mut a)? {
             Self::Collection(c)
+        } else if let Some(c) = GuildCommand::parse(name, &mut a)? {
+            Self::Guild(c)
         } else {
             return Err(ParseError::UnknownCommand(name.chars().take(40).collect()));
         };
@@ -126,6 +161,10 @@ pub struct Args<'a> {
 }
 
 impl<'a> Args<'a> {
+    pub fn new(map: &'a Map<String, Value>) -> Self {
+        Self { map, used: 0 }
+    }
+
     pub fn get(&mut self, name: &str) -> Option<&'a Value> {
         let v = self.map.get(name).filter(|v| !v.is_null());
         if self.map.contains_key(name) {
@@ -309,6 +348,8 @@ mod tests {
             json!({"job_id": "j00ff"}),
             json!({"name": "Moss Fenwick"}),
             json!({"names": ["Moss Fenwick", "Aster Vale"]}),
+            json!({"key": "char_per_rp", "value": "250"}),
+            json!({"user": "5", "currency": "gems", "amount": -5, "reason": "typo"}),
         ];
         let mut covered = 0;
         for name in CommandKind::names() {

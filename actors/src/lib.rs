@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod game;
 pub mod group_commit;
+pub mod guild_settings;
 pub mod ids;
 pub mod job;
 pub mod job_queue;

@@ -39,6 +39,7 @@ pub(crate) struct Shared {
     pub config: RuntimeConfig,
     pub queues: Queues,
     pub arena: ArenaQueue,
+    pub guilds: crate::guild_settings::Guilds,
 }
 
 struct Slot {

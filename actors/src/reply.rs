@@ -12,6 +12,8 @@ use serde_json::Value;
 pub enum ErrorCode {
     InvalidArgument,
     Unauthorized,
+    /// An admin command from a caller who is not an admin.
+    Forbidden,
     UnknownCommand,
     InsufficientFunds,
     AlreadyClaimed,
@@ -33,6 +35,7 @@ impl ErrorCode {
         match self {
             Self::InvalidArgument => "invalid_argument",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
             Self::UnknownCommand => "unknown_command",
             Self::InsufficientFunds => "insufficient_funds",
             Self::AlreadyClaimed => "already_claimed",

@@ -18,7 +18,9 @@ use crate::game::arena::ArenaCommand;
 use crate::game::economy::EconomyCommand;
 use crate::game::generation::credits::Workflow;
 use crate::game::generation::GenerationCommand;
+use crate::game::guild::GuildCommand;
 use crate::group_commit::GroupCommit;
+use crate::guild_settings::Guilds;
 use crate::ids::UserKey;
 use crate::job::JobStatus;
 use crate::job_queue::{JobQueue, Place, Queues};
@@ -37,6 +39,13 @@ pub struct Runtime {
     sweeper: tokio::task::JoinHandle<()>,
     /// The tasks that hand finished jobs and battles on to players' actors.
     job_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Who sent a command, as the front door established it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Player,
+    Admin,
 }
 
 /// What `/readyz` reports.
@@ -98,12 +107,14 @@ impl Runtime {
         }
         let (fought_tx, fought_rx) = tokio::sync::mpsc::unbounded_channel();
         let arena = ArenaQueue::start(&system, store.clone(), fought_tx);
+        let guilds = Guilds::new(&system, store.clone(), commit.clone(), config.clock.clone());
         let registry = Registry::new(Shared {
             store,
             commit,
             config,
             queues: Queues::new(queues),
             arena,
+            guilds,
         });
         // The way back from the system actors to the players' actors.
         let job_tasks = vec![
@@ -165,8 +176,19 @@ impl Runtime {
         self.registry.shared.commit.backlog()
     }
 
-    /// Answers one command: the single path every front door uses.
+    /// Answers one command from a player: the single path every front door
+    /// uses. Admin commands are refused (`forbidden`) on this path.
     pub async fn dispatch(&self, command: Command) -> Reply {
+        self.dispatch_as(command, Caller::Player).await
+    }
+
+    /// Answers one command from a guild admin (Discord checked Manage
+    /// Guild; HTTP the admin token): the same path, admin commands allowed.
+    pub async fn dispatch_admin(&self, command: Command) -> Reply {
+        self.dispatch_as(command, Caller::Admin).await
+    }
+
+    async fn dispatch_as(&self, command: Command, caller: Caller) -> Reply {
         let name = command.kind.name();
         let span = tracing::info_span!(
             "command",
@@ -176,7 +198,7 @@ impl Runtime {
             command_id = command.id.as_ref().map(|c| c.as_str()),
         );
         let started = Instant::now();
-        let reply = self.answer(command).instrument(span.clone()).await;
+        let reply = self.answer(command, caller).instrument(span.clone()).await;
         metrics::histogram!(m::COMMAND_DURATION_SECONDS, "command" => name)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!(m::COMMANDS_TOTAL, "command" => name, "outcome" => reply.outcome())
@@ -189,8 +211,33 @@ impl Runtime {
         reply
     }
 
-    async fn answer(&self, command: Command) -> Reply {
+    async fn answer(&self, mut command: Command, caller: Caller) -> Reply {
         let shared = &self.registry.shared;
+        let name = command.kind.name();
+        if command.kind.is_admin() && caller != Caller::Admin {
+            return Reply::error(
+                name,
+                ErrorCode::Forbidden,
+                "only the server's admins may use this command",
+            );
+        }
+        match &command.kind {
+            CommandKind::Guild(GuildCommand::Show) => {
+                return shared.guilds.show(command.key.guild).await
+            }
+            CommandKind::Guild(GuildCommand::Set { key, value }) => {
+                return shared
+                    .guilds
+                    .set(command.key, command.id, *key, value.clone())
+                    .await
+            }
+            _ => {}
+        }
+        // An admin command acting on a player is decided by that player's
+        // actor, like every change to their state.
+        if let Some(target) = command.kind.readdress(command.key.user) {
+            command.key = UserKey::new(command.key.guild, target);
+        }
         match command.kind {
             CommandKind::Generation(GenerationCommand::Jobs) => {
                 return self.list_jobs(command.key).await

@@ -20,6 +20,7 @@ use crate::command::{Command, CommandKind};
 use crate::game::arena::ArenaCommand;
 use crate::game::generation::credits::Workflow;
 use crate::game::generation::GenerationCommand;
+use crate::game::guild::settings::GuildSettings;
 use crate::game::{self, Draft, Refusal};
 use crate::group_commit::CommitError;
 use crate::ids::UserKey;
@@ -167,9 +168,10 @@ impl UserActor {
         metrics::counter!(m::PASSIVATIONS_TOTAL, "reason" => reason.as_str()).increment(1);
     }
 
-    fn context(&self) -> game::Context<'_> {
+    fn context<'a>(&'a self, guild: &'a GuildSettings) -> game::Context<'a> {
         let shared = &self.registry.shared;
         game::Context {
+            guild,
             now_ms: (shared.config.clock)(),
             catalogue: &shared.config.catalogue,
             roster: &shared.config.roster,
@@ -208,6 +210,23 @@ impl UserActor {
                 }
             }
         }
+        // The guild's settings, for the commands they shape: a snapshot,
+        // read from storage only the first time this guild is seen.
+        let guild = if command.kind.needs_guild_settings() {
+            match self.registry.shared.guilds.settings(self.key.guild).await {
+                Some(g) => g,
+                None => {
+                    answer.send(Reply::error(
+                        name,
+                        ErrorCode::StorageUnavailable,
+                        "could not read the server's settings; nothing was changed, retry shortly",
+                    ));
+                    return Next::Continue;
+                }
+            }
+        } else {
+            fallback_settings()
+        };
         // A job holds its place in the queue before anything is charged, so
         // a full queue refuses it with nothing written.
         let reservation = match &command.kind {
@@ -233,7 +252,7 @@ impl UserActor {
                     self.key,
                     &command.kind,
                     command.id.clone(),
-                    &self.context(),
+                    &self.context(&guild),
                 )
             })),
         };
@@ -351,7 +370,12 @@ impl UserActor {
     }
 
     async fn handle_credit(&mut self, transfer: Transfer, answer: Answer) -> Next {
-        let decided = game::economy::receive(&self.state, self.key, &transfer, &self.context());
+        let decided = game::economy::receive(
+            &self.state,
+            self.key,
+            &transfer,
+            &self.context(GuildSettings::fallback()),
+        );
         if let Err(refusal) = &decided {
             tracing::error!(user = %self.key, transfer = %transfer.id, reason = %refusal.message, "credit refused; transfer stays pending");
         }
@@ -439,7 +463,7 @@ impl UserActor {
             &stored.job,
             JobStatus::Cancelled,
             None,
-            &self.context(),
+            &self.context(GuildSettings::fallback()),
         )?;
         draft.writes.command_id = command.id.clone();
         Ok(draft)
@@ -460,7 +484,11 @@ impl UserActor {
         };
         match newest {
             Some(s) if s.status == EntryStatus::Waiting => {
-                let mut draft = game::arena::leave(&self.state, &s.entry, &self.context())?;
+                let mut draft = game::arena::leave(
+                    &self.state,
+                    &s.entry,
+                    &self.context(GuildSettings::fallback()),
+                )?;
                 draft.writes.command_id = command.id.clone();
                 Ok(draft)
             }
@@ -477,7 +505,11 @@ impl UserActor {
 
     /// Pays this player's side of a battle, once.
     async fn handle_fought(&mut self, fought: Fought, answer: Answer) -> Next {
-        let decided = game::arena::reward(&self.state, &fought, &self.context());
+        let decided = game::arena::reward(
+            &self.state,
+            &fought,
+            &self.context(GuildSettings::fallback()),
+        );
         if let Err(refusal) = &decided {
             tracing::error!(user = %self.key, battle = %fought.battle_id, reason = %refusal.message, "could not pay a battle");
         }
@@ -496,7 +528,7 @@ impl UserActor {
             &finished.job,
             status,
             Some(result),
-            &self.context(),
+            &self.context(GuildSettings::fallback()),
         );
         if let Err(refusal) = &decided {
             tracing::error!(user = %self.key, job = %finished.job.id, reason = %refusal.message, "could not close a job");
@@ -584,6 +616,13 @@ impl Failure {
 }
 
 /// The answer when what a command would close had already moved on.
+/// The default settings, shared, for commands that read none.
+fn fallback_settings() -> Arc<GuildSettings> {
+    static FALLBACK: std::sync::LazyLock<Arc<GuildSettings>> =
+        std::sync::LazyLock::new(Arc::default);
+    FALLBACK.clone()
+}
+
 fn lost_race(name: &str) -> Reply {
     let message = match name {
         "arena_leave" => "You have been matched; the battle's result is on its way.",

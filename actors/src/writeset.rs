@@ -99,6 +99,25 @@ pub enum Write {
         shards: i64,
         gold: i64,
     },
+    /// Guild settings: a setting's new value (its text form), for the
+    /// WriteSet's guild.
+    Setting { key: &'static str, value: String },
+    /// An admin action, in the same transaction as what it changed.
+    Audit(AuditRow),
+}
+
+/// One admin action, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub by: UserId,
+    pub action: &'static str,
+    /// The player acted on (a grant), if any.
+    pub target: Option<UserId>,
+    /// The setting changed, or the currency granted.
+    pub key: String,
+    pub old: String,
+    pub new: String,
+    pub reason: String,
 }
 
 /// The record a summon leaves: what explains a pity counter and shards.

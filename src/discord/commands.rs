@@ -7,6 +7,8 @@ use serde_json::{json, Value};
 
 use poise::serenity_prelude::AutocompleteChoice;
 
+use actors::game::guild::settings::Key;
+
 use super::{Ctx, Error};
 
 /// Declares slash commands that take no options.
@@ -187,6 +189,57 @@ pub async fn team(
     super::run(ctx, "team", json!({ "names": names })).await
 }
 
+/// This server's settings and their last changes (admins)
+#[poise::command(slash_command, guild_only, default_member_permissions = "MANAGE_GUILD")]
+pub async fn config_show(ctx: Ctx<'_>) -> Result<(), Error> {
+    super::run(ctx, "config_show", json!({})).await
+}
+
+async fn setting_names(_: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
+    suggest(Key::ALL.iter().map(|k| k.as_str()), partial)
+}
+
+/// Change one of this server's settings (admins)
+#[poise::command(slash_command, guild_only, default_member_permissions = "MANAGE_GUILD")]
+pub async fn config_set(
+    ctx: Ctx<'_>,
+    #[description = "The setting"]
+    #[autocomplete = "setting_names"]
+    key: String,
+    #[description = "Its new value (channels as #mentions, roles as level:@role)"] value: String,
+) -> Result<(), Error> {
+    super::run(ctx, "config_set", json!({ "key": key, "value": value })).await
+}
+
+/// The currencies an admin may grant.
+#[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
+pub enum GrantCurrency {
+    #[name = "gold"]
+    Gold,
+    #[name = "gems"]
+    Gems,
+    #[name = "credits"]
+    Credits,
+}
+
+/// Give a player gold, gems or credits, or take some back (admins; audited)
+#[poise::command(slash_command, guild_only, default_member_permissions = "MANAGE_GUILD")]
+pub async fn grant(
+    ctx: Ctx<'_>,
+    #[description = "Who"] user: poise::serenity_prelude::User,
+    #[description = "Which currency"] currency: GrantCurrency,
+    #[description = "How much (negative to take back)"] amount: i64,
+    #[description = "Why (kept in the audit log)"] reason: String,
+) -> Result<(), Error> {
+    let currency = match currency {
+        GrantCurrency::Gold => "gold",
+        GrantCurrency::Gems => "gems",
+        GrantCurrency::Credits => "credits",
+    };
+    let args = json!({ "user": user.id.get().to_string(), "currency": currency, "amount": amount, "reason": reason });
+    super::run(ctx, "grant", args).await
+}
+
 /// Every slash command, for registration.
 pub fn all() -> Vec<poise::Command<super::Data, Error>> {
     vec![
@@ -211,5 +264,8 @@ pub fn all() -> Vec<poise::Command<super::Data, Error>> {
         character(),
         upgrade(),
         team(),
+        config_show(),
+        config_set(),
+        grant(),
     ]
 }

@@ -89,6 +89,20 @@ async fn run(ctx: Ctx<'_>, name: &str, args: Value) -> Result<(), Error> {
         poise::Context::Prefix(_) => None,
     };
     let reply = match CommandKind::parse(name, &args) {
+        // Admin commands: kokoro checks Manage Guild itself, whatever the
+        // server's command permissions say.
+        Ok(kind) if kind.is_admin() => {
+            if manages_guild(&ctx) {
+                let runtime = &ctx.data().runtime;
+                runtime.dispatch_admin(Command { id, key, kind }).await
+            } else {
+                actors::Reply::error(
+                    name,
+                    actors::ErrorCode::Forbidden,
+                    "You need the Manage Server permission for this command.",
+                )
+            }
+        }
         Ok(kind) => ctx.data().runtime.dispatch(Command { id, key, kind }).await,
         Err(e) => actors::Reply::error(name, actors::ErrorCode::InvalidArgument, e.to_string()),
     };
@@ -100,6 +114,19 @@ async fn run(ctx: Ctx<'_>, name: &str, args: Value) -> Result<(), Error> {
     )
     .await?;
     Ok(())
+}
+
+/// Whether the member who sent the interaction may manage the server, as
+/// Discord computed their permissions for it (administrators included).
+fn manages_guild(ctx: &Ctx<'_>) -> bool {
+    let poise::Context::Application(a) = ctx else {
+        return false;
+    };
+    a.interaction
+        .member
+        .as_ref()
+        .and_then(|m| m.permissions)
+        .is_some_and(|p| p.manage_guild() || p.administrator())
 }
 
 /// The player a context speaks for: its guild and author.

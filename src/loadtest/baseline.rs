@@ -44,6 +44,7 @@ impl Conventional {
             now_ms: (self.config.clock)(),
             catalogue: &self.config.catalogue,
             roster: &self.config.roster,
+            guild: actors::game::guild::settings::GuildSettings::fallback(),
             starting_gold: self.config.starting_gold,
             starting_credits: self.config.starting_credits,
             starting_gems: self.config.starting_gems,

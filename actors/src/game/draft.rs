@@ -14,6 +14,7 @@ use crate::domain::money::{self, MoneyError};
 use crate::domain::Currency;
 use crate::game::collection::roster::Roster;
 use crate::game::economy::shop::Catalogue;
+use crate::game::guild::settings::GuildSettings;
 use crate::ids::{CommandId, UserKey};
 use crate::reply::ErrorCode;
 use crate::state::UserState;
@@ -25,6 +26,9 @@ pub struct Context<'a> {
     pub now_ms: i64,
     pub catalogue: &'a Catalogue,
     pub roster: &'a Roster,
+    /// The player's guild's settings (`GuildSettings::fallback()` for the
+    /// commands that do not read them).
+    pub guild: &'a GuildSettings,
     /// Gold a player starts with, paid (with its ledger row) by their first command.
     pub starting_gold: i64,
     /// Credits a player starts with (a `welcome` ledger row in credits).

@@ -11,6 +11,7 @@ pub mod data_file;
 pub mod draft;
 pub mod economy;
 pub mod generation;
+pub mod guild;
 
 pub use draft::{Context, Draft, Refusal};
 
@@ -35,6 +36,7 @@ pub fn decide(
         CommandKind::Generation(c) => generation::decide(d, key, c, ctx),
         CommandKind::Arena(c) => arena::decide(d, key, c, ctx),
         CommandKind::Collection(c) => collection::decide(d, c, ctx),
+        CommandKind::Guild(c) => guild::decide(d, key, c, ctx),
     }
 }
 
@@ -66,6 +68,7 @@ mod tests {
     fn ctx(catalogue: &Catalogue) -> Context<'_> {
         Context {
             roster: &ROSTER,
+            guild: crate::game::guild::settings::GuildSettings::fallback(),
             now_ms: 1_700_000_000_000,
             catalogue,
             starting_gold: 100,
@@ -329,7 +332,7 @@ mod tests {
             let mut now = 1_700_000_000_000i64;
             for (op, amount, day_step) in ops {
                 now += day_step * 43_200_000;
-                let c = Context { now_ms: now, catalogue: &cat, roster: &ROSTER, starting_gold: 100, starting_credits: 50, starting_gems: 0, fresh_id: 1, draw: amount as u64 };
+                let c = Context { now_ms: now, catalogue: &cat, roster: &ROSTER, guild: crate::game::guild::settings::GuildSettings::fallback(), starting_gold: 100, starting_credits: 50, starting_gems: 0, fresh_id: 1, draw: amount as u64 };
                 let kind = match op {
                     0 => CommandKind::Economy(E::Daily),
                     1 => CommandKind::Economy(E::Give { to: crate::ids::UserId::new(9).unwrap(), amount }),

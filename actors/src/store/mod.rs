@@ -222,6 +222,23 @@ impl Store {
         on_pool!(self, (p, q) => q::collection_sql::load(p, key).await)
     }
 
+    /// A guild's settings (defaults where an admin changed nothing).
+    pub async fn guild_settings(
+        &self,
+        guild: GuildId,
+    ) -> Result<crate::game::guild::settings::GuildSettings, StoreError> {
+        on_pool!(self, (p, q) => q::guild_sql::load(p, guild).await)
+    }
+
+    /// A guild's newest audit rows, newest first.
+    pub async fn recent_changes(
+        &self,
+        guild: GuildId,
+        limit: i64,
+    ) -> Result<Vec<crate::game::guild::AuditEntry>, StoreError> {
+        on_pool!(self, (p, q) => q::guild_sql::recent_changes(p, guild, limit).await)
+    }
+
     pub async fn find_reply(
         &self,
         key: UserKey,

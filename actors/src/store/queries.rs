@@ -177,6 +177,7 @@ macro_rules! backend {
             crate::game::generation::sql::generation_writes!();
             crate::game::arena::sql::arena_writes!();
             crate::game::collection::sql::collection_sql!();
+            crate::game::guild::sql::guild_sql!();
 
 /// A `jobs` row, selected with `job_columns!()`.
 fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError> {
@@ -442,6 +443,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 generation_writes::insert(tx, &applied).await?;
                 arena_writes::insert(tx, &applied).await?;
                 collection_sql::insert(tx, &applied).await?;
+                guild_sql::insert(tx, &applied).await?;
 
                 Ok(outcomes)
             }
@@ -688,6 +690,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     report.negative.push(user_key(r.try_get(0)?, r.try_get(1)?)?);
                 }
                 report.collection = collection_sql::audit(&mut tx).await?;
+                report.collection.extend(guild_sql::audit(&mut tx).await?);
                 // Read only: nothing to keep.
                 tx.rollback().await?;
                 Ok(report)

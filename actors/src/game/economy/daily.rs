@@ -40,6 +40,17 @@ pub fn claim(
     streak: i32,
     now_ms: i64,
 ) -> Result<DailyReward, AlreadyClaimed> {
+    claim_paying(BASE_GOLD, last_day, streak, now_ms)
+}
+
+/// `claim`, in a guild whose daily reward is `base_gold` (its
+/// `daily_gold` setting) before the streak bonus.
+pub fn claim_paying(
+    base_gold: i64,
+    last_day: Option<i32>,
+    streak: i32,
+    now_ms: i64,
+) -> Result<DailyReward, AlreadyClaimed> {
     let today = utc_day(now_ms);
     let streak = match last_day {
         Some(d) if d >= today => {
@@ -53,7 +64,7 @@ pub fn claim(
     };
     let bonus_days = i64::from((streak - 1).min(MAX_STREAK_BONUS_DAYS));
     Ok(DailyReward {
-        gold: BASE_GOLD + STREAK_GOLD * bonus_days,
+        gold: base_gold.saturating_add(STREAK_GOLD * bonus_days),
         gems: if streak % GEM_EVERY == 0 { GEMS } else { 0 },
         xp: XP,
         credits: CREDITS,

@@ -188,16 +188,21 @@ pub fn decide(
             Ok(d.with(json!({ "items": items }), msg))
         }
         EconomyCommand::Daily => {
-            let r =
-                daily::claim(d.state.daily_day, d.state.daily_streak, ctx.now_ms).map_err(|e| {
-                    Refusal::new(
-                        ErrorCode::AlreadyClaimed,
-                        format!(
-                            "Daily already claimed today; next claim in {} minutes (UTC midnight).",
-                            (e.retry_in_ms + 59_999) / 60_000
-                        ),
-                    )
-                })?;
+            let r = daily::claim_paying(
+                ctx.guild.daily_gold,
+                d.state.daily_day,
+                d.state.daily_streak,
+                ctx.now_ms,
+            )
+            .map_err(|e| {
+                Refusal::new(
+                    ErrorCode::AlreadyClaimed,
+                    format!(
+                        "Daily already claimed today; next claim in {} minutes (UTC midnight).",
+                        (e.retry_in_ms + 59_999) / 60_000
+                    ),
+                )
+            })?;
             d.credit(Currency::Gold, r.gold, "daily")?;
             if r.gems > 0 {
                 d.credit(Currency::Gems, r.gems, "daily_streak")?;
