@@ -51,9 +51,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let discord = discord_token();
     let _discord = match &discord {
         Some(t) => Some(
-            crate::discord::start(runtime.clone(), t, args.discord_proxy.as_deref())
-                .await
-                .context("starting the Discord front door")?,
+            crate::discord::start(
+                runtime.clone(),
+                t,
+                &crate::discord::Options {
+                    proxy: args.discord_proxy.clone(),
+                    roleplay_posts: args.discord_roleplay_posts,
+                },
+            )
+            .await
+            .context("starting the Discord front door")?,
         ),
         None => None,
     };

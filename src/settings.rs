@@ -257,6 +257,14 @@ pub struct ServeArgs {
     #[arg(long, env = "KOKORO_DISCORD_PROXY")]
     pub discord_proxy: Option<String>,
 
+    /// Count members' Discord posts for roleplay XP (the `message` event).
+    /// Discord sends a post's text only with the privileged message-content
+    /// intent: enable it for the bot in the developer portal first, or
+    /// Discord refuses the connection. Only lengths are used; no text is
+    /// stored or logged.
+    #[arg(long, env = "KOKORO_DISCORD_ROLEPLAY_POSTS")]
+    pub discord_roleplay_posts: bool,
+
     /// Export spans to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).
     /// Needs a build with `--features otel`.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]

@@ -14,6 +14,11 @@ use serde_json::json;
 use support::fake_discord::*;
 use support::*;
 
+/// GUILD_MESSAGES and MESSAGE_CONTENT.
+const MESSAGE_INTENTS: u64 = (1 << 9) | (1 << 15);
+const GUILD: &str = "700000000000000001";
+const RP_CHANNEL: &str = "700000000000000010";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slash_commands_go_down_the_one_dispatch_path() {
     kokoro::telemetry::prometheus();
@@ -25,7 +30,11 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
     );
     // The gateway drops the bot after the third dispatch; it must reconnect.
     let discord = fake_discord(3).await;
-    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", Some(&discord.base))
+    let options = kokoro::discord::Options {
+        proxy: Some(discord.base.clone()),
+        roleplay_posts: false,
+    };
+    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options)
         .await
         .expect("the bot starts");
 
@@ -33,13 +42,27 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
     let bob = "600000000000000002";
     discord.send(interaction("1001", alice, "daily", json!([]), json!({})));
     let daily = discord.answer("1001", 1).await;
-    assert!(content(&daily).starts_with("+100 gold"), "{daily}");
+    assert!(shown(&daily).starts_with("+100 gold"), "{daily}");
     assert!(!ephemeral(&daily));
+    // An embed: a title, and the balances after as fields.
+    assert_eq!(embed(&daily)["title"], "Daily", "{daily}");
+    let fields = embed(&daily)["fields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        fields
+            .iter()
+            .any(|f| f["name"] == "Gold" && f["value"] == "200"),
+        "{daily}"
+    );
+    // Slash commands need no privileged intent.
+    assert_eq!(*discord.fake.intents.lock().unwrap() & MESSAGE_INTENTS, 0);
 
     // Discord redelivers an interaction: the same id pays once.
     discord.send(interaction("1001", alice, "daily", json!([]), json!({})));
     let again = discord.answer("1001", 2).await;
-    assert_eq!(content(&again), content(&daily), "the first reply again");
+    assert_eq!(shown(&again), shown(&daily), "the first reply again");
 
     let give = interaction(
         "1002",
@@ -50,7 +73,7 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
     );
     discord.send(give);
     let gave = discord.answer("1002", 1).await;
-    assert!(content(&gave).contains("Gave 30 gold"), "{gave}");
+    assert!(shown(&gave).contains("Gave 30 gold"), "{gave}");
 
     let bad = interaction(
         "1003",
@@ -80,7 +103,8 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
     assert_eq!(gold(&runtime.dispatch(balance(bob_key)).await), 100 + 30);
 
     let registered = discord.fake.registered.lock().unwrap().clone();
-    for name in actors::CommandKind::names() {
+    // `message` is an event from the gateway, not a slash command.
+    for name in actors::CommandKind::names().filter(|n| *n != "message") {
         assert!(
             registered.iter().any(|r| r == name),
             "/{name} registered: {registered:?}"
@@ -111,4 +135,173 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
         "{metrics}"
     );
     db.drop_db().await;
+}
+
+/// A member's post, as the gateway dispatches it.
+fn post(id: &str, author: &serde_json::Value, chars: usize) -> serde_json::Value {
+    message(id, RP_CHANNEL, Some(GUILD), author, &"a".repeat(chars))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roleplay_posts_earn_xp_and_level_roles_are_given() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let runtime = Arc::new(
+        actors::Runtime::start(db.store().await, actors::RuntimeConfig::default())
+            .await
+            .unwrap(),
+    );
+    let guild = actors::GuildId::new(GUILD.parse().unwrap()).unwrap();
+    let admin = actors::UserKey::new(guild, "600000000000000009".parse().unwrap());
+    for (k, v) in [
+        ("rp_channels", RP_CHANNEL),
+        ("char_per_rp", "10"),
+        ("xp_per_level", "10"),
+        ("level_roles", "2:710000000000000002,3:710000000000000003"),
+    ] {
+        let set = actors::CommandKind::parse("config_set", &json!({"key": k, "value": v})).unwrap();
+        let r = runtime
+            .dispatch_admin(actors::Command {
+                id: None,
+                key: admin,
+                kind: set,
+            })
+            .await;
+        assert!(r.ok, "{r:?}");
+    }
+    let discord = fake_discord(usize::MAX).await;
+    discord
+        .fake
+        .forbidden_roles
+        .lock()
+        .unwrap()
+        .push("710000000000000003".into());
+    let options = kokoro::discord::Options {
+        proxy: Some(discord.base.clone()),
+        roleplay_posts: true,
+    };
+    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options)
+        .await
+        .expect("the bot starts");
+
+    let alice = "600000000000000001";
+    let create = interaction(
+        "2001",
+        alice,
+        "xp_create",
+        json!([{"name": "name", "type": 3, "value": "Ayla"},
+               {"name": "image_url", "type": 3, "value": "https://img.example/ayla.png"}]),
+        json!({}),
+    );
+    discord.send(create);
+    let created = discord.answer("2001", 1).await;
+    assert_eq!(embed(&created)["title"], "Ayla", "{created}");
+    assert_eq!(
+        embed(&created)["thumbnail"]["url"],
+        "https://img.example/ayla.png",
+        "{created}"
+    );
+    assert_eq!(
+        *discord.fake.intents.lock().unwrap() & MESSAGE_INTENTS,
+        MESSAGE_INTENTS,
+        "counting posts needs their length, so their text"
+    );
+
+    // Autocomplete offers the player's own characters.
+    let mut complete = interaction(
+        "2002",
+        alice,
+        "xp",
+        json!([{"name": "name", "type": 3, "value": "ay", "focused": true}]),
+        json!({}),
+    );
+    complete["type"] = json!(4);
+    discord.send(complete);
+    let offered = discord.answer("2002", 1).await;
+    assert_eq!(offered["type"], 8, "{offered}");
+    assert_eq!(offered["data"]["choices"][0]["value"], "Ayla", "{offered}");
+
+    // 100 characters at 10 a point: 10 XP, level 2, and its role.
+    let author = user(alice);
+    discord.event("MESSAGE_CREATE", post("3001", &author, 100));
+    // The gateway delivers the same event again: counted once.
+    discord.event("MESSAGE_CREATE", post("3001", &author, 100));
+    // A bot's post, a webhook's post and a post elsewhere earn nothing.
+    let mut bot = user("600000000000000005");
+    bot["bot"] = json!(true);
+    discord.event("MESSAGE_CREATE", post("3002", &bot, 500));
+    let mut hook = post("3003", &user("600000000000000006"), 500);
+    hook["webhook_id"] = json!("730000000000000001");
+    discord.event("MESSAGE_CREATE", hook);
+    discord.event(
+        "MESSAGE_CREATE",
+        message(
+            "3004",
+            "700000000000000099",
+            Some(GUILD),
+            &author,
+            &"b".repeat(500),
+        ),
+    );
+    let announced = wait_for(|| !discord.fake.posted.lock().unwrap().is_empty()).await;
+    assert!(announced, "the level-up is announced");
+    let roles = discord.fake.roles_added.lock().unwrap().clone();
+    assert_eq!(
+        roles,
+        vec![(
+            GUILD.to_owned(),
+            alice.to_owned(),
+            "710000000000000002".to_owned()
+        )]
+    );
+    {
+        let posted = discord.fake.posted.lock().unwrap();
+        let text = posted[0].1["content"].as_str().unwrap_or_default();
+        assert_eq!(posted[0].0, RP_CHANNEL);
+        assert!(text.contains("reached level 2"), "{text}");
+    }
+
+    // Level 3 (30 XP on this curve): its role is above the bot's, so a
+    // note to the admins, and no crash.
+    discord.event("MESSAGE_CREATE", post("3005", &author, 200));
+    assert!(wait_for(|| discord.fake.posted.lock().unwrap().len() >= 2).await);
+    {
+        let posted = discord.fake.posted.lock().unwrap();
+        let text = posted[1].1["content"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("reached level 3") && text.contains("Manage Roles"),
+            "{text}"
+        );
+    }
+
+    // Everything above, in XP: 10 + 20, nothing for the rest.
+    let xp = actors::CommandKind::parse("xp", &json!({})).unwrap();
+    let alice_key = actors::UserKey::new(guild, alice.parse().unwrap());
+    let me = runtime
+        .dispatch(actors::Command {
+            id: None,
+            key: alice_key,
+            kind: xp,
+        })
+        .await;
+    assert_eq!(me.data["xp"], 30, "{me:?}");
+    for other in ["600000000000000005", "600000000000000006"] {
+        let key = actors::UserKey::new(guild, other.parse().unwrap());
+        let stored = runtime.store().load_user(key).await.unwrap();
+        assert!(
+            !stored.state.exists,
+            "{other} earned nothing and has no row"
+        );
+    }
+    assert_eq!(discord.fake.posted.lock().unwrap().len(), 2);
+    db.drop_db().await;
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }

@@ -11,6 +11,7 @@ use crate::game::collection::CollectionCommand;
 use crate::game::economy::EconomyCommand;
 use crate::game::generation::GenerationCommand;
 use crate::game::guild::GuildCommand;
+use crate::game::roleplay::RoleplayCommand;
 use crate::ids::{CommandId, UserId, UserKey};
 
 /// A command, by the feature it belongs to.
@@ -21,6 +22,7 @@ pub enum CommandKind {
     Arena(ArenaCommand),
     Collection(CollectionCommand),
     Guild(GuildCommand),
+    Roleplay(RoleplayCommand),
 }
 
 impl CommandKind {
@@ -31,6 +33,7 @@ impl CommandKind {
             Self::Arena(c) => c.name(),
             Self::Collection(c) => c.name(),
             Self::Guild(c) => c.name(),
+            Self::Roleplay(c) => c.name(),
         }
     }
 
@@ -43,6 +46,7 @@ impl CommandKind {
             .chain(ArenaCommand::NAMES)
             .chain(CollectionCommand::NAMES)
             .chain(GuildCommand::NAMES)
+            .chain(RoleplayCommand::NAMES)
             .copied()
     }
 
@@ -55,6 +59,7 @@ impl CommandKind {
             Self::Arena(c) => c.args(),
             Self::Collection(c) => c.args(),
             Self::Guild(c) => c.args(),
+            Self::Roleplay(c) => c.args(),
         }
     }
 
@@ -67,6 +72,7 @@ impl CommandKind {
             Self::Arena(c) => c.writes_when_ok(),
             Self::Collection(c) => c.writes_when_ok(),
             Self::Guild(c) => c.writes_when_ok(),
+            Self::Roleplay(c) => c.writes_when_ok(),
         }
     }
 
@@ -81,21 +87,30 @@ impl CommandKind {
     pub fn needs_guild_settings(&self) -> bool {
         matches!(
             self,
-            Self::Economy(crate::game::economy::EconomyCommand::Daily)
+            Self::Economy(crate::game::economy::EconomyCommand::Daily) | Self::Roleplay(_)
         )
     }
 
     /// Whether only a guild's admins may send it: on Discord a member with
     /// Manage Guild, over HTTP a caller with the admin token.
     pub fn is_admin(&self) -> bool {
-        matches!(self, Self::Guild(_))
+        matches!(
+            self,
+            Self::Guild(_) | Self::Roleplay(RoleplayCommand::HfSuccess { .. })
+        )
+    }
+
+    /// Whether deciding it reads the player's roleplay characters.
+    pub fn needs_roleplay(&self) -> bool {
+        matches!(self, Self::Roleplay(_))
     }
 
     /// For an admin command acting on another player (`grant`): notes the
     /// admin `by` in it and returns the player, whose actor must decide it.
     pub fn readdress(&mut self, by: crate::ids::UserId) -> Option<crate::ids::UserId> {
         match self {
-            Self::Guild(GuildCommand::Grant { user, by: b, .. }) => {
+            Self::Guild(GuildCommand::Grant { user, by: b, .. })
+            | Self::Roleplay(RoleplayCommand::HfSuccess { user, by: b, .. }) => {
                 *b = Some(by);
                 Some(*user)
             }
@@ -123,6 +138,8 @@ impl CommandKind {
             Self::Collection(c)
         } else if let Some(c) = GuildCommand::parse(name, &mut a)? {
             Self::Guild(c)
+        } else if let Some(c) = RoleplayCommand::parse(name, &mut a)? {
+            Self::Roleplay(c)
         } else {
             return Err(ParseError::UnknownCommand(name.chars().take(40).collect()));
         };
@@ -350,6 +367,12 @@ mod tests {
             json!({"names": ["Moss Fenwick", "Aster Vale"]}),
             json!({"key": "char_per_rp", "value": "250"}),
             json!({"user": "5", "currency": "gems", "amount": -5, "reason": "typo"}),
+            json!({"name": "Ayla", "image_url": "https://img.example/a.png"}),
+            json!({"name": "Ayla", "confirm": "Ayla"}),
+            json!({"name": "Ayla", "new_name": "Ayla Moon"}),
+            json!({"tz": "Europe/Paris"}),
+            json!({"channel_id": "42", "chars": 120}),
+            json!({"user": "5", "character": "Ayla"}),
         ];
         let mut covered = 0;
         for name in CommandKind::names() {

@@ -82,7 +82,7 @@ pub struct ErrorBody {
 }
 
 /// The answer to one command, in the shape the HTTP API returns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reply {
     pub ok: bool,
     pub command: String,
@@ -92,6 +92,31 @@ pub struct Reply {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+    /// Whether this is the stored first reply to a command id seen before:
+    /// nothing was done again. Not part of the body (a replay's body is the
+    /// first one's); a front door that acts on a reply (announces a
+    /// level-up) acts once.
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// A replay equals the reply it repeats.
+impl PartialEq for Reply {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.ok,
+            &self.command,
+            &self.data,
+            &self.message,
+            &self.error,
+        ) == (
+            other.ok,
+            &other.command,
+            &other.data,
+            &other.message,
+            &other.error,
+        )
+    }
 }
 
 impl Reply {
@@ -102,6 +127,7 @@ impl Reply {
             data,
             message: message.into(),
             error: None,
+            replayed: false,
         }
     }
 
@@ -115,6 +141,15 @@ impl Reply {
                 code,
                 message: message.into(),
             }),
+            replayed: false,
+        }
+    }
+
+    /// This stored first reply, answered again.
+    pub fn replay(self) -> Self {
+        Self {
+            replayed: true,
+            ..self
         }
     }
 

@@ -25,10 +25,17 @@ pub struct UserState {
     /// map, and a boxed slice (no spare capacity) is 8 bytes less than a
     /// vector in every resident actor.
     pub inventory: Box<[(Box<str>, i64)]>,
-    /// The player's characters, pity counters and team, read from storage
-    /// the first time a command needs them (`None`: not read yet), so the
-    /// many players who never summon carry one pointer.
-    pub collection: Option<Box<Collection>>,
+    /// What is read from storage only the first time a command needs it
+    /// (the collection, the roleplay characters): the many players who never
+    /// summon or roleplay carry one pointer for both.
+    pub on_demand: Option<Box<OnDemand>>,
+}
+
+/// The parts of a player's state read on demand (`None`: not read yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnDemand {
+    pub collection: Option<Collection>,
+    pub roleplay: Option<crate::game::roleplay::Roleplay>,
 }
 
 /// What a player has collected.
@@ -85,6 +92,37 @@ impl Collection {
 }
 
 impl UserState {
+    /// The player's characters, pity counters and team, if read.
+    pub fn collection(&self) -> Option<&Collection> {
+        self.on_demand.as_ref()?.collection.as_ref()
+    }
+
+    pub fn collection_mut(&mut self) -> Option<&mut Collection> {
+        self.on_demand.as_mut()?.collection.as_mut()
+    }
+
+    /// Takes the collection out, to change it and put it back.
+    pub fn take_collection(&mut self) -> Option<Collection> {
+        self.on_demand.as_mut()?.collection.take()
+    }
+
+    pub fn set_collection(&mut self, c: Collection) {
+        self.on_demand.get_or_insert_default().collection = Some(c);
+    }
+
+    /// The player's roleplay characters and day, if read.
+    pub fn roleplay(&self) -> Option<&crate::game::roleplay::Roleplay> {
+        self.on_demand.as_ref()?.roleplay.as_ref()
+    }
+
+    pub fn roleplay_mut(&mut self) -> Option<&mut crate::game::roleplay::Roleplay> {
+        self.on_demand.as_mut()?.roleplay.as_mut()
+    }
+
+    pub fn set_roleplay(&mut self, r: crate::game::roleplay::Roleplay) {
+        self.on_demand.get_or_insert_default().roleplay = Some(r);
+    }
+
     /// The level is derived from XP, not stored beside it: one less field in
     /// every resident actor, and the two can never disagree.
     pub fn level(&self) -> i32 {

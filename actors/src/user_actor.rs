@@ -196,11 +196,25 @@ impl UserActor {
         }
         // The collection is read once, when a command first needs it; from
         // then on this actor keeps it, as it keeps the rest of the state.
-        if command.kind.needs_collection() && self.state.collection.is_none() {
+        if command.kind.needs_collection() && self.state.collection().is_none() {
             match Box::pin(self.registry.shared.store.load_collection(self.key)).await {
-                Ok(c) => self.state.collection = Some(Box::new(c)),
+                Ok(c) => self.state.set_collection(c),
                 Err(e) => {
                     tracing::warn!(user = %self.key, error = %e, "could not read a collection");
+                    answer.send(Reply::error(
+                        name,
+                        ErrorCode::StorageUnavailable,
+                        "storage is unavailable; nothing was changed, retry shortly",
+                    ));
+                    return Next::Continue;
+                }
+            }
+        }
+        if command.kind.needs_roleplay() && self.state.roleplay().is_none() {
+            match Box::pin(self.registry.shared.store.load_roleplay(self.key)).await {
+                Ok(r) => self.state.set_roleplay(r),
+                Err(e) => {
+                    tracing::warn!(user = %self.key, error = %e, "could not read roleplay characters");
                     answer.send(Reply::error(
                         name,
                         ErrorCode::StorageUnavailable,
@@ -348,9 +362,16 @@ impl UserActor {
                         if let Some(fp) = fingerprint {
                             self.recent.remember(fp);
                         }
-                        serde_json::from_str(&json).unwrap_or_else(|_| {
-                            Reply::error(name, ErrorCode::Internal, "the first reply is unreadable")
-                        })
+                        serde_json::from_str(&json).map_or_else(
+                            |_| {
+                                Reply::error(
+                                    name,
+                                    ErrorCode::Internal,
+                                    "the first reply is unreadable",
+                                )
+                            },
+                            Reply::replay,
+                        )
                     }
                     Ok(None) => lost_race(name),
                     Err(e) => {
@@ -582,7 +603,7 @@ impl UserActor {
     async fn first_reply(&self, command: &Command) -> Option<Reply> {
         let id = command.id.as_ref()?;
         match Box::pin(self.registry.shared.store.find_reply(self.key, id)).await {
-            Ok(Some(json)) => serde_json::from_str(&json).ok(),
+            Ok(Some(json)) => serde_json::from_str(&json).ok().map(Reply::replay),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(user = %self.key, error = %e, "could not read a stored reply");

@@ -104,6 +104,25 @@ pub enum Write {
     Setting { key: &'static str, value: String },
     /// An admin action, in the same transaction as what it changed.
     Audit(AuditRow),
+    /// Roleplay: the player's row (absolute values; the active character by name).
+    RpPlayer {
+        active_character: Option<String>,
+        timezone: String,
+        /// YYYY-MM-DD, the player's local day.
+        last_xp_reset: Option<String>,
+    },
+    /// Roleplay: a character as it now is (absolute values).
+    RpCharacter(crate::game::roleplay::RpCharacter),
+    /// Roleplay: a character deleted (its tallies stay, as history).
+    RpDeleted(i64),
+    /// Roleplay: a character's XP on one local day, absolute: what explains
+    /// its XP and that day's counters.
+    RpTally {
+        character: i64,
+        day: String,
+        rp_xp: i64,
+        hf_xp: i64,
+    },
 }
 
 /// One admin action, for the audit log.

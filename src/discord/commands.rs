@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use poise::serenity_prelude::AutocompleteChoice;
 
+use actors::game::generation::credits::Workflow;
 use actors::game::guild::settings::Key;
 
 use super::{Ctx, Error};
@@ -34,6 +35,7 @@ no_options! {
     arena_join => "Enter the arena (entry fee in gold)",
     arena_leave => "Leave the arena before a match (fee refunded)",
     arena_status => "Whether you are waiting, and your last battles",
+    xp_list => "Your roleplay characters",
 }
 
 /// Give gold to another player
@@ -51,7 +53,9 @@ pub async fn give(
 #[poise::command(slash_command, guild_only)]
 pub async fn buy(
     ctx: Ctx<'_>,
-    #[description = "Item id, as the shop lists it"] item: String,
+    #[description = "Item id, as the shop lists it"]
+    #[autocomplete = "shop_items"]
+    item: String,
     #[description = "How many (default 1)"] quantity: Option<i64>,
 ) -> Result<(), Error> {
     let mut args = json!({ "item": item });
@@ -65,17 +69,45 @@ pub async fn buy(
 #[poise::command(slash_command, guild_only)]
 pub async fn leaderboard(
     ctx: Ctx<'_>,
-    #[description = "gold (default) or level"] by: Option<String>,
+    #[description = "gold (default) or level"] by: Option<LeaderboardBy>,
 ) -> Result<(), Error> {
-    let args = by.map_or_else(|| json!({}), |b| json!({ "by": b }));
+    let args = by.map_or_else(
+        || json!({}),
+        |b| {
+            json!({ "by": match b {
+                LeaderboardBy::Gold => "gold",
+                LeaderboardBy::Level => "level",
+            } })
+        },
+    );
     super::run(ctx, "leaderboard", args).await
+}
+
+/// What a leaderboard ranks by.
+#[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
+pub enum LeaderboardBy {
+    #[name = "gold"]
+    Gold,
+    #[name = "level"]
+    Level,
+}
+
+async fn shop_items(ctx: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
+    let catalogue = &ctx.data().runtime.config().catalogue;
+    suggest(catalogue.items().map(|i| i.id.as_str()), partial)
+}
+
+async fn workflows(_: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
+    suggest(Workflow::ALL.iter().map(|w| w.as_str()), partial)
 }
 
 /// Generate an image or a video (costs credits)
 #[poise::command(slash_command, guild_only)]
 pub async fn generate(
     ctx: Ctx<'_>,
-    #[description = "image or video"] workflow: String,
+    #[description = "Which workflow"]
+    #[autocomplete = "workflows"]
+    workflow: String,
     #[description = "What to make"] prompt: String,
 ) -> Result<(), Error> {
     let args = json!({ "workflow": workflow, "prompt": prompt });
@@ -240,6 +272,131 @@ pub async fn grant(
     super::run(ctx, "grant", args).await
 }
 
+/// The player's own roleplay characters, read through their actor.
+async fn own_characters(ctx: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
+    let Some(key) = super::player(&ctx) else {
+        return Vec::new();
+    };
+    let Ok(kind) = actors::CommandKind::parse("xp_list", &json!({})) else {
+        return Vec::new();
+    };
+    let reply = ctx
+        .data()
+        .runtime
+        .dispatch(actors::Command {
+            id: None,
+            key,
+            kind,
+        })
+        .await;
+    let names: Vec<String> = reply.data["characters"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    suggest(names.iter().map(String::as_str), partial)
+}
+
+async fn time_zones(_: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
+    suggest(actors::game::roleplay::day::names(), partial)
+}
+
+/// Create a roleplay character of your own; it earns XP from your posts
+#[poise::command(slash_command, guild_only)]
+pub async fn xp_create(
+    ctx: Ctx<'_>,
+    #[description = "Its name (1 to 32 characters)"] name: String,
+    #[description = "A picture of it (https:// address)"] image_url: Option<String>,
+) -> Result<(), Error> {
+    let mut args = json!({ "name": name });
+    if let Some(u) = image_url {
+        args["image_url"] = Value::from(u);
+    }
+    super::run(ctx, "xp_create", args).await
+}
+
+/// A roleplay character's XP, level and today's counts
+#[poise::command(slash_command, guild_only)]
+pub async fn xp(
+    ctx: Ctx<'_>,
+    #[description = "Which character (default: your active one)"]
+    #[autocomplete = "own_characters"]
+    name: Option<String>,
+) -> Result<(), Error> {
+    let args = name.map_or_else(|| json!({}), |n| json!({ "name": n }));
+    super::run(ctx, "xp", args).await
+}
+
+/// Delete one of your roleplay characters (type its name twice)
+#[poise::command(slash_command, guild_only)]
+pub async fn xp_delete(
+    ctx: Ctx<'_>,
+    #[description = "Which character"]
+    #[autocomplete = "own_characters"]
+    name: String,
+    #[description = "Its exact name again, to confirm"] confirm: String,
+) -> Result<(), Error> {
+    super::run(
+        ctx,
+        "xp_delete",
+        json!({ "name": name, "confirm": confirm }),
+    )
+    .await
+}
+
+/// Choose which of your roleplay characters earns from your posts
+#[poise::command(slash_command, guild_only)]
+pub async fn xp_active(
+    ctx: Ctx<'_>,
+    #[description = "Which character"]
+    #[autocomplete = "own_characters"]
+    name: String,
+) -> Result<(), Error> {
+    super::run(ctx, "xp_active", json!({ "name": name })).await
+}
+
+/// Rename one of your roleplay characters (its XP stays)
+#[poise::command(slash_command, guild_only)]
+pub async fn xp_rename(
+    ctx: Ctx<'_>,
+    #[description = "Which character"]
+    #[autocomplete = "own_characters"]
+    name: String,
+    #[description = "Its new name"] new_name: String,
+) -> Result<(), Error> {
+    super::run(
+        ctx,
+        "xp_rename",
+        json!({ "name": name, "new_name": new_name }),
+    )
+    .await
+}
+
+/// Your time zone: your daily XP caps reset at your midnight
+#[poise::command(slash_command, guild_only)]
+pub async fn xp_timezone(
+    ctx: Ctx<'_>,
+    #[description = "An IANA name such as Europe/Paris"]
+    #[autocomplete = "time_zones"]
+    tz: String,
+) -> Result<(), Error> {
+    super::run(ctx, "xp_timezone", json!({ "tz": tz })).await
+}
+
+/// Award an hf success to a player's character (admins)
+#[poise::command(slash_command, guild_only, default_member_permissions = "MANAGE_GUILD")]
+pub async fn hf_success(
+    ctx: Ctx<'_>,
+    #[description = "Whose character"] user: poise::serenity_prelude::User,
+    #[description = "The character's name"] character: String,
+) -> Result<(), Error> {
+    let args = json!({ "user": user.id.get().to_string(), "character": character });
+    super::run(ctx, "hf_success", args).await
+}
+
 /// Every slash command, for registration.
 pub fn all() -> Vec<poise::Command<super::Data, Error>> {
     vec![
@@ -267,5 +424,13 @@ pub fn all() -> Vec<poise::Command<super::Data, Error>> {
         config_show(),
         config_set(),
         grant(),
+        xp_create(),
+        xp(),
+        xp_list(),
+        xp_delete(),
+        xp_active(),
+        xp_rename(),
+        xp_timezone(),
+        hf_success(),
     ]
 }

@@ -8,6 +8,7 @@
 //! reconnects, from the shard manager and stage-change events.
 
 mod commands;
+mod posts;
 mod render;
 
 use std::sync::Arc;
@@ -29,17 +30,28 @@ type Ctx<'a> = poise::Context<'a, Data, Error>;
 /// How often shard latencies are sampled into their gauge.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 
-/// Connects to Discord and serves slash commands until the process stops.
-/// `proxy` sends HTTP API calls to an HTTP proxy (twilight-http-proxy, or a
-/// fake Discord in tests) instead of discord.com; the gateway address then
-/// comes from the proxy too.
+/// How the Discord front door is run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Send HTTP API calls to this proxy (twilight-http-proxy, or a fake
+    /// Discord in tests) instead of discord.com; the gateway address then
+    /// comes from the proxy too.
+    pub proxy: Option<String>,
+    /// Count members' posts for roleplay XP. Needs the privileged
+    /// message-content intent, enabled for the bot in the developer portal
+    /// (Discord refuses the connection otherwise).
+    pub roleplay_posts: bool,
+}
+
+/// Connects to Discord and serves slash commands (and, with
+/// `roleplay_posts`, counts members' posts) until the process stops.
 pub async fn start(
     runtime: Arc<Runtime>,
     token: &str,
-    proxy: Option<&str>,
+    options: &Options,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut http = serenity::HttpBuilder::new(token);
-    if let Some(p) = proxy {
+    if let Some(p) = &options.proxy {
         // The proxy does the rate limiting (that is what such proxies are for).
         http = http.proxy(p).ratelimiter_disabled(true);
     }
@@ -49,25 +61,36 @@ pub async fn start(
             on_error: |error| Box::pin(on_error(error)),
             ..Default::default()
         })
-        .setup(move |ctx, ready, framework| {
-            Box::pin(async move {
-                poise::builtins::register_globally(ctx, &framework.options().commands).await?;
-                tracing::info!(
-                    bot = %ready.user.name,
-                    guilds = ready.guilds.len(),
-                    shard = ?ready.shard,
-                    "Discord front door ready; slash commands registered"
-                );
-                Ok(Data { runtime })
-            })
+        .setup({
+            let runtime = runtime.clone();
+            move |ctx, ready, framework| {
+                Box::pin(async move {
+                    poise::builtins::register_globally(ctx, &framework.options().commands).await?;
+                    tracing::info!(
+                        bot = %ready.user.name,
+                        guilds = ready.guilds.len(),
+                        shard = ?ready.shard,
+                        "Discord front door ready; slash commands registered"
+                    );
+                    Ok(Data { runtime })
+                })
+            }
         })
         .build();
-    // Slash commands need no privileged intent.
-    let mut client =
-        serenity::ClientBuilder::new_with_http(http.build(), serenity::GatewayIntents::GUILDS)
-            .framework(framework)
-            .event_handler(ShardWatch::default())
-            .await?;
+    // Slash commands need no privileged intent; a post's length needs its
+    // text, which only the message-content intent brings (posts.rs).
+    let mut intents = serenity::GatewayIntents::GUILDS;
+    if options.roleplay_posts {
+        intents |=
+            serenity::GatewayIntents::GUILD_MESSAGES | serenity::GatewayIntents::MESSAGE_CONTENT;
+    }
+    let mut builder = serenity::ClientBuilder::new_with_http(http.build(), intents)
+        .framework(framework)
+        .event_handler(ShardWatch::default());
+    if options.roleplay_posts {
+        builder = builder.event_handler(posts::RoleplayPosts { runtime });
+    }
+    let mut client = builder.await?;
     tokio::spawn(sample_latency(client.shard_manager.clone()));
     Ok(tokio::spawn(async move {
         if let Err(e) = client.start_autosharded().await {
@@ -106,13 +129,7 @@ async fn run(ctx: Ctx<'_>, name: &str, args: Value) -> Result<(), Error> {
         Ok(kind) => ctx.data().runtime.dispatch(Command { id, key, kind }).await,
         Err(e) => actors::Reply::error(name, actors::ErrorCode::InvalidArgument, e.to_string()),
     };
-    let text = render::message(&reply);
-    ctx.send(
-        poise::CreateReply::default()
-            .content(text)
-            .ephemeral(!reply.ok),
-    )
-    .await?;
+    ctx.send(render::reply(&reply)).await?;
     Ok(())
 }
 

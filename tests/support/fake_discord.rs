@@ -21,12 +21,20 @@ pub const BOT_ID: &str = "900000000000000002";
 #[derive(Clone)]
 pub struct Fake {
     ws_url: String,
-    /// Interactions for the gateway to dispatch.
-    to_send: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Value>>>,
+    /// Events for the gateway to dispatch: (event name, payload).
+    to_send: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Value)>>>,
     /// Callback bodies the bot posted, by interaction id.
     answers: Arc<Mutex<Vec<(String, Value)>>>,
     pub registered: Arc<Mutex<Vec<String>>>,
     identifies: Arc<Mutex<u32>>,
+    /// The intents of the last identify.
+    pub intents: Arc<Mutex<u64>>,
+    /// Messages the bot posted: (channel id, body).
+    pub posted: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Roles the bot added: (guild, user, role).
+    pub roles_added: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// Roles the bot may not give (Discord answers 403, code 50013).
+    pub forbidden_roles: Arc<Mutex<Vec<String>>>,
     /// Close the gateway connection once, after this many dispatches.
     drop_after: usize,
 }
@@ -88,6 +96,7 @@ async fn session(f: Fake, mut socket: WebSocket) {
                     Some(1) => { let _ = socket.send(text(json!({"op": 11}))).await; }
                     Some(2) => {
                         *f.identifies.lock().unwrap() += 1;
+                        *f.intents.lock().unwrap() = v["d"]["intents"].as_u64().unwrap_or(0);
                         seq += 1;
                         let ready_event = json!({"op": 0, "t": "READY", "s": seq, "d": {
                             "v": 10,
@@ -108,9 +117,9 @@ async fn session(f: Fake, mut socket: WebSocket) {
                 }
             }
             next = rx.recv(), if ready => {
-                let Some(interaction) = next else { return };
+                let Some((name, payload)) = next else { return };
                 seq += 1;
-                let event = json!({"op": 0, "t": "INTERACTION_CREATE", "s": seq, "d": interaction});
+                let event = json!({"op": 0, "t": name, "s": seq, "d": payload});
                 if socket.send(text(event)).await.is_err() { return; }
                 dispatched += 1;
                 if dispatched == f.drop_after {
@@ -125,9 +134,69 @@ async fn session(f: Fake, mut socket: WebSocket) {
     }
 }
 
+/// `PUT /guilds/{g}/members/{u}/roles/{r}`: 204, or Discord's 403 when the
+/// bot lacks Manage Roles or the role is above its own.
+async fn add_role(
+    State(f): State<Fake>,
+    Path((guild, user, role)): Path<(String, String, String)>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if f.forbidden_roles.lock().unwrap().contains(&role) {
+        let body = json!({"message": "Missing Permissions", "code": 50013});
+        return (axum::http::StatusCode::FORBIDDEN, Json(body)).into_response();
+    }
+    f.roles_added.lock().unwrap().push((guild, user, role));
+    axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /channels/{c}/messages`: answers with the message created.
+async fn create_message(
+    State(f): State<Fake>,
+    Path(channel): Path<String>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let content = body["content"].as_str().unwrap_or_default().to_owned();
+    let n = {
+        let mut posted = f.posted.lock().unwrap();
+        posted.push((channel.clone(), body));
+        posted.len()
+    };
+    let mut m = message(
+        &format!("{}", 950000000000000000u64 + n as u64),
+        &channel,
+        None,
+        &user(BOT_ID),
+        &content,
+    );
+    m["author"]["bot"] = json!(true);
+    Json(m)
+}
+
+/// A message object as Discord sends it in MESSAGE_CREATE and answers to
+/// a post; `guild` is set for guild messages.
+pub fn message(
+    id: &str,
+    channel: &str,
+    guild: Option<&str>,
+    author: &Value,
+    content: &str,
+) -> Value {
+    let mut m = json!({
+        "id": id, "channel_id": channel, "author": author, "content": content,
+        "timestamp": "2026-12-01T12:00:00.000000+00:00", "edited_timestamp": null,
+        "tts": false, "mention_everyone": false, "mentions": [], "mention_roles": [],
+        "attachments": [], "embeds": [], "pinned": false, "type": 0, "flags": 0, "components": []
+    });
+    if let Some(g) = guild {
+        m["guild_id"] = json!(g);
+        m["member"] = json!({"roles": [], "joined_at": "2026-01-01T00:00:00Z", "deaf": false, "mute": false, "flags": 0});
+    }
+    m
+}
+
 pub struct FakeDiscord {
     pub base: String,
-    tx: mpsc::UnboundedSender<Value>,
+    tx: mpsc::UnboundedSender<(String, Value)>,
     pub fake: Fake,
 }
 
@@ -141,6 +210,10 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
         answers: Arc::default(),
         registered: Arc::default(),
         identifies: Arc::default(),
+        intents: Arc::default(),
+        posted: Arc::default(),
+        roles_added: Arc::default(),
+        forbidden_roles: Arc::default(),
         drop_after,
     };
     let app = Router::new()
@@ -151,6 +224,11 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
             "/api/v10/interactions/{id}/{token}/callback",
             post(callback),
         )
+        .route(
+            "/api/v10/guilds/{guild}/members/{user}/roles/{role}",
+            put(add_role),
+        )
+        .route("/api/v10/channels/{channel}/messages", post(create_message))
         .route("/gateway", get(gateway))
         .with_state(fake.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -180,8 +258,14 @@ pub fn interaction(id: &str, user_id: &str, name: &str, options: Value, resolved
 }
 
 impl FakeDiscord {
+    /// Dispatches an interaction on the gateway.
     pub fn send(&self, v: Value) {
-        self.tx.send(v).unwrap();
+        self.event("INTERACTION_CREATE", v);
+    }
+
+    /// Dispatches any gateway event.
+    pub fn event(&self, name: &str, v: Value) {
+        self.tx.send((name.to_owned(), v)).unwrap();
     }
 
     /// Waits for the answer to interaction `id` (the `n`th answer to it, from 1).
@@ -207,6 +291,18 @@ impl FakeDiscord {
 
 pub fn content(answer: &Value) -> &str {
     answer["data"]["content"].as_str().unwrap_or_default()
+}
+
+/// The first embed of an answer.
+pub fn embed(answer: &Value) -> &Value {
+    &answer["data"]["embeds"][0]
+}
+
+/// The text an answer shows: its embed's description, or its content.
+pub fn shown(answer: &Value) -> &str {
+    embed(answer)["description"]
+        .as_str()
+        .unwrap_or_else(|| content(answer))
 }
 
 pub fn ephemeral(answer: &Value) -> bool {

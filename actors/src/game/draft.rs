@@ -107,6 +107,16 @@ impl Draft {
         Ok(d)
     }
 
+    /// A draft that changes nothing (not even creating the player).
+    pub fn unchanged(state: &UserState, key: UserKey, ctx: &Context<'_>) -> Self {
+        Self {
+            state: state.clone(),
+            writes: WriteSet::new(key, ctx.now_ms, None),
+            data: Value::Null,
+            message: String::new(),
+        }
+    }
+
     pub fn touch(&mut self) {
         let s = &self.state;
         self.writes.row = Some(UserRow {

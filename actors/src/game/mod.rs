@@ -12,6 +12,7 @@ pub mod draft;
 pub mod economy;
 pub mod generation;
 pub mod guild;
+pub mod roleplay;
 
 pub use draft::{Context, Draft, Refusal};
 
@@ -30,6 +31,14 @@ pub fn decide(
     command_id: Option<CommandId>,
     ctx: &Context<'_>,
 ) -> Result<Draft, Refusal> {
+    // A post that cannot earn is answered without writing, not even the
+    // player's first row: a front door sends one for every message.
+    if let CommandKind::Roleplay(roleplay::RoleplayCommand::Message { channel_id, .. }) = kind {
+        if !roleplay::earns(state, ctx.guild, *channel_id) {
+            return Ok(Draft::unchanged(state, key, ctx)
+                .with(serde_json::json!({ "earned": 0 }), "Nothing to earn here."));
+        }
+    }
     let d = Draft::begin(state, key, ctx, command_id)?;
     match kind {
         CommandKind::Economy(c) => economy::decide(d, key, c, ctx),
@@ -37,6 +46,7 @@ pub fn decide(
         CommandKind::Arena(c) => arena::decide(d, key, c, ctx),
         CommandKind::Collection(c) => collection::decide(d, c, ctx),
         CommandKind::Guild(c) => guild::decide(d, key, c, ctx),
+        CommandKind::Roleplay(c) => roleplay::decide(d, key, c, ctx),
     }
 }
 

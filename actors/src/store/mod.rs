@@ -222,6 +222,14 @@ impl Store {
         on_pool!(self, (p, q) => q::collection_sql::load(p, key).await)
     }
 
+    /// A player's roleplay characters and day.
+    pub async fn load_roleplay(
+        &self,
+        key: UserKey,
+    ) -> Result<crate::game::roleplay::Roleplay, StoreError> {
+        on_pool!(self, (p, q) => q::roleplay_sql::load(p, key).await)
+    }
+
     /// A guild's settings (defaults where an admin changed nothing).
     pub async fn guild_settings(
         &self,

@@ -178,6 +178,7 @@ macro_rules! backend {
             crate::game::arena::sql::arena_writes!();
             crate::game::collection::sql::collection_sql!();
             crate::game::guild::sql::guild_sql!();
+            crate::game::roleplay::sql::roleplay_sql!();
 
 /// A `jobs` row, selected with `job_columns!()`.
 fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError> {
@@ -261,7 +262,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     return Ok(LoadedUser::default());
                 };
                 let mut state = UserState {
-                    collection: None,
+                    on_demand: None,
                     exists: true,
                     gold: row.try_get(0)?,
                     gems: row.try_get(1)?,
@@ -444,6 +445,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 arena_writes::insert(tx, &applied).await?;
                 collection_sql::insert(tx, &applied).await?;
                 guild_sql::insert(tx, &applied).await?;
+                roleplay_sql::insert(tx, &applied).await?;
 
                 Ok(outcomes)
             }
@@ -571,7 +573,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 }
                 let mut me = load_user_on(&mut tx, key).await?;
                 if command.kind.needs_collection() {
-                    me.state.collection = Some(Box::new(collection_sql::load_on(&mut tx, key).await?));
+                    me.state.set_collection(collection_sql::load_on(&mut tx, key).await?);
                 }
                 let draft = match game::decide(&me.state, key, &command.kind, command.id.clone(), ctx) {
                     Ok(d) => d,
@@ -691,6 +693,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 }
                 report.collection = collection_sql::audit(&mut tx).await?;
                 report.collection.extend(guild_sql::audit(&mut tx).await?);
+                report.collection.extend(roleplay_sql::audit(&mut tx).await?);
                 // Read only: nothing to keep.
                 tx.rollback().await?;
                 Ok(report)

@@ -197,7 +197,7 @@ pub fn power_at(base: i64, level: u32, upgrade: &Upgrade) -> i64 {
 
 /// The power a player's team brings to the arena, if they have a team.
 pub fn team_power(state: &UserState, roster: &Roster) -> Option<i64> {
-    let c = state.collection.as_ref()?;
+    let c = state.collection()?;
     let power: i64 = c
         .team
         .iter()
@@ -296,7 +296,7 @@ fn summon(mut d: Draft, banner_id: &str, count: u32, ctx: &Context<'_>) -> Resul
     // One charge, one ledger row, for one summon or ten.
     d.debit(Currency::Gems, cost, "summon")?;
     // The draft already holds its own copy of the state: change it in place.
-    let mut coll = d.state.collection.take().ok_or_else(not_loaded)?;
+    let mut coll = d.state.take_collection().ok_or_else(not_loaded)?;
     let (mut since, mut all) = coll.pity(&banner.id);
     let mut rng = rand::rngs::StdRng::seed_from_u64(ctx.draw);
     let mut writes = Vec::new();
@@ -361,7 +361,7 @@ fn summon(mut d: Draft, banner_id: &str, count: u32, ctx: &Context<'_>) -> Resul
     for w in writes {
         d.write(w);
     }
-    d.state.collection = Some(coll);
+    d.state.set_collection(coll);
     let mut data = d.balances();
     let guaranteed_within = banner.pity - since + 1;
     data["banner"] = json!(banner.id);
@@ -397,7 +397,7 @@ fn owned_json(o: &Owned, roster: &Roster) -> Value {
 }
 
 fn list(d: Draft, page: u32, roster: &Roster) -> Result<Draft, Refusal> {
-    let coll = d.state.collection.as_deref().ok_or_else(not_loaded)?;
+    let coll = d.state.collection().ok_or_else(not_loaded)?;
     let mut owned: Vec<&Owned> = coll.owned.iter().collect();
     let rarity = |o: &Owned| roster.find(&o.name).map(|(_, c)| c.rarity);
     owned.sort_by(|a, b| rarity(b).cmp(&rarity(a)).then_with(|| a.name.cmp(&b.name)));
@@ -434,7 +434,7 @@ fn unknown(name: &str) -> Refusal {
 
 fn character(d: Draft, name: &str, roster: &Roster) -> Result<Draft, Refusal> {
     let (_, ch) = roster.find(name).ok_or_else(|| unknown(name))?;
-    let coll = d.state.collection.as_deref().ok_or_else(not_loaded)?;
+    let coll = d.state.collection().ok_or_else(not_loaded)?;
     let mut data = json!({
         "name": ch.name, "rarity": ch.rarity.as_str(), "base_power": ch.power,
         "image": ch.image, "owned": false,
@@ -477,7 +477,7 @@ pub fn level_cost(level: u32, upgrade: &Upgrade) -> Option<(i64, i64)> {
 
 fn upgrade(mut d: Draft, name: &str, roster: &Roster) -> Result<Draft, Refusal> {
     let (_, ch) = roster.find(name).ok_or_else(|| unknown(name))?;
-    let coll = d.state.collection.as_deref().ok_or_else(not_loaded)?;
+    let coll = d.state.collection().ok_or_else(not_loaded)?;
     let owned = coll
         .owned(&ch.name)
         .cloned()
@@ -507,7 +507,7 @@ fn upgrade(mut d: Draft, name: &str, roster: &Roster) -> Result<Draft, Refusal> 
         shards: owned.shards - shards,
         ..owned
     };
-    if let Some(coll) = d.state.collection.as_deref_mut() {
+    if let Some(coll) = d.state.collection_mut() {
         coll.set(raised.clone());
     }
     d.write(Write::Character(raised.clone()));
@@ -530,7 +530,7 @@ fn upgrade(mut d: Draft, name: &str, roster: &Roster) -> Result<Draft, Refusal> 
 }
 
 fn team(mut d: Draft, names: &[String], roster: &Roster) -> Result<Draft, Refusal> {
-    let coll = d.state.collection.as_deref().ok_or_else(not_loaded)?;
+    let coll = d.state.collection().ok_or_else(not_loaded)?;
     let mut team: Vec<String> = Vec::with_capacity(names.len());
     for name in names {
         let (_, ch) = roster.find(name).ok_or_else(|| unknown(name))?;
@@ -548,7 +548,7 @@ fn team(mut d: Draft, names: &[String], roster: &Roster) -> Result<Draft, Refusa
         }
         team.push(ch.name.clone());
     }
-    if let Some(coll) = d.state.collection.as_deref_mut() {
+    if let Some(coll) = d.state.collection_mut() {
         coll.team = team.iter().map(|n| n.as_str().into()).collect();
     }
     d.write(Write::Team(team.clone()));
