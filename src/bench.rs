@@ -375,6 +375,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let conventional = Arc::new(crate::loadtest::baseline::Conventional {
             store: store.clone(),
             config: RuntimeConfig::default(),
+            guild: Default::default(),
         });
         let base = closed_loop(
             "baseline (1 transaction / command)",

@@ -266,6 +266,7 @@ mod tests {
             ErrorCode::NotFound,
             ErrorCode::LimitReached,
             ErrorCode::AlreadyFinished,
+            ErrorCode::NameTaken,
             ErrorCode::Disabled,
         ] {
             assert_eq!(status_of(Some(c)), StatusCode::CONFLICT, "{c:?}");

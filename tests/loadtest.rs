@@ -38,6 +38,19 @@ both_backends!(
         );
         assert!(!report.timeline.is_empty() && report.by_command.contains_key("give"));
         assert!(
+            report.by_command.contains_key("message"),
+            "roleplay posts are in the mix"
+        );
+        assert!(
+            report
+                .invariants
+                .checked
+                .iter()
+                .any(|c| c.starts_with("roleplay:") && !c.contains(" 0 XP")),
+            "posts earned XP: {:?}",
+            report.invariants.checked
+        );
+        assert!(
             report.invariants.violations.is_empty(),
             "{:?}",
             report.invariants.violations
@@ -121,10 +134,11 @@ async fn the_http_target_drives_a_running_server() {
         .unwrap(),
     );
     let token = "loadtest-token-0123456789";
+    let admin_token = "loadtest-admin-token-0123456789";
     let app = kokoro::http::router(kokoro::http::AppState {
         runtime,
         token: Some(Arc::from(token)),
-        admin_token: None,
+        admin_token: Some(Arc::from(admin_token)),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -135,9 +149,21 @@ async fn the_http_target_drives_a_running_server() {
         concurrency: 8,
         think_ms: 0,
     };
+    // The smoke scenario sets its guilds' roleplay channels first: without
+    // the admin token it is refused before any load.
+    let no_admin = Options {
+        target: Some(base.clone()),
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    let err = run_scenario(&scenario, &no_admin)
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("KOKORO_ADMIN_TOKEN"), "{err}");
     let opts = Options {
         target: Some(base.clone()),
         token: Some(token.into()),
+        admin_token: Some(admin_token.into()),
         ..Default::default()
     };
     let report = run_scenario(&scenario, &opts).await.expect("run");

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::process::Command;
 
 const TOKEN: &str = "prometheus-e2e-token-0123456789";
+const ADMIN_TOKEN: &str = "prometheus-e2e-admin-0123456789";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -54,6 +55,8 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let discord = support::fake_discord::fake_discord(usize::MAX).await;
     let mut binary = support::kokoro_binary(&db, TOKEN);
     binary.env("DISCORD_TOKEN", "fake-token");
+    // The scenario sets its guilds' roleplay channels as an admin.
+    binary.env("KOKORO_ADMIN_TOKEN", ADMIN_TOKEN);
     let (_kokoro, base) = support::serve_binary(
         binary,
         &[
@@ -101,6 +104,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let opts = Options {
         target: Some(base.clone()),
         token: Some(TOKEN.into()),
+        admin_token: Some(ADMIN_TOKEN.into()),
         ..Default::default()
     };
     let report = run_scenario(&scenario, &opts).await.expect("load run");

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     LimitReached,
     /// The job asked about has already finished (done, failed or cancelled).
     AlreadyFinished,
+    /// The player already has something by that name (a roleplay character).
+    NameTaken,
     /// The server does not offer this (image generation with no renderer).
     Disabled,
     RateLimited,
@@ -43,6 +45,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::LimitReached => "limit_reached",
             Self::AlreadyFinished => "already_finished",
+            Self::NameTaken => "name_taken",
             Self::Disabled => "disabled",
             Self::RateLimited => "rate_limited",
             Self::Busy => "busy",
@@ -62,6 +65,7 @@ impl ErrorCode {
                 | Self::NotFound
                 | Self::LimitReached
                 | Self::AlreadyFinished
+                | Self::NameTaken
                 | Self::Disabled
         )
     }

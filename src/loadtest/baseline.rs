@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use actors::game::generation::GenerationCommand;
+use actors::game::guild::settings::{GuildSettings, Key};
 use actors::{Command, CommandKind, Reply, RuntimeConfig, Store};
 
 use super::driver;
@@ -17,6 +18,8 @@ use crate::scratch::Scratch;
 pub struct Conventional {
     pub store: Store,
     pub config: RuntimeConfig,
+    /// Every guild's settings: the scenario's, set before the run.
+    pub guild: GuildSettings,
 }
 
 impl Conventional {
@@ -44,7 +47,7 @@ impl Conventional {
             now_ms: (self.config.clock)(),
             catalogue: &self.config.catalogue,
             roster: &self.config.roster,
-            guild: actors::game::guild::settings::GuildSettings::fallback(),
+            guild: &self.guild,
             starting_gold: self.config.starting_gold,
             starting_credits: self.config.starting_credits,
             starting_gems: self.config.starting_gems,
@@ -73,9 +76,15 @@ pub async fn run(scenario: &Scenario, database_url: Option<&str>) -> anyhow::Res
         starting_gems: scenario.starting_gems,
         ..Default::default()
     };
+    let mut guild = GuildSettings::default();
+    for (k, v) in &scenario.guild_settings {
+        let key = Key::parse(k).ok_or_else(|| anyhow::anyhow!("unknown setting {k:?}"))?;
+        guild.set(key, v).map_err(anyhow::Error::msg)?;
+    }
     let target = Arc::new(Target::Conventional(Box::new(Conventional {
         store: store.clone(),
         config,
+        guild,
     })));
     let driven = driver::drive(target.clone(), scenario, false).await;
     let report = Report::build(&scenario.name, target.describe(), &driven);

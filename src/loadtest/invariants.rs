@@ -48,6 +48,10 @@ pub async fn check_store(rt: &Runtime, rec: &Recording) -> anyhow::Result<Invari
         gems("daily_streak"),
         -gems("summon"),
     ));
+    out.checked.push(format!(
+        "roleplay: {} characters, {} XP (every character's XP proven by its daily tallies)",
+        audit.rp_characters, audit.rp_xp,
+    ));
     out.violations.extend(audit.violations());
     let mut named: BTreeSet<String> = audit
         .mismatched

@@ -78,6 +78,8 @@ pub struct Options {
     pub allow_remote: bool,
     pub database_url: Option<String>,
     pub thresholds: Vec<Threshold>,
+    /// The server's admin token, for scenarios that set guild settings.
+    pub admin_token: Option<String>,
     pub baseline: bool,
     pub progress: bool,
     /// Chaos testing: a group commit that loses every Nth write.
@@ -92,7 +94,8 @@ pub async fn run_scenario(scenario: &Scenario, opts: &Options) -> anyhow::Result
                 .token
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("set KOKORO_API_TOKEN to the server's API token"))?;
-            let target = Arc::new(Target::http(base, token)?);
+            let target = Arc::new(Target::http(base, token, opts.admin_token.clone())?);
+            target.configure(scenario).await?;
             let driven = driver::drive(target.clone(), scenario, opts.progress).await;
             let mut report = Report::build(&scenario.name, target.describe(), &driven);
             report.invariants = invariants::check_by_replay(&target, &driven.recording).await;
@@ -119,6 +122,7 @@ pub async fn run_scenario(scenario: &Scenario, opts: &Options) -> anyhow::Result
             config.commit.lose_every = opts.lose_every;
             let runtime = Arc::new(Runtime::start(store, config).await?);
             let target = Arc::new(Target::InProcess(runtime.clone()));
+            target.configure(scenario).await?;
             let driven = driver::drive(target.clone(), scenario, opts.progress).await;
             let mut report = Report::build(&scenario.name, target.describe(), &driven);
             report.invariants = invariants::check_store(&runtime, &driven.recording).await?;
@@ -163,6 +167,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<ExitCode> {
     let opts = Options {
         target: args.target.clone(),
         token: crate::settings::api_token(),
+        admin_token: crate::settings::admin_token(),
         allow_remote: args.allow_remote,
         database_url: args.database_url.clone(),
         thresholds: args.thresholds.clone(),

@@ -96,15 +96,16 @@ pub struct Report {
 
 /// Codes that count against the failure ratio: the service failing, not
 /// the game saying no (`already_claimed`, `insufficient_funds` are answers).
+/// `disabled` counts: a server that cannot run the scenario's commands is
+/// not serving them.
 pub fn is_failure(code: &str) -> bool {
-    !matches!(
-        code,
-        "ok" | "already_claimed"
-            | "insufficient_funds"
-            | "cooldown"
-            | "not_found"
-            | "limit_reached"
-    )
+    if code == "ok" {
+        return false;
+    }
+    match serde_json::from_value::<actors::ErrorCode>(code.into()) {
+        Ok(actors::ErrorCode::Disabled) | Err(_) => true,
+        Ok(c) => !c.is_refusal(),
+    }
 }
 
 impl Report {

@@ -35,9 +35,20 @@ pub struct MixEntry {
     pub command: String,
     /// Share of all commands, in percent.
     pub weight: f64,
-    /// Fixed arguments; `give` gets a random recipient and an amount in `amount_range`.
+    /// Fixed arguments; `give` gets a random recipient, and the command's
+    /// ranged argument (see `ranged_arg`) a value drawn in `amount_range`.
     pub args: serde_json::Value,
     pub amount_range: (i64, i64),
+}
+
+/// The argument of a command that a scenario may give as `[min, max]`,
+/// drawn anew for every command: `give`'s amount, a post's length.
+pub fn ranged_arg(command: &str) -> Option<&'static str> {
+    match command {
+        "give" => Some("amount"),
+        "message" => Some("chars"),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -62,6 +73,9 @@ pub struct Scenario {
     pub model: LoadModel,
     pub mix: Vec<MixEntry>,
     pub thresholds: Thresholds,
+    /// Guild settings an admin sets in every guild before the run
+    /// (roleplay channels, caps), as `config_set` takes them.
+    pub guild_settings: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +113,8 @@ struct Raw {
     mix: Spanned<Vec<Spanned<RawMix>>>,
     #[serde(default)]
     thresholds: RawThresholds,
+    #[serde(default)]
+    guild_settings: BTreeMap<String, Spanned<String>>,
 }
 
 fn one() -> Spanned<i64> {
@@ -314,27 +330,24 @@ impl Scenario {
             }
             let mut args = serde_json::Map::new();
             let mut amount_range = (1, 1);
+            let ranged = ranged_arg(name);
             for (k, v) in &e.args {
-                if name == "give" && k == "amount" {
+                if ranged == Some(k.as_str()) {
+                    let bad = || {
+                        at(
+                            m.span().start,
+                            format!("{name} {k} must be a number or [min, max]"),
+                        )
+                    };
                     amount_range = match v {
                         toml::Value::Integer(n) => (*n, *n),
                         toml::Value::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
                             (toml::Value::Integer(lo), toml::Value::Integer(hi)) if lo <= hi => {
                                 (*lo, *hi)
                             }
-                            _ => {
-                                return Err(at(
-                                    m.span().start,
-                                    "give amount must be a number or [min, max]".into(),
-                                ))
-                            }
+                            _ => return Err(bad()),
                         },
-                        _ => {
-                            return Err(at(
-                                m.span().start,
-                                "give amount must be a number or [min, max]".into(),
-                            ))
-                        }
+                        _ => return Err(bad()),
                     };
                     continue;
                 }
@@ -346,10 +359,13 @@ impl Scenario {
             let mut probe = args.clone();
             if name == "give" {
                 probe.insert("to".into(), "2".into());
-                probe.insert("amount".into(), amount_range.0.into());
-                if amount_range.0 < 1 {
-                    return Err(at(m.span().start, "give amount must be at least 1".into()));
-                }
+            }
+            if let Some(arg) = ranged {
+                // Both ends must be valid: check the lower here, the upper below.
+                probe.insert(arg.into(), amount_range.1.into());
+                actors::CommandKind::parse(name, &serde_json::Value::Object(probe.clone()))
+                    .map_err(|err| at(m.span().start, format!("{name}: {err}")))?;
+                probe.insert(arg.into(), amount_range.0.into());
             }
             actors::CommandKind::parse(name, &serde_json::Value::Object(probe))
                 .map_err(|err| at(m.span().start, format!("{name}: {err}")))?;
@@ -373,6 +389,20 @@ impl Scenario {
                 format!("mix weights must sum to 100, not {total}"),
             ));
         }
+        let mut guild_settings = Vec::new();
+        let mut probe = actors::game::guild::settings::GuildSettings::default();
+        for (k, v) in &raw.guild_settings {
+            let key = actors::game::guild::settings::Key::parse(k).ok_or_else(|| {
+                at(
+                    v.span().start,
+                    format!("guild_settings: unknown setting {k:?}"),
+                )
+            })?;
+            probe
+                .set(key, v.get_ref())
+                .map_err(|e| at(v.span().start, format!("guild_settings: {e}")))?;
+            guild_settings.push((k.clone(), v.get_ref().clone()));
+        }
         let t = raw.thresholds;
         Ok(Self {
             name: raw.name.into_inner(),
@@ -390,6 +420,7 @@ impl Scenario {
                 error_rate: t.error_rate,
                 min_rate: t.min_rate,
             },
+            guild_settings,
         })
     }
 }

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::{Command, ErrorCode, Reply, Runtime};
+use actors::{Command, CommandKind, ErrorCode, Reply, Runtime};
+
+use super::scenario::Scenario;
+use super::workload::Workload;
 use serde_json::{json, Value};
 
 pub enum Target {
@@ -14,13 +17,15 @@ pub enum Target {
         client: reqwest::Client,
         url: String,
         token: String,
+        /// For setting the scenario's guild settings before the run.
+        admin_token: Option<String>,
     },
     /// The baseline: one transaction per command.
     Conventional(Box<super::baseline::Conventional>),
 }
 
 impl Target {
-    pub fn http(base: &str, token: String) -> anyhow::Result<Self> {
+    pub fn http(base: &str, token: String, admin_token: Option<String>) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1024)
@@ -29,6 +34,7 @@ impl Target {
             client,
             url: format!("{}/v1/commands", base.trim_end_matches('/')),
             token,
+            admin_token,
         })
     }
 
@@ -47,21 +53,66 @@ impl Target {
         match self {
             Self::InProcess(rt) => rt.dispatch(command.clone()).await,
             Self::Conventional(c) => c.send(command).await,
-            Self::Http { client, url, token } => {
-                let body = request_body(command);
-                let name = command.kind.name();
-                match client.post(url).bearer_auth(token).json(&body).send().await {
-                    Ok(resp) => resp.json::<Reply>().await.unwrap_or_else(|e| {
-                        Reply::error(name, ErrorCode::Internal, format!("unreadable reply: {e}"))
-                    }),
-                    Err(e) => Reply::error(
-                        name,
-                        ErrorCode::StorageUnavailable,
-                        format!("transport: {e}"),
-                    ),
-                }
+            Self::Http {
+                client, url, token, ..
+            } => post(client, url, token, command).await,
+        }
+    }
+
+    /// Sets the scenario's guild settings in every guild, as an admin
+    /// would, before the load starts.
+    pub async fn configure(&self, scenario: &Scenario) -> anyhow::Result<()> {
+        if scenario.guild_settings.is_empty() {
+            return Ok(());
+        }
+        for g in 0..scenario.guilds {
+            // An admin who is not one of the simulated players.
+            let admin = Workload::key(g, scenario.users);
+            for (key, value) in &scenario.guild_settings {
+                let kind =
+                    CommandKind::parse("config_set", &json!({ "key": key, "value": value }))?;
+                let command = Command {
+                    id: None,
+                    key: admin,
+                    kind,
+                };
+                let reply = match self {
+                    Self::InProcess(rt) => rt.dispatch_admin(command).await,
+                    // Built with the settings already.
+                    Self::Conventional(_) => return Ok(()),
+                    Self::Http {
+                        client,
+                        url,
+                        admin_token,
+                        ..
+                    } => {
+                        let token = admin_token.as_deref().ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "this scenario sets guild settings: set KOKORO_ADMIN_TOKEN to the server's admin token"
+                            )
+                        })?;
+                        post(client, url, token, &command).await
+                    }
+                };
+                anyhow::ensure!(reply.ok, "setting {key} in guild {}: {reply:?}", g + 1);
             }
         }
+        Ok(())
+    }
+}
+
+async fn post(client: &reqwest::Client, url: &str, token: &str, command: &Command) -> Reply {
+    let body = request_body(command);
+    let name = command.kind.name();
+    match client.post(url).bearer_auth(token).json(&body).send().await {
+        Ok(resp) => resp.json::<Reply>().await.unwrap_or_else(|e| {
+            Reply::error(name, ErrorCode::Internal, format!("unreadable reply: {e}"))
+        }),
+        Err(e) => Reply::error(
+            name,
+            ErrorCode::StorageUnavailable,
+            format!("transport: {e}"),
+        ),
     }
 }
 

@@ -9,7 +9,7 @@ use rand::distr::Distribution;
 use rand::Rng;
 use serde_json::Value;
 
-use super::scenario::Scenario;
+use super::scenario::{ranged_arg, Scenario};
 
 pub struct Workload {
     users: u64,
@@ -73,15 +73,17 @@ impl Workload {
             .map_or(self.cumulative.len() - 1, |(_, i)| *i);
         let entry = &self.scenario.mix[idx];
         let mut args = entry.args.clone();
-        if entry.command == "give" {
-            let mut to = rng.random_range(0..self.users - 1);
-            if to >= who {
-                to += 1;
-            }
-            let (lo, hi) = entry.amount_range;
-            if let Value::Object(map) = &mut args {
+        if let Value::Object(map) = &mut args {
+            if entry.command == "give" {
+                let mut to = rng.random_range(0..self.users - 1);
+                if to >= who {
+                    to += 1;
+                }
                 map.insert("to".into(), Value::String((to + 1).to_string()));
-                map.insert("amount".into(), Value::from(rng.random_range(lo..=hi)));
+            }
+            if let Some(arg) = ranged_arg(&entry.command) {
+                let (lo, hi) = entry.amount_range;
+                map.insert(arg.into(), Value::from(rng.random_range(lo..=hi)));
             }
         }
         // Validated when the scenario was loaded, so this parse cannot fail;

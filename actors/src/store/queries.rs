@@ -44,8 +44,11 @@ pub struct AuditReport {
     /// Players with a negative balance (the schema forbids it; checked anyway).
     pub negative: Vec<UserKey>,
     /// Characters and pity counters their logs do not explain (at most 20
-    /// of each), in words.
+    /// of each), and roleplay characters their tallies do not, in words.
     pub collection: Vec<String>,
+    /// Roleplay characters, and their XP in all.
+    pub rp_characters: i64,
+    pub rp_xp: i64,
 }
 
 impl AuditReport {
@@ -575,6 +578,9 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 if command.kind.needs_collection() {
                     me.state.set_collection(collection_sql::load_on(&mut tx, key).await?);
                 }
+                if command.kind.needs_roleplay() {
+                    me.state.set_roleplay(roleplay_sql::load_on(&mut tx, key).await?);
+                }
                 let draft = match game::decide(&me.state, key, &command.kind, command.id.clone(), ctx) {
                     Ok(d) => d,
                     Err(refusal) => return Ok(Reply::error(name, refusal.code, refusal.message)),
@@ -694,6 +700,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 report.collection = collection_sql::audit(&mut tx).await?;
                 report.collection.extend(guild_sql::audit(&mut tx).await?);
                 report.collection.extend(roleplay_sql::audit(&mut tx).await?);
+                (report.rp_characters, report.rp_xp) = roleplay_sql::totals(&mut tx).await?;
                 // Read only: nothing to keep.
                 tx.rollback().await?;
                 Ok(report)

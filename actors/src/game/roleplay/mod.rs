@@ -331,7 +331,7 @@ pub fn decide(
             }
             if rp.find(name).is_some() {
                 return Err(Refusal::new(
-                    ErrorCode::InvalidArgument,
+                    ErrorCode::NameTaken,
                     format!("You already have a character called {name:?}."),
                 ));
             }
@@ -438,7 +438,7 @@ pub fn decide(
             let i = rp.find(name).ok_or_else(|| not_found(name))?;
             if rp.find(new_name).is_some_and(|j| j != i) {
                 return Err(Refusal::new(
-                    ErrorCode::InvalidArgument,
+                    ErrorCode::NameTaken,
                     format!("You already have a character called {new_name:?}."),
                 ));
             }

@@ -13,6 +13,10 @@ macro_rules! roleplay_sql {
 
             pub async fn load(pool: &Pool, key: UserKey) -> Result<Roleplay, StoreError> {
                 let mut conn = pool.acquire().await?;
+                load_on(&mut conn, key).await
+            }
+
+            pub async fn load_on(conn: &mut Conn, key: UserKey) -> Result<Roleplay, StoreError> {
                 let (g, u) = (key.guild.get(), key.user.get());
                 let mut rp = Roleplay::default();
                 for r in sqlx::query(
@@ -54,6 +58,14 @@ macro_rules! roleplay_sql {
                         .transpose()?;
                 }
                 Ok(rp)
+            }
+
+            /// How many roleplay characters there are, and their XP.
+            pub async fn totals(tx: &mut Conn) -> Result<(i64, i64), StoreError> {
+                let r = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(xp), 0) AS BIGINT) FROM rp_characters")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Ok((r.try_get(0)?, r.try_get(1)?))
             }
 
             /// Characters whose XP is not the sum of their tallies, or whose
