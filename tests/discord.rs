@@ -220,6 +220,38 @@ async fn roleplay_posts_earn_xp_and_level_roles_are_given() {
     assert_eq!(offered["type"], 8, "{offered}");
     assert_eq!(offered["data"]["choices"][0]["value"], "Ayla", "{offered}");
 
+    // Banners are offered by autocomplete too.
+    let mut banners = interaction(
+        "2003",
+        alice,
+        "summon",
+        json!([{"name": "banner", "type": 3, "value": "star", "focused": true}]),
+        json!({}),
+    );
+    banners["type"] = json!(4);
+    discord.send(banners);
+    let offered = discord.answer("2003", 1).await;
+    assert_eq!(
+        offered["data"]["choices"][0]["value"], "starfall",
+        "{offered}"
+    );
+
+    // A member without Manage Server may not award an hf success, whatever
+    // the server's command permissions say: a private refusal.
+    let mut success = interaction(
+        "2004",
+        alice,
+        "hf_success",
+        json!([{"name": "user", "type": 6, "value": alice},
+               {"name": "character", "type": 3, "value": "Ayla"}]),
+        json!({"users": {alice: user(alice)}}),
+    );
+    success["member"]["permissions"] = json!("0");
+    discord.send(success);
+    let refused = discord.answer("2004", 1).await;
+    assert!(ephemeral(&refused), "{refused}");
+    assert!(content(&refused).contains("Manage Server"), "{refused}");
+
     // 100 characters at 10 a point: 10 XP, level 2, and its role.
     let author = user(alice);
     discord.event("MESSAGE_CREATE", post("3001", &author, 100));
