@@ -79,6 +79,7 @@ fn hot_paths(c: &mut Criterion) {
     // Deciding a give into its draft and WriteSet, and encoding the reply: pure CPU.
     let catalogue = Catalogue::shipped();
     let roster = actors::game::collection::roster::Roster::default();
+    let generation = actors::game::generation::GenerationData::default();
     let state = UserState {
         exists: true,
         gold: 1_000_000,
@@ -94,6 +95,7 @@ fn hot_paths(c: &mut Criterion) {
                 now_ms: 1_700_000_000_000,
                 catalogue: &catalogue,
                 roster: &roster,
+                generation: &generation,
                 guild: actors::game::guild::settings::GuildSettings::fallback(),
                 starting_gold: 100,
                 starting_credits: 0,
@@ -132,6 +134,7 @@ fn hot_paths(c: &mut Criterion) {
                             now_ms: 1_700_000_000_000,
                             catalogue: &catalogue,
                             roster: &roster,
+                            generation: &generation,
                             guild: actors::game::guild::settings::GuildSettings::fallback(),
                             starting_gold: 0,
                             starting_credits: 0,

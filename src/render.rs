@@ -97,7 +97,11 @@ impl HttpRender {
 }
 
 impl Render for HttpRender {
-    fn render<'a>(&'a self, job: &'a Job) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>> {
+    fn render<'a>(
+        &'a self,
+        job: &'a Job,
+        _: &'a actors::game::generation::workflow::WorkflowDef,
+    ) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>> {
         Box::pin(async move {
             match self.call(job).await {
                 Ok(url) => Rendered::Done(url),

@@ -12,8 +12,11 @@ use actors::config::JobsConfig;
 use actors::game::collection::roster::Roster;
 use actors::game::data_file::DataFileError;
 use actors::game::economy::shop::Catalogue;
+use actors::game::generation::lucky::LuckyTiers;
+use actors::game::generation::workflow::Workflows;
+use actors::game::generation::GenerationData;
 use actors::group_commit::GroupCommitConfig;
-use actors::job_queue::{JobQueueConfig, Render, SimulatedRender};
+use actors::job_queue::{Render, SimulatedRender};
 use actors::store::StoreOptions;
 use actors::RuntimeConfig;
 
@@ -111,17 +114,15 @@ pub struct RuntimeArgs {
     #[arg(long, env = "KOKORO_RENDER_SIMULATED_MS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub render_simulated_ms: u64,
 
-    /// Image jobs rendering at once.
-    #[arg(long, env = "KOKORO_IMAGE_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
-    pub image_concurrency: u64,
+    /// A directory of workflow files (TOML, each beside its ComfyUI graph
+    /// in API format): replaces the shipped examples. Each workflow sets
+    /// its price, free allowance, concurrency, queue length and time limit.
+    #[arg(long, env = "KOKORO_WORKFLOWS_DIR")]
+    pub workflows_dir: Option<PathBuf>,
 
-    /// Video jobs rendering at once.
-    #[arg(long, env = "KOKORO_VIDEO_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
-    pub video_concurrency: u64,
-
-    /// Seconds a render may take before the job fails and is refunded.
-    #[arg(long, env = "KOKORO_RENDER_TIMEOUT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub render_timeout_secs: u64,
+    /// The lucky draw's tiers (TOML): replaces the shipped table.
+    #[arg(long, env = "KOKORO_LUCKY_FILE")]
+    pub lucky_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,9 +131,9 @@ pub enum SettingsError {
     Shop { path: PathBuf, why: String },
     #[error("--characters-file {path}: {why}")]
     CharactersFile { path: PathBuf, why: String },
-    /// A characters file that reads but does not check: `file:line: message`.
-    #[error("{0}")]
-    Characters(#[from] DataFileError),
+    /// A data file (characters, workflows, lucky tiers) that does not check: `file:line: message`.
+    #[error(transparent)]
+    DataFile(#[from] DataFileError),
     #[error(
         "refusing to serve the API on {addr}, which is not loopback, without KOKORO_API_TOKEN set"
     )]
@@ -169,6 +170,16 @@ impl RuntimeArgs {
                 Roster::parse(&text, &path.display().to_string())?
             }
         };
+        let generation = GenerationData {
+            workflows: match &self.workflows_dir {
+                None => Workflows::shipped()?,
+                Some(dir) => Workflows::load_dir(dir)?,
+            },
+            lucky: match &self.lucky_file {
+                None => LuckyTiers::default(),
+                Some(path) => LuckyTiers::load(path)?,
+            },
+        };
         Ok(RuntimeConfig {
             mailbox_capacity: self.mailbox_capacity as usize,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
@@ -185,13 +196,21 @@ impl RuntimeArgs {
             roster: Arc::new(roster),
             starting_credits: self.starting_credits,
             starting_gems: self.starting_gems,
-            jobs: self.jobs_config()?,
+            jobs: self.jobs_config(&generation)?,
+            generation: Arc::new(generation),
             ..RuntimeConfig::default()
         })
     }
 
-    fn jobs_config(&self) -> Result<JobsConfig, SettingsError> {
-        let timeout = Duration::from_secs(self.render_timeout_secs);
+    fn jobs_config(&self, generation: &GenerationData) -> Result<JobsConfig, SettingsError> {
+        // The queue enforces each workflow's own time limit; the HTTP client
+        // only needs to outlast the longest.
+        let longest = generation
+            .workflows
+            .iter()
+            .map(|w| w.time_limit)
+            .max()
+            .unwrap_or(Duration::from_secs(300));
         let render: Option<Arc<dyn Render>> = match self.renderer.as_str() {
             "off" | "" => None,
             "simulated" => Some(Arc::new(SimulatedRender::new(
@@ -199,23 +218,10 @@ impl RuntimeArgs {
                 0,
             ))),
             url => Some(Arc::new(
-                HttpRender::new(url, timeout).map_err(|_| SettingsError::Renderer(url.into()))?,
+                HttpRender::new(url, longest).map_err(|_| SettingsError::Renderer(url.into()))?,
             )),
         };
-        let defaults = JobsConfig::default();
-        Ok(JobsConfig {
-            render,
-            image: JobQueueConfig {
-                concurrency: self.image_concurrency as usize,
-                timeout,
-                ..defaults.image
-            },
-            video: JobQueueConfig {
-                concurrency: self.video_concurrency as usize,
-                timeout,
-                ..defaults.video
-            },
-        })
+        Ok(JobsConfig { render })
     }
 }
 

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use actors::config::JobsConfig;
 use actors::domain::Currency;
+use actors::game::generation::workflow::WorkflowDef;
 use actors::job::{Job, JobStatus, Rendered};
-use actors::job_queue::{JobQueueConfig, Render, SimulatedRender};
+use actors::job_queue::{Render, SimulatedRender};
 use actors::{ErrorCode, Reply, Runtime, RuntimeConfig};
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -46,7 +47,11 @@ impl Gate {
 }
 
 impl Render for Gate {
-    fn render<'a>(&'a self, job: &'a Job) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>> {
+    fn render<'a>(
+        &'a self,
+        job: &'a Job,
+        _: &'a WorkflowDef,
+    ) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>> {
         Box::pin(async move {
             if let Ok(p) = self.permits.acquire().await {
                 p.forget();
@@ -57,18 +62,19 @@ impl Render for Gate {
     }
 }
 
+/// The shipped workflows, each with these queue limits.
 fn config(render: Arc<dyn Render>, concurrency: usize, capacity: usize) -> RuntimeConfig {
-    let queue = JobQueueConfig {
-        concurrency,
-        capacity,
-        timeout: Duration::from_secs(30),
-    };
+    let mut generation = actors::game::generation::GenerationData::default();
+    generation.workflows = generation.workflows.each(|w| {
+        w.concurrency = concurrency;
+        w.queue_length = capacity;
+        w.time_limit = Duration::from_secs(30);
+    });
     RuntimeConfig {
         jobs: JobsConfig {
             render: Some(render),
-            image: queue.clone(),
-            video: queue,
         },
+        generation: Arc::new(generation),
         ..RuntimeConfig::default()
     }
 }
@@ -178,6 +184,7 @@ both_backends!(closing_a_job_twice_refunds_it_once, |backend| {
         now_ms: 1,
         catalogue: &catalogue,
         roster: &actors::game::collection::roster::Roster::default(),
+        generation: &Default::default(),
         guild: actors::game::guild::settings::GuildSettings::fallback(),
         starting_gold: 0,
         starting_credits: 0,
@@ -328,6 +335,56 @@ both_backends!(a_full_queue_answers_busy_and_charges_nothing, |backend| {
 });
 
 both_backends!(
+    a_job_whose_workflow_is_gone_after_a_restart_is_refunded,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let gate = Arc::new(Gate::default());
+        let rt = db.runtime(config(gate.clone(), 1, 100)).await;
+        let unknown = rt
+            .dispatch(cmd(
+                1,
+                "generate",
+                json!({"workflow": "audio", "prompt": "a fox"}),
+            ))
+            .await;
+        assert_eq!(unknown.code(), Some(ErrorCode::NotFound), "{unknown:?}");
+        let r = rt.dispatch(generate(1, "a fox")).await;
+        let id = r.data["job_id"].as_str().unwrap().to_owned();
+        Arc::try_unwrap(rt)
+            .ok()
+            .expect("sole owner")
+            .shutdown()
+            .await;
+
+        // The operator removed the image workflow's file before restarting.
+        let mut cfg = config(gate.clone(), 1, 100);
+        let mut generation = (*cfg.generation).clone();
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/workflows");
+        for f in ["upscale.toml", "upscale.json"] {
+            std::fs::copy(root.join(f), dir.path().join(f)).unwrap();
+        }
+        generation.workflows =
+            actors::game::generation::workflow::Workflows::load_dir(dir.path()).unwrap();
+        cfg.generation = Arc::new(generation);
+        let rt = db.runtime(cfg).await;
+        let failed = wait_for(&rt, 1, &id, "failed").await;
+        assert!(
+            failed["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no longer offered"),
+            "{failed}"
+        );
+        let after = rt.dispatch(cmd(1, "credits", json!({}))).await;
+        assert_eq!(credits(&after), 50, "refunded");
+        assert!(gate.rendered().is_empty(), "never rendered");
+        assert_books_balance(&rt).await;
+        db.drop_db().await;
+    }
+);
+
+both_backends!(
     queued_jobs_survive_a_restart_and_are_charged_once,
     |backend| {
         let db = TestDb::new(backend).await;
@@ -410,7 +467,11 @@ both_backends!(
         assert_eq!(r.code(), Some(ErrorCode::Disabled), "{r:?}");
         let c = rt.dispatch(cmd(1, "credits", json!({}))).await;
         assert_eq!(credits(&c), 50);
-        assert_eq!(c.data["prices"], json!({"image": 10, "video": 40}));
+        assert_eq!(
+            c.data["prices"],
+            json!({"image": 10, "upscale": 5, "video_loop": 40, "video_pan": 40, "video_zoom": 40}),
+            "every shipped workflow, at its file's price"
+        );
         db.drop_db().await;
     }
 );

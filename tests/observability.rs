@@ -135,7 +135,6 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
                 std::time::Duration::from_millis(5),
                 0,
             ))),
-            ..Default::default()
         },
         ..RuntimeConfig::default()
     };

@@ -258,7 +258,6 @@ fn to_integer(name: &str, v: &Value, min: i64, max: i64) -> Result<i64, ParseErr
 mod tests {
     use super::*;
     use crate::game::economy::{LeaderboardBy, MAX_AMOUNT};
-    use crate::game::generation::credits::Workflow;
     use serde_json::json;
 
     fn parse(name: &str, args: Value) -> Result<CommandKind, ParseError> {
@@ -325,23 +324,23 @@ mod tests {
     }
 
     #[test]
-    fn generate_takes_a_known_workflow_and_a_clean_prompt() {
+    fn generate_takes_a_workflow_id_and_a_clean_prompt() {
         assert_eq!(
             parse(
                 "generate",
                 json!({"workflow": "image", "prompt": " a fox "})
             ),
             Ok(CommandKind::Generation(GenerationCommand::Generate {
-                workflow: Workflow::Image,
+                workflow: "image".into(),
                 prompt: "a fox".into()
             }))
         );
         for bad in [
-            json!({"workflow": "audio", "prompt": "a fox"}),
+            json!({"workflow": "Audio!", "prompt": "a fox"}),
+            json!({"workflow": "x".repeat(33), "prompt": "a fox"}),
             json!({"workflow": "image", "prompt": ""}),
             json!({"workflow": "image", "prompt": "x".repeat(501)}),
             json!({"workflow": "image", "prompt": 5}),
-            json!({"workflow": "image"}),
             json!({"workflow": "image", "prompt": "fox", "seed": 1}),
         ] {
             assert!(

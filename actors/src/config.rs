@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::game::collection::roster::Roster;
 use crate::game::economy::shop::Catalogue;
-use crate::game::generation::credits::Workflow;
+use crate::game::generation::workflow::WorkflowDef;
+use crate::game::generation::GenerationData;
 use crate::group_commit::GroupCommitConfig;
 use crate::job_queue::{JobQueueConfig, Render};
 
@@ -49,39 +50,24 @@ pub struct RuntimeConfig {
     /// Gems every new player starts with (what their first summons cost).
     pub starting_gems: i64,
     pub jobs: JobsConfig,
+    /// Workflows and lucky tiers.
+    pub generation: Arc<GenerationData>,
 }
 
-/// The generation queues: off unless a renderer is configured.
-#[derive(Clone)]
+/// The generation queues: off unless a renderer is configured. Each
+/// workflow's queue takes its limits from its workflow file.
+#[derive(Clone, Default)]
 pub struct JobsConfig {
     pub render: Option<Arc<dyn Render>>,
-    pub image: JobQueueConfig,
-    pub video: JobQueueConfig,
 }
 
-impl Default for JobsConfig {
-    fn default() -> Self {
+impl JobQueueConfig {
+    /// A workflow's queue limits.
+    pub fn of(w: &WorkflowDef) -> Self {
         Self {
-            render: None,
-            image: JobQueueConfig {
-                concurrency: 2,
-                capacity: 1_000,
-                timeout: Duration::from_secs(120),
-            },
-            video: JobQueueConfig {
-                concurrency: 1,
-                capacity: 200,
-                timeout: Duration::from_secs(600),
-            },
-        }
-    }
-}
-
-impl JobsConfig {
-    pub fn queue(&self, workflow: Workflow) -> &JobQueueConfig {
-        match workflow {
-            Workflow::Image => &self.image,
-            Workflow::Video => &self.video,
+            concurrency: w.concurrency,
+            capacity: w.queue_length,
+            timeout: w.time_limit,
         }
     }
 }
@@ -102,6 +88,7 @@ impl Default for RuntimeConfig {
             starting_credits: 50,
             starting_gems: 0,
             jobs: JobsConfig::default(),
+            generation: Arc::new(GenerationData::default()),
         }
     }
 }
@@ -118,8 +105,10 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("starting_credits", &self.starting_credits)
             .field("starting_gems", &self.starting_gems)
             .field("rendering", &self.jobs.render.is_some())
-            .field("image_queue", &self.jobs.image)
-            .field("video_queue", &self.jobs.video)
+            .field(
+                "workflows",
+                &self.generation.workflows.ids().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,7 @@
 //! A generation job as the queues, the rules and storage see it: who asked,
 //! for which workflow, what it cost, and how it can end.
 
-use crate::game::generation::credits::Workflow;
+use crate::game::generation::workflow::Workflow;
 use crate::ids::UserKey;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

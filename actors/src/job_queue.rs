@@ -1,4 +1,4 @@
-//! `JobQueue`: one actor per workflow (image, video) that owns the line of
+//! `JobQueue`: one actor per workflow (a workflow file) that owns the line of
 //! paid-for generation jobs and runs at most `concurrency` of them at once
 //! through a `Render` backend.
 //!
@@ -29,16 +29,21 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::game::generation::credits::Workflow;
+use crate::game::generation::workflow::{Kind, Workflow, WorkflowDef};
 use crate::job::{Job, Rendered, StoredJob};
 use crate::store::{Store, StoreError};
 use crate::system::{self, ActorSystem, Loaded, PanicOnce};
 use crate::telemetry as m;
 
 /// A generation backend. The application supplies one (an HTTP service);
-/// `SimulatedRender` stands in for load tests and local runs.
+/// `SimulatedRender` stands in for load tests and local runs. It gets the
+/// job and its workflow (the graph, where each parameter goes).
 pub trait Render: Send + Sync + 'static {
-    fn render<'a>(&'a self, job: &'a Job) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>>;
+    fn render<'a>(
+        &'a self,
+        job: &'a Job,
+        workflow: &'a WorkflowDef,
+    ) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>>;
 }
 
 /// Renders nothing: waits `latency` (four times as long for video) and
@@ -62,12 +67,16 @@ impl SimulatedRender {
 }
 
 impl Render for SimulatedRender {
-    fn render<'a>(&'a self, job: &'a Job) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>> {
+    fn render<'a>(
+        &'a self,
+        job: &'a Job,
+        workflow: &'a WorkflowDef,
+    ) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>> {
         Box::pin(async move {
             let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-            let latency = match job.workflow {
-                Workflow::Image => self.latency,
-                Workflow::Video => self.latency * 4,
+            let latency = match workflow.kind {
+                Kind::Image => self.latency,
+                Kind::Video => self.latency * 4,
             };
             tokio::time::sleep(latency).await;
             if n.checked_rem(self.fail_every) == Some(0) {
@@ -138,7 +147,7 @@ impl JobQueue {
     /// queued for its workflow when it starts, and again after a restart.
     pub fn start(
         system: &ActorSystem,
-        workflow: Workflow,
+        def: Arc<WorkflowDef>,
         config: JobQueueConfig,
         store: Store,
         render: Arc<dyn Render>,
@@ -146,8 +155,10 @@ impl JobQueue {
     ) -> Self {
         let reserved = Arc::new(AtomicUsize::new(0));
         let lined = Arc::new(AtomicUsize::new(0));
+        let workflow = def.id;
         let actor = QueueActor {
             workflow,
+            def,
             store,
             io: system.io().clone(),
             waiting: VecDeque::new(),
@@ -253,6 +264,11 @@ impl Queues {
         self.queues.iter().find(|q| q.workflow == workflow)
     }
 
+    /// The queue of the workflow a player named.
+    pub fn find(&self, id: &str) -> Option<&JobQueue> {
+        self.queues.iter().find(|q| q.workflow.as_str() == id)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queues.is_empty()
     }
@@ -297,6 +313,7 @@ struct Running {
 
 struct QueueActor {
     workflow: Workflow,
+    def: Arc<WorkflowDef>,
     store: Store,
     io: tokio::runtime::Handle,
     waiting: VecDeque<(Job, Instant)>,
@@ -476,10 +493,11 @@ impl QueueActor {
             metrics::histogram!(m::QUEUE_WAIT_SECONDS, "queue" => self.workflow.as_str())
                 .record(enqueued.elapsed().as_secs_f64());
             let (render, timeout, me) = (self.render.clone(), self.timeout, ctx.address());
+            let def = self.def.clone();
             let id = job.id.clone();
             let task = self.io.spawn(async move {
                 let started = Instant::now();
-                let rendering = AssertUnwindSafe(render.render(&job)).catch_unwind();
+                let rendering = AssertUnwindSafe(render.render(&job, &def)).catch_unwind();
                 let rendered = match tokio::time::timeout(timeout, rendering).await {
                     Ok(Ok(r)) => r,
                     Ok(Err(_)) => Rendered::Failed("the renderer crashed on this job".into()),
@@ -547,7 +565,7 @@ mod tests {
         Job {
             id: format!("j{n}"),
             key: UserKey::new(GuildId::new(1).unwrap(), UserId::new(2).unwrap()),
-            workflow: Workflow::Image,
+            workflow: Workflow::intern("image"),
             prompt: "a fox".into(),
             cost: 10,
             created_ms: 0,
@@ -576,7 +594,9 @@ mod tests {
             capacity,
             timeout: Duration::from_secs(5),
         };
-        let queue = JobQueue::start(&system, Workflow::Image, config, store, render, tx);
+        let generation = crate::game::generation::GenerationData::default();
+        let def = generation.workflows.get("image").unwrap().clone();
+        let queue = JobQueue::start(&system, def, config, store, render, tx);
         Fixture {
             queue,
             done,

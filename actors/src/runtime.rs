@@ -16,7 +16,6 @@ use crate::command::{Command, CommandKind};
 use crate::config::RuntimeConfig;
 use crate::game::arena::ArenaCommand;
 use crate::game::economy::EconomyCommand;
-use crate::game::generation::credits::Workflow;
 use crate::game::generation::GenerationCommand;
 use crate::game::guild::GuildCommand;
 use crate::group_commit::GroupCommit;
@@ -92,16 +91,17 @@ impl Runtime {
         let (finished_tx, finished_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut queues = Vec::new();
         if let Some(render) = &config.jobs.render {
-            for workflow in Workflow::ALL {
+            for def in config.generation.workflows.iter() {
                 queues.push(JobQueue::start(
                     &system,
-                    workflow,
-                    config.jobs.queue(workflow).clone(),
+                    def.clone(),
+                    crate::job_queue::JobQueueConfig::of(def),
                     store.clone(),
                     render.clone(),
                     finished_tx.clone(),
                 ));
             }
+            refund_orphans(&store, &config, &finished_tx).await?;
         } else {
             warn_if_jobs_wait(&store).await?;
         }
@@ -558,6 +558,29 @@ async fn warn_if_jobs_wait(store: &Store) -> Result<(), StoreError> {
             jobs = open.len(),
             "jobs are queued in storage but no renderer is configured; they wait"
         );
+    }
+    Ok(())
+}
+
+/// Jobs left queued for a workflow this server no longer offers (its file
+/// was removed or renamed) have no queue to take them up: they fail, and
+/// their players' actors refund them, once, as any failed job.
+async fn refund_orphans(
+    store: &Store,
+    config: &RuntimeConfig,
+    finished: &tokio::sync::mpsc::UnboundedSender<crate::job_queue::Finished>,
+) -> Result<(), StoreError> {
+    for open in store.open_jobs().await? {
+        let workflow = open.job.workflow;
+        if config.generation.workflows.get(workflow.as_str()).is_none() {
+            tracing::warn!(job = %open.job.id, %workflow, "a queued job's workflow is no longer offered; refunding it");
+            let _ = finished.send(crate::job_queue::Finished {
+                job: open.job,
+                rendered: crate::job::Rendered::Failed(format!(
+                    "the {workflow} workflow is no longer offered"
+                )),
+            });
+        }
     }
     Ok(())
 }

@@ -18,7 +18,6 @@ use tracing::Instrument;
 use crate::arena::{EntryStatus, Fought};
 use crate::command::{Command, CommandKind};
 use crate::game::arena::ArenaCommand;
-use crate::game::generation::credits::Workflow;
 use crate::game::generation::GenerationCommand;
 use crate::game::guild::settings::GuildSettings;
 use crate::game::{self, Draft, Refusal};
@@ -175,6 +174,7 @@ impl UserActor {
             now_ms: (shared.config.clock)(),
             catalogue: &shared.config.catalogue,
             roster: &shared.config.roster,
+            generation: &shared.config.generation,
             starting_gold: shared.config.starting_gold,
             starting_credits: shared.config.starting_credits,
             starting_gems: shared.config.starting_gems,
@@ -245,7 +245,7 @@ impl UserActor {
         // a full queue refuses it with nothing written.
         let reservation = match &command.kind {
             CommandKind::Generation(GenerationCommand::Generate { workflow, .. }) => {
-                match self.reserve(*workflow) {
+                match self.reserve(workflow) {
                     Ok(r) => Some(r),
                     Err(refusal) => {
                         answer.send(refusal_reply(name, refusal));
@@ -435,20 +435,28 @@ impl UserActor {
     }
 
     /// Holds a place in `workflow`'s queue, or says why not.
-    fn reserve(&self, workflow: Workflow) -> Result<Reservation, Refusal> {
-        let Some(queue) = self.registry.shared.queues.get(workflow) else {
+    fn reserve(&self, workflow: &str) -> Result<Reservation, Refusal> {
+        let queues = &self.registry.shared.queues;
+        if queues.is_empty() {
             return Err(Refusal::new(
                 ErrorCode::Disabled,
                 "image and video generation is not enabled on this server",
+            ));
+        }
+        let Some(queue) = queues.find(workflow) else {
+            let ids: Vec<&str> = queues.iter().map(|q| q.workflow().as_str()).collect();
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!(
+                    "There is no workflow {workflow:?}; this server offers {}.",
+                    ids.join(", ")
+                ),
             ));
         };
         queue.try_reserve().ok_or_else(|| {
             Refusal::new(
                 ErrorCode::Busy,
-                format!(
-                    "the {} queue is full; try again in a few minutes",
-                    workflow.as_str()
-                ),
+                format!("the {} queue is full; try again in a few minutes", workflow),
             )
         })
     }

@@ -7,7 +7,6 @@ use serde_json::{json, Value};
 
 use poise::serenity_prelude::AutocompleteChoice;
 
-use actors::game::generation::credits::Workflow;
 use actors::game::guild::settings::Key;
 
 use super::{Ctx, Error};
@@ -97,8 +96,9 @@ async fn shop_items(ctx: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
     suggest(catalogue.items().map(|i| i.id.as_str()), partial)
 }
 
-async fn workflows(_: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
-    suggest(Workflow::ALL.iter().map(|w| w.as_str()), partial)
+async fn workflows(ctx: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
+    let generation = &ctx.data().runtime.config().generation;
+    suggest(generation.workflows.ids(), partial)
 }
 
 /// Generate an image or a video (costs credits)

@@ -47,6 +47,7 @@ impl Conventional {
             now_ms: (self.config.clock)(),
             catalogue: &self.config.catalogue,
             roster: &self.config.roster,
+            generation: &self.config.generation,
             guild: &self.guild,
             starting_gold: self.config.starting_gold,
             starting_credits: self.config.starting_credits,

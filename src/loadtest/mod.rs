@@ -115,7 +115,6 @@ pub async fn run_scenario(scenario: &Scenario, opts: &Options) -> anyhow::Result
                         std::time::Duration::from_millis(200),
                         0,
                     ))),
-                    ..Default::default()
                 },
                 ..Default::default()
             };

@@ -26,6 +26,8 @@ pub struct Context<'a> {
     pub now_ms: i64,
     pub catalogue: &'a Catalogue,
     pub roster: &'a Roster,
+    /// Workflows and lucky tiers.
+    pub generation: &'a crate::game::generation::GenerationData,
     /// The player's guild's settings (`GuildSettings::fallback()` for the
     /// commands that do not read them).
     pub guild: &'a GuildSettings,

@@ -56,7 +56,7 @@ mod tests {
     use crate::domain::Currency;
     use crate::game::economy::shop::Catalogue;
     use crate::game::economy::EconomyCommand as E;
-    use crate::game::generation::credits::{self, Workflow};
+    use crate::game::generation::credits;
     use crate::game::generation::{close_job, GenerationCommand as G};
     use crate::ids::UserKey;
     use crate::job::{Job, JobStatus};
@@ -75,9 +75,13 @@ mod tests {
     static ROSTER: std::sync::LazyLock<crate::game::collection::roster::Roster> =
         std::sync::LazyLock::new(|| crate::game::collection::roster::Roster::shipped().unwrap());
 
+    static GENERATION: std::sync::LazyLock<crate::game::generation::GenerationData> =
+        std::sync::LazyLock::new(Default::default);
+
     fn ctx(catalogue: &Catalogue) -> Context<'_> {
         Context {
             roster: &ROSTER,
+            generation: &GENERATION,
             guild: crate::game::guild::settings::GuildSettings::fallback(),
             now_ms: 1_700_000_000_000,
             catalogue,
@@ -235,9 +239,10 @@ mod tests {
             ..Default::default()
         };
         let mut c = ctx(&cat);
-        c.draw = 99; // the rarest tier: 50% off
+        c.draw = 99; // the rarest tier: SSR, 50% off
         let lucky = decide(&s, key(1), &CommandKind::Generation(G::Lucky), None, &c).unwrap();
         assert_eq!(lucky.data["discount_pct"], 50);
+        assert_eq!(lucky.data["tier"], "SSR");
         let again = decide(
             &lucky.state,
             key(1),
@@ -246,21 +251,49 @@ mod tests {
             &c,
         );
         assert_eq!(again.unwrap_err().code, ErrorCode::AlreadyClaimed);
-        let video = CommandKind::Generation(G::Generate {
-            workflow: Workflow::Video,
+        let image = CommandKind::Generation(G::Generate {
+            workflow: "image".into(),
             prompt: "a cat".into(),
         });
-        let g = decide(&lucky.state, key(1), &video, None, &c).unwrap();
-        assert_eq!(
-            (g.data["charged"].as_i64(), g.state.credits),
-            (Some(20), 80)
-        );
+        let g = decide(&lucky.state, key(1), &image, None, &c).unwrap();
+        assert_eq!((g.data["charged"].as_i64(), g.state.credits), (Some(5), 95));
         c.now_ms += 86_400_000;
-        let tomorrow = decide(&lucky.state, key(1), &video, None, &c).unwrap();
+        let tomorrow = decide(&lucky.state, key(1), &image, None, &c).unwrap();
         assert_eq!(
-            tomorrow.data["charged"], 40,
+            tomorrow.data["charged"], 10,
             "the discount ends at UTC midnight"
         );
+    }
+
+    #[test]
+    fn generate_names_a_workflow_this_server_offers_with_what_it_needs() {
+        let cat = Catalogue::shipped();
+        let c = ctx(&cat);
+        let s = UserState {
+            exists: true,
+            credits: 100,
+            ..Default::default()
+        };
+        let generate = |workflow: &str, prompt: &str| {
+            let kind = CommandKind::Generation(G::Generate {
+                workflow: workflow.into(),
+                prompt: prompt.into(),
+            });
+            decide(&s, key(1), &kind, None, &c).map(|d| d.state.credits)
+        };
+        assert_eq!(
+            generate("audio", "a fox").unwrap_err().code,
+            ErrorCode::NotFound
+        );
+        let no_prompt = generate("image", "").unwrap_err();
+        assert_eq!(no_prompt.code, ErrorCode::InvalidArgument);
+        assert!(
+            no_prompt.message.contains("needs a prompt"),
+            "{no_prompt:?}"
+        );
+        let no_picture = generate("video_zoom", "").unwrap_err();
+        assert!(no_picture.message.contains("input image"), "{no_picture:?}");
+        assert_eq!(generate("image", "a fox"), Ok(90), "the file's price");
     }
 
     #[test]
@@ -273,13 +306,13 @@ mod tests {
         };
         let c = ctx(&cat);
         let image = CommandKind::Generation(G::Generate {
-            workflow: Workflow::Image,
+            workflow: "image".into(),
             prompt: "a fox".into(),
         });
         for _ in 0..credits::MAX_OPEN_JOBS {
             let d = decide(&s, key(1), &image, None, &c).unwrap();
             let job = d.writes.job_new().cloned().unwrap();
-            assert_eq!((job.cost, job.workflow), (10, Workflow::Image));
+            assert_eq!((job.cost, job.workflow.as_str()), (10, "image"));
             s = d.state;
         }
         let over = decide(&s, key(1), &image, None, &c).unwrap_err();
@@ -305,7 +338,7 @@ mod tests {
             ..Default::default()
         };
         let image = CommandKind::Generation(G::Generate {
-            workflow: Workflow::Image,
+            workflow: "image".into(),
             prompt: "a fox".into(),
         });
         let queued = decide(&s, key(1), &image, None, &c).unwrap();
@@ -342,14 +375,14 @@ mod tests {
             let mut now = 1_700_000_000_000i64;
             for (op, amount, day_step) in ops {
                 now += day_step * 43_200_000;
-                let c = Context { now_ms: now, catalogue: &cat, roster: &ROSTER, guild: crate::game::guild::settings::GuildSettings::fallback(), starting_gold: 100, starting_credits: 50, starting_gems: 0, fresh_id: 1, draw: amount as u64 };
+                let c = Context { now_ms: now, catalogue: &cat, roster: &ROSTER, generation: &GENERATION, guild: crate::game::guild::settings::GuildSettings::fallback(), starting_gold: 100, starting_credits: 50, starting_gems: 0, fresh_id: 1, draw: amount as u64 };
                 let kind = match op {
                     0 => CommandKind::Economy(E::Daily),
                     1 => CommandKind::Economy(E::Give { to: crate::ids::UserId::new(9).unwrap(), amount }),
                     2 => CommandKind::Economy(E::Buy { item: "bait".into(), quantity: amount % 20 + 1 }),
                     3 => CommandKind::Economy(E::Buy { item: "lucky_charm".into(), quantity: 1 }),
                     4 => CommandKind::Generation(G::Lucky),
-                    5 => CommandKind::Generation(G::Generate { workflow: if amount % 2 == 0 { Workflow::Image } else { Workflow::Video }, prompt: "fox".into() }),
+                    5 => CommandKind::Generation(G::Generate { workflow: if amount % 2 == 0 { "image".into() } else { "upscale".into() }, prompt: "fox".into() }),
                     _ => CommandKind::Economy(E::Balance),
                 };
                 let decided = if op >= 6 && !open.is_empty() {

@@ -11,7 +11,7 @@ use crate::arena::{ArenaEntry, EntryStatus, Fought, StoredEntry};
 use crate::command::{Command, CommandKind};
 use crate::domain::Currency;
 use crate::game::economy::{EconomyCommand, LeaderboardBy};
-use crate::game::generation::credits::Workflow;
+use crate::game::generation::workflow::{self, Workflow};
 use crate::game::{self, Context};
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
 use crate::job::{Job, JobStatus, StoredJob};
@@ -192,7 +192,11 @@ fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError>
         job: Job {
             id: r.try_get(0)?,
             key: user_key(r.try_get(1)?, r.try_get(2)?)?,
-            workflow: Workflow::parse(&workflow).ok_or_else(|| corrupt("workflow", &workflow))?,
+            workflow: if workflow::valid_id(&workflow) {
+                Workflow::intern(&workflow)
+            } else {
+                return Err(corrupt("workflow", &workflow));
+            },
             prompt: r.try_get(4)?,
             cost: r.try_get(5)?,
             created_ms: r.try_get(8)?,

@@ -1,41 +1,5 @@
-//! Credits and generation jobs: what each workflow costs, the daily lucky
-//! discount and its tiers, and the checks a prompt must pass. The random
-//! draw is passed in, so every rule here is deterministic under test.
-
-/// A kind of generation job. Each workflow has its own queue actor, so a
-/// backlog of slow videos never delays images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Workflow {
-    Image,
-    Video,
-}
-
-impl Workflow {
-    pub const ALL: [Workflow; 2] = [Workflow::Image, Workflow::Video];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Image => "image",
-            Self::Video => "video",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "image" => Some(Self::Image),
-            "video" => Some(Self::Video),
-            _ => None,
-        }
-    }
-
-    /// Full price in credits, before any discount.
-    pub fn cost(self) -> i64 {
-        match self {
-            Self::Image => 10,
-            Self::Video => 40,
-        }
-    }
-}
+//! Credits and generation jobs: how a discount applies to a price, how many
+//! jobs a player may have open, and the checks a prompt must pass.
 
 /// Longest prompt accepted, in characters.
 pub const MAX_PROMPT_CHARS: usize = 500;
@@ -71,23 +35,6 @@ pub fn check_prompt(prompt: &str) -> Result<String, PromptError> {
     Ok(p.to_owned())
 }
 
-/// The lucky discount tiers: (weight, percent off). Weights sum to 100, so
-/// a tier's weight is its chance in percent.
-pub const LUCKY_TIERS: [(u64, u8); 4] = [(50, 10), (30, 20), (15, 35), (5, 50)];
-
-/// The discount a `lucky` draw gives, from a uniformly random `draw`.
-pub fn lucky_discount(draw: u64) -> u8 {
-    let total: u64 = LUCKY_TIERS.iter().map(|(w, _)| w).sum();
-    let mut ticket = draw % total;
-    for (weight, pct) in LUCKY_TIERS {
-        if ticket < weight {
-            return pct;
-        }
-        ticket -= weight;
-    }
-    LUCKY_TIERS[0].1
-}
-
 /// `cost` less `pct` percent, rounded up so a discount never makes a job
 /// free; never more than `cost`.
 pub fn discounted(cost: i64, pct: u8) -> i64 {
@@ -100,18 +47,6 @@ pub fn discounted(cost: i64, pct: u8) -> i64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn lucky_tiers_follow_their_weights() {
-        let mut seen = std::collections::BTreeMap::new();
-        for draw in 0..100u64 {
-            *seen.entry(lucky_discount(draw)).or_insert(0) += 1;
-        }
-        assert_eq!(
-            seen.into_iter().collect::<Vec<_>>(),
-            [(10, 50), (20, 30), (35, 15), (50, 5)]
-        );
-    }
 
     #[test]
     fn discount_rounds_in_the_players_disfavour_but_never_to_zero() {

@@ -5,7 +5,9 @@
 //! storage, so the runtime and the player's actor answer them.
 
 pub mod credits;
+pub mod lucky;
 pub(crate) mod sql;
+pub mod workflow;
 
 use serde_json::{json, Value};
 
@@ -18,15 +20,40 @@ use crate::job::{Job, JobStatus};
 use crate::reply::ErrorCode;
 use crate::state::UserState;
 use crate::writeset::{JobClose, Write};
-use credits::Workflow;
+use lucky::LuckyTiers;
+use workflow::Workflows;
+
+/// The generation data operators tune: the workflows (`--workflows-dir`)
+/// and the lucky draw's tiers (`--lucky-file`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationData {
+    pub workflows: Workflows,
+    pub lucky: LuckyTiers,
+}
+
+impl Default for GenerationData {
+    fn default() -> Self {
+        Self {
+            workflows: Workflows::shipped().unwrap_or_default(),
+            lucky: LuckyTiers::default(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GenerationCommand {
     Credits,
     Lucky,
-    Generate { workflow: Workflow, prompt: String },
+    /// `workflow` is the id the player typed, looked up when decided; the
+    /// prompt is empty for workflows that take none.
+    Generate {
+        workflow: String,
+        prompt: String,
+    },
     Jobs,
-    Cancel { job_id: String },
+    Cancel {
+        job_id: String,
+    },
 }
 
 impl GenerationCommand {
@@ -50,7 +77,12 @@ impl GenerationCommand {
             "jobs" => Self::Jobs,
             "generate" => Self::Generate {
                 workflow: workflow(a, "workflow")?,
-                prompt: prompt(a, "prompt")?,
+                prompt: match a.get("prompt") {
+                    None => String::new(),
+                    Some(Value::String(s)) => credits::check_prompt(s)
+                        .map_err(|e| ParseError::invalid(format!("prompt: {e}")))?,
+                    Some(_) => return Err(ParseError::invalid("prompt must be a string")),
+                },
             },
             "cancel" => Self::Cancel {
                 job_id: job_id(a, "job_id")?,
@@ -62,8 +94,11 @@ impl GenerationCommand {
     /// The `args` object that `parse` reads back into this command.
     pub fn args(&self) -> Value {
         match self {
+            Self::Generate { workflow, prompt } if prompt.is_empty() => {
+                json!({ "workflow": workflow })
+            }
             Self::Generate { workflow, prompt } => {
-                json!({"workflow": workflow.as_str(), "prompt": prompt})
+                json!({ "workflow": workflow, "prompt": prompt })
             }
             Self::Cancel { job_id } => json!({ "job_id": job_id }),
             Self::Credits | Self::Lucky | Self::Jobs => json!({}),
@@ -79,20 +114,12 @@ impl GenerationCommand {
     }
 }
 
-fn workflow(a: &mut Args<'_>, name: &str) -> Result<Workflow, ParseError> {
+fn workflow(a: &mut Args<'_>, name: &str) -> Result<String, ParseError> {
     match a.required(name)? {
-        Value::String(s) => Workflow::parse(s)
-            .ok_or_else(|| ParseError::invalid(format!("{name} must be \"image\" or \"video\""))),
-        _ => Err(ParseError::invalid(format!("{name} must be a string"))),
-    }
-}
-
-fn prompt(a: &mut Args<'_>, name: &str) -> Result<String, ParseError> {
-    match a.required(name)? {
-        Value::String(s) => {
-            credits::check_prompt(s).map_err(|e| ParseError::invalid(format!("{name}: {e}")))
-        }
-        _ => Err(ParseError::invalid(format!("{name} must be a string"))),
+        Value::String(s) if workflow::valid_id(s) => Ok(s.clone()),
+        _ => Err(ParseError::invalid(format!(
+            "{name} must be a workflow id (lowercase letters, digits, _ or -); /credits lists them"
+        ))),
     }
 }
 
@@ -136,12 +163,17 @@ pub fn decide(
             data["discount_pct"] = json!(discount);
             data["lucky_drawn_today"] =
                 json!(d.state.lucky_day == Some(daily::utc_day(ctx.now_ms)));
-            data["prices"] = prices(discount);
+            data["prices"] = prices(&ctx.generation.workflows, discount);
+            let list: Vec<String> = ctx
+                .generation
+                .workflows
+                .iter()
+                .map(|w| format!("{} {}", w.id, credits::discounted(w.price, discount)))
+                .collect();
             let msg = format!(
-                "{} credits · today's discount {discount}% · image {} · video {}",
+                "{} credits · today's discount {discount}% · {}",
                 d.state.credits,
-                credits::discounted(Workflow::Image.cost(), discount),
-                credits::discounted(Workflow::Video.cost(), discount),
+                list.join(" · ")
             );
             Ok(d.with(data, msg))
         }
@@ -158,19 +190,52 @@ pub fn decide(
                     ),
                 ));
             }
-            let pct = credits::lucky_discount(ctx.draw);
+            let tier = ctx.generation.lucky.draw(ctx.draw);
+            let pct = tier.discount_pct;
             d.state.lucky_day = Some(today);
             d.state.lucky_pct = pct;
             d.touch();
             let mut data = d.balances();
+            data["tier"] = json!(tier.name);
             data["discount_pct"] = json!(pct);
-            data["prices"] = prices(pct);
+            data["prices"] = prices(&ctx.generation.workflows, pct);
             Ok(d.with(
                 data,
-                format!("Lucky! {pct}% off generation for the rest of today (UTC)."),
+                format!(
+                    "Lucky draw: {}! {pct}% off generation for the rest of today (UTC).",
+                    tier.name
+                ),
             ))
         }
         GenerationCommand::Generate { workflow, prompt } => {
+            let def = ctx.generation.workflows.get(workflow).ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "There is no workflow {workflow:?}; this server offers {}.",
+                        ctx.generation
+                            .workflows
+                            .ids()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+            if def.takes_image {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "{} needs an input image, which this server cannot take yet.",
+                        def.name
+                    ),
+                ));
+            }
+            if prompt.is_empty() && def.params.contains_key(&workflow::Param::Prompt) {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    format!("{} needs a prompt: say what to make.", def.name),
+                ));
+            }
             if d.state.open_jobs >= credits::MAX_OPEN_JOBS {
                 return Err(Refusal::new(
                     ErrorCode::LimitReached,
@@ -181,27 +246,23 @@ pub fn decide(
                 ));
             }
             let discount = discount_today(&d, ctx.now_ms);
-            let cost = credits::discounted(workflow.cost(), discount);
+            let cost = credits::discounted(def.price, discount);
             d.debit(Currency::Credits, cost, "generate")?;
             d.state.open_jobs += 1;
             let job = Job {
                 id: format!("j{:032x}", ctx.fresh_id),
                 key,
-                workflow: *workflow,
+                workflow: def.id,
                 prompt: prompt.clone(),
                 cost,
                 created_ms: ctx.now_ms,
             };
             let mut data = d.balances();
             data["job_id"] = json!(job.id);
-            data["workflow"] = json!(workflow.as_str());
+            data["workflow"] = json!(def.id.as_str());
             data["charged"] = json!(cost);
             data["discount_pct"] = json!(discount);
-            let msg = format!(
-                "Queued {} job {} for {cost} credits.",
-                workflow.as_str(),
-                job.id
-            );
+            let msg = format!("Queued {} job {} for {cost} credits.", def.name, job.id);
             d.write(Write::JobNew(job));
             Ok(d.with(data, msg))
         }
@@ -213,12 +274,12 @@ pub fn decide(
 }
 
 /// Prices of each workflow at a discount, for replies.
-fn prices(discount: u8) -> Value {
+fn prices(workflows: &Workflows, discount: u8) -> Value {
     let mut p = serde_json::Map::new();
-    for w in Workflow::ALL {
+    for w in workflows.iter() {
         p.insert(
-            w.as_str().into(),
-            json!(credits::discounted(w.cost(), discount)),
+            w.id.as_str().into(),
+            json!(credits::discounted(w.price, discount)),
         );
     }
     Value::Object(p)
