@@ -231,6 +231,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "backlog_limit": r.backlog_limit,
         "stalled_ms": r.stalled_ms,
         "commits_failing": r.commits_failing,
+        "renderer": match r.renderer_up {
+            None => "off",
+            Some(true) => "up",
+            Some(false) => "unreachable: generation jobs wait",
+        },
     });
     let status = if r.is_ready() {
         StatusCode::OK

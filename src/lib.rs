@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod comfyui;
 pub mod discord;
 pub mod http;
 pub mod loadtest;

@@ -30,7 +30,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if admin.is_some() && admin == token {
         anyhow::bail!("KOKORO_ADMIN_TOKEN must differ from KOKORO_API_TOKEN");
     }
-    let config = args.runtime.runtime_config()?;
+    let config = args.runtime.runtime_config(&args.storage.data_dir)?;
     crate::telemetry::prometheus();
     crate::telemetry::spawn_upkeep();
 

@@ -4,7 +4,7 @@
 //! they do not show in `ps`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ use actors::game::generation::workflow::Workflows;
 use actors::game::generation::GenerationData;
 use actors::group_commit::GroupCommitConfig;
 use actors::job_queue::{Render, SimulatedRender};
+
+use crate::comfyui::ComfyRender;
 use actors::store::StoreOptions;
 use actors::RuntimeConfig;
 
@@ -105,8 +107,9 @@ pub struct RuntimeArgs {
 
     /// What renders image and video jobs: `off` (generate is refused),
     /// `simulated` (waits and answers a sim:// location; for load tests and
-    /// trying kokoro out), or the http:// URL of a render service that
-    /// answers POST {job_id, workflow, prompt} with {"url": ...}.
+    /// trying kokoro out), `comfyui:http://host:8188` (a ComfyUI server,
+    /// spoken to with its own API), or the http:// URL of a render service
+    /// that answers POST {job_id, workflow, prompt} with {"url": ...}.
     #[arg(long, env = "KOKORO_RENDERER", default_value = "off")]
     pub renderer: String,
 
@@ -140,12 +143,13 @@ pub enum SettingsError {
     PublicWithoutToken { addr: SocketAddr },
     #[error("KOKORO_API_TOKEN must be at least 16 characters")]
     WeakToken,
-    #[error("--renderer {0:?}: expected off, simulated, or an http:// URL (https needs a local TLS-terminating proxy for now)")]
+    #[error("--renderer {0:?}: expected off, simulated, comfyui:http://host:8188, or the http:// URL of a render service")]
     Renderer(String),
 }
 
 impl RuntimeArgs {
-    pub fn runtime_config(&self) -> Result<RuntimeConfig, SettingsError> {
+    /// `data_dir` is where a ComfyUI renderer keeps results (`results/`).
+    pub fn runtime_config(&self, data_dir: &Path) -> Result<RuntimeConfig, SettingsError> {
         let catalogue = match &self.shop_file {
             None => Catalogue::shipped(),
             Some(path) => {
@@ -196,13 +200,17 @@ impl RuntimeArgs {
             roster: Arc::new(roster),
             starting_credits: self.starting_credits,
             starting_gems: self.starting_gems,
-            jobs: self.jobs_config(&generation)?,
+            jobs: self.jobs_config(&generation, data_dir)?,
             generation: Arc::new(generation),
             ..RuntimeConfig::default()
         })
     }
 
-    fn jobs_config(&self, generation: &GenerationData) -> Result<JobsConfig, SettingsError> {
+    fn jobs_config(
+        &self,
+        generation: &GenerationData,
+        data_dir: &Path,
+    ) -> Result<JobsConfig, SettingsError> {
         // The queue enforces each workflow's own time limit; the HTTP client
         // only needs to outlast the longest.
         let longest = generation
@@ -217,6 +225,12 @@ impl RuntimeArgs {
                 Duration::from_millis(self.render_simulated_ms),
                 0,
             ))),
+            comfy if comfy.starts_with("comfyui:") => {
+                let url = &comfy["comfyui:".len()..];
+                let render = ComfyRender::new(url, data_dir.join("results"))
+                    .map_err(|_| SettingsError::Renderer(comfy.into()))?;
+                Some(render as Arc<dyn Render>)
+            }
             url => Some(Arc::new(
                 HttpRender::new(url, longest).map_err(|_| SettingsError::Renderer(url.into()))?,
             )),

@@ -44,7 +44,23 @@ pub trait Render: Send + Sync + 'static {
         job: &'a Job,
         workflow: &'a WorkflowDef,
     ) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>>;
+
+    /// Whether the backend can take a job now. While it says no (a circuit
+    /// breaker open: the backend is unreachable), queues start no job; jobs
+    /// wait, and none fails for it.
+    fn available(&self) -> bool {
+        true
+    }
+
+    /// A job that was rendering was cancelled: stop it at the backend too
+    /// (best effort; its render future has already been dropped).
+    fn cancel(&self, _job: Job) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
+
+/// How often a queue looks again at a backend that was unavailable.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 
 /// Renders nothing: waits `latency` (four times as long for video) and
 /// answers a `sim://` location; every `fail_every`th job fails. For load
@@ -158,6 +174,7 @@ impl JobQueue {
         let workflow = def.id;
         let actor = QueueActor {
             workflow,
+            retry_scheduled: false,
             def,
             store,
             io: system.io().clone(),
@@ -308,11 +325,14 @@ struct RenderEnded {
 /// A job rendering on the main runtime.
 struct Running {
     id: String,
+    job: Job,
     task: tokio::task::AbortHandle,
 }
 
 struct QueueActor {
     workflow: Workflow,
+    /// A look at an unavailable backend is already scheduled.
+    retry_scheduled: bool,
     def: Arc<WorkflowDef>,
     store: Store,
     io: tokio::runtime::Handle,
@@ -350,6 +370,7 @@ impl Supervised for QueueActor {
     /// flight go on; they report back as usual, so none runs twice.
     fn restarting(&mut self, _: &mut Self::Context) {
         self.waiting.clear();
+        self.retry_scheduled = false;
     }
 }
 
@@ -401,7 +422,9 @@ impl Handler<Forget> for QueueActor {
                 act.waiting.remove(i);
                 act.leave("cancelled");
             } else if let Some(i) = act.running.iter().position(|r| r.id == id) {
-                act.running.swap_remove(i).task.abort();
+                let gone = act.running.swap_remove(i);
+                gone.task.abort();
+                act.io.spawn(act.render.cancel(gone.job));
                 act.leave("cancelled");
             }
             act.start_waiting(ctx);
@@ -486,6 +509,16 @@ impl QueueActor {
     /// Starts waiting jobs while fewer than `concurrency` run. Each render
     /// runs on the main runtime and reports back with `RenderEnded`.
     fn start_waiting(&mut self, ctx: &mut Context<Self>) {
+        if !self.waiting.is_empty() && !self.render.available() {
+            if !self.retry_scheduled {
+                self.retry_scheduled = true;
+                ctx.run_later(UNAVAILABLE_RETRY, |act, ctx| {
+                    act.retry_scheduled = false;
+                    act.start_waiting(ctx);
+                });
+            }
+            return;
+        }
         while self.running.len() < self.concurrency {
             let Some((job, enqueued)) = self.waiting.pop_front() else {
                 break;
@@ -495,6 +528,7 @@ impl QueueActor {
             let (render, timeout, me) = (self.render.clone(), self.timeout, ctx.address());
             let def = self.def.clone();
             let id = job.id.clone();
+            let job_copy = job.clone();
             let task = self.io.spawn(async move {
                 let started = Instant::now();
                 let rendering = AssertUnwindSafe(render.render(&job, &def)).catch_unwind();
@@ -514,6 +548,7 @@ impl QueueActor {
             });
             self.running.push(Running {
                 id,
+                job: job_copy,
                 task: task.abort_handle(),
             });
         }

@@ -59,6 +59,10 @@ pub struct Readiness {
     /// The last group commit failed for want of storage, recently, and none
     /// has succeeded since: reads may work while writes do not.
     pub commits_failing: bool,
+    /// Whether the renderer answers (`None`: no renderer). Reported, not
+    /// part of readiness: while it is down generation jobs wait, and every
+    /// other command is served as usual.
+    pub renderer_up: Option<bool>,
 }
 
 impl Readiness {
@@ -102,6 +106,9 @@ impl Runtime {
                 ));
             }
             refund_orphans(&store, &config, &finished_tx).await?;
+            // The renderer keeps it current from here (ComfyUI's breaker).
+            let up = if render.available() { 1.0 } else { 0.0 };
+            metrics::gauge!(crate::telemetry::RENDERER_UP).set(up);
         } else {
             warn_if_jobs_wait(&store).await?;
         }
@@ -386,6 +393,7 @@ impl Runtime {
             backlog_limit: commit.backlog_limit(),
             stalled_ms,
             commits_failing: self.commits_failing(),
+            renderer_up: self.config().jobs.render.as_ref().map(|r| r.available()),
         }
     }
 

@@ -36,6 +36,8 @@ pub const READY: &str = "kokoro_ready";
 pub const QUEUE_DEPTH: &str = "kokoro_queue_depth";
 /// Generation jobs rendering, by `queue`.
 pub const QUEUE_RUNNING: &str = "kokoro_queue_running";
+/// 1 while the renderer answers, 0 while its circuit breaker is open.
+pub const RENDERER_UP: &str = "kokoro_renderer_up";
 /// Time a job waited in its queue before it started, by `queue`.
 pub const QUEUE_WAIT_SECONDS: &str = "kokoro_queue_wait_seconds";
 /// Time a job took to render, by `queue`.
@@ -162,6 +164,11 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         QUEUE_RUNNING,
         Kind::Gauge,
         "Generation jobs rendering, by queue.",
+    ),
+    (
+        RENDERER_UP,
+        Kind::Gauge,
+        "1 while the renderer (ComfyUI) answers; 0 while jobs wait for it.",
     ),
     (
         QUEUE_WAIT_SECONDS,

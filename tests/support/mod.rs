@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_comfyui;
 pub mod fake_discord;
 
 use std::path::PathBuf;

@@ -1,0 +1,298 @@
+//! Rendering on ComfyUI, against a fake ComfyUI on loopback that answers as
+//! ComfyUI's server does, on real SQLite and real PostgreSQL: a job's
+//! parameters reach the graph and its picture is kept; a graph ComfyUI
+//! refuses, a node that fails mid-run and a render past its time limit are
+//! failed and refunded once; while ComfyUI is down jobs wait and none fails;
+//! a job rendering when kokoro stops is followed after the restart and never
+//! submitted twice; a cancelled job is dropped at ComfyUI too. After each,
+//! every job is final and the books balance.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::config::JobsConfig;
+use actors::{Runtime, RuntimeConfig};
+use kokoro::comfyui::{prompt_id, ComfyRender};
+use serde_json::{json, Value};
+use support::fake_comfyui::{FakeComfy, PICTURE};
+use support::*;
+
+/// A runtime rendering on `comfy`, keeping results in the test's data dir,
+/// each workflow limited to `time_limit`.
+fn config(comfy: &FakeComfy, db: &TestDb, time_limit: Duration) -> RuntimeConfig {
+    let render = ComfyRender::new(&comfy.url(), db.dir.path().join("results")).unwrap();
+    let mut generation = actors::game::generation::GenerationData::default();
+    generation.workflows = generation.workflows.each(|w| {
+        w.time_limit = time_limit;
+        w.concurrency = 1;
+    });
+    RuntimeConfig {
+        jobs: JobsConfig {
+            render: Some(render),
+        },
+        generation: Arc::new(generation),
+        ..RuntimeConfig::default()
+    }
+}
+
+async fn generate(rt: &Runtime, user: i64, prompt: &str) -> String {
+    let r = rt
+        .dispatch(cmd(
+            user,
+            "generate",
+            json!({"workflow": "image", "prompt": prompt}),
+        ))
+        .await;
+    assert!(r.ok, "{r:?}");
+    r.data["job_id"].as_str().unwrap().to_owned()
+}
+
+async fn job(rt: &Runtime, user: i64, id: &str) -> Option<Value> {
+    let r = rt.dispatch(cmd(user, "jobs", json!({}))).await;
+    r.data["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|j| j["job_id"] == id)
+        .cloned()
+}
+
+/// Waits until the job is `status`, or fails after `within`.
+async fn wait_for(rt: &Runtime, user: i64, id: &str, status: &str, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let j = job(rt, user, id).await;
+        if j.as_ref().is_some_and(|j| j["status"] == status) {
+            return j.unwrap_or_default();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} never became {status}: {j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn credits(rt: &Runtime, user: i64) -> i64 {
+    let r = rt.dispatch(cmd(user, "credits", json!({}))).await;
+    r.data["credits"].as_i64().unwrap()
+}
+
+async fn assert_books_balance(rt: &Runtime) {
+    let audit = rt.audit().await.unwrap();
+    assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+    assert_eq!(audit.pending_transfers, 0);
+}
+
+both_backends!(a_job_renders_and_its_picture_is_kept, |backend| {
+    let db = TestDb::new(backend).await;
+    let comfy = FakeComfy::start().await;
+    let rt = db
+        .runtime(config(&comfy, &db, Duration::from_secs(20)))
+        .await;
+    let a = generate(&rt, 1, "a lighthouse at dusk").await;
+    let b = generate(&rt, 2, "a fox in the snow").await;
+    let done = wait_for(&rt, 1, &a, "done", Duration::from_secs(10)).await;
+    wait_for(&rt, 2, &b, "done", Duration::from_secs(10)).await;
+
+    // Kept under the data dir, byte for byte what /view served.
+    let at = done["result"].as_str().unwrap();
+    assert!(at.starts_with("results/") && at.ends_with(".png"), "{done}");
+    assert_eq!(std::fs::read(db.dir.path().join(at)).unwrap(), PICTURE);
+
+    // The job's prompt and seed reached the graph's mapped inputs; the
+    // prompt id is the job's; each connection had a client id of its own.
+    let submitted = comfy.submitted();
+    assert_eq!(submitted.len(), 2);
+    let (id, client, graph) = &submitted[0];
+    assert_eq!(id, &prompt_id(&a));
+    assert_eq!(graph["6"]["inputs"]["text"], "a lighthouse at dusk");
+    assert_ne!(graph["3"]["inputs"]["seed"], 0, "a seed from the job id");
+    assert_eq!(
+        graph["7"]["inputs"]["text"],
+        "blurry, low quality, watermark, text, nsfw"
+    );
+    assert_ne!(client, &submitted[1].1, "one client id per connection");
+    let connected = comfy.connected();
+    let mut unique = connected.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        connected.len(),
+        "no client id reused: {connected:?}"
+    );
+
+    assert_eq!(
+        credits(&rt, 1).await,
+        40,
+        "charged the workflow's price once"
+    );
+    assert_books_balance(&rt).await;
+    db.drop_db().await;
+});
+
+both_backends!(refused_and_failed_renders_are_refunded_once, |backend| {
+    let db = TestDb::new(backend).await;
+    let comfy = FakeComfy::start().await;
+    let rt = db
+        .runtime(config(&comfy, &db, Duration::from_secs(20)))
+        .await;
+    let refused = generate(&rt, 1, "a bad checkpoint").await;
+    let exploded = generate(&rt, 1, "explode").await;
+
+    let r = wait_for(&rt, 1, &refused, "failed", Duration::from_secs(10)).await;
+    let why = r["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("node 4 (CheckpointLoaderSimple)") && why.contains("not in []"),
+        "ComfyUI's own reason: {why}"
+    );
+    let e = wait_for(&rt, 1, &exploded, "failed", Duration::from_secs(10)).await;
+    let why = e["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("CUDA out of memory") && why.contains("node 3"),
+        "{why}"
+    );
+    assert!(!why.contains('\n'), "one line: {why:?}");
+
+    assert_eq!(credits(&rt, 1).await, 50, "both refunded, once");
+    assert_books_balance(&rt).await;
+    db.drop_db().await;
+});
+
+both_backends!(
+    a_render_past_its_time_limit_fails_and_is_refunded,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let comfy = FakeComfy::start().await;
+        let rt = db
+            .runtime(config(&comfy, &db, Duration::from_secs(1)))
+            .await;
+        let slow = generate(&rt, 1, "a slow sunrise").await;
+        let j = wait_for(&rt, 1, &slow, "failed", Duration::from_secs(10)).await;
+        assert!(
+            j["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("longer than 1 s"),
+            "{j}"
+        );
+        assert_eq!(credits(&rt, 1).await, 50);
+        assert_books_balance(&rt).await;
+        db.drop_db().await;
+    }
+);
+
+both_backends!(while_comfyui_is_down_jobs_wait_and_none_fails, |backend| {
+    kokoro::telemetry::prometheus();
+    let db = TestDb::new(backend).await;
+    let comfy = FakeComfy::start().await;
+    comfy.down();
+    let rt = db
+        .runtime(config(&comfy, &db, Duration::from_secs(3)))
+        .await;
+    let a = generate(&rt, 1, "a quiet harbour").await;
+    let b = generate(&rt, 2, "a busy market").await;
+    // Longer than the time limit: had they started, they would have failed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for (user, id) in [(1, &a), (2, &b)] {
+        let j = job(&rt, user, id).await.unwrap();
+        assert_eq!(j["status"], "queued", "waits, not failed: {j}");
+    }
+    let metrics = kokoro::telemetry::render(&rt).await;
+    assert!(
+        metrics.contains("kokoro_renderer_up 0"),
+        "the breaker is open"
+    );
+    let ready = rt.readiness().await;
+    assert_eq!(ready.renderer_up, Some(false), "/readyz says so");
+    assert!(ready.is_ready(), "and everything else is still served");
+
+    comfy.up().await;
+    wait_for(&rt, 1, &a, "done", Duration::from_secs(15)).await;
+    assert_eq!(
+        rt.readiness().await.renderer_up,
+        Some(true),
+        "closed by itself"
+    );
+    wait_for(&rt, 2, &b, "done", Duration::from_secs(15)).await;
+    assert_eq!(comfy.submitted().len(), 2);
+    assert_books_balance(&rt).await;
+    db.drop_db().await;
+});
+
+both_backends!(
+    a_render_in_flight_at_a_restart_is_followed_not_resubmitted,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let comfy = FakeComfy::start().await;
+        let rt = db
+            .runtime(config(&comfy, &db, Duration::from_secs(30)))
+            .await;
+        let id = generate(&rt, 1, "a slow tide").await;
+        // kokoro stops while ComfyUI renders.
+        for _ in 0..200 {
+            if comfy.running().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(comfy.running(), Some(prompt_id(&id)));
+        Arc::try_unwrap(rt)
+            .ok()
+            .expect("sole owner")
+            .shutdown()
+            .await;
+
+        let rt = db
+            .runtime(config(&comfy, &db, Duration::from_secs(30)))
+            .await;
+        let done = wait_for(&rt, 1, &id, "done", Duration::from_secs(20)).await;
+        assert!(done["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("results/")));
+        let times = comfy
+            .submitted()
+            .iter()
+            .filter(|s| s.0 == prompt_id(&id))
+            .count();
+        assert_eq!(times, 1, "rendered once");
+        assert_eq!(credits(&rt, 1).await, 40);
+        assert_books_balance(&rt).await;
+        db.drop_db().await;
+    }
+);
+
+both_backends!(a_cancelled_render_is_dropped_at_comfyui, |backend| {
+    let db = TestDb::new(backend).await;
+    let comfy = FakeComfy::start().await;
+    let rt = db
+        .runtime(config(&comfy, &db, Duration::from_secs(30)))
+        .await;
+    let id = generate(&rt, 1, "a slow glacier").await;
+    for _ in 0..200 {
+        if comfy.running().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = rt.dispatch(cmd(1, "cancel", json!({ "job_id": id }))).await;
+    assert!(r.ok, "{r:?}");
+    for _ in 0..200 {
+        if !comfy.interrupted().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        comfy.interrupted(),
+        [prompt_id(&id)],
+        "interrupted at ComfyUI"
+    );
+    assert_eq!(job(&rt, 1, &id).await.unwrap()["status"], "cancelled");
+    assert_eq!(credits(&rt, 1).await, 50, "refunded");
+    assert_books_balance(&rt).await;
+    db.drop_db().await;
+});

@@ -1,0 +1,388 @@
+//! A fake ComfyUI on loopback, following ComfyUI's server as it answers:
+//! `POST /prompt` (200 `{prompt_id, number, node_errors}`, or 400 `{error,
+//! node_errors}`), the `/ws?clientId=` websocket (JSON events by type, and
+//! binary preview frames), `/history/{id}` (`{}` until finished), `/view`,
+//! `GET`/`POST /queue`, `POST /interrupt`, `/system_stats`. It renders one
+//! prompt at a time. What a prompt's text says decides its fate: "bad
+//! checkpoint" is refused at submit, "explode" fails mid-run, "slow" takes
+//! seconds.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+/// A PNG's signature and a little more: what `/view` serves.
+pub const PICTURE: &[u8] = b"\x89PNG\r\n\x1a\nfake-comfyui-picture";
+
+#[derive(Default)]
+struct Inner {
+    /// Every accepted submission: (prompt id, client id, graph).
+    submitted: Vec<(String, String, Value)>,
+    pending: VecDeque<String>,
+    running: Option<String>,
+    graphs: HashMap<String, (String, Value)>,
+    history: HashMap<String, Value>,
+    /// Client ids with an open socket, and how to reach them.
+    sockets: HashMap<String, mpsc::UnboundedSender<Message>>,
+    /// Every client id that ever connected, in order.
+    connected: Vec<String>,
+    interrupted: Vec<String>,
+    deleted: Vec<String>,
+    number: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeComfy {
+    inner: Arc<Mutex<Inner>>,
+    wake: Arc<tokio::sync::Notify>,
+    pub addr: SocketAddr,
+    server: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl FakeComfy {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = Self {
+            inner: Arc::default(),
+            wake: Arc::default(),
+            addr,
+            server: Arc::default(),
+        };
+        fake.serve(listener);
+        tokio::spawn(worker(fake.clone()));
+        fake
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let app = Router::new()
+            .route("/prompt", post(submit))
+            .route("/ws", get(ws))
+            .route("/history/{id}", get(history))
+            .route("/view", get(view))
+            .route("/queue", get(queue).post(queue_delete))
+            .route("/interrupt", post(interrupt))
+            .route("/system_stats", get(system_stats))
+            .with_state(self.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        *self.server.lock().unwrap() = Some(task);
+    }
+
+    /// ComfyUI goes away: connections are refused, sockets drop.
+    pub fn down(&self) {
+        if let Some(t) = self.server.lock().unwrap().take() {
+            t.abort();
+        }
+        self.inner.lock().unwrap().sockets.clear();
+    }
+
+    /// ComfyUI comes back on the same address.
+    pub async fn up(&self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+
+    pub fn submitted(&self) -> Vec<(String, String, Value)> {
+        self.inner.lock().unwrap().submitted.clone()
+    }
+
+    pub fn connected(&self) -> Vec<String> {
+        self.inner.lock().unwrap().connected.clone()
+    }
+
+    pub fn interrupted(&self) -> Vec<String> {
+        self.inner.lock().unwrap().interrupted.clone()
+    }
+
+    pub fn deleted(&self) -> Vec<String> {
+        self.inner.lock().unwrap().deleted.clone()
+    }
+
+    pub fn running(&self) -> Option<String> {
+        self.inner.lock().unwrap().running.clone()
+    }
+
+    fn send(&self, client: &str, m: Message) {
+        if let Some(tx) = self.inner.lock().unwrap().sockets.get(client) {
+            let _ = tx.send(m);
+        }
+    }
+
+    fn event(&self, client: &str, kind: &str, data: Value) {
+        let text = json!({ "type": kind, "data": data }).to_string();
+        self.send(client, Message::Text(text.into()));
+    }
+}
+
+/// The text of a graph's prompt (its CLIPTextEncode with a text input).
+fn prompt_text(graph: &Value) -> String {
+    graph
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find(|(_, n)| n["class_type"] == "CLIPTextEncode")
+        .and_then(|(_, n)| n["inputs"]["text"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn submit(State(f): State<FakeComfy>, Json(body): Json<Value>) -> Response {
+    let graph = body["prompt"].clone();
+    if !graph.is_object() {
+        let e = json!({"error": {"type": "invalid_prompt", "message": "Cannot execute because a node is missing the class_type property.", "details": "", "extra_info": {}}, "node_errors": []});
+        return (StatusCode::BAD_REQUEST, Json(e)).into_response();
+    }
+    if prompt_text(&graph).contains("bad checkpoint") {
+        let e = json!({
+            "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
+            "node_errors": {"4": {"errors": [{"type": "value_not_in_list", "message": "Value not in list", "details": "ckpt_name: 'sd_xl_base_1.0.safetensors' not in []", "extra_info": {}}], "dependent_outputs": ["9"], "class_type": "CheckpointLoaderSimple"}}
+        });
+        return (StatusCode::BAD_REQUEST, Json(e)).into_response();
+    }
+    let id = body["prompt_id"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:x}", rand_id()));
+    let client = body["client_id"].as_str().unwrap_or_default().to_owned();
+    let number = {
+        let mut i = f.inner.lock().unwrap();
+        i.number += 1;
+        i.submitted
+            .push((id.clone(), client.clone(), graph.clone()));
+        i.graphs.insert(id.clone(), (client, graph));
+        i.pending.push_back(id.clone());
+        i.number
+    };
+    f.wake.notify_one();
+    Json(json!({"prompt_id": id, "number": number, "node_errors": {}})).into_response()
+}
+
+fn rand_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}
+
+#[derive(serde::Deserialize)]
+struct WsQuery {
+    #[serde(rename = "clientId")]
+    client_id: Option<String>,
+}
+
+async fn ws(
+    State(f): State<FakeComfy>,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let client = q.client_id.unwrap_or_else(|| format!("{:x}", rand_id()));
+    upgrade.on_upgrade(move |socket| session(f, client, socket))
+}
+
+async fn session(f: FakeComfy, client: String, mut socket: WebSocket) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let mut i = f.inner.lock().unwrap();
+        // One socket per client id, as ComfyUI keeps it: a second
+        // connection with the same id takes the first one's messages.
+        i.sockets.insert(client.clone(), tx);
+        i.connected.push(client.clone());
+    }
+    let hello = json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": client}});
+    if socket
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(m) => if socket.send(m).await.is_err() { break },
+                None => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+        }
+    }
+}
+
+/// Renders the pending prompts one at a time, telling the submitting
+/// client as ComfyUI does.
+async fn worker(f: FakeComfy) {
+    loop {
+        let next = {
+            let mut i = f.inner.lock().unwrap();
+            let id = i.pending.pop_front();
+            i.running = id.clone();
+            id
+        };
+        let Some(id) = next else {
+            f.wake.notified().await;
+            continue;
+        };
+        let (client, graph) = f.inner.lock().unwrap().graphs[&id].clone();
+        let text = prompt_text(&graph);
+        let step = if text.contains("slow") {
+            Duration::from_millis(1500)
+        } else {
+            Duration::from_millis(30)
+        };
+        f.event(
+            &client,
+            "execution_start",
+            json!({"prompt_id": id, "timestamp": 1}),
+        );
+        f.event(
+            &client,
+            "execution_cached",
+            json!({"nodes": [], "prompt_id": id, "timestamp": 1}),
+        );
+        let mut outcome = "success";
+        for value in 1..=3 {
+            f.event(
+                &client,
+                "executing",
+                json!({"node": "3", "display_node": "3", "prompt_id": id}),
+            );
+            tokio::time::sleep(step).await;
+            if f.inner.lock().unwrap().interrupted.contains(&id) {
+                outcome = "interrupted";
+                break;
+            }
+            f.event(
+                &client,
+                "progress",
+                json!({"value": value, "max": 3, "prompt_id": id, "node": "3"}),
+            );
+            // A preview: binary, not JSON.
+            f.send(
+                &client,
+                Message::Binary(vec![0u8, 0, 0, 1, 0xff, 0xd8, 0xff].into()),
+            );
+            if value == 2 && text.contains("explode") {
+                outcome = "error";
+                break;
+            }
+        }
+        let file = json!({"filename": format!("kokoro_image_{:05}_.png", f.inner.lock().unwrap().number), "subfolder": "", "type": "output"});
+        let entry = match outcome {
+            "success" => {
+                f.event(&client, "executed", json!({"node": "9", "display_node": "9", "output": {"images": [file.clone()]}, "prompt_id": id}));
+                f.event(
+                    &client,
+                    "execution_success",
+                    json!({"prompt_id": id, "timestamp": 2}),
+                );
+                json!({"prompt": [1, id, graph, {}, ["9"]], "outputs": {"9": {"images": [file]}},
+                       "status": {"status_str": "success", "completed": true, "messages": [["execution_start", {"prompt_id": id}], ["execution_success", {"prompt_id": id}]]}, "meta": {}})
+            }
+            "error" => {
+                let err = json!({"prompt_id": id, "node_id": "3", "node_type": "KSampler", "executed": [], "exception_message": "CUDA out of memory. Tried to allocate 2.00 GiB\n", "exception_type": "torch.OutOfMemoryError", "traceback": [], "current_inputs": {}, "current_outputs": {}});
+                f.event(&client, "execution_error", err.clone());
+                json!({"prompt": [1, id, graph, {}, ["9"]], "outputs": {},
+                       "status": {"status_str": "error", "completed": false, "messages": [["execution_start", {"prompt_id": id}], ["execution_error", err]]}, "meta": {}})
+            }
+            _ => {
+                let data = json!({"prompt_id": id, "node_id": "3", "node_type": "KSampler", "executed": []});
+                f.event(&client, "execution_interrupted", data.clone());
+                json!({"prompt": [1, id, graph, {}, ["9"]], "outputs": {},
+                       "status": {"status_str": "error", "completed": false, "messages": [["execution_interrupted", data]]}, "meta": {}})
+            }
+        };
+        {
+            let mut i = f.inner.lock().unwrap();
+            i.history.insert(id.clone(), entry);
+            i.running = None;
+        }
+        f.event(&client, "executing", json!({"node": null, "prompt_id": id}));
+    }
+}
+
+async fn history(State(f): State<FakeComfy>, Path(id): Path<String>) -> Json<Value> {
+    let i = f.inner.lock().unwrap();
+    Json(match i.history.get(&id) {
+        Some(e) => json!({ id: e }),
+        None => json!({}),
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct ViewQuery {
+    filename: String,
+    #[serde(default)]
+    subfolder: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+async fn view(Query(q): Query<ViewQuery>) -> Response {
+    if q.filename.is_empty()
+        || q.filename.contains("..")
+        || q.kind != "output"
+        || !q.subfolder.is_empty()
+    {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    ([("content-type", "image/png")], PICTURE).into_response()
+}
+
+async fn queue(State(f): State<FakeComfy>) -> Json<Value> {
+    let i = f.inner.lock().unwrap();
+    let item = |n: u64, id: &String| json!([n, id, {}, {}, ["9"]]);
+    Json(json!({
+        "queue_running": i.running.iter().map(|id| item(0, id)).collect::<Vec<_>>(),
+        "queue_pending": i.pending.iter().enumerate().map(|(n, id)| item(n as u64 + 1, id)).collect::<Vec<_>>(),
+    }))
+}
+
+async fn queue_delete(State(f): State<FakeComfy>, Json(body): Json<Value>) -> StatusCode {
+    let mut i = f.inner.lock().unwrap();
+    for id in body["delete"].as_array().into_iter().flatten() {
+        if let Some(id) = id.as_str() {
+            i.pending.retain(|p| p != id);
+            i.deleted.push(id.to_owned());
+        }
+    }
+    StatusCode::OK
+}
+
+async fn interrupt(State(f): State<FakeComfy>, body: Option<Json<Value>>) -> StatusCode {
+    let mut i = f.inner.lock().unwrap();
+    let target = body.and_then(|Json(b)| b["prompt_id"].as_str().map(str::to_owned));
+    // A targeted interrupt stops only that prompt, and only if it runs.
+    if let Some(id) = target {
+        if i.running.as_deref() == Some(&id) {
+            i.interrupted.push(id);
+        }
+    }
+    StatusCode::OK
+}
+
+async fn system_stats() -> Json<Value> {
+    Json(json!({
+        "system": {"os": "posix", "ram_total": 1, "ram_free": 1, "comfyui_version": "0.3.40", "python_version": "3.12", "pytorch_version": "2.7", "embedded_python": false, "argv": ["main.py"]},
+        "devices": [{"name": "cpu", "type": "cpu", "index": null, "vram_total": 0, "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0}]
+    }))
+}
