@@ -23,7 +23,7 @@ pub struct Cli {
 pub enum Cmd {
     /// Serve the HTTP API, and the Discord front door when DISCORD_TOKEN is set.
     #[command(after_long_help = SECRETS)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(StorageArgs),
     /// Check the money invariants of a database; exit 1 if any is broken.
@@ -39,6 +39,9 @@ pub enum Cmd {
 const SECRETS: &str = "Secrets, from the environment only (never logged):
   KOKORO_API_TOKEN  bearer token for /v1 routes; unset: they answer 401, and
                     serving on a non-loopback address is refused
+  KOKORO_ADMIN_TOKEN  bearer token that also allows admin commands over HTTP
+                    (config_set, grant, vip, hf_success); unset: they answer 403
+  KOKORO_RENDER_TOKEN bearer token sent to an http:// render service
   DISCORD_TOKEN     the Discord bot token; unset: no Discord front door";
 
 pub fn main() -> ExitCode {
@@ -64,7 +67,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Cmd::Serve(args) => crate::serve::serve(args).await.map(|()| ExitCode::SUCCESS),
+        Cmd::Serve(args) => crate::serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
         Cmd::Migrate(args) => {
             let store = open(&args).await?;
             store.migrate().await?;

@@ -12,6 +12,7 @@ use actors::config::JobsConfig;
 use actors::game::collection::roster::Roster;
 use actors::game::data_file::DataFileError;
 use actors::game::economy::shop::Catalogue;
+use actors::game::generation::allowance::CreditRules;
 use actors::game::generation::lucky::LuckyTiers;
 use actors::game::generation::workflow::Workflows;
 use actors::game::generation::GenerationData;
@@ -126,6 +127,10 @@ pub struct RuntimeArgs {
     /// The lucky draw's tiers (TOML): replaces the shipped table.
     #[arg(long, env = "KOKORO_LUCKY_FILE")]
     pub lucky_file: Option<PathBuf>,
+
+    /// The free-job rules (TOML: the trial, VIP): replaces the shipped ones.
+    #[arg(long, env = "KOKORO_CREDITS_FILE")]
+    pub credits_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +187,10 @@ impl RuntimeArgs {
             lucky: match &self.lucky_file {
                 None => LuckyTiers::default(),
                 Some(path) => LuckyTiers::load(path)?,
+            },
+            rules: match &self.credits_file {
+                None => CreditRules::default(),
+                Some(path) => CreditRules::load(path)?,
             },
         };
         Ok(RuntimeConfig {

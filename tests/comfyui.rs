@@ -27,7 +27,10 @@ fn config(comfy: &FakeComfy, db: &TestDb, time_limit: Duration) -> RuntimeConfig
     generation.workflows = generation.workflows.each(|w| {
         w.time_limit = time_limit;
         w.concurrency = 1;
+        w.daily_free = 0;
     });
+    // Paid jobs: these tests are about charges and refunds.
+    generation.rules.trial_daily_free = 0;
     RuntimeConfig {
         jobs: JobsConfig {
             render: Some(render),

@@ -62,14 +62,18 @@ impl Render for Gate {
     }
 }
 
-/// The shipped workflows, each with these queue limits.
+/// The shipped workflows, each with these queue limits, and no free jobs:
+/// these tests are about charges and refunds (tests/credits.rs has the
+/// free ones).
 fn config(render: Arc<dyn Render>, concurrency: usize, capacity: usize) -> RuntimeConfig {
     let mut generation = actors::game::generation::GenerationData::default();
     generation.workflows = generation.workflows.each(|w| {
         w.concurrency = concurrency;
         w.queue_length = capacity;
         w.time_limit = Duration::from_secs(30);
+        w.daily_free = 0;
     });
+    generation.rules.trial_daily_free = 0;
     RuntimeConfig {
         jobs: JobsConfig {
             render: Some(render),

@@ -96,7 +96,9 @@ impl CommandKind {
     pub fn is_admin(&self) -> bool {
         matches!(
             self,
-            Self::Guild(_) | Self::Roleplay(RoleplayCommand::HfSuccess { .. })
+            Self::Guild(_)
+                | Self::Roleplay(RoleplayCommand::HfSuccess { .. })
+                | Self::Generation(GenerationCommand::Vip { .. })
         )
     }
 
@@ -105,12 +107,25 @@ impl CommandKind {
         matches!(self, Self::Roleplay(_))
     }
 
+    /// Whether deciding it reads the player's free jobs and VIP.
+    pub fn needs_allowance(&self) -> bool {
+        matches!(
+            self,
+            Self::Generation(
+                GenerationCommand::Generate { .. }
+                    | GenerationCommand::Credits
+                    | GenerationCommand::Vip { .. }
+            )
+        )
+    }
+
     /// For an admin command acting on another player (`grant`): notes the
     /// admin `by` in it and returns the player, whose actor must decide it.
     pub fn readdress(&mut self, by: crate::ids::UserId) -> Option<crate::ids::UserId> {
         match self {
             Self::Guild(GuildCommand::Grant { user, by: b, .. })
-            | Self::Roleplay(RoleplayCommand::HfSuccess { user, by: b, .. }) => {
+            | Self::Roleplay(RoleplayCommand::HfSuccess { user, by: b, .. })
+            | Self::Generation(GenerationCommand::Vip { user, by: b, .. }) => {
                 *b = Some(by);
                 Some(*user)
             }
@@ -372,6 +387,7 @@ mod tests {
             json!({"tz": "Europe/Paris"}),
             json!({"channel_id": "42", "chars": 120}),
             json!({"user": "5", "character": "Ayla"}),
+            json!({"user": "5", "days": 7}),
         ];
         let mut covered = 0;
         for name in CommandKind::names() {

@@ -36,6 +36,7 @@ pub struct UserState {
 pub struct OnDemand {
     pub collection: Option<Collection>,
     pub roleplay: Option<crate::game::roleplay::Roleplay>,
+    pub allowance: Option<crate::game::generation::allowance::Allowance>,
 }
 
 /// What a player has collected.
@@ -121,6 +122,15 @@ impl UserState {
 
     pub fn set_roleplay(&mut self, r: crate::game::roleplay::Roleplay) {
         self.on_demand.get_or_insert_default().roleplay = Some(r);
+    }
+
+    /// The player's free jobs and VIP, if read.
+    pub fn allowance(&self) -> Option<&crate::game::generation::allowance::Allowance> {
+        self.on_demand.as_ref()?.allowance.as_ref()
+    }
+
+    pub fn set_allowance(&mut self, a: crate::game::generation::allowance::Allowance) {
+        self.on_demand.get_or_insert_default().allowance = Some(a);
     }
 
     /// The level is derived from XP, not stored beside it: one less field in

@@ -210,6 +210,20 @@ impl UserActor {
                 }
             }
         }
+        if command.kind.needs_allowance() && self.state.allowance().is_none() {
+            match Box::pin(self.registry.shared.store.load_allowance(self.key)).await {
+                Ok(a) => self.state.set_allowance(a),
+                Err(e) => {
+                    tracing::warn!(user = %self.key, error = %e, "could not read free jobs");
+                    answer.send(Reply::error(
+                        name,
+                        ErrorCode::StorageUnavailable,
+                        "storage is unavailable; nothing was changed, retry shortly",
+                    ));
+                    return Next::Continue;
+                }
+            }
+        }
         if command.kind.needs_roleplay() && self.state.roleplay().is_none() {
             match Box::pin(self.registry.shared.store.load_roleplay(self.key)).await {
                 Ok(r) => self.state.set_roleplay(r),

@@ -104,6 +104,8 @@ pub enum Write {
     Setting { key: &'static str, value: String },
     /// An admin action, in the same transaction as what it changed.
     Audit(AuditRow),
+    /// Generation: the player's free jobs and VIP (absolute values).
+    GenPlayer(crate::game::generation::allowance::Allowance),
     /// Roleplay: the player's row (absolute values; the active character by name).
     RpPlayer {
         active_character: Option<String>,

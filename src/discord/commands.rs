@@ -397,6 +397,17 @@ pub async fn hf_success(
     super::run(ctx, "hf_success", args).await
 }
 
+/// Make a player VIP for some days more, or end it with 0 (admins; audited)
+#[poise::command(slash_command, guild_only, default_member_permissions = "MANAGE_GUILD")]
+pub async fn vip(
+    ctx: Ctx<'_>,
+    #[description = "Who"] user: poise::serenity_prelude::User,
+    #[description = "Days more (0 ends it)"] days: i64,
+) -> Result<(), Error> {
+    let args = json!({ "user": user.id.get().to_string(), "days": days });
+    super::run(ctx, "vip", args).await
+}
+
 /// Every slash command, for registration.
 pub fn all() -> Vec<poise::Command<super::Data, Error>> {
     vec![
@@ -432,5 +443,6 @@ pub fn all() -> Vec<poise::Command<super::Data, Error>> {
         xp_rename(),
         xp_timezone(),
         hf_success(),
+        vip(),
     ]
 }

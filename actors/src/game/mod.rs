@@ -75,8 +75,21 @@ mod tests {
     static ROSTER: std::sync::LazyLock<crate::game::collection::roster::Roster> =
         std::sync::LazyLock::new(|| crate::game::collection::roster::Roster::shipped().unwrap());
 
+    /// The shipped workflows with no free jobs: these tests are about
+    /// charges (`allowance.rs` tests the free ones).
     static GENERATION: std::sync::LazyLock<crate::game::generation::GenerationData> =
-        std::sync::LazyLock::new(Default::default);
+        std::sync::LazyLock::new(|| {
+            let mut g = crate::game::generation::GenerationData::default();
+            g.workflows = g.workflows.each(|w| w.daily_free = 0);
+            g.rules.trial_daily_free = 0;
+            g
+        });
+
+    /// A player whose free jobs and VIP have been read.
+    fn read(mut s: UserState) -> UserState {
+        s.set_allowance(Default::default());
+        s
+    }
 
     fn ctx(catalogue: &Catalogue) -> Context<'_> {
         Context {
@@ -233,11 +246,11 @@ mod tests {
     #[test]
     fn lucky_once_a_day_discounts_generation_until_midnight() {
         let cat = Catalogue::shipped();
-        let s = UserState {
+        let s = read(UserState {
             exists: true,
             credits: 100,
             ..Default::default()
-        };
+        });
         let mut c = ctx(&cat);
         c.draw = 99; // the rarest tier: SSR, 50% off
         let lucky = decide(&s, key(1), &CommandKind::Generation(G::Lucky), None, &c).unwrap();
@@ -269,11 +282,11 @@ mod tests {
     fn generate_names_a_workflow_this_server_offers_with_what_it_needs() {
         let cat = Catalogue::shipped();
         let c = ctx(&cat);
-        let s = UserState {
+        let s = read(UserState {
             exists: true,
             credits: 100,
             ..Default::default()
-        };
+        });
         let generate = |workflow: &str, prompt: &str| {
             let kind = CommandKind::Generation(G::Generate {
                 workflow: workflow.into(),
@@ -299,11 +312,11 @@ mod tests {
     #[test]
     fn generate_charges_credits_and_limits_open_jobs() {
         let cat = Catalogue::shipped();
-        let mut s = UserState {
+        let mut s = read(UserState {
             exists: true,
             credits: 1000,
             ..Default::default()
-        };
+        });
         let c = ctx(&cat);
         let image = CommandKind::Generation(G::Generate {
             workflow: "image".into(),
@@ -317,11 +330,11 @@ mod tests {
         }
         let over = decide(&s, key(1), &image, None, &c).unwrap_err();
         assert_eq!(over.code, ErrorCode::LimitReached);
-        let poor = UserState {
+        let poor = read(UserState {
             exists: true,
             credits: 9,
             ..Default::default()
-        };
+        });
         assert_eq!(
             decide(&poor, key(1), &image, None, &c).unwrap_err().code,
             ErrorCode::InsufficientFunds
@@ -332,11 +345,11 @@ mod tests {
     fn a_failed_or_cancelled_job_is_refunded_and_a_done_one_is_not() {
         let cat = Catalogue::shipped();
         let c = ctx(&cat);
-        let s = UserState {
+        let s = read(UserState {
             exists: true,
             credits: 100,
             ..Default::default()
-        };
+        });
         let image = CommandKind::Generation(G::Generate {
             workflow: "image".into(),
             prompt: "a fox".into(),
@@ -369,7 +382,7 @@ mod tests {
         #[test]
         fn ledger_explains_every_balance(ops in proptest::collection::vec((0u8..8, 1i64..400, 0i64..5), 1..60)) {
             let cat = Catalogue::shipped();
-            let mut s = UserState::default();
+            let mut s = read(UserState::default());
             let (mut gold_sum, mut gem_sum, mut credit_sum) = (0i64, 0i64, 0i64);
             let mut open: Vec<Job> = Vec::new();
             let mut now = 1_700_000_000_000i64;

@@ -222,6 +222,14 @@ impl Store {
         on_pool!(self, (p, q) => q::collection_sql::load(p, key).await)
     }
 
+    /// A player's free jobs and VIP.
+    pub async fn load_allowance(
+        &self,
+        key: UserKey,
+    ) -> Result<crate::game::generation::allowance::Allowance, StoreError> {
+        on_pool!(self, (p, q) => q::generation_writes::load_allowance(p, key).await)
+    }
+
     /// A player's roleplay characters and day.
     pub async fn load_roleplay(
         &self,

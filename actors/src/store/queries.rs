@@ -585,6 +585,9 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 if command.kind.needs_roleplay() {
                     me.state.set_roleplay(roleplay_sql::load_on(&mut tx, key).await?);
                 }
+                if command.kind.needs_allowance() {
+                    me.state.set_allowance(generation_writes::load_allowance_on(&mut tx, key).await?);
+                }
                 let draft = match game::decide(&me.state, key, &command.kind, command.id.clone(), ctx) {
                     Ok(d) => d,
                     Err(refusal) => return Ok(Reply::error(name, refusal.code, refusal.message)),

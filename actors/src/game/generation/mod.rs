@@ -4,6 +4,7 @@
 //! render live in the runtime (`job_queue.rs`); `jobs` and `cancel` read
 //! storage, so the runtime and the player's actor answer them.
 
+pub mod allowance;
 pub mod credits;
 pub mod lucky;
 pub(crate) mod sql;
@@ -20,15 +21,18 @@ use crate::job::{Job, JobStatus};
 use crate::reply::ErrorCode;
 use crate::state::UserState;
 use crate::writeset::{JobClose, Write};
+use allowance::{Allowance, CreditRules};
 use lucky::LuckyTiers;
 use workflow::Workflows;
 
-/// The generation data operators tune: the workflows (`--workflows-dir`)
-/// and the lucky draw's tiers (`--lucky-file`).
+/// The generation data operators tune: the workflows (`--workflows-dir`),
+/// the lucky draw's tiers (`--lucky-file`) and the free-job rules
+/// (`--credits-file`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationData {
     pub workflows: Workflows,
     pub lucky: LuckyTiers,
+    pub rules: CreditRules,
 }
 
 impl Default for GenerationData {
@@ -36,6 +40,7 @@ impl Default for GenerationData {
         Self {
             workflows: Workflows::shipped().unwrap_or_default(),
             lucky: LuckyTiers::default(),
+            rules: CreditRules::default(),
         }
     }
 }
@@ -54,10 +59,18 @@ pub enum GenerationCommand {
     Cancel {
         job_id: String,
     },
+    /// Admin: makes a player VIP for `days` more (0 ends it).
+    Vip {
+        user: crate::ids::UserId,
+        days: u32,
+        /// The admin, set by the runtime when it readdresses the command.
+        by: Option<crate::ids::UserId>,
+    },
 }
 
 impl GenerationCommand {
-    pub const NAMES: &'static [&'static str] = &["credits", "lucky", "generate", "jobs", "cancel"];
+    pub const NAMES: &'static [&'static str] =
+        &["credits", "lucky", "generate", "jobs", "cancel", "vip"];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -66,6 +79,7 @@ impl GenerationCommand {
             Self::Generate { .. } => "generate",
             Self::Jobs => "jobs",
             Self::Cancel { .. } => "cancel",
+            Self::Vip { .. } => "vip",
         }
     }
 
@@ -87,6 +101,11 @@ impl GenerationCommand {
             "cancel" => Self::Cancel {
                 job_id: job_id(a, "job_id")?,
             },
+            "vip" => Self::Vip {
+                user: a.user_id("user")?,
+                days: a.integer("days", 0, 3650)? as u32,
+                by: None,
+            },
             _ => return Ok(None),
         }))
     }
@@ -101,6 +120,7 @@ impl GenerationCommand {
                 json!({ "workflow": workflow, "prompt": prompt })
             }
             Self::Cancel { job_id } => json!({ "job_id": job_id }),
+            Self::Vip { user, days, .. } => json!({ "user": user.to_string(), "days": days }),
             Self::Credits | Self::Lucky | Self::Jobs => json!({}),
         }
     }
@@ -109,7 +129,7 @@ impl GenerationCommand {
     pub fn writes_when_ok(&self) -> bool {
         matches!(
             self,
-            Self::Lucky | Self::Generate { .. } | Self::Cancel { .. }
+            Self::Lucky | Self::Generate { .. } | Self::Cancel { .. } | Self::Vip { .. }
         )
     }
 }
@@ -159,19 +179,53 @@ pub fn decide(
     match command {
         GenerationCommand::Credits => {
             let discount = discount_today(&d, ctx.now_ms);
+            let a = allowance_of(&d, ctx)?;
+            let rules = &ctx.generation.rules;
             let mut data = d.balances();
             data["discount_pct"] = json!(discount);
             data["lucky_drawn_today"] =
                 json!(d.state.lucky_day == Some(daily::utc_day(ctx.now_ms)));
             data["prices"] = prices(&ctx.generation.workflows, discount);
+            let mut free = serde_json::Map::new();
+            for w in ctx.generation.workflows.iter() {
+                free.insert(
+                    w.id.as_str().into(),
+                    json!(a.free_left(rules, w, ctx.now_ms).0),
+                );
+            }
+            data["free_today"] = Value::Object(free);
+            data["trial_until_ms"] = if a.on_trial(rules, ctx.now_ms) {
+                json!(a.trial_ends_ms(rules))
+            } else {
+                Value::Null
+            };
+            data["vip_until_ms"] = a
+                .vip_until_ms
+                .filter(|_| a.is_vip(ctx.now_ms))
+                .map_or(Value::Null, |u| json!(u));
             let list: Vec<String> = ctx
                 .generation
                 .workflows
                 .iter()
-                .map(|w| format!("{} {}", w.id, credits::discounted(w.price, discount)))
+                .map(|w| {
+                    let left = a.free_left(rules, w, ctx.now_ms).0;
+                    let price = credits::discounted(w.price, discount);
+                    if left > 0 {
+                        format!("{} {price} ({left} free today)", w.id)
+                    } else {
+                        format!("{} {price}", w.id)
+                    }
+                })
                 .collect();
+            let status = if a.is_vip(ctx.now_ms) {
+                " · VIP"
+            } else if a.on_trial(rules, ctx.now_ms) {
+                " · trial"
+            } else {
+                ""
+            };
             let msg = format!(
-                "{} credits · today's discount {discount}% · {}",
+                "{} credits{status} · today's discount {discount}% · {}",
                 d.state.credits,
                 list.join(" · ")
             );
@@ -246,8 +300,21 @@ pub fn decide(
                 ));
             }
             let discount = discount_today(&d, ctx.now_ms);
-            let cost = credits::discounted(def.price, discount);
-            d.debit(Currency::Credits, cost, "generate")?;
+            let mut a = allowance_of(&d, ctx)?;
+            let (left, free) = a.free_left(&ctx.generation.rules, def, ctx.now_ms);
+            let cost = match free {
+                Some(_) => {
+                    a.use_one(def.id, ctx.now_ms);
+                    d.write(Write::GenPlayer(a.clone()));
+                    d.state.set_allowance(a);
+                    0
+                }
+                None => {
+                    let cost = credits::discounted(def.price, discount);
+                    d.debit(Currency::Credits, cost, "generate")?;
+                    cost
+                }
+            };
             d.state.open_jobs += 1;
             let job = Job {
                 id: format!("j{:032x}", ctx.fresh_id),
@@ -262,8 +329,42 @@ pub fn decide(
             data["workflow"] = json!(def.id.as_str());
             data["charged"] = json!(cost);
             data["discount_pct"] = json!(discount);
-            let msg = format!("Queued {} job {} for {cost} credits.", def.name, job.id);
+            data["free"] = free.map_or(Value::Null, |f| json!(f.as_str()));
+            let msg = match free {
+                Some(f) => format!(
+                    "Queued {} job {}, free ({}; {} more free today).",
+                    def.name,
+                    job.id,
+                    f.as_str(),
+                    left - 1
+                ),
+                None => format!("Queued {} job {} for {cost} credits.", def.name, job.id),
+            };
             d.write(Write::JobNew(job));
+            Ok(d.with(data, msg))
+        }
+        GenerationCommand::Vip { days, by, .. } => {
+            let mut a = allowance_of(&d, ctx)?;
+            let before = a.vip_until_ms.filter(|_| a.is_vip(ctx.now_ms));
+            a.extend_vip(*days, ctx.now_ms);
+            let after = a.vip_until_ms;
+            d.write(Write::GenPlayer(a.clone()));
+            d.write(Write::Audit(crate::writeset::AuditRow {
+                by: by.unwrap_or(key.user),
+                action: "vip",
+                target: Some(key.user),
+                key: "vip_until".to_owned(),
+                old: day_text(before),
+                new: day_text(after),
+                reason: format!("{days} day(s)"),
+            }));
+            d.state.set_allowance(a);
+            let mut data = d.balances();
+            data["vip_until_ms"] = after.map_or(Value::Null, |u| json!(u));
+            let msg = match after {
+                Some(_) => format!("<@{}> is VIP until {}.", key.user, day_text(after)),
+                None => format!("<@{}> is no longer VIP.", key.user),
+            };
             Ok(d.with(data, msg))
         }
         GenerationCommand::Jobs | GenerationCommand::Cancel { .. } => Err(Refusal::new(
@@ -271,6 +372,28 @@ pub fn decide(
             "this command is not decided from the player's state alone",
         )),
     }
+}
+
+fn allowance_of(d: &Draft, ctx: &Context<'_>) -> Result<Allowance, Refusal> {
+    let mut a = d
+        .state
+        .allowance()
+        .cloned()
+        .ok_or_else(|| Refusal::new(ErrorCode::Internal, "free jobs not read yet"))?;
+    // A player seen for the first time starts their trial now.
+    if a.since_ms == 0 {
+        a.since_ms = ctx.now_ms;
+    }
+    Ok(a)
+}
+
+/// A moment as its UTC date and time, for replies and the audit log.
+fn day_text(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "none".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+        )
 }
 
 /// Prices of each workflow at a discount, for replies.

@@ -6,8 +6,49 @@
 
 macro_rules! generation_writes {
     () => {
-        pub(super) mod generation_writes {
+        pub(crate) mod generation_writes {
             use super::*;
+            use crate::game::generation::allowance::Allowance;
+
+            pub async fn load_allowance(pool: &Pool, key: UserKey) -> Result<Allowance, StoreError> {
+                let mut conn = pool.acquire().await?;
+                load_allowance_on(&mut conn, key).await
+            }
+
+            /// The player's free jobs and VIP; a player without a row has
+            /// been on trial since their first command (0: not yet).
+            pub async fn load_allowance_on(conn: &mut Conn, key: UserKey) -> Result<Allowance, StoreError> {
+                let (g, u) = (key.guild.get(), key.user.get());
+                let row = sqlx::query(
+                    "SELECT since_ms, vip_until_ms, free_day, free_used FROM gen_players \
+                     WHERE guild_id = $1 AND user_id = $2",
+                )
+                .bind(g)
+                .bind(u)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if let Some(r) = row {
+                    let used: String = r.try_get(3)?;
+                    return Ok(Allowance {
+                        since_ms: r.try_get(0)?,
+                        vip_until_ms: r.try_get(1)?,
+                        day: r.try_get(2)?,
+                        used: Allowance::parse_used(&used)
+                            .ok_or_else(|| StoreError::Corrupt(format!("{key} has free_used {used:?}")))?,
+                    });
+                }
+                let created: Option<i64> = sqlx::query_scalar(
+                    "SELECT created_ms FROM users WHERE guild_id = $1 AND user_id = $2",
+                )
+                .bind(g)
+                .bind(u)
+                .fetch_optional(&mut *conn)
+                .await?;
+                Ok(Allowance {
+                    since_ms: created.unwrap_or(0),
+                    ..Allowance::default()
+                })
+            }
 
             pub async fn guard(
                 tx: &mut Conn,
@@ -46,6 +87,33 @@ macro_rules! generation_writes {
                             .push_bind(j.cost)
                             .push_bind("queued")
                             .push_bind(j.created_ms);
+                    }
+                );
+                // One row per player per batch: the last state decided wins.
+                let mut players: Vec<(&WriteSet, &Allowance)> = Vec::new();
+                for ws in applied {
+                    for w in &ws.writes {
+                        if let Write::GenPlayer(a) = w {
+                            players.retain(|(other, _)| other.key != ws.key);
+                            players.push((*ws, a));
+                        }
+                    }
+                }
+                insert_chunked!(
+                    tx,
+                    "INSERT INTO gen_players (guild_id, user_id, since_ms, vip_until_ms, free_day, free_used) ",
+                    " ON CONFLICT (guild_id, user_id) DO UPDATE SET since_ms = excluded.since_ms, \
+                      vip_until_ms = excluded.vip_until_ms, free_day = excluded.free_day, \
+                      free_used = excluded.free_used",
+                    players,
+                    |b, r| {
+                        let (ws, a) = r;
+                        b.push_bind(ws.key.guild.get())
+                            .push_bind(ws.key.user.get())
+                            .push_bind(a.since_ms)
+                            .push_bind(a.vip_until_ms)
+                            .push_bind(a.day)
+                            .push_bind(a.used_text());
                     }
                 );
                 Ok(())
