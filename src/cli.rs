@@ -42,6 +42,7 @@ const SECRETS: &str = "Secrets, from the environment only (never logged):
   KOKORO_ADMIN_TOKEN  bearer token that also allows admin commands over HTTP
                     (config_set, grant, vip, hf_success); unset: they answer 403
   KOKORO_RENDER_TOKEN bearer token sent to an http:// render service
+  KOKORO_PAYMENT_SECRET signs POST /v1/payments/webhook; unset: it answers 404
   DISCORD_TOKEN     the Discord bot token; unset: no Discord front door";
 
 pub fn main() -> ExitCode {

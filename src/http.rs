@@ -29,11 +29,14 @@ pub struct AppState {
     /// `KOKORO_ADMIN_TOKEN`: sent as the bearer token, it allows admin
     /// commands too. `None`: admin commands are refused with 403.
     pub admin_token: Option<Arc<str>>,
+    /// `KOKORO_PAYMENT_SECRET`: signs the payment webhook. `None`: it answers 404.
+    pub payment_secret: Option<Arc<str>>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/commands", post(command))
+        .route("/v1/payments/webhook", post(crate::payments::webhook))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

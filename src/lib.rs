@@ -11,6 +11,7 @@ pub mod http;
 pub mod loadtest;
 #[cfg(feature = "otel")]
 pub mod otel;
+pub mod payments;
 pub mod render;
 pub mod scratch;
 pub mod serve;

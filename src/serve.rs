@@ -95,6 +95,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runtime: runtime.clone(),
         token: token.map(Arc::from),
         admin_token: admin.map(Arc::from),
+        payment_secret: crate::settings::payment_secret().map(Arc::from),
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

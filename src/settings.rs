@@ -319,6 +319,13 @@ pub fn admin_token() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// The payment webhook's signing secret, from the environment only.
+pub fn payment_secret() -> Option<String> {
+    std::env::var("KOKORO_PAYMENT_SECRET")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
 /// The Discord bot token, from the environment only; unset: no Discord.
 pub fn discord_token() -> Option<String> {
     std::env::var("DISCORD_TOKEN")

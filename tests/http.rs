@@ -14,6 +14,7 @@ use support::*;
 
 const TOKEN: &str = "test-token-0123456789";
 const ADMIN_TOKEN: &str = "admin-token-9876543210";
+const PAYMENT_SECRET: &str = "whsec-test-0123456789";
 
 struct Server {
     base: String,
@@ -32,6 +33,7 @@ async fn serve(db: &TestDb, token: Option<&str>) -> Server {
         runtime: runtime.clone(),
         token: token.map(Arc::from),
         admin_token: Some(Arc::from(ADMIN_TOKEN)),
+        payment_secret: Some(Arc::from(PAYMENT_SECRET)),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -67,6 +69,24 @@ impl Server {
 
     async fn post_admin(&self, body: Value) -> (StatusCode, Value) {
         self.post_raw(&body.to_string(), Some(ADMIN_TOKEN)).await
+    }
+
+    /// Delivers a payment event as the provider does, signed with `secret`.
+    async fn webhook(&self, event: &Value, secret: &str) -> (StatusCode, Value) {
+        let body = event.to_string();
+        let resp = self
+            .client
+            .post(format!("{}/v1/payments/webhook", self.base))
+            .header(
+                kokoro::payments::SIGNATURE_HEADER,
+                kokoro::payments::sign(secret.as_bytes(), body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 }
 
@@ -443,6 +463,89 @@ both_backends!(
         let s = serve(&db, Some(TOKEN)).await;
         let (_, shown) = s.post_admin(admin("config_show", json!({}))).await;
         assert_eq!(shown["data"]["settings"]["daily_gold"], "250");
+        db.drop_db().await;
+    }
+);
+
+both_backends!(
+    a_signed_payment_grants_credits_once_and_a_chargeback_takes_them_back,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let s = serve(&db, Some(TOKEN)).await;
+        let bought = json!({"id": "pay_123", "type": "payment.succeeded", "guild_id": "1", "user_id": "2", "credits": 500});
+        let credits = |r: &Value| r["data"]["credits"].as_i64();
+
+        // A forged or unsigned event is refused and changes nothing.
+        let before = snapshot(&db, &s.runtime).await;
+        let (status, r) = s.webhook(&bought, "not-the-secret").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{r}");
+        let unsigned = s
+            .client
+            .post(format!("{}/v1/payments/webhook", s.base))
+            .body(bought.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+        let (status, _) = s
+        .webhook(&json!({"id": "pay_x", "type": "payment.succeeded", "guild_id": "1", "user_id": "2", "credits": -5}), PAYMENT_SECRET)
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "a negative purchase");
+        assert_eq!(
+            snapshot(&db, &s.runtime).await,
+            before,
+            "refused events wrote nothing"
+        );
+
+        let (status, r) = s.webhook(&bought, PAYMENT_SECRET).await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+        assert_eq!(credits(&r), Some(550), "50 to start, 500 bought: {r}");
+        // The provider retries: the same payment adds nothing.
+        for _ in 0..3 {
+            let (status, again) = s.webhook(&bought, PAYMENT_SECRET).await;
+            assert_eq!((status, credits(&again)), (StatusCode::OK, Some(550)));
+        }
+        // Players cannot send themselves payments.
+        let (status, _) = s
+        .post(json!({"guild_id": "1", "user_id": "2", "command": "payment", "args": {"payment_id": "pay_9", "credits": 900}}))
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        // The player spends most of it, then the payment is charged back: what
+        // is left is taken, the rest is owed, and the balance stays at zero.
+        let (_, g) = s
+        .post(json!({"guild_id": "1", "user_id": "2", "command": "grant", "args": {"user": "2", "currency": "credits", "amount": -400, "reason": "spent"}}))
+        .await;
+        assert_eq!(g["ok"], false, "grant needs the admin token");
+        let (_, g) = s
+        .post_admin(json!({"guild_id": "1", "user_id": "9", "command": "grant", "args": {"user": "2", "currency": "credits", "amount": -400, "reason": "spent elsewhere"}}))
+        .await;
+        assert_eq!(g["ok"], true, "{g}");
+        let refunded = json!({"id": "pay_123", "type": "payment.refunded", "guild_id": "1", "user_id": "2", "credits": 500});
+        let (status, r) = s.webhook(&refunded, PAYMENT_SECRET).await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+        assert_eq!(
+            (
+                credits(&r),
+                r["data"]["clawed_back"].as_i64(),
+                r["data"]["owed"].as_i64()
+            ),
+            (Some(0), Some(150), Some(350)),
+            "{r}"
+        );
+        let (_, again) = s.webhook(&refunded, PAYMENT_SECRET).await;
+        assert_eq!(credits(&again), Some(0), "charged back once");
+
+        let audit = s.runtime.audit().await.unwrap();
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+        assert_eq!(
+            audit.ledger(actors::domain::Currency::Credits, "topup"),
+            500
+        );
+        assert_eq!(
+            audit.ledger(actors::domain::Currency::Credits, "chargeback"),
+            -150
+        );
         db.drop_db().await;
     }
 );

@@ -98,9 +98,17 @@ impl CommandKind {
             self,
             Self::Guild(_)
                 | Self::Roleplay(RoleplayCommand::HfSuccess { .. })
-                | Self::Generation(GenerationCommand::Vip { .. })
+                | Self::Generation(
+                    GenerationCommand::Vip { .. }
+                        | GenerationCommand::Payment { .. }
+                        | GenerationCommand::Chargeback { .. }
+                )
         )
     }
+
+    /// Commands a front door sends for events (a post, a payment), never a
+    /// player's slash command.
+    pub const EVENTS: &'static [&'static str] = &["message", "payment", "chargeback"];
 
     /// Whether deciding it reads the player's roleplay characters.
     pub fn needs_roleplay(&self) -> bool {
@@ -388,6 +396,7 @@ mod tests {
             json!({"channel_id": "42", "chars": 120}),
             json!({"user": "5", "character": "Ayla"}),
             json!({"user": "5", "days": 7}),
+            json!({"payment_id": "pay_123", "credits": 100}),
         ];
         let mut covered = 0;
         for name in CommandKind::names() {

@@ -104,6 +104,11 @@ pub enum Write {
     Setting { key: &'static str, value: String },
     /// An admin action, in the same transaction as what it changed.
     Audit(AuditRow),
+    /// A payment the provider reported: a guard that inserts its row, so
+    /// the credits land once per provider payment id.
+    PaymentIn { provider_id: String, credits: i64 },
+    /// A chargeback: a guard that moves the payment from paid to refunded.
+    PaymentRefund(PaymentRefund),
     /// Generation: the player's free jobs and VIP (absolute values).
     GenPlayer(crate::game::generation::allowance::Allowance),
     /// Roleplay: the player's row (absolute values; the active character by name).
@@ -163,9 +168,22 @@ impl Write {
     pub fn is_guard(&self) -> bool {
         matches!(
             self,
-            Self::TransferIn(_) | Self::JobClose(_) | Self::ArenaClose(_)
+            Self::TransferIn(_)
+                | Self::JobClose(_)
+                | Self::ArenaClose(_)
+                | Self::PaymentIn { .. }
+                | Self::PaymentRefund(_)
         )
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRefund {
+    pub provider_id: String,
+    /// Credits taken back from the balance.
+    pub clawed_back: i64,
+    /// Credits that could not be taken back (the balance was short).
+    pub owed: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +247,13 @@ impl WriteSet {
             Write::JobNew(j) => Some(j),
             _ => None,
         })
+    }
+
+    /// The payment this WriteSet records or charges back, if any.
+    pub fn payment(&self) -> Option<&Write> {
+        self.writes
+            .iter()
+            .find(|w| matches!(w, Write::PaymentIn { .. } | Write::PaymentRefund(_)))
     }
 
     pub fn job_close(&self) -> Option<&JobClose> {

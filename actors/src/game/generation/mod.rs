@@ -7,6 +7,7 @@
 pub mod allowance;
 pub mod credits;
 pub mod lucky;
+pub mod payment;
 pub(crate) mod sql;
 pub mod workflow;
 
@@ -66,11 +67,29 @@ pub enum GenerationCommand {
         /// The admin, set by the runtime when it readdresses the command.
         by: Option<crate::ids::UserId>,
     },
+    /// The payment provider reports credits bought (sent by the webhook).
+    Payment {
+        payment_id: String,
+        credits: i64,
+    },
+    /// The payment provider reports a payment charged back.
+    Chargeback {
+        payment_id: String,
+        credits: i64,
+    },
 }
 
 impl GenerationCommand {
-    pub const NAMES: &'static [&'static str] =
-        &["credits", "lucky", "generate", "jobs", "cancel", "vip"];
+    pub const NAMES: &'static [&'static str] = &[
+        "credits",
+        "lucky",
+        "generate",
+        "jobs",
+        "cancel",
+        "vip",
+        "payment",
+        "chargeback",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -80,6 +99,8 @@ impl GenerationCommand {
             Self::Jobs => "jobs",
             Self::Cancel { .. } => "cancel",
             Self::Vip { .. } => "vip",
+            Self::Payment { .. } => "payment",
+            Self::Chargeback { .. } => "chargeback",
         }
     }
 
@@ -101,6 +122,14 @@ impl GenerationCommand {
             "cancel" => Self::Cancel {
                 job_id: job_id(a, "job_id")?,
             },
+            "payment" => Self::Payment {
+                payment_id: payment_id(a)?,
+                credits: a.integer("credits", 1, payment::MAX_CREDITS)?,
+            },
+            "chargeback" => Self::Chargeback {
+                payment_id: payment_id(a)?,
+                credits: a.integer("credits", 1, payment::MAX_CREDITS)?,
+            },
             "vip" => Self::Vip {
                 user: a.user_id("user")?,
                 days: a.integer("days", 0, 3650)? as u32,
@@ -121,6 +150,14 @@ impl GenerationCommand {
             }
             Self::Cancel { job_id } => json!({ "job_id": job_id }),
             Self::Vip { user, days, .. } => json!({ "user": user.to_string(), "days": days }),
+            Self::Payment {
+                payment_id,
+                credits,
+            }
+            | Self::Chargeback {
+                payment_id,
+                credits,
+            } => json!({ "payment_id": payment_id, "credits": credits }),
             Self::Credits | Self::Lucky | Self::Jobs => json!({}),
         }
     }
@@ -129,7 +166,12 @@ impl GenerationCommand {
     pub fn writes_when_ok(&self) -> bool {
         matches!(
             self,
-            Self::Lucky | Self::Generate { .. } | Self::Cancel { .. } | Self::Vip { .. }
+            Self::Lucky
+                | Self::Generate { .. }
+                | Self::Cancel { .. }
+                | Self::Vip { .. }
+                | Self::Payment { .. }
+                | Self::Chargeback { .. }
         )
     }
 }
@@ -140,6 +182,18 @@ fn workflow(a: &mut Args<'_>, name: &str) -> Result<String, ParseError> {
         _ => Err(ParseError::invalid(format!(
             "{name} must be a workflow id (lowercase letters, digits, _ or -); /credits lists them"
         ))),
+    }
+}
+
+/// A provider's payment id: 1 to 100 letters, digits, `_`, `-`, `.`, `:`.
+fn payment_id(a: &mut Args<'_>) -> Result<String, ParseError> {
+    match a.required("payment_id")? {
+        Value::String(s) if s.parse::<crate::ids::CommandId>().is_ok() && s.len() <= 100 => {
+            Ok(s.clone())
+        }
+        _ => Err(ParseError::invalid(
+            "payment_id must be 1 to 100 letters, digits, _, -, . or :",
+        )),
     }
 }
 
@@ -367,6 +421,14 @@ pub fn decide(
             };
             Ok(d.with(data, msg))
         }
+        GenerationCommand::Payment {
+            payment_id,
+            credits,
+        } => payment::paid(d, key, payment_id, *credits),
+        GenerationCommand::Chargeback {
+            payment_id,
+            credits,
+        } => payment::charged_back(d, key, payment_id, *credits),
         GenerationCommand::Jobs | GenerationCommand::Cancel { .. } => Err(Refusal::new(
             ErrorCode::Internal,
             "this command is not decided from the player's state alone",

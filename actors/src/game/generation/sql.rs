@@ -65,6 +65,32 @@ macro_rules! generation_writes {
                 .bind(c.id.as_str())
                 .bind(ws.key.guild.get())
                 .bind(ws.key.user.get()));
+                // A payment row lands once per provider id; a chargeback
+                // moves a paid payment of this player to refunded, once.
+                guard_each!(tx, batch, outcomes, |ws| ws.payment(), |p| match p {
+                    Write::PaymentRefund(r) => sqlx::query(
+                        "UPDATE payments SET status = 'refunded', clawed_back = $1, owed = $2, refunded_ms = $3 \
+                         WHERE provider_id = $4 AND guild_id = $5 AND user_id = $6 AND status = 'paid' \
+                         RETURNING provider_id",
+                    )
+                    .bind(r.clawed_back)
+                    .bind(r.owed)
+                    .bind(ws.at_ms)
+                    .bind(r.provider_id.as_str())
+                    .bind(ws.key.guild.get())
+                    .bind(ws.key.user.get()),
+                    Write::PaymentIn { provider_id, credits } => sqlx::query(
+                        "INSERT INTO payments (provider_id, guild_id, user_id, credits, status, created_ms) \
+                         VALUES ($1, $2, $3, $4, 'paid', $5) ON CONFLICT (provider_id) DO NOTHING \
+                         RETURNING provider_id",
+                    )
+                    .bind(provider_id.as_str())
+                    .bind(ws.key.guild.get())
+                    .bind(ws.key.user.get())
+                    .bind(*credits)
+                    .bind(ws.at_ms),
+                    _ => unreachable!("payment() finds payments only"),
+                });
                 Ok(())
             }
 

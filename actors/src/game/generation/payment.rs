@@ -1,0 +1,62 @@
+//! Credits bought and charged back, as the payment provider's webhook
+//! reports them (the HTTP front door checks its signature and sends these
+//! commands as an admin; players cannot). The command id is the provider's
+//! payment id, and the payment row is a guard, so a replayed webhook adds
+//! nothing: the row lands once, with its ledger row, in one transaction.
+//!
+//! A chargeback takes back what the player still has, never more: the
+//! balance may reach zero but not go below, and what could not be taken is
+//! recorded on the payment as `owed`.
+
+use serde_json::json;
+
+use crate::domain::Currency;
+use crate::game::draft::{Draft, Refusal};
+use crate::ids::UserKey;
+use crate::writeset::{PaymentRefund, Write};
+
+/// Most credits one payment may buy.
+pub const MAX_CREDITS: i64 = 1_000_000;
+
+pub fn paid(mut d: Draft, key: UserKey, payment_id: &str, credits: i64) -> Result<Draft, Refusal> {
+    d.credit(Currency::Credits, credits, "topup")?;
+    d.write(Write::PaymentIn {
+        provider_id: payment_id.to_owned(),
+        credits,
+    });
+    let mut data = d.balances();
+    data["payment_id"] = json!(payment_id);
+    data["credited"] = json!(credits);
+    let msg = format!(
+        "<@{}> bought {credits} credits; they now have {}.",
+        key.user, d.state.credits
+    );
+    Ok(d.with(data, msg))
+}
+
+pub fn charged_back(
+    mut d: Draft,
+    key: UserKey,
+    payment_id: &str,
+    credits: i64,
+) -> Result<Draft, Refusal> {
+    let taken = credits.min(d.state.credits).max(0);
+    if taken > 0 {
+        d.debit(Currency::Credits, taken, "chargeback")?;
+    }
+    let owed = credits - taken;
+    d.write(Write::PaymentRefund(PaymentRefund {
+        provider_id: payment_id.to_owned(),
+        clawed_back: taken,
+        owed,
+    }));
+    let mut data = d.balances();
+    data["payment_id"] = json!(payment_id);
+    data["clawed_back"] = json!(taken);
+    data["owed"] = json!(owed);
+    let msg = format!(
+        "Payment {payment_id} of <@{}> was charged back: {taken} credits taken back, {owed} owed.",
+        key.user
+    );
+    Ok(d.with(data, msg))
+}
