@@ -55,6 +55,7 @@ pub struct ComfyRender {
     base: String,
     http: reqwest::Client,
     results: PathBuf,
+    uploads: actors::uploads::Uploads,
     up: AtomicBool,
     /// Numbers each websocket connection's client id.
     connections: AtomicU64,
@@ -77,9 +78,9 @@ enum Ended {
 
 impl ComfyRender {
     /// A renderer for the ComfyUI at `base` (`http://host:8188`), keeping
-    /// results under `results`. Starts its health check on the current
-    /// runtime.
-    pub fn new(base: &str, results: PathBuf) -> Result<Arc<Self>, ComfyUrlError> {
+    /// results under `data_dir/results` and reading players' pictures from
+    /// `data_dir/uploads`. Starts its health check on the current runtime.
+    pub fn new(base: &str, data_dir: &std::path::Path) -> Result<Arc<Self>, ComfyUrlError> {
         let base = base.trim_end_matches('/');
         if !base.starts_with("http://") || base.len() <= "http://".len() {
             return Err(ComfyUrlError::Scheme);
@@ -91,7 +92,8 @@ impl ComfyRender {
         let me = Arc::new(Self {
             base: base.to_owned(),
             http,
-            results,
+            results: data_dir.join("results"),
+            uploads: actors::uploads::Uploads::new(data_dir.join("uploads")),
             // Until the first check says otherwise: a job submitted to a
             // ComfyUI that is down waits in the submit retry loop anyway.
             up: AtomicBool::new(true),
@@ -135,11 +137,58 @@ impl ComfyRender {
             Known::Finished(h) => h,
             Known::Queued => self.follow(&id, None).await?,
             Known::Unknown => {
-                let graph = fill(def, job);
+                let picture = match &job.image {
+                    Some(upload) => Some(self.upload(job, upload).await?),
+                    None => None,
+                };
+                let graph = fill(def, job, picture.as_deref());
                 self.follow(&id, Some(graph)).await?
             }
         };
         self.keep_result(job, &history).await
+    }
+
+    /// Hands the job's input picture to ComfyUI (`POST /upload/image`);
+    /// returns the name ComfyUI kept it under, which may differ from the
+    /// one sent (it renames rather than overwrite another's file).
+    async fn upload(&self, job: &Job, upload: &str) -> Result<String, String> {
+        let path = self
+            .uploads
+            .path(job.key, upload)
+            .ok_or("the input picture is no longer kept; upload it again")?;
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|_| "the input picture could not be read".to_owned())?;
+        let format =
+            actors::uploads::Format::sniff(&bytes).ok_or("the input picture is not a picture")?;
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(format!("{upload}.{}", format.extension()))
+            .mime_str(format.mime())
+            .map_err(|_| "the input picture could not be sent".to_owned())?;
+        let form = reqwest::multipart::Form::new()
+            .part("image", part)
+            .text("overwrite", "false")
+            .text("type", "input");
+        let answer: Value = self
+            .http
+            .post(self.url("/upload/image"))
+            .multipart(form)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|_| "ComfyUI did not take the input picture".to_owned())?
+            .json()
+            .await
+            .map_err(|_| {
+                "ComfyUI answered the upload with something that is not JSON".to_owned()
+            })?;
+        let name = answer["name"]
+            .as_str()
+            .ok_or("ComfyUI's upload answer has no name")?;
+        Ok(match answer["subfolder"].as_str() {
+            Some(sub) if !sub.is_empty() => format!("{sub}/{name}"),
+            _ => name.to_owned(),
+        })
     }
 
     /// Whether ComfyUI already has this prompt id, finished or queued.
@@ -414,9 +463,10 @@ pub fn prompt_id(job_id: &str) -> String {
     )
 }
 
-/// The workflow's graph with the job's parameters filled in. The seed comes
-/// from the job id, so a job rendered again renders the same picture.
-pub fn fill(def: &WorkflowDef, job: &Job) -> Value {
+/// The workflow's graph with the job's parameters filled in: its prompt,
+/// its input picture as ComfyUI named it, and a seed from the job id, so a
+/// job rendered again renders the same picture.
+pub fn fill(def: &WorkflowDef, job: &Job, picture: Option<&str>) -> Value {
     let mut graph = (*def.graph).clone();
     let hex: String = job
         .id
@@ -429,8 +479,12 @@ pub fn fill(def: &WorkflowDef, job: &Job) -> Value {
         let value = match param {
             Param::Prompt => json!(job.prompt),
             Param::Seed => json!(seed),
+            Param::Image => match picture {
+                Some(p) => json!(p),
+                None => continue,
+            },
             // Not chosen by players yet: the graph's own values stand.
-            Param::NegativePrompt | Param::Width | Param::Height | Param::Image => continue,
+            Param::NegativePrompt | Param::Width | Param::Height => continue,
         };
         if let Some(inputs) = graph
             .get_mut(&slot.node)

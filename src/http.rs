@@ -37,6 +37,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/commands", post(command))
         .route("/v1/payments/webhook", post(crate::payments::webhook))
+        .route(
+            "/v1/uploads",
+            post(crate::uploads::upload).layer(DefaultBodyLimit::max(crate::uploads::MAX_BODY)),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -122,6 +126,11 @@ fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
 enum Bearer {
     Player,
     Admin,
+}
+
+/// Whether the bearer token allows calling `/v1` at all (either token).
+pub fn may_call(headers: &HeaderMap, state: &AppState) -> bool {
+    bearer(headers, state).is_some()
 }
 
 fn bearer(headers: &HeaderMap, state: &AppState) -> Option<Bearer> {

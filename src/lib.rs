@@ -17,3 +17,4 @@ pub mod scratch;
 pub mod serve;
 pub mod settings;
 pub mod telemetry;
+pub mod uploads;

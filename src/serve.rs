@@ -65,6 +65,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    if let Some(uploads) = runtime.config().uploads.clone() {
+        tokio::spawn(prune_uploads(uploads));
+    }
+
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("binding {}", args.http))?;
@@ -129,4 +133,18 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Deletes uploads past their retention, hourly, off the async threads.
+async fn prune_uploads(uploads: actors::uploads::Uploads) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let u = uploads.clone();
+        match tokio::task::spawn_blocking(move || u.prune(actors::uploads::RETENTION)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned uploads past their retention"),
+            Err(e) => tracing::warn!(error = %e, "could not prune uploads"),
+        }
+    }
 }

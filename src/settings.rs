@@ -210,6 +210,7 @@ impl RuntimeArgs {
             starting_credits: self.starting_credits,
             starting_gems: self.starting_gems,
             jobs: self.jobs_config(&generation, data_dir)?,
+            uploads: Some(actors::uploads::Uploads::new(data_dir.join("uploads"))),
             generation: Arc::new(generation),
             ..RuntimeConfig::default()
         })
@@ -236,7 +237,7 @@ impl RuntimeArgs {
             ))),
             comfy if comfy.starts_with("comfyui:") => {
                 let url = &comfy["comfyui:".len()..];
-                let render = ComfyRender::new(url, data_dir.join("results"))
+                let render = ComfyRender::new(url, data_dir)
                     .map_err(|_| SettingsError::Renderer(comfy.into()))?;
                 Some(render as Arc<dyn Render>)
             }

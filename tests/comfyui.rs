@@ -22,7 +22,7 @@ use support::*;
 /// A runtime rendering on `comfy`, keeping results in the test's data dir,
 /// each workflow limited to `time_limit`.
 fn config(comfy: &FakeComfy, db: &TestDb, time_limit: Duration) -> RuntimeConfig {
-    let render = ComfyRender::new(&comfy.url(), db.dir.path().join("results")).unwrap();
+    let render = ComfyRender::new(&comfy.url(), db.dir.path()).unwrap();
     let mut generation = actors::game::generation::GenerationData::default();
     generation.workflows = generation.workflows.each(|w| {
         w.time_limit = time_limit;
@@ -36,8 +36,18 @@ fn config(comfy: &FakeComfy, db: &TestDb, time_limit: Duration) -> RuntimeConfig
             render: Some(render),
         },
         generation: Arc::new(generation),
+        uploads: Some(actors::uploads::Uploads::new(db.dir.path().join("uploads"))),
         ..RuntimeConfig::default()
     }
+}
+
+/// A PNG's header, enough for its format and size to be read.
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    v.extend(w.to_be_bytes());
+    v.extend(h.to_be_bytes());
+    v.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    v
 }
 
 async fn generate(rt: &Runtime, user: i64, prompt: &str) -> String {
@@ -299,3 +309,66 @@ both_backends!(a_cancelled_render_is_dropped_at_comfyui, |backend| {
     assert_books_balance(&rt).await;
     db.drop_db().await;
 });
+
+both_backends!(
+    an_input_picture_reaches_the_graph_under_the_name_comfyui_gave,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let comfy = FakeComfy::start().await;
+        let rt = db
+            .runtime(config(&comfy, &db, Duration::from_secs(20)))
+            .await;
+        let uploads = rt.config().uploads.clone().unwrap();
+        let picture = png(640, 480);
+        let up = uploads.store(key(1), &picture).await.unwrap();
+
+        // Without its picture, an image-taking workflow is refused, unpaid.
+        let bare = rt
+            .dispatch(cmd(1, "generate", json!({"workflow": "upscale"})))
+            .await;
+        assert_eq!(
+            bare.code(),
+            Some(actors::ErrorCode::InvalidArgument),
+            "{bare:?}"
+        );
+        // Another player's upload is not theirs to use.
+        let theirs = rt
+            .dispatch(cmd(
+                2,
+                "generate",
+                json!({"workflow": "upscale", "image": up.id}),
+            ))
+            .await;
+        assert_eq!(
+            theirs.code(),
+            Some(actors::ErrorCode::NotFound),
+            "{theirs:?}"
+        );
+
+        let r = rt
+            .dispatch(cmd(
+                1,
+                "generate",
+                json!({"workflow": "upscale", "image": up.id}),
+            ))
+            .await;
+        assert!(r.ok, "{r:?}");
+        let id = r.data["job_id"].as_str().unwrap().to_owned();
+        wait_for(&rt, 1, &id, "done", Duration::from_secs(10)).await;
+
+        let sent = comfy.uploads();
+        assert_eq!(sent.len(), 1);
+        let (kept_as, bytes) = &sent[0];
+        assert_eq!(bytes, &picture, "the player's picture, byte for byte");
+        assert_ne!(kept_as, &format!("{}.png", up.id), "the fake renamed it");
+        let (_, _, graph) = &comfy.submitted()[0];
+        assert_eq!(
+            &graph["1"]["inputs"]["image"], kept_as,
+            "the name ComfyUI answered"
+        );
+        assert_eq!(credits(&rt, 1).await, 45, "upscale costs 5");
+        assert_eq!(credits(&rt, 2).await, 50, "nothing charged for the refusal");
+        assert_books_balance(&rt).await;
+        db.drop_db().await;
+    }
+);

@@ -24,11 +24,11 @@ struct Server {
 
 async fn serve(db: &TestDb, token: Option<&str>) -> Server {
     kokoro::telemetry::prometheus();
-    let runtime = Arc::new(
-        Runtime::start(db.store().await, RuntimeConfig::default())
-            .await
-            .unwrap(),
-    );
+    let config = RuntimeConfig {
+        uploads: Some(actors::uploads::Uploads::new(db.dir.path().join("uploads"))),
+        ..RuntimeConfig::default()
+    };
+    let runtime = Arc::new(Runtime::start(db.store().await, config).await.unwrap());
     let app = router(AppState {
         runtime: runtime.clone(),
         token: token.map(Arc::from),
@@ -549,3 +549,92 @@ both_backends!(
         db.drop_db().await;
     }
 );
+
+/// A PNG's header, enough for its format and size to be read.
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    v.extend(w.to_be_bytes());
+    v.extend(h.to_be_bytes());
+    v.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    v
+}
+
+both_backends!(
+    an_upload_is_checked_by_content_and_kept_for_its_player,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let s = serve(&db, Some(TOKEN)).await;
+        let send = |bytes: Vec<u8>, file_name: &'static str, token: Option<&'static str>| {
+            let form = reqwest::multipart::Form::new()
+                .text("guild_id", "1")
+                .text("user_id", "2")
+                .part(
+                    "image",
+                    reqwest::multipart::Part::bytes(bytes).file_name(file_name),
+                );
+            let mut req = s
+                .client
+                .post(format!("{}/v1/uploads", s.base))
+                .multipart(form);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let kept = db.dir.path().join("uploads");
+        let files = || walk(&kept);
+
+        let (status, _) = send(png(256, 256), "cat.png", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // A script named like a picture is refused by its content.
+        let (status, r) = send(b"#!/bin/sh\necho hi".to_vec(), "cat.png", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not a PNG, JPEG or WebP"),
+            "{r}"
+        );
+        let (status, r) = send(png(10_000, 10), "wide.png", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
+        assert!(files().is_empty(), "nothing kept for refused files");
+
+        let (status, r) = send(png(640, 480), "cat.jpg", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+        assert_eq!(
+            (r["data"]["type"].as_str(), r["data"]["width"].as_u64()),
+            (Some("image/png"), Some(640))
+        );
+        let id = r["data"]["upload_id"].as_str().unwrap().to_owned();
+        assert_eq!(files().len(), 1);
+
+        // generate takes it as `image`; another player cannot.
+        let (status, r) = s
+        .post(json!({"guild_id": "1", "user_id": "3", "command": "generate", "args": {"workflow": "upscale", "image": id}}))
+        .await;
+        assert_eq!(
+            (status, r["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("not_found")),
+            "{r}"
+        );
+        db.drop_db().await;
+    }
+);
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

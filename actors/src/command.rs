@@ -355,7 +355,8 @@ mod tests {
             ),
             Ok(CommandKind::Generation(GenerationCommand::Generate {
                 workflow: "image".into(),
-                prompt: "a fox".into()
+                prompt: "a fox".into(),
+                image: None
             }))
         );
         for bad in [

@@ -52,6 +52,8 @@ pub struct RuntimeConfig {
     pub jobs: JobsConfig,
     /// Workflows and lucky tiers.
     pub generation: Arc<GenerationData>,
+    /// Where players' input pictures are kept (`None`: uploads are off).
+    pub uploads: Option<crate::uploads::Uploads>,
 }
 
 /// The generation queues: off unless a renderer is configured. Each
@@ -89,6 +91,7 @@ impl Default for RuntimeConfig {
             starting_gems: 0,
             jobs: JobsConfig::default(),
             generation: Arc::new(GenerationData::default()),
+            uploads: None,
         }
     }
 }

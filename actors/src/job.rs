@@ -10,6 +10,8 @@ pub struct Job {
     pub key: UserKey,
     pub workflow: Workflow,
     pub prompt: String,
+    /// The player's upload id, for workflows that take an input image.
+    pub image: Option<String>,
     /// Credits charged, and refunded if the job fails or is cancelled.
     pub cost: i64,
     pub created_ms: i64,

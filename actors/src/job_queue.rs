@@ -602,6 +602,7 @@ mod tests {
             key: UserKey::new(GuildId::new(1).unwrap(), UserId::new(2).unwrap()),
             workflow: Workflow::intern("image"),
             prompt: "a fox".into(),
+            image: None,
             cost: 10,
             created_ms: 0,
         }

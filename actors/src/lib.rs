@@ -23,6 +23,7 @@ pub mod state;
 pub mod store;
 pub mod system;
 pub mod telemetry;
+pub mod uploads;
 mod user_actor;
 pub mod writeset;
 

@@ -258,7 +258,22 @@ impl UserActor {
         // A job holds its place in the queue before anything is charged, so
         // a full queue refuses it with nothing written.
         let reservation = match &command.kind {
-            CommandKind::Generation(GenerationCommand::Generate { workflow, .. }) => {
+            CommandKind::Generation(GenerationCommand::Generate {
+                workflow, image, ..
+            }) => {
+                if let Some(id) = image {
+                    let uploads = self.registry.shared.config.uploads.as_ref();
+                    if uploads.and_then(|u| u.path(self.key, id)).is_none() {
+                        answer.send(refusal_reply(
+                            name,
+                            Refusal::new(
+                                ErrorCode::NotFound,
+                                format!("You have no upload {id} (uploads are kept for a day); upload the picture again."),
+                            ),
+                        ));
+                        return Next::Continue;
+                    }
+                }
                 match self.reserve(workflow) {
                     Ok(r) => Some(r),
                     Err(refusal) => {

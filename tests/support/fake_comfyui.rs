@@ -40,6 +40,8 @@ struct Inner {
     connected: Vec<String>,
     interrupted: Vec<String>,
     deleted: Vec<String>,
+    /// Input pictures received: (name kept, bytes).
+    uploads: Vec<(String, Vec<u8>)>,
     number: u64,
 }
 
@@ -79,6 +81,7 @@ impl FakeComfy {
             .route("/queue", get(queue).post(queue_delete))
             .route("/interrupt", post(interrupt))
             .route("/system_stats", get(system_stats))
+            .route("/upload/image", post(upload_image))
             .with_state(self.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -114,6 +117,10 @@ impl FakeComfy {
 
     pub fn deleted(&self) -> Vec<String> {
         self.inner.lock().unwrap().deleted.clone()
+    }
+
+    pub fn uploads(&self) -> Vec<(String, Vec<u8>)> {
+        self.inner.lock().unwrap().uploads.clone()
     }
 
     pub fn running(&self) -> Option<String> {
@@ -378,6 +385,44 @@ async fn interrupt(State(f): State<FakeComfy>, body: Option<Json<Value>>) -> Sta
         }
     }
     StatusCode::OK
+}
+
+/// `POST /upload/image` (multipart `image`, `overwrite`, `type`): keeps
+/// the file and answers `{name, subfolder, type}`. Like ComfyUI, it never
+/// overwrites unless asked: a name already taken becomes `name (1).ext`.
+async fn upload_image(State(f): State<FakeComfy>, mut form: axum::extract::Multipart) -> Response {
+    let (mut file, mut overwrite, mut kind) = (None, false, "input".to_owned());
+    while let Ok(Some(field)) = form.next_field().await {
+        match field.name().unwrap_or_default() {
+            "image" => {
+                let name = field.file_name().unwrap_or("image.png").to_owned();
+                let bytes = field.bytes().await.unwrap_or_default().to_vec();
+                file = Some((name, bytes));
+            }
+            "overwrite" => overwrite = field.text().await.unwrap_or_default() == "true",
+            "type" => kind = field.text().await.unwrap_or_default(),
+            _ => {}
+        }
+    }
+    let Some((mut name, bytes)) = file else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let mut i = f.inner.lock().unwrap();
+    // Every kokoro upload is unique, so rename some anyway, as a busy
+    // ComfyUI shared with other tools would: kokoro must use the answer.
+    let taken = |n: &str, i: &Inner| i.uploads.iter().any(|(k, _)| k == n);
+    if !overwrite && (taken(&name, &i) || i.uploads.len() % 2 == 0) {
+        let (stem, ext) = name.rsplit_once('.').unwrap_or((&name, "png"));
+        let mut n = 1;
+        let mut candidate = format!("{stem} ({n}).{ext}");
+        while taken(&candidate, &i) {
+            n += 1;
+            candidate = format!("{stem} ({n}).{ext}");
+        }
+        name = candidate;
+    }
+    i.uploads.push((name.clone(), bytes));
+    Json(json!({"name": name, "subfolder": "", "type": kind})).into_response()
 }
 
 async fn system_stats() -> Json<Value> {

@@ -267,6 +267,7 @@ mod tests {
         let image = CommandKind::Generation(G::Generate {
             workflow: "image".into(),
             prompt: "a cat".into(),
+            image: None,
         });
         let g = decide(&lucky.state, key(1), &image, None, &c).unwrap();
         assert_eq!((g.data["charged"].as_i64(), g.state.credits), (Some(5), 95));
@@ -291,6 +292,7 @@ mod tests {
             let kind = CommandKind::Generation(G::Generate {
                 workflow: workflow.into(),
                 prompt: prompt.into(),
+                image: None,
             });
             decide(&s, key(1), &kind, None, &c).map(|d| d.state.credits)
         };
@@ -305,7 +307,7 @@ mod tests {
             "{no_prompt:?}"
         );
         let no_picture = generate("video_zoom", "").unwrap_err();
-        assert!(no_picture.message.contains("input image"), "{no_picture:?}");
+        assert!(no_picture.message.contains("needs an input picture"), "{no_picture:?}");
         assert_eq!(generate("image", "a fox"), Ok(90), "the file's price");
     }
 
@@ -321,6 +323,7 @@ mod tests {
         let image = CommandKind::Generation(G::Generate {
             workflow: "image".into(),
             prompt: "a fox".into(),
+            image: None,
         });
         for _ in 0..credits::MAX_OPEN_JOBS {
             let d = decide(&s, key(1), &image, None, &c).unwrap();
@@ -353,6 +356,7 @@ mod tests {
         let image = CommandKind::Generation(G::Generate {
             workflow: "image".into(),
             prompt: "a fox".into(),
+            image: None,
         });
         let queued = decide(&s, key(1), &image, None, &c).unwrap();
         let job = queued.writes.job_new().cloned().unwrap();
@@ -395,7 +399,7 @@ mod tests {
                     2 => CommandKind::Economy(E::Buy { item: "bait".into(), quantity: amount % 20 + 1 }),
                     3 => CommandKind::Economy(E::Buy { item: "lucky_charm".into(), quantity: 1 }),
                     4 => CommandKind::Generation(G::Lucky),
-                    5 => CommandKind::Generation(G::Generate { workflow: if amount % 2 == 0 { "image".into() } else { "upscale".into() }, prompt: "fox".into() }),
+                    5 => CommandKind::Generation(G::Generate { workflow: if amount % 2 == 0 { "image".into() } else { "upscale".into() }, prompt: "fox".into(), image: None }),
                     _ => CommandKind::Economy(E::Balance),
                 };
                 let decided = if op >= 6 && !open.is_empty() {

@@ -116,7 +116,7 @@ macro_rules! entry_columns {
 
 macro_rules! job_columns {
     () => {
-        "id, guild_id, user_id, workflow, prompt, cost, status, result, created_ms, finished_ms"
+        "id, guild_id, user_id, workflow, prompt, cost, status, result, created_ms, finished_ms, image"
     };
 }
 
@@ -198,6 +198,7 @@ fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError>
                 return Err(corrupt("workflow", &workflow));
             },
             prompt: r.try_get(4)?,
+            image: r.try_get(10)?,
             cost: r.try_get(5)?,
             created_ms: r.try_get(8)?,
         },

@@ -55,6 +55,8 @@ pub enum GenerationCommand {
     Generate {
         workflow: String,
         prompt: String,
+        /// The player's upload id, for workflows that take an input image.
+        image: Option<String>,
     },
     Jobs,
     Cancel {
@@ -118,6 +120,15 @@ impl GenerationCommand {
                         .map_err(|e| ParseError::invalid(format!("prompt: {e}")))?,
                     Some(_) => return Err(ParseError::invalid("prompt must be a string")),
                 },
+                image: match a.optional_str("image")? {
+                    None => None,
+                    Some(id) if crate::uploads::valid_id(id) => Some(id.to_owned()),
+                    Some(_) => {
+                        return Err(ParseError::invalid(
+                            "image must be an upload id as POST /v1/uploads returned it (u followed by hex digits)",
+                        ))
+                    }
+                },
             },
             "cancel" => Self::Cancel {
                 job_id: job_id(a, "job_id")?,
@@ -142,11 +153,19 @@ impl GenerationCommand {
     /// The `args` object that `parse` reads back into this command.
     pub fn args(&self) -> Value {
         match self {
-            Self::Generate { workflow, prompt } if prompt.is_empty() => {
-                json!({ "workflow": workflow })
-            }
-            Self::Generate { workflow, prompt } => {
-                json!({ "workflow": workflow, "prompt": prompt })
+            Self::Generate {
+                workflow,
+                prompt,
+                image,
+            } => {
+                let mut args = json!({ "workflow": workflow });
+                if !prompt.is_empty() {
+                    args["prompt"] = json!(prompt);
+                }
+                if let Some(i) = image {
+                    args["image"] = json!(i);
+                }
+                args
             }
             Self::Cancel { job_id } => json!({ "job_id": job_id }),
             Self::Vip { user, days, .. } => json!({ "user": user.to_string(), "days": days }),
@@ -315,7 +334,11 @@ pub fn decide(
                 ),
             ))
         }
-        GenerationCommand::Generate { workflow, prompt } => {
+        GenerationCommand::Generate {
+            workflow,
+            prompt,
+            image,
+        } => {
             let def = ctx.generation.workflows.get(workflow).ok_or_else(|| {
                 Refusal::new(
                     ErrorCode::NotFound,
@@ -329,13 +352,19 @@ pub fn decide(
                     ),
                 )
             })?;
-            if def.takes_image {
+            if def.takes_image && image.is_none() {
                 return Err(Refusal::new(
                     ErrorCode::InvalidArgument,
                     format!(
-                        "{} needs an input image, which this server cannot take yet.",
+                        "{} needs an input picture: upload one and pass its id as image.",
                         def.name
                     ),
+                ));
+            }
+            if !def.takes_image && image.is_some() {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidArgument,
+                    format!("{} takes no input picture.", def.name),
                 ));
             }
             if prompt.is_empty() && def.params.contains_key(&workflow::Param::Prompt) {
@@ -375,6 +404,7 @@ pub fn decide(
                 key,
                 workflow: def.id,
                 prompt: prompt.clone(),
+                image: image.clone(),
                 cost,
                 created_ms: ctx.now_ms,
             };

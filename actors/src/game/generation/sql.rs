@@ -101,7 +101,7 @@ macro_rules! generation_writes {
                 }).collect();
                 insert_chunked!(
                     tx,
-                    "INSERT INTO jobs (id, guild_id, user_id, workflow, prompt, cost, status, created_ms) ",
+                    "INSERT INTO jobs (id, guild_id, user_id, workflow, prompt, cost, status, created_ms, image) ",
                     "",
                     jobs,
                     |b, j| {
@@ -112,7 +112,8 @@ macro_rules! generation_writes {
                             .push_bind(j.prompt.as_str())
                             .push_bind(j.cost)
                             .push_bind("queued")
-                            .push_bind(j.created_ms);
+                            .push_bind(j.created_ms)
+                            .push_bind(j.image.as_deref());
                     }
                 );
                 // One row per player per batch: the last state decided wins.
