@@ -194,49 +194,17 @@ impl UserActor {
                 return Next::Continue;
             }
         }
-        // The collection is read once, when a command first needs it; from
-        // then on this actor keeps it, as it keeps the rest of the state.
-        if command.kind.needs_collection() && self.state.collection().is_none() {
-            match Box::pin(self.registry.shared.store.load_collection(self.key)).await {
-                Ok(c) => self.state.set_collection(c),
-                Err(e) => {
-                    tracing::warn!(user = %self.key, error = %e, "could not read a collection");
-                    answer.send(Reply::error(
-                        name,
-                        ErrorCode::StorageUnavailable,
-                        "storage is unavailable; nothing was changed, retry shortly",
-                    ));
-                    return Next::Continue;
-                }
-            }
-        }
-        if command.kind.needs_allowance() && self.state.allowance().is_none() {
-            match Box::pin(self.registry.shared.store.load_allowance(self.key)).await {
-                Ok(a) => self.state.set_allowance(a),
-                Err(e) => {
-                    tracing::warn!(user = %self.key, error = %e, "could not read free jobs");
-                    answer.send(Reply::error(
-                        name,
-                        ErrorCode::StorageUnavailable,
-                        "storage is unavailable; nothing was changed, retry shortly",
-                    ));
-                    return Next::Continue;
-                }
-            }
-        }
-        if command.kind.needs_roleplay() && self.state.roleplay().is_none() {
-            match Box::pin(self.registry.shared.store.load_roleplay(self.key)).await {
-                Ok(r) => self.state.set_roleplay(r),
-                Err(e) => {
-                    tracing::warn!(user = %self.key, error = %e, "could not read roleplay characters");
-                    answer.send(Reply::error(
-                        name,
-                        ErrorCode::StorageUnavailable,
-                        "storage is unavailable; nothing was changed, retry shortly",
-                    ));
-                    return Next::Continue;
-                }
-            }
+        // The parts of the state read on demand (the collection, free jobs,
+        // roleplay characters) are read once, when a command first needs
+        // them; from then on this actor keeps them with the rest.
+        if let Err(e) = Box::pin(self.read_on_demand(&command.kind)).await {
+            tracing::warn!(user = %self.key, error = %e, "could not read a player's state");
+            answer.send(Reply::error(
+                name,
+                ErrorCode::StorageUnavailable,
+                "storage is unavailable; nothing was changed, retry shortly",
+            ));
+            return Next::Continue;
         }
         // The guild's settings, for the commands they shape: a snapshot,
         // read from storage only the first time this guild is seen.
@@ -461,6 +429,24 @@ impl UserActor {
             }
             Err(failure) => failure.answer(answer),
         }
+    }
+
+    /// Reads what `kind` needs of the parts of the state kept on demand.
+    async fn read_on_demand(&mut self, kind: &CommandKind) -> Result<(), crate::store::StoreError> {
+        let store = &self.registry.shared.store;
+        if kind.needs_collection() && self.state.collection().is_none() {
+            let c = store.load_collection(self.key).await?;
+            self.state.set_collection(c);
+        }
+        if kind.needs_allowance() && self.state.allowance().is_none() {
+            let a = store.load_allowance(self.key).await?;
+            self.state.set_allowance(a);
+        }
+        if kind.needs_roleplay() && self.state.roleplay().is_none() {
+            let r = store.load_roleplay(self.key).await?;
+            self.state.set_roleplay(r);
+        }
+        Ok(())
     }
 
     /// Holds a place in `workflow`'s queue, or says why not.

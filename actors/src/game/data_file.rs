@@ -11,6 +11,19 @@ pub struct DataFileError {
     pub message: String,
 }
 
+/// Reads a data file: its text and its name for error messages.
+pub fn read(path: &std::path::Path) -> Result<(String, String), DataFileError> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((text, file)),
+        Err(e) => Err(DataFileError {
+            file,
+            line: 1,
+            message: format!("cannot read it: {e}"),
+        }),
+    }
+}
+
 /// The 1-based line of a byte offset in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]

@@ -307,7 +307,10 @@ mod tests {
             "{no_prompt:?}"
         );
         let no_picture = generate("video_zoom", "").unwrap_err();
-        assert!(no_picture.message.contains("needs an input picture"), "{no_picture:?}");
+        assert!(
+            no_picture.message.contains("needs an input picture"),
+            "{no_picture:?}"
+        );
         assert_eq!(generate("image", "a fox"), Ok(90), "the file's price");
     }
 

@@ -87,12 +87,7 @@ impl LuckyTiers {
     }
 
     pub fn load(path: &std::path::Path) -> Result<Self, DataFileError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| DataFileError {
-            file: file.clone(),
-            line: 1,
-            message: format!("cannot read it: {e}"),
-        })?;
+        let (text, file) = crate::game::data_file::read(path)?;
         Self::parse(&text, &file)
     }
 
