@@ -59,6 +59,9 @@ pub struct ComfyRender {
     up: AtomicBool,
     /// Numbers each websocket connection's client id.
     connections: AtomicU64,
+    /// Percent done of each job rendering, by prompt id, from ComfyUI's
+    /// `progress` events.
+    progress: dashmap::DashMap<String, u8>,
 }
 
 /// What ComfyUI knows of a prompt id.
@@ -98,6 +101,7 @@ impl ComfyRender {
             // ComfyUI that is down waits in the submit retry loop anyway.
             up: AtomicBool::new(true),
             connections: AtomicU64::new(0),
+            progress: dashmap::DashMap::new(),
         });
         metrics::gauge!(actors::telemetry::RENDERER_UP).set(1.0);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -319,6 +323,14 @@ impl ComfyRender {
                 continue;
             }
             match event["type"].as_str() {
+                Some("progress") => {
+                    let (value, max) = (data["value"].as_u64(), data["max"].as_u64());
+                    if let (Some(v), Some(m)) = (value, max.filter(|m| *m > 0)) {
+                        self.progress
+                            .insert(id.to_owned(), (v.min(m) * 100 / m) as u8);
+                    }
+                    continue;
+                }
                 Some("execution_error") => {
                     let why = data["exception_message"]
                         .as_str()
@@ -399,6 +411,15 @@ async fn cancel_job(http: &reqwest::Client, base: &str, job: Job) {
     }
 }
 
+/// Removes a job's progress when dropped.
+struct Forget<'a>(&'a dashmap::DashMap<String, u8>, String);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
+}
+
 enum Submit {
     /// ComfyUI refused the graph: the job fails with this reason.
     Refused(String),
@@ -413,6 +434,9 @@ impl Render for ComfyRender {
         workflow: &'a WorkflowDef,
     ) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>> {
         Box::pin(async move {
+            // However the render ends (done, failed, timed out, cancelled:
+            // the future dropped), its progress goes with it.
+            let _forget = Forget(&self.progress, prompt_id(&job.id));
             match self.render_job(job, workflow).await {
                 Ok(at) => Rendered::Done(at),
                 Err(why) => {
@@ -425,6 +449,10 @@ impl Render for ComfyRender {
 
     fn available(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    fn progress(&self, job_id: &str) -> Option<u8> {
+        self.progress.get(&prompt_id(job_id)).map(|p| *p)
     }
 
     fn cancel(&self, job: Job) -> BoxFuture<'static, ()> {

@@ -291,6 +291,19 @@ both_backends!(a_cancelled_render_is_dropped_at_comfyui, |backend| {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // While it renders, `jobs` says how far along it is.
+    let mut seen = None;
+    for _ in 0..300 {
+        let j = job(&rt, 1, &id).await.unwrap();
+        if let Some(p) = j["progress_pct"].as_u64() {
+            seen = Some((j["status"].clone(), p));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, pct) = seen.expect("progress reported while rendering");
+    assert_eq!(status, "running");
+    assert!((1..=100).contains(&pct), "{pct}");
     let r = rt.dispatch(cmd(1, "cancel", json!({ "job_id": id }))).await;
     assert!(r.ok, "{r:?}");
     for _ in 0..200 {

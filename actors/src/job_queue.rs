@@ -52,6 +52,11 @@ pub trait Render: Send + Sync + 'static {
         true
     }
 
+    /// How far along a rendering job is, in percent, if the backend says.
+    fn progress(&self, _job_id: &str) -> Option<u8> {
+        None
+    }
+
     /// A job that was rendering was cancelled: stop it at the backend too
     /// (best effort; its render future has already been dropped).
     fn cancel(&self, _job: Job) -> BoxFuture<'static, ()> {

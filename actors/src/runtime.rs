@@ -292,6 +292,10 @@ impl Runtime {
                     (JobStatus::Queued, Some(Place::Running)) => {
                         open += 1;
                         e["status"] = json!("running");
+                        let render = self.config().jobs.render.as_ref();
+                        if let Some(pct) = render.and_then(|r| r.progress(&s.job.id)) {
+                            e["progress_pct"] = json!(pct);
+                        }
                     }
                     (JobStatus::Queued, Some(Place::Waiting { ahead })) => {
                         open += 1;

@@ -133,11 +133,15 @@ fn list(reply: &Reply) -> Vec<String> {
         "jobs" => rows(d, "jobs")
             .iter()
             .map(|j| {
-                let extra = j["result"]
-                    .as_str()
-                    .or(j["reason"].as_str())
-                    .map(|s| format!(" — {s}"))
-                    .unwrap_or_default();
+                let extra = match (j["progress_pct"].as_u64(), j["ahead"].as_u64()) {
+                    (Some(p), _) => format!(" — {p}%"),
+                    (None, Some(a)) => format!(" — {a} ahead"),
+                    _ => j["result"]
+                        .as_str()
+                        .or(j["reason"].as_str())
+                        .map(|s| format!(" — {s}"))
+                        .unwrap_or_default(),
+                };
                 format!(
                     "`{}` {} {}{extra}",
                     j["job_id"].as_str().unwrap_or("?"),
