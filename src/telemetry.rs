@@ -15,6 +15,13 @@ const SECONDS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
+/// Queue waits and renders, 10 ms to an hour: a render takes seconds to
+/// minutes, and a backlog minutes more, far past the latency buckets' 10 s
+/// (with those, a two-minute wait objective could never be seen broken).
+const QUEUE_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0,
+    3600.0,
+];
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
 ];
@@ -41,6 +48,18 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 b.set_buckets_for_metric(
                     Matcher::Full(actors::telemetry::MAILBOX_DEPTH.into()),
                     DEPTH_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(actors::telemetry::QUEUE_WAIT_SECONDS.into()),
+                    QUEUE_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(actors::telemetry::QUEUE_RUN_SECONDS.into()),
+                    QUEUE_BUCKETS,
                 )
             });
         let recorder = match builder {
