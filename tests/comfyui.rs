@@ -385,3 +385,98 @@ both_backends!(
         db.drop_db().await;
     }
 );
+
+both_backends!(
+    two_hundred_generates_from_twenty_players_settle_exactly,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let comfy = FakeComfy::start().await;
+        let rt = db
+            .runtime(config(&comfy, &db, Duration::from_secs(60)))
+            .await;
+        let uploads = rt.config().uploads.clone().unwrap();
+        let mut pictures = Vec::new();
+        for user in 1..=20 {
+            pictures.push(uploads.store(key(user), &png(320, 240)).await.unwrap().id);
+        }
+        // Three workflows; every fifth image job fails mid-run at ComfyUI.
+        let commands: Vec<_> = (0..200usize)
+            .map(|i| {
+                let user = (i % 20) as i64 + 1;
+                let picture = &pictures[i % 20];
+                let args = match i % 3 {
+                    0 if i % 5 == 0 => json!({"workflow": "image", "prompt": "explode"}),
+                    0 => json!({"workflow": "image", "prompt": format!("a lantern {i}")}),
+                    1 => json!({"workflow": "upscale", "image": picture}),
+                    _ => json!({"workflow": "video_zoom", "image": picture}),
+                };
+                cmd(user, "generate", args)
+            })
+            .collect();
+        let replies = futures::future::join_all(commands.into_iter().map(|c| {
+            let rt = rt.clone();
+            async move { rt.dispatch(c).await }
+        }))
+        .await;
+        let mut queued: Vec<(i64, String)> = Vec::new();
+        for (i, r) in replies.iter().enumerate() {
+            match r.code() {
+                None => queued.push((
+                    (i % 20) as i64 + 1,
+                    r.data["job_id"].as_str().unwrap().to_owned(),
+                )),
+                // Three open jobs a player, and each queue's length: refused unpaid.
+                Some(
+                    actors::ErrorCode::LimitReached
+                    | actors::ErrorCode::InsufficientFunds
+                    | actors::ErrorCode::Busy,
+                ) => {}
+                Some(other) => panic!("unexpected {other:?}: {r:?}"),
+            }
+        }
+        assert!(queued.len() >= 40, "{} queued", queued.len());
+        // Every queued job reaches a final state.
+        for (user, id) in &queued {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let status = job(&rt, *user, id).await.unwrap()["status"].clone();
+                if status == "done" || status == "failed" {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{id} stuck {status}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Each job was submitted once; every balance is its ledger's sum, and
+        // is 50 less what its done jobs cost.
+        let submitted = comfy.submitted();
+        let mut ids: Vec<&String> = submitted.iter().map(|s| &s.0).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), submitted.len(), "no job submitted twice");
+        assert_eq!(submitted.len(), queued.len());
+        let (mut done, mut failed) = (0, 0);
+        for user in 1..=20 {
+            let r = rt.dispatch(cmd(user, "jobs", json!({}))).await;
+            let jobs = r.data["jobs"].as_array().unwrap();
+            done += jobs.iter().filter(|j| j["status"] == "done").count();
+            failed += jobs.iter().filter(|j| j["status"] == "failed").count();
+            let spent: i64 = jobs
+                .iter()
+                .filter(|j| j["status"] == "done")
+                .map(|j| j["cost"].as_i64().unwrap())
+                .sum();
+            assert_eq!(credits(&rt, user).await, 50 - spent, "player {user}");
+        }
+        assert_eq!(done + failed, queued.len());
+        assert!(
+            done > 0 && failed > 0,
+            "{done} done, {failed} failed and refunded"
+        );
+        assert_books_balance(&rt).await;
+        db.drop_db().await;
+    }
+);
