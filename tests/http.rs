@@ -604,7 +604,10 @@ both_backends!(
         assert_eq!(status, StatusCode::BAD_REQUEST, "{r}");
         assert!(files().is_empty(), "nothing kept for refused files");
 
-        let (status, r) = send(png(640, 480), "cat.jpg", Some(TOKEN)).await;
+        // A real picture is far larger than a command body may be.
+    let mut picture = png(640, 480);
+    picture.resize(3 * 1024 * 1024, 7);
+    let (status, r) = send(picture, "cat.jpg", Some(TOKEN)).await;
         assert_eq!(status, StatusCode::OK, "{r}");
         assert_eq!(
             (r["data"]["type"].as_str(), r["data"]["width"].as_u64()),
