@@ -43,6 +43,7 @@ const SECRETS: &str = "Secrets, from the environment only (never logged):
                     (config_set, grant, vip, hf_success); unset: they answer 403
   KOKORO_RENDER_TOKEN bearer token sent to an http:// render service
   KOKORO_PAYMENT_SECRET signs POST /v1/payments/webhook; unset: it answers 404
+  KOKORO_RESULT_SECRET signs links to results; unset: a key kept in the data dir
   DISCORD_TOKEN     the Discord bot token; unset: no Discord front door";
 
 pub fn main() -> ExitCode {

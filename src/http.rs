@@ -31,6 +31,9 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// `KOKORO_PAYMENT_SECRET`: signs the payment webhook. `None`: it answers 404.
     pub payment_secret: Option<Arc<str>>,
+    /// Signs and serves links to jobs' results. `None`: results are shown
+    /// as their paths under the data dir.
+    pub results: Option<crate::results::ResultLinks>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -41,6 +44,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/uploads",
             post(crate::uploads::upload).layer(DefaultBodyLimit::max(crate::uploads::MAX_BODY)),
         )
+        .route("/results/{file}", get(crate::results::serve))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -78,6 +82,14 @@ pub fn status_of(code: Option<ErrorCode>) -> StatusCode {
         Some(c) if c.is_refusal() => StatusCode::CONFLICT,
         Some(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// A `jobs` reply with its results as signed links.
+fn linked(state: &AppState, mut reply: Reply) -> Reply {
+    if let (Some(links), true) = (&state.results, reply.ok && reply.command == "jobs") {
+        links.rewrite_jobs(&mut reply.data);
+    }
+    reply
 }
 
 fn respond(reply: Reply) -> Response {
@@ -227,8 +239,10 @@ async fn command(
         }
     };
     match parse_command(&body) {
-        Ok(cmd) if caller == Bearer::Admin => respond(state.runtime.dispatch_admin(cmd).await),
-        Ok(cmd) => respond(state.runtime.dispatch(cmd).await),
+        Ok(cmd) if caller == Bearer::Admin => {
+            respond(linked(&state, state.runtime.dispatch_admin(cmd).await))
+        }
+        Ok(cmd) => respond(linked(&state, state.runtime.dispatch(cmd).await)),
         Err(reply) => respond(reply),
     }
 }

@@ -13,6 +13,7 @@ pub mod loadtest;
 pub mod otel;
 pub mod payments;
 pub mod render;
+pub mod results;
 pub mod scratch;
 pub mod serve;
 pub mod settings;

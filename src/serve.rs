@@ -100,6 +100,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token: token.map(Arc::from),
         admin_token: admin.map(Arc::from),
         payment_secret: crate::settings::payment_secret().map(Arc::from),
+        results: Some(
+            crate::results::ResultLinks::new(
+                &args.storage.data_dir,
+                crate::settings::result_secret().as_deref(),
+                args.public_url.as_deref().unwrap_or(""),
+            )
+            .context("keeping the key that signs result links")?,
+        ),
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

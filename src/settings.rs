@@ -300,6 +300,11 @@ pub struct ServeArgs {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// Where players reach this server's HTTP API (e.g. https://bot.example),
+    /// for the links to their results; unset: the links are relative.
+    #[arg(long, env = "KOKORO_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Daily log files kept in --log-dir; older ones are deleted.
     #[arg(long, env = "KOKORO_LOG_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub log_retention_days: u64,
@@ -316,6 +321,14 @@ pub fn api_token() -> Option<String> {
 /// allows admin commands over HTTP. Unset: admin commands answer 403.
 pub fn admin_token() -> Option<String> {
     std::env::var("KOKORO_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// The key that signs links to results, from the environment only; unset:
+/// kokoro keeps one of its own in the data dir.
+pub fn result_secret() -> Option<String> {
+    std::env::var("KOKORO_RESULT_SECRET")
         .ok()
         .filter(|t| !t.is_empty())
 }

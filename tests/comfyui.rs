@@ -480,3 +480,71 @@ both_backends!(
         db.drop_db().await;
     }
 );
+
+both_backends!(
+    a_result_is_served_to_its_player_by_a_signed_link,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let comfy = FakeComfy::start().await;
+        let rt = db
+            .runtime(config(&comfy, &db, Duration::from_secs(20)))
+            .await;
+        let token = "results-token-0123456789";
+        let links = kokoro::results::ResultLinks::new(db.dir.path(), None, "").unwrap();
+        let app = kokoro::http::router(kokoro::http::AppState {
+            runtime: rt.clone(),
+            token: Some(Arc::from(token)),
+            admin_token: None,
+            payment_secret: None,
+            results: Some(links),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let id = generate(&rt, 1, "a paper boat").await;
+        wait_for(&rt, 1, &id, "done", Duration::from_secs(10)).await;
+        let http = reqwest::Client::new();
+        let jobs = post_command(
+            &http,
+            &base,
+            token,
+            &json!({"guild_id": GUILD.to_string(), "user_id": "1", "command": "jobs"}),
+        )
+        .await;
+        let link = jobs["data"]["jobs"][0]["result"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            link.starts_with("/results/") && link.contains("&sig="),
+            "{jobs}"
+        );
+
+        // The link works without a token, and serves the picture itself.
+        let got = http.get(format!("{base}{link}")).send().await.unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(got.headers()["content-type"], "image/png");
+        assert_eq!(got.bytes().await.unwrap().as_ref(), PICTURE);
+        // A changed link does not.
+        let forged = link.replace("sig=", "sig=00");
+        assert_eq!(
+            http.get(format!("{base}{forged}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
+        let other = link.replacen("/results/", "/results/x", 1);
+        assert_eq!(
+            http.get(format!("{base}{other}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            403
+        );
+        db.drop_db().await;
+    }
+);

@@ -34,6 +34,7 @@ async fn serve(db: &TestDb, token: Option<&str>) -> Server {
         token: token.map(Arc::from),
         admin_token: Some(Arc::from(ADMIN_TOKEN)),
         payment_secret: Some(Arc::from(PAYMENT_SECRET)),
+        results: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -605,9 +606,9 @@ both_backends!(
         assert!(files().is_empty(), "nothing kept for refused files");
 
         // A real picture is far larger than a command body may be.
-    let mut picture = png(640, 480);
-    picture.resize(3 * 1024 * 1024, 7);
-    let (status, r) = send(picture, "cat.jpg", Some(TOKEN)).await;
+        let mut picture = png(640, 480);
+        picture.resize(3 * 1024 * 1024, 7);
+        let (status, r) = send(picture, "cat.jpg", Some(TOKEN)).await;
         assert_eq!(status, StatusCode::OK, "{r}");
         assert_eq!(
             (r["data"]["type"].as_str(), r["data"]["width"].as_u64()),
