@@ -197,14 +197,18 @@ impl UserActor {
         // The parts of the state read on demand (the collection, free jobs,
         // roleplay characters) are read once, when a command first needs
         // them; from then on this actor keeps them with the rest.
-        if let Err(e) = Box::pin(self.read_on_demand(&command.kind)).await {
-            tracing::warn!(user = %self.key, error = %e, "could not read a player's state");
-            answer.send(Reply::error(
-                name,
-                ErrorCode::StorageUnavailable,
-                "storage is unavailable; nothing was changed, retry shortly",
-            ));
-            return Next::Continue;
+        // Checked before boxing: most commands need nothing read, and pay
+        // no allocation for it.
+        if self.lacks_on_demand(&command.kind) {
+            if let Err(e) = Box::pin(self.read_on_demand(&command.kind)).await {
+                tracing::warn!(user = %self.key, error = %e, "could not read a player's state");
+                answer.send(Reply::error(
+                    name,
+                    ErrorCode::StorageUnavailable,
+                    "storage is unavailable; nothing was changed, retry shortly",
+                ));
+                return Next::Continue;
+            }
         }
         // The guild's settings, for the commands they shape: a snapshot,
         // read from storage only the first time this guild is seen.
@@ -429,6 +433,13 @@ impl UserActor {
             }
             Err(failure) => failure.answer(answer),
         }
+    }
+
+    /// Whether `kind` needs a part of the state kept on demand not read yet.
+    fn lacks_on_demand(&self, kind: &CommandKind) -> bool {
+        (kind.needs_collection() && self.state.collection().is_none())
+            || (kind.needs_allowance() && self.state.allowance().is_none())
+            || (kind.needs_roleplay() && self.state.roleplay().is_none())
     }
 
     /// Reads what `kind` needs of the parts of the state kept on demand.
