@@ -111,7 +111,18 @@ fn reject(command: &str, code: ErrorCode, message: impl Into<String>) -> Respons
 /// A JSON error body under a status of the transport's own (413, 404, 405)
 /// rather than the one its code maps to.
 fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
-    (status, Json(Reply::error("", code, message))).into_response()
+    refuse(status, "", code, message)
+}
+
+/// A JSON error body for `command`, under `status`: what the routes beside
+/// `/v1/commands` (uploads, the payment webhook) answer when they refuse.
+pub fn refuse(
+    status: StatusCode,
+    command: &str,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Response {
+    (status, Json(Reply::error(command, code, message))).into_response()
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.

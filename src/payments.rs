@@ -12,7 +12,7 @@
 //!     {"id": "pay_123", "type": "payment.succeeded" | "payment.refunded",
 //!      "guild_id": "1", "user_id": "2", "credits": 500}
 
-use actors::{Command, CommandId, CommandKind, ErrorCode, GuildId, Reply, UserId, UserKey};
+use actors::{Command, CommandId, CommandKind, ErrorCode, GuildId, UserId, UserKey};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -50,7 +50,7 @@ fn signed(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
 }
 
 fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    (status, Json(Reply::error("payment", code, message))).into_response()
+    crate::http::refuse(status, "payment", code, message)
 }
 
 pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {

@@ -19,7 +19,7 @@ use crate::http::AppState;
 pub const MAX_BODY: usize = actors::uploads::MAX_BYTES + 64 * 1024;
 
 fn refuse(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
-    (status, Json(Reply::error("upload", code, message))).into_response()
+    crate::http::refuse(status, "upload", code, message)
 }
 
 pub async fn upload(

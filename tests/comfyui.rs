@@ -41,15 +41,6 @@ fn config(comfy: &FakeComfy, db: &TestDb, time_limit: Duration) -> RuntimeConfig
     }
 }
 
-/// A PNG's header, enough for its format and size to be read.
-fn png(w: u32, h: u32) -> Vec<u8> {
-    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
-    v.extend(w.to_be_bytes());
-    v.extend(h.to_be_bytes());
-    v.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
-    v
-}
-
 async fn generate(rt: &Runtime, user: i64, prompt: &str) -> String {
     let r = rt
         .dispatch(cmd(

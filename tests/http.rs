@@ -551,15 +551,6 @@ both_backends!(
     }
 );
 
-/// A PNG's header, enough for its format and size to be read.
-fn png(w: u32, h: u32) -> Vec<u8> {
-    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
-    v.extend(w.to_be_bytes());
-    v.extend(h.to_be_bytes());
-    v.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
-    v
-}
-
 both_backends!(
     an_upload_is_checked_by_content_and_kept_for_its_player,
     |backend| {

@@ -104,11 +104,6 @@ impl LuckyTiers {
         &self.tiers[self.tiers.len() - 1]
     }
 
-    /// The tier a player drew, by its discount (what their state keeps).
-    pub fn by_discount(&self, pct: u8) -> Option<&Tier> {
-        self.tiers.iter().find(|t| t.discount_pct == pct)
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &Tier> {
         self.tiers.iter()
     }

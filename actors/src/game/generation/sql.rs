@@ -116,16 +116,17 @@ macro_rules! generation_writes {
                             .push_bind(j.image.as_deref());
                     }
                 );
-                // One row per player per batch: the last state decided wins.
-                let mut players: Vec<(&WriteSet, &Allowance)> = Vec::new();
-                for ws in applied {
-                    for w in &ws.writes {
-                        if let Write::GenPlayer(a) = w {
-                            players.retain(|(other, _)| other.key != ws.key);
-                            players.push((*ws, a));
-                        }
-                    }
-                }
+                // One row per WriteSet, as its command left it (a player has
+                // one WriteSet in a batch: their actor waits for each commit).
+                let players: Vec<(&WriteSet, &Allowance)> = applied
+                    .iter()
+                    .filter_map(|ws| {
+                        ws.writes.iter().rev().find_map(|w| match w {
+                            Write::GenPlayer(a) => Some((*ws, a)),
+                            _ => None,
+                        })
+                    })
+                    .collect();
                 insert_chunked!(
                     tx,
                     "INSERT INTO gen_players (guild_id, user_id, since_ms, vip_until_ms, free_day, free_used) ",

@@ -149,13 +149,19 @@ macro_rules! roleplay_sql {
                     }
                 );
                 // A character changed twice in one command (a day rolled over,
-                // then a post counted) is written once, as it ended.
+                // then a post counted) is written once, as it ended. A player
+                // has one WriteSet in a batch (their actor waits for each
+                // commit), so only a WriteSet's own writes are compared.
                 let mut characters: Vec<(&WriteSet, &RpCharacter)> = Vec::new();
                 for ws in applied {
+                    let mine = characters.len();
                     for w in &ws.writes {
                         if let Write::RpCharacter(c) = w {
-                            characters.retain(|(other, o)| !(other.key == ws.key && o.id == c.id));
-                            characters.push((*ws, c));
+                            if let Some(i) = characters[mine..].iter().position(|(_, o)| o.id == c.id) {
+                                characters[mine + i] = (*ws, c);
+                            } else {
+                                characters.push((*ws, c));
+                            }
                         }
                     }
                 }
