@@ -87,7 +87,7 @@ both_backends!(a_trial_then_the_workflows_own_allowance, |backend| {
     for left in [2, 1, 0] {
         let r = image(&rt, 1).await;
         assert_eq!(
-            (r["charged"].as_i64(), r["free"].as_str()),
+            (r["held"].as_i64(), r["free"].as_str()),
             (Some(0), Some("trial")),
             "{r}"
         );
@@ -95,7 +95,7 @@ both_backends!(a_trial_then_the_workflows_own_allowance, |backend| {
     }
     let paid = image(&rt, 1).await;
     assert_eq!(
-        (paid["charged"].as_i64(), paid["free"].clone()),
+        (paid["held"].as_i64(), paid["free"].clone()),
         (Some(10), Value::Null)
     );
     assert_eq!(credits(&rt, 1).await["credits"], 40);
@@ -121,7 +121,7 @@ both_backends!(a_trial_then_the_workflows_own_allowance, |backend| {
         (Some(1), Value::Null)
     );
     assert_eq!(image(&rt, 1).await["free"], "daily allowance");
-    assert_eq!(image(&rt, 1).await["charged"], 10);
+    assert_eq!(image(&rt, 1).await["held"], 10);
     assert_eq!(credits(&rt, 1).await["credits"], 30, "two jobs paid in all");
     assert_books_balance(&rt).await;
     db.drop_db().await;

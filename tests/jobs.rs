@@ -89,6 +89,13 @@ fn credits(r: &Reply) -> i64 {
         .unwrap_or_else(|| panic!("reply has no credits: {r:?}"))
 }
 
+/// Credits the player may spend: the balance less what queued jobs hold.
+fn available(r: &Reply) -> i64 {
+    r.data["credits_available"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("reply has no available credits: {r:?}"))
+}
+
 fn generate(user: i64, prompt: &str) -> actors::Command {
     cmd(
         user,
@@ -133,24 +140,37 @@ async fn assert_books_balance(rt: &Runtime) {
     assert!(audit.mismatched.is_empty() && audit.negative.is_empty());
 }
 
-both_backends!(a_job_is_charged_rendered_and_its_result_kept, |backend| {
-    let db = TestDb::new(backend).await;
-    let render = Arc::new(SimulatedRender::new(Duration::from_millis(5), 0));
-    let rt = db.runtime(config(render, 2, 100)).await;
-    let r = rt.dispatch(generate(1, "a red fox")).await;
-    assert!(r.ok, "{r:?}");
-    assert_eq!((r.data["charged"].as_i64(), credits(&r)), (Some(10), 40));
-    let id = r.data["job_id"].as_str().unwrap().to_owned();
-    let done = wait_for(&rt, 1, &id, "done").await;
-    assert_eq!(done["result"], format!("sim://image/{id}"));
-    assert_eq!(done["prompt"], "a red fox");
-    let after = rt.dispatch(cmd(1, "credits", json!({}))).await;
-    assert_eq!(credits(&after), 40, "a finished job is not refunded");
-    assert_books_balance(&rt).await;
-    db.drop_db().await;
-});
+both_backends!(
+    a_job_holds_its_price_and_is_charged_once_rendered,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let render = Arc::new(SimulatedRender::new(Duration::from_millis(5), 0));
+        let rt = db.runtime(config(render, 2, 100)).await;
+        let r = rt.dispatch(generate(1, "a red fox")).await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(
+            (r.data["held"].as_i64(), credits(&r), available(&r)),
+            (Some(10), 50, 40),
+            "held, not yet charged"
+        );
+        let id = r.data["job_id"].as_str().unwrap().to_owned();
+        let done = wait_for(&rt, 1, &id, "done").await;
+        assert_eq!(done["result"], format!("sim://image/{id}"));
+        assert_eq!(done["prompt"], "a red fox");
+        let after = rt.dispatch(cmd(1, "credits", json!({}))).await;
+        assert_eq!(
+            (credits(&after), after.data["credits_held"].as_i64()),
+            (40, Some(0)),
+            "charged once it succeeded"
+        );
+        let audit = rt.audit().await.unwrap();
+        assert_eq!(audit.ledger(Currency::Credits, "generate"), -10);
+        assert_books_balance(&rt).await;
+        db.drop_db().await;
+    }
+);
 
-both_backends!(a_failed_render_is_refunded, |backend| {
+both_backends!(a_failed_render_releases_its_hold, |backend| {
     let db = TestDb::new(backend).await;
     // Every job fails.
     let render = Arc::new(SimulatedRender::new(Duration::from_millis(5), 1));
@@ -160,15 +180,23 @@ both_backends!(a_failed_render_is_refunded, |backend| {
     let failed = wait_for(&rt, 1, &id, "failed").await;
     assert!(failed["reason"].as_str().unwrap().contains("failed"));
     let after = rt.dispatch(cmd(1, "credits", json!({}))).await;
-    assert_eq!(credits(&after), 50, "refunded in full");
+    assert_eq!(
+        (credits(&after), available(&after)),
+        (50, 50),
+        "released in full"
+    );
     let audit = rt.audit().await.unwrap();
-    assert_eq!(audit.ledger(Currency::Credits, "generate"), -10);
-    assert_eq!(audit.ledger(Currency::Credits, "refund"), 10);
+    assert_eq!(
+        audit.ledger(Currency::Credits, "generate"),
+        0,
+        "never charged"
+    );
+    assert_eq!(audit.credits_held, 0);
     assert_books_balance(&rt).await;
     db.drop_db().await;
 });
 
-both_backends!(closing_a_job_twice_refunds_it_once, |backend| {
+both_backends!(closing_a_job_twice_charges_it_once, |backend| {
     // The queue may report a job twice (a restart mid-report); storage
     // closes a job only while it is queued.
     let db = TestDb::new(backend).await;
@@ -199,7 +227,7 @@ both_backends!(closing_a_job_twice_refunds_it_once, |backend| {
     let close = actors::game::generation::close_job(
         &loaded.state,
         &stored.job,
-        JobStatus::Failed,
+        JobStatus::Done,
         None,
         &ctx,
     )
@@ -215,10 +243,11 @@ both_backends!(closing_a_job_twice_refunds_it_once, |backend| {
     assert_eq!(rt.store().commit(&[close]).await.unwrap(), [AlreadyApplied]);
     let audit = rt.audit().await.unwrap();
     assert_eq!(
-        audit.ledger(Currency::Credits, "refund"),
-        10,
-        "refunded once"
+        audit.ledger(Currency::Credits, "generate"),
+        -10,
+        "charged once"
     );
+    assert!(audit.violations().is_empty(), "{:?}", audit.violations());
     db.drop_db().await;
 });
 
@@ -234,7 +263,7 @@ both_backends!(
             first.data["job_id"].as_str().unwrap().to_owned(),
             second.data["job_id"].as_str().unwrap().to_owned(),
         );
-        assert_eq!(credits(&second), 30);
+        assert_eq!((credits(&second), available(&second)), (50, 30));
         let waiting = status_of(&rt, 1, &b).await.unwrap();
         assert_eq!(
             (waiting["status"].as_str(), waiting["ahead"].as_i64()),
@@ -248,8 +277,9 @@ both_backends!(
             .await;
         assert!(cancelled.ok, "{cancelled:?}");
         assert_eq!(
-            (credits(&cancelled), cancelled.data["refunded"].as_i64()),
-            (40, Some(10))
+            (available(&cancelled), cancelled.data["refunded"].as_i64()),
+            (40, Some(10)),
+            "the cancelled job's hold is released"
         );
         let retry = rt
             .dispatch(cmd_with_id(1, "cancel-b", "cancel", json!({"job_id": b})))
@@ -304,18 +334,17 @@ both_backends!(
             .all(|(_, r)| r.code() == Some(ErrorCode::LimitReached)));
         let lucky: Vec<_> = replies.iter().filter(|(k, r)| *k == 1 && r.ok).collect();
         assert_eq!(lucky.len(), 1, "one lucky draw a day");
-        let charged: i64 = paid
-            .iter()
-            .map(|r| r.data["charged"].as_i64().unwrap())
-            .sum();
+        let held: i64 = paid.iter().map(|r| r.data["held"].as_i64().unwrap()).sum();
         let now = rt.dispatch(cmd(1, "credits", json!({}))).await;
-        assert_eq!(credits(&now), 50 - charged);
+        assert_eq!((credits(&now), available(&now)), (50, 50 - held));
 
         gate.open();
         for r in &paid {
             wait_for(&rt, 1, r.data["job_id"].as_str().unwrap(), "done").await;
         }
         assert_eq!(gate.rendered().len(), 3);
+        let after = rt.dispatch(cmd(1, "credits", json!({}))).await;
+        assert_eq!((credits(&after), available(&after)), (50 - held, 50 - held));
         let next = rt.dispatch(generate(1, "one more")).await;
         assert!(next.ok, "a finished job frees its place: {next:?}");
         assert_books_balance(&rt).await;

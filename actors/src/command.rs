@@ -356,7 +356,8 @@ mod tests {
             Ok(CommandKind::Generation(GenerationCommand::Generate {
                 workflow: "image".into(),
                 prompt: "a fox".into(),
-                image: None
+                image: None,
+                notify: None
             }))
         );
         for bad in [

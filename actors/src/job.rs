@@ -12,8 +12,16 @@ pub struct Job {
     pub prompt: String,
     /// The player's upload id, for workflows that take an input image.
     pub image: Option<String>,
-    /// Credits charged, and refunded if the job fails or is cancelled.
+    /// The job's price in credits.
     pub cost: i64,
+    /// Whether `cost` is held (charged only if the job succeeds, released
+    /// otherwise) rather than charged when queued and refunded on failure,
+    /// as jobs queued before holds were.
+    pub held: bool,
+    /// Where the player asked, to tell them when the job ends:
+    /// `discord:<channel id>` or `telegram:<chat id>`; set by the front
+    /// door, never by the player.
+    pub notify: Option<String>,
     pub created_ms: i64,
 }
 
@@ -45,7 +53,8 @@ impl JobStatus {
         }
     }
 
-    /// Failed and cancelled jobs give their credits back.
+    /// Failed and cancelled jobs give their credits back (released, or
+    /// refunded if they were charged when queued).
     pub fn refunds(self) -> bool {
         matches!(self, Self::Failed | Self::Cancelled)
     }

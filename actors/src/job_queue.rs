@@ -609,6 +609,8 @@ mod tests {
             prompt: "a fox".into(),
             image: None,
             cost: 10,
+            held: true,
+            notify: None,
             created_ms: 0,
         }
     }

@@ -14,6 +14,9 @@ pub struct UserState {
     pub daily_day: Option<i32>,
     pub daily_streak: i32,
     pub credits: i64,
+    /// Credits held by this player's queued jobs: in `credits`, but not
+    /// spendable until each job is charged or released.
+    pub credits_held: i64,
     /// UTC day of the last `lucky` draw, and the discount it gave for that day.
     pub lucky_day: Option<i32>,
     pub lucky_pct: u8,
@@ -21,10 +24,8 @@ pub struct UserState {
     pub open_jobs: u8,
     /// Has an arena entry waiting or matched (at most one at a time).
     pub in_arena: bool,
-    /// Items owned, sorted by item id; small, so a sorted slice beats a
-    /// map, and a boxed slice (no spare capacity) is 8 bytes less than a
-    /// vector in every resident actor.
-    pub inventory: Box<[(Box<str>, i64)]>,
+    /// Items owned, sorted by item id.
+    pub inventory: Inventory,
     /// What is read from storage only the first time a command needs it
     /// (the collection, the roleplay characters): the many players who never
     /// summon or roleplay carry one pointer for both.
@@ -135,6 +136,12 @@ impl UserState {
 
     /// The level is derived from XP, not stored beside it: one less field in
     /// every resident actor, and the two can never disagree.
+    /// Credits the player may spend now: the balance less what their
+    /// queued jobs hold.
+    pub fn credits_available(&self) -> i64 {
+        self.credits.saturating_sub(self.credits_held).max(0)
+    }
+
     pub fn level(&self) -> i32 {
         crate::domain::level::level_for_xp(self.xp)
     }
@@ -147,22 +154,44 @@ impl UserState {
     }
 
     pub fn set_owned(&mut self, item: &str, quantity: i64) {
-        let found = self.inventory.binary_search_by(|(id, _)| (**id).cmp(item));
-        if let (Ok(i), true) = (found, quantity != 0) {
-            self.inventory[i].1 = quantity;
-            return;
-        }
-        // An item added or dropped: rebuild the slice (purchases are rare
-        // next to reads).
-        let mut items = std::mem::take(&mut self.inventory).into_vec();
-        match found {
-            Ok(i) => {
+        let items = self.inventory.0.get_or_insert_with(Box::default);
+        match (items.binary_search_by(|(id, _)| (**id).cmp(item)), quantity) {
+            (Ok(i), 0) => {
                 items.remove(i);
             }
-            Err(_) if quantity == 0 => {}
-            Err(i) => items.insert(i, (item.into(), quantity)),
+            (Ok(i), q) => items[i].1 = q,
+            (Err(_), 0) => {}
+            (Err(i), q) => items.insert(i, (item.into(), q)),
         }
-        self.inventory = items.into_boxed_slice();
+        if items.is_empty() {
+            self.inventory.0 = None;
+        }
+    }
+}
+
+/// Items owned, sorted by item id: small, so a sorted list beats a map,
+/// and behind one thin pointer (none for the many players who own
+/// nothing), so every resident actor carries 8 bytes for it.
+// The box is the point: a thin 8-byte pointer where a vector is 24 bytes.
+#[allow(clippy::box_collection)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory(Option<Box<Vec<ItemCount>>>);
+
+/// An item id and how many of it a player owns.
+pub type ItemCount = (Box<str>, i64);
+
+impl Inventory {
+    /// From items sorted by id.
+    pub fn from_sorted(items: Vec<ItemCount>) -> Self {
+        Self((!items.is_empty()).then(|| Box::new(items)))
+    }
+}
+
+impl std::ops::Deref for Inventory {
+    type Target = [ItemCount];
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
     }
 }
 

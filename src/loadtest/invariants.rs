@@ -33,10 +33,12 @@ pub async fn check_store(rt: &Runtime, rec: &Recording) -> anyhow::Result<Invari
     ));
     let credits = |reason| audit.ledger(actors::domain::Currency::Credits, reason);
     out.checked.push(format!(
-        "credits: {} held = welcome {} + daily {} − generate {} + refund {}",
+        "credits: {} in balances ({} held by queued jobs) = welcome {} + daily {} + top-ups {} − jobs charged {} + refunds {} (every charge and refund proven from the jobs)",
         audit.credits_total,
+        audit.credits_held,
         credits("welcome"),
         credits("daily"),
+        credits("topup"),
         -credits("generate"),
         credits("refund"),
     ));

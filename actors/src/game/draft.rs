@@ -153,15 +153,64 @@ impl Draft {
         Ok(())
     }
 
+    /// Takes `amount` from a balance. Credits held by queued jobs cannot be
+    /// spent: a debit of credits is checked against what is available.
     pub fn debit(
         &mut self,
         currency: Currency,
         amount: i64,
         reason: &'static str,
     ) -> Result<(), Refusal> {
+        if currency == Currency::Credits {
+            self.check_available(amount)?;
+        }
         let after = money::debit(currency, *self.balance_mut(currency), amount)?;
         self.book(currency, -amount, after, reason);
         Ok(())
+    }
+
+    fn check_available(&self, amount: i64) -> Result<(), Refusal> {
+        let (available, held) = (self.state.credits_available(), self.state.credits_held);
+        if amount <= available {
+            return Ok(());
+        }
+        Err(match held {
+            0 => MoneyError::Insufficient {
+                currency: Currency::Credits,
+                have: available,
+                need: amount,
+            }
+            .into(),
+            _ => Refusal::new(
+                ErrorCode::InsufficientFunds,
+                format!(
+                    "not enough credits: {available} available ({held} held by your queued jobs), need {amount}"
+                ),
+            ),
+        })
+    }
+
+    /// Holds `amount` credits for a queued job: they stay in the balance
+    /// but cannot be spent. No ledger row: the balance has not changed.
+    pub fn hold(&mut self, amount: i64) -> Result<(), Refusal> {
+        self.check_available(amount)?;
+        self.state.credits_held = money::credit(self.state.credits_held, amount)?;
+        Ok(())
+    }
+
+    /// Charges a hold: the job succeeded. The balance falls by `amount`,
+    /// with its ledger row, and so does what is held.
+    pub fn capture(&mut self, amount: i64, reason: &'static str) -> Result<(), Refusal> {
+        self.release(amount);
+        let after = money::debit(Currency::Credits, self.state.credits, amount)?;
+        self.book(Currency::Credits, -amount, after, reason);
+        Ok(())
+    }
+
+    /// Lets a hold go: the job failed or was cancelled. The balance never
+    /// moved, so nothing is booked.
+    pub fn release(&mut self, amount: i64) {
+        self.state.credits_held = self.state.credits_held.saturating_sub(amount).max(0);
     }
 
     /// Sets a balance and writes the ledger row that explains it.

@@ -268,13 +268,17 @@ mod tests {
             workflow: "image".into(),
             prompt: "a cat".into(),
             image: None,
+            notify: None,
         });
         let g = decide(&lucky.state, key(1), &image, None, &c).unwrap();
-        assert_eq!((g.data["charged"].as_i64(), g.state.credits), (Some(5), 95));
+        assert_eq!(
+            (g.data["held"].as_i64(), g.state.credits_available()),
+            (Some(5), 95)
+        );
         c.now_ms += 86_400_000;
         let tomorrow = decide(&lucky.state, key(1), &image, None, &c).unwrap();
         assert_eq!(
-            tomorrow.data["charged"], 10,
+            tomorrow.data["held"], 10,
             "the discount ends at UTC midnight"
         );
     }
@@ -293,8 +297,9 @@ mod tests {
                 workflow: workflow.into(),
                 prompt: prompt.into(),
                 image: None,
+                notify: None,
             });
-            decide(&s, key(1), &kind, None, &c).map(|d| d.state.credits)
+            decide(&s, key(1), &kind, None, &c).map(|d| d.state.credits_available())
         };
         assert_eq!(
             generate("audio", "a fox").unwrap_err().code,
@@ -315,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn generate_charges_credits_and_limits_open_jobs() {
+    fn generate_holds_credits_and_limits_open_jobs() {
         let cat = Catalogue::shipped();
         let mut s = read(UserState {
             exists: true,
@@ -327,11 +332,17 @@ mod tests {
             workflow: "image".into(),
             prompt: "a fox".into(),
             image: None,
+            notify: None,
         });
-        for _ in 0..credits::MAX_OPEN_JOBS {
+        for n in 1..=i64::from(credits::MAX_OPEN_JOBS) {
             let d = decide(&s, key(1), &image, None, &c).unwrap();
             let job = d.writes.job_new().cloned().unwrap();
-            assert_eq!((job.cost, job.workflow.as_str()), (10, "image"));
+            assert_eq!(
+                (job.cost, job.held, job.workflow.as_str()),
+                (10, true, "image")
+            );
+            assert!(d.writes.ledger.is_empty(), "a hold books nothing");
+            assert_eq!((d.state.credits, d.state.credits_held), (1000, 10 * n));
             s = d.state;
         }
         let over = decide(&s, key(1), &image, None, &c).unwrap_err();
@@ -345,10 +356,24 @@ mod tests {
             decide(&poor, key(1), &image, None, &c).unwrap_err().code,
             ErrorCode::InsufficientFunds
         );
+        // Held credits cannot be spent twice.
+        let held = read(UserState {
+            exists: true,
+            credits: 25,
+            credits_held: 20,
+            open_jobs: 2,
+            ..Default::default()
+        });
+        let refused = decide(&held, key(1), &image, None, &c).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InsufficientFunds);
+        assert!(
+            refused.message.contains("5 available (20 held"),
+            "{refused:?}"
+        );
     }
 
     #[test]
-    fn a_failed_or_cancelled_job_is_refunded_and_a_done_one_is_not() {
+    fn a_done_job_is_charged_and_a_failed_or_cancelled_one_released() {
         let cat = Catalogue::shipped();
         let c = ctx(&cat);
         let s = read(UserState {
@@ -360,6 +385,7 @@ mod tests {
             workflow: "image".into(),
             prompt: "a fox".into(),
             image: None,
+            notify: None,
         });
         let queued = decide(&s, key(1), &image, None, &c).unwrap();
         let job = queued.writes.job_new().cloned().unwrap();
@@ -370,9 +396,14 @@ mod tests {
         ] {
             let d = close_job(&queued.state, &job, status, None, &c).unwrap();
             assert_eq!(
-                (d.state.credits, d.state.open_jobs),
-                (credits_after, 0),
+                (d.state.credits, d.state.credits_held, d.state.open_jobs),
+                (credits_after, 0, 0),
                 "{status:?}"
+            );
+            assert_eq!(
+                ledger_sum(&d, Currency::Credits),
+                credits_after - 100,
+                "only a capture is booked"
             );
             assert_eq!(d.writes.job_close().map(|j| j.status), Some(status));
             assert!(
@@ -380,6 +411,62 @@ mod tests {
                 "a guarded close"
             );
         }
+    }
+
+    #[test]
+    fn a_job_charged_when_queued_before_holds_is_refunded_if_it_fails() {
+        let cat = Catalogue::shipped();
+        let c = ctx(&cat);
+        let s = read(UserState {
+            exists: true,
+            credits: 90,
+            open_jobs: 1,
+            ..Default::default()
+        });
+        let queued = decide(
+            &s,
+            key(1),
+            &CommandKind::Generation(G::Generate {
+                workflow: "image".into(),
+                prompt: "a fox".into(),
+                image: None,
+                notify: None,
+            }),
+            None,
+            &c,
+        )
+        .unwrap();
+        let mut job = queued.writes.job_new().cloned().unwrap();
+        job.held = false;
+        let failed = close_job(&s, &job, JobStatus::Failed, None, &c).unwrap();
+        assert_eq!((failed.state.credits, failed.state.credits_held), (100, 0));
+        assert_eq!(failed.writes.ledger[0].reason, "refund");
+        let done = close_job(&s, &job, JobStatus::Done, None, &c).unwrap();
+        assert_eq!(done.state.credits, 90, "already paid");
+        assert!(done.writes.ledger.is_empty());
+    }
+
+    #[test]
+    fn a_chargeback_never_takes_what_queued_jobs_hold() {
+        let cat = Catalogue::shipped();
+        let c = ctx(&cat);
+        let s = read(UserState {
+            exists: true,
+            credits: 30,
+            credits_held: 20,
+            open_jobs: 2,
+            ..Default::default()
+        });
+        let kind = CommandKind::Generation(G::Chargeback {
+            payment_id: "pay-1".into(),
+            credits: 25,
+        });
+        let d = decide(&s, key(1), &kind, None, &c).unwrap();
+        assert_eq!(
+            (d.data["clawed_back"].as_i64(), d.data["owed"].as_i64()),
+            (Some(10), Some(15))
+        );
+        assert_eq!((d.state.credits, d.state.credits_held), (20, 20));
     }
 
     proptest! {
@@ -402,7 +489,7 @@ mod tests {
                     2 => CommandKind::Economy(E::Buy { item: "bait".into(), quantity: amount % 20 + 1 }),
                     3 => CommandKind::Economy(E::Buy { item: "lucky_charm".into(), quantity: 1 }),
                     4 => CommandKind::Generation(G::Lucky),
-                    5 => CommandKind::Generation(G::Generate { workflow: if amount % 2 == 0 { "image".into() } else { "upscale".into() }, prompt: "fox".into(), image: None }),
+                    5 => CommandKind::Generation(G::Generate { workflow: if amount % 2 == 0 { "image".into() } else { "upscale".into() }, prompt: "fox".into(), image: None, notify: None }),
                     _ => CommandKind::Economy(E::Balance),
                 };
                 let decided = if op >= 6 && !open.is_empty() {
@@ -425,6 +512,9 @@ mod tests {
                 prop_assert!(s.gold >= 0 && s.gems >= 0 && s.credits >= 0);
                 prop_assert_eq!(usize::from(s.open_jobs), open.len());
                 prop_assert!(s.open_jobs <= credits::MAX_OPEN_JOBS);
+                let holds: i64 = open.iter().filter(|j| j.held).map(|j| j.cost).sum();
+                prop_assert_eq!(s.credits_held, holds);
+                prop_assert!(s.credits_held <= s.credits, "a hold is always covered");
             }
         }
     }

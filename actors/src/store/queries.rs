@@ -34,6 +34,8 @@ pub struct AuditReport {
     pub gold_total: i64,
     pub gems_total: i64,
     pub credits_total: i64,
+    /// Credits held by queued jobs (part of `credits_total`).
+    pub credits_held: i64,
     /// Gold debited from senders and not yet credited to receivers.
     pub in_flight_gold: i64,
     pub pending_transfers: i64,
@@ -116,7 +118,7 @@ macro_rules! entry_columns {
 
 macro_rules! job_columns {
     () => {
-        "id, guild_id, user_id, workflow, prompt, cost, status, result, created_ms, finished_ms, image"
+        "id, guild_id, user_id, workflow, prompt, cost, status, result, created_ms, finished_ms, image, held, notify"
     };
 }
 
@@ -200,6 +202,8 @@ fn stored_job(r: &<$db as sqlx::Database>::Row) -> Result<StoredJob, StoreError>
             prompt: r.try_get(4)?,
             image: r.try_get(10)?,
             cost: r.try_get(5)?,
+            held: r.try_get::<i64, _>(11)? != 0,
+            notify: r.try_get(12)?,
             created_ms: r.try_get(8)?,
         },
         status: JobStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
@@ -259,7 +263,8 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 let row = sqlx::query(
                     "SELECT gold, gems, xp, level, daily_day, daily_streak, credits, lucky_day, lucky_pct, \
                      (SELECT COUNT(*) FROM jobs j WHERE j.guild_id = $1 AND j.user_id = $2 AND j.status = 'queued'), \
-                     (SELECT COUNT(*) FROM arena_entries a WHERE a.guild_id = $1 AND a.user_id = $2 AND a.status IN ('waiting', 'matched')) \
+                     (SELECT COUNT(*) FROM arena_entries a WHERE a.guild_id = $1 AND a.user_id = $2 AND a.status IN ('waiting', 'matched')), \
+                     (SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT) FROM jobs j WHERE j.guild_id = $1 AND j.user_id = $2 AND j.status = 'queued' AND j.held = 1) \
                      FROM users WHERE guild_id = $1 AND user_id = $2",
                 )
                 .bind(g)
@@ -282,7 +287,8 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     lucky_pct: u8::try_from(row.try_get::<i64, _>(8)?).unwrap_or(0),
                     open_jobs: u8::try_from(row.try_get::<i64, _>(9)?).unwrap_or(u8::MAX),
                     in_arena: row.try_get::<i64, _>(10)? > 0,
-                    inventory: Box::default(),
+                    credits_held: row.try_get(11)?,
+                    inventory: crate::state::Inventory::default(),
                 };
                 let items = sqlx::query(
                     "SELECT item, quantity FROM inventory WHERE guild_id = $1 AND user_id = $2 AND quantity > 0 ORDER BY item",
@@ -291,11 +297,12 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 .bind(u)
                 .fetch_all(&mut *conn)
                 .await?;
-                state.inventory = items
-                    .iter()
-                    .map(|it| Ok((it.try_get::<String, _>(0)?.into_boxed_str(), it.try_get(1)?)))
-                    .collect::<Result<Vec<_>, StoreError>>()?
-                    .into_boxed_slice();
+                state.inventory = crate::state::Inventory::from_sorted(
+                    items
+                        .iter()
+                        .map(|it| Ok((it.try_get::<String, _>(0)?.into_boxed_str(), it.try_get(1)?)))
+                        .collect::<Result<Vec<_>, StoreError>>()?,
+                );
                 let cap = RecentCommands::CAPACITY as i64;
                 let ids = sqlx::query(
                     "SELECT command_id FROM commands WHERE guild_id = $1 AND user_id = $2 ORDER BY at_ms DESC LIMIT $3",
@@ -708,6 +715,9 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 report.collection = collection_sql::audit(&mut tx).await?;
                 report.collection.extend(guild_sql::audit(&mut tx).await?);
                 report.collection.extend(roleplay_sql::audit(&mut tx).await?);
+                let (held, broken) = generation_writes::audit(&mut tx).await?;
+                report.credits_held = held;
+                report.collection.extend(broken);
                 (report.rp_characters, report.rp_xp) = roleplay_sql::totals(&mut tx).await?;
                 // Read only: nothing to keep.
                 tx.rollback().await?;

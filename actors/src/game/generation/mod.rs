@@ -57,6 +57,10 @@ pub enum GenerationCommand {
         prompt: String,
         /// The player's upload id, for workflows that take an input image.
         image: Option<String>,
+        /// Where to tell the player that the job ended (`discord:<channel
+        /// id>`, `telegram:<chat id>`): set by the front door the command
+        /// came through, never parsed from a player's arguments.
+        notify: Option<String>,
     },
     Jobs,
     Cancel {
@@ -129,6 +133,7 @@ impl GenerationCommand {
                         ))
                     }
                 },
+                notify: None,
             },
             "cancel" => Self::Cancel {
                 job_id: job_id(a, "job_id")?,
@@ -157,6 +162,7 @@ impl GenerationCommand {
                 workflow,
                 prompt,
                 image,
+                ..
             } => {
                 let mut args = json!({ "workflow": workflow });
                 if !prompt.is_empty() {
@@ -255,6 +261,7 @@ pub fn decide(
             let a = allowance_of(&d, ctx)?;
             let rules = &ctx.generation.rules;
             let mut data = d.balances();
+            with_holds(&mut data, &d);
             data["discount_pct"] = json!(discount);
             data["lucky_drawn_today"] =
                 json!(d.state.lucky_day == Some(daily::utc_day(ctx.now_ms)));
@@ -297,8 +304,15 @@ pub fn decide(
             } else {
                 ""
             };
+            let held = match d.state.credits_held {
+                0 => String::new(),
+                h => format!(
+                    " ({h} held by queued jobs, {} available)",
+                    d.state.credits_available()
+                ),
+            };
             let msg = format!(
-                "{} credits{status} · today's discount {discount}% · {}",
+                "{} credits{held}{status} · today's discount {discount}% · {}",
                 d.state.credits,
                 list.join(" · ")
             );
@@ -338,6 +352,7 @@ pub fn decide(
             workflow,
             prompt,
             image,
+            notify,
         } => {
             let def = ctx.generation.workflows.get(workflow).ok_or_else(|| {
                 Refusal::new(
@@ -392,9 +407,10 @@ pub fn decide(
                     d.state.set_allowance(a);
                     0
                 }
+                // Held, not charged: the job pays only if it succeeds.
                 None => {
                     let cost = credits::discounted(def.price, discount);
-                    d.debit(Currency::Credits, cost, "generate")?;
+                    d.hold(cost)?;
                     cost
                 }
             };
@@ -406,12 +422,15 @@ pub fn decide(
                 prompt: prompt.clone(),
                 image: image.clone(),
                 cost,
+                held: true,
+                notify: notify.clone(),
                 created_ms: ctx.now_ms,
             };
             let mut data = d.balances();
+            with_holds(&mut data, &d);
             data["job_id"] = json!(job.id);
             data["workflow"] = json!(def.id.as_str());
-            data["charged"] = json!(cost);
+            data["held"] = json!(cost);
             data["discount_pct"] = json!(discount);
             data["free"] = free.map_or(Value::Null, |f| json!(f.as_str()));
             let msg = match free {
@@ -422,7 +441,10 @@ pub fn decide(
                     f.as_str(),
                     left - 1
                 ),
-                None => format!("Queued {} job {} for {cost} credits.", def.name, job.id),
+                None => format!(
+                    "Queued {} job {}: {cost} credits held, charged only if it succeeds.",
+                    def.name, job.id
+                ),
             };
             d.write(Write::JobNew(job));
             Ok(d.with(data, msg))
@@ -501,9 +523,10 @@ fn prices(workflows: &Workflows, discount: u8) -> Value {
 }
 
 /// Closes one of this player's queued jobs as `status`: done (with where its
-/// result is), failed or cancelled (both refunded). The close is a guard:
-/// storage applies the WriteSet only if the job is still queued, so each
-/// job closes once.
+/// result is), failed or cancelled. A held price is charged when the job is
+/// done and released otherwise; a job charged when queued (before holds) is
+/// refunded if it failed. The close is a guard: storage applies the
+/// WriteSet only if the job is still queued, so each job closes once.
 pub fn close_job(
     state: &UserState,
     job: &Job,
@@ -512,22 +535,44 @@ pub fn close_job(
     ctx: &Context<'_>,
 ) -> Result<Draft, Refusal> {
     let mut d = Draft::begin(state, job.key, ctx, None)?;
-    if status.refunds() && job.cost > 0 {
-        d.credit(Currency::Credits, job.cost, "refund")?;
+    let (mut charged, mut returned) = (0, 0);
+    if job.cost > 0 {
+        match (job.held, status.refunds()) {
+            (true, false) => {
+                d.capture(job.cost, "generate")?;
+                charged = job.cost;
+            }
+            (true, true) => {
+                d.release(job.cost);
+                returned = job.cost;
+            }
+            (false, true) => {
+                d.credit(Currency::Credits, job.cost, "refund")?;
+                returned = job.cost;
+            }
+            (false, false) => {}
+        }
     }
     d.state.open_jobs = d.state.open_jobs.saturating_sub(1);
     let mut data = d.balances();
+    with_holds(&mut data, &d);
     data["job_id"] = json!(job.id);
     data["workflow"] = json!(job.workflow.as_str());
     data["status"] = json!(status.as_str());
-    data["refunded"] = json!(if status.refunds() { job.cost } else { 0 });
+    data["charged"] = json!(charged);
+    data["refunded"] = json!(returned);
     if let Some(r) = &result {
         data["result"] = json!(r);
     }
     let msg = match status {
+        JobStatus::Done if charged > 0 => format!(
+            "Your {} {} is ready; {charged} credits charged.",
+            job.workflow.as_str(),
+            job.id
+        ),
         JobStatus::Done => format!("Your {} {} is ready.", job.workflow.as_str(), job.id),
-        JobStatus::Cancelled => format!("Cancelled {}; {} credits refunded.", job.id, job.cost),
-        _ => format!("Job {} failed; {} credits refunded.", job.id, job.cost),
+        JobStatus::Cancelled => format!("Cancelled {}; {returned} credits given back.", job.id),
+        _ => format!("Job {} failed; {returned} credits given back.", job.id),
     };
     d.write(Write::JobClose(JobClose {
         id: job.id.clone(),
@@ -535,4 +580,10 @@ pub fn close_job(
         result,
     }));
     Ok(d.with(data, msg))
+}
+
+/// Adds what is held and what is available to a reply's balances.
+fn with_holds(data: &mut Value, d: &Draft) {
+    data["credits_held"] = json!(d.state.credits_held);
+    data["credits_available"] = json!(d.state.credits_available());
 }

@@ -4,9 +4,9 @@
 //! payment id, and the payment row is a guard, so a replayed webhook adds
 //! nothing: the row lands once, with its ledger row, in one transaction.
 //!
-//! A chargeback takes back what the player still has, never more: the
-//! balance may reach zero but not go below, and what could not be taken is
-//! recorded on the payment as `owed`.
+//! A chargeback takes back what the player still has available, never
+//! more: the balance may reach zero (or what queued jobs hold) but not go
+//! below, and what could not be taken is recorded on the payment as `owed`.
 
 use serde_json::json;
 
@@ -40,7 +40,9 @@ pub fn charged_back(
     payment_id: &str,
     credits: i64,
 ) -> Result<Draft, Refusal> {
-    let taken = credits.min(d.state.credits).max(0);
+    // Credits held by queued jobs are spoken for: taking them would leave
+    // a job that succeeds unable to pay.
+    let taken = credits.min(d.state.credits_available()).max(0);
     if taken > 0 {
         d.debit(Currency::Credits, taken, "chargeback")?;
     }

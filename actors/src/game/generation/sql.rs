@@ -50,6 +50,76 @@ macro_rules! generation_writes {
                 })
             }
 
+            /// What jobs and payments prove about credits: holds never
+            /// exceed a balance; every `generate` ledger row is a job that
+            /// was charged (a held job that succeeded, or one charged when
+            /// queued before holds) and every `refund` one a job charged
+            /// when queued that failed; `topup` rows are the payments and
+            /// `chargeback` rows what was taken back. Returns the credits
+            /// held in all and every broken rule, in words.
+            pub async fn audit(tx: &mut Conn) -> Result<(i64, Vec<String>), StoreError> {
+                let mut out = Vec::new();
+                for r in sqlx::query(
+                    "SELECT u.guild_id, u.user_id, u.credits, h.held FROM users u JOIN ( \
+                       SELECT guild_id, user_id, CAST(SUM(cost) AS BIGINT) AS held FROM jobs \
+                       WHERE status = 'queued' AND held = 1 GROUP BY guild_id, user_id) h \
+                     ON h.guild_id = u.guild_id AND h.user_id = u.user_id \
+                     WHERE h.held > u.credits ORDER BY u.guild_id, u.user_id LIMIT 20",
+                )
+                .fetch_all(&mut *tx)
+                .await?
+                {
+                    out.push(format!(
+                        "{} holds {} credits for queued jobs but has only {}",
+                        user_key(r.try_get(0)?, r.try_get(1)?)?,
+                        r.try_get::<i64, _>(3)?,
+                        r.try_get::<i64, _>(2)?,
+                    ));
+                }
+                let sum = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+                let held = sum("SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT) FROM jobs WHERE status = 'queued' AND held = 1")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let charged = sum(
+                    "SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT) FROM jobs WHERE held = 0 OR status = 'done'",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let refunded = sum(
+                    "SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT) FROM jobs \
+                     WHERE held = 0 AND status IN ('failed', 'cancelled')",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let bought = sum("SELECT CAST(COALESCE(SUM(credits), 0) AS BIGINT) FROM payments")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let taken = sum("SELECT CAST(COALESCE(SUM(clawed_back), 0) AS BIGINT) FROM payments")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let ledger = |reason: &'static str| {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger \
+                         WHERE currency = 'credits' AND reason = $1",
+                    )
+                    .bind(reason)
+                };
+                for (reason, expected, what) in [
+                    ("generate", -charged, "the jobs charged"),
+                    ("refund", refunded, "the jobs refunded"),
+                    ("topup", bought, "the payments"),
+                    ("chargeback", -taken, "the chargebacks"),
+                ] {
+                    let booked = ledger(reason).fetch_one(&mut *tx).await?;
+                    if booked != expected {
+                        out.push(format!(
+                            "credits booked as {reason} ({booked}) differ from {what} ({expected})"
+                        ));
+                    }
+                }
+                Ok((held, out))
+            }
+
             pub async fn guard(
                 tx: &mut Conn,
                 batch: &[WriteSet],
@@ -101,7 +171,7 @@ macro_rules! generation_writes {
                 }).collect();
                 insert_chunked!(
                     tx,
-                    "INSERT INTO jobs (id, guild_id, user_id, workflow, prompt, cost, status, created_ms, image) ",
+                    "INSERT INTO jobs (id, guild_id, user_id, workflow, prompt, cost, status, created_ms, image, held, notify) ",
                     "",
                     jobs,
                     |b, j| {
@@ -113,7 +183,9 @@ macro_rules! generation_writes {
                             .push_bind(j.cost)
                             .push_bind("queued")
                             .push_bind(j.created_ms)
-                            .push_bind(j.image.as_deref());
+                            .push_bind(j.image.as_deref())
+                            .push_bind(i64::from(j.held))
+                            .push_bind(j.notify.as_deref());
                     }
                 );
                 // One row per WriteSet, as its command left it (a player has
