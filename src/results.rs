@@ -64,6 +64,22 @@ impl ResultLinks {
         ))
     }
 
+    /// The link to a job's result where players can open it: none while
+    /// kokoro has no public address (`--public-url`), as a relative link
+    /// means nothing in a chat.
+    pub fn public_link(&self, result: &str) -> Option<String> {
+        if self.base.is_empty() {
+            return None;
+        }
+        self.link(result, now_secs())
+    }
+
+    /// The file a job's result (`results/{file}`) is kept in.
+    pub fn file(&self, result: &str) -> Option<PathBuf> {
+        let file = result.strip_prefix("results/")?;
+        plain(file).then(|| self.dir.join(file))
+    }
+
     /// Rewrites the results in a `jobs` reply's data as links.
     pub fn rewrite_jobs(&self, data: &mut Value) {
         let now = now_secs();
@@ -84,6 +100,15 @@ impl ResultLinks {
         mac.update(format!("{file}:{exp}").as_bytes());
         exp >= now_secs() && mac.verify_slice(&given).is_ok()
     }
+}
+
+/// A file name directly in `results/`: no path, no hidden file.
+fn plain(file: &str) -> bool {
+    !file.is_empty()
+        && !file.starts_with('.')
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 fn now_secs() -> u64 {
@@ -127,12 +152,7 @@ pub async fn serve(
     let Some(links) = state.results else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let plain = !file.is_empty()
-        && !file.starts_with('.')
-        && file
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    if !plain || !links.verify(&file, q.exp, &q.sig) {
+    if !plain(&file) || !links.verify(&file, q.exp, &q.sig) {
         return (StatusCode::FORBIDDEN, "this link is wrong or has expired\n").into_response();
     }
     match tokio::fs::read(links.dir.join(&file)).await {

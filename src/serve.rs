@@ -48,6 +48,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("starting the runtime")?,
     );
     let migration = runtime.store().migration_version().await.ok().flatten();
+    let links = crate::results::ResultLinks::new(
+        &args.storage.data_dir,
+        crate::settings::result_secret().as_deref(),
+        args.public_url.as_deref().unwrap_or(""),
+    )
+    .context("keeping the key that signs result links")?;
     let discord = discord_token();
     let _discord = match &discord {
         Some(t) => Some(
@@ -58,6 +64,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     proxy: args.discord_proxy.clone(),
                     roleplay_posts: args.discord_roleplay_posts,
                 },
+                links.clone(),
             )
             .await
             .context("starting the Discord front door")?,
@@ -100,14 +107,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token: token.map(Arc::from),
         admin_token: admin.map(Arc::from),
         payment_secret: crate::settings::payment_secret().map(Arc::from),
-        results: Some(
-            crate::results::ResultLinks::new(
-                &args.storage.data_dir,
-                crate::settings::result_secret().as_deref(),
-                args.public_url.as_deref().unwrap_or(""),
-            )
-            .context("keeping the key that signs result links")?,
-        ),
+        results: Some(links),
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

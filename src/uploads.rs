@@ -126,3 +126,43 @@ pub async fn upload(
         ),
     }
 }
+
+/// Why a picture could not be fetched from a chat service.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("the picture is larger than {} MB", actors::uploads::MAX_BYTES / (1024 * 1024))]
+    TooBig,
+    #[error("the picture could not be downloaded; send it again")]
+    Unreachable,
+}
+
+/// Downloads a picture a player sent (a Discord attachment, a Telegram
+/// file), reading at most `MAX_BYTES`: the size a service announces is not
+/// trusted.
+pub async fn download(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, FetchError> {
+    let mut response = client
+        .get(url)
+        .timeout(std::time::Duration::from_secs(60))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|_| FetchError::Unreachable)?;
+    if response
+        .content_length()
+        .is_some_and(|n| n > actors::uploads::MAX_BYTES as u64)
+    {
+        return Err(FetchError::TooBig);
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| FetchError::Unreachable)?
+    {
+        if bytes.len() + chunk.len() > actors::uploads::MAX_BYTES {
+            return Err(FetchError::TooBig);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}

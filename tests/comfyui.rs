@@ -12,33 +12,14 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::config::JobsConfig;
 use actors::{Runtime, RuntimeConfig};
-use kokoro::comfyui::{prompt_id, ComfyRender};
+use kokoro::comfyui::prompt_id;
 use serde_json::{json, Value};
 use support::fake_comfyui::{FakeComfy, PICTURE};
 use support::*;
 
-/// A runtime rendering on `comfy`, keeping results in the test's data dir,
-/// each workflow limited to `time_limit`.
 fn config(comfy: &FakeComfy, db: &TestDb, time_limit: Duration) -> RuntimeConfig {
-    let render = ComfyRender::new(&comfy.url(), db.dir.path()).unwrap();
-    let mut generation = actors::game::generation::GenerationData::default();
-    generation.workflows = generation.workflows.each(|w| {
-        w.time_limit = time_limit;
-        w.concurrency = 1;
-        w.daily_free = 0;
-    });
-    // Paid jobs: these tests are about charges and refunds.
-    generation.rules.trial_daily_free = 0;
-    RuntimeConfig {
-        jobs: JobsConfig {
-            render: Some(render),
-        },
-        generation: Arc::new(generation),
-        uploads: Some(actors::uploads::Uploads::new(db.dir.path().join("uploads"))),
-        ..RuntimeConfig::default()
-    }
+    comfy.runtime_config(db.dir.path(), time_limit)
 }
 
 async fn generate(rt: &Runtime, user: i64, prompt: &str) -> String {

@@ -34,7 +34,7 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
         proxy: Some(discord.base.clone()),
         roleplay_posts: false,
     };
-    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options)
+    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
         .await
         .expect("the bot starts");
 
@@ -137,6 +137,11 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
     db.drop_db().await;
 }
 
+/// Result links signed with a key kept in the test's data dir.
+fn links(db: &TestDb) -> kokoro::results::ResultLinks {
+    kokoro::results::ResultLinks::new(db.dir.path(), None, "").unwrap()
+}
+
 /// A member's post, as the gateway dispatches it.
 fn post(id: &str, author: &serde_json::Value, chars: usize) -> serde_json::Value {
     message(id, RP_CHANNEL, Some(GUILD), author, &"a".repeat(chars))
@@ -179,7 +184,7 @@ async fn roleplay_posts_earn_xp_and_level_roles_are_given() {
         proxy: Some(discord.base.clone()),
         roleplay_posts: true,
     };
-    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options)
+    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
         .await
         .expect("the bot starts");
 
@@ -330,6 +335,199 @@ async fn roleplay_posts_earn_xp_and_level_roles_are_given() {
 
 async fn wait_for(mut done: impl FnMut() -> bool) -> bool {
     for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+fn posts_in(discord: &FakeDiscord) -> Vec<serde_json::Value> {
+    let posted = discord.fake.posted.lock().unwrap();
+    posted.iter().map(|(_, body)| body.clone()).collect()
+}
+
+// `/generate` with an attached picture is deferred (fetching a picture may
+// outlast Discord's 3 seconds), the picture becomes the player's upload
+// and reaches ComfyUI, and when the job ends the player is told in the
+// channel they asked from: the picture attached and shown, or the reason
+// and the credits given back. A job that ends while the front door is down
+// is told when it is back, Discord failing for a moment delays a notice
+// but loses none, and each job is told once.
+both_backends!(
+    generated_pictures_are_posted_back_to_the_channel,
+    |backend| {
+        use support::fake_comfyui::{FakeComfy, PICTURE};
+        let db = TestDb::new(backend).await;
+        let comfy = FakeComfy::start().await;
+        let config = comfy.runtime_config(db.dir.path(), Duration::from_secs(20));
+        let runtime = Arc::new(
+            actors::Runtime::start(db.store().await, config)
+                .await
+                .unwrap(),
+        );
+        let discord = fake_discord(0).await;
+        let options = kokoro::discord::Options {
+            proxy: Some(discord.base.clone()),
+            roleplay_posts: false,
+        };
+        let bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
+            .await
+            .expect("the bot starts");
+        let channel = "700000000000000002";
+        let (alice, bob) = ("600000000000000001", "600000000000000002");
+
+        let picture = png(640, 480);
+        let attached = discord.attach("880000000000000001", "cat.png", &picture);
+        discord.send(interaction(
+            "2001",
+            alice,
+            "generate",
+            json!([{"name": "workflow", "type": 3, "value": "upscale"},
+               {"name": "picture", "type": 11, "value": "880000000000000001"}]),
+            json!({"attachments": {"880000000000000001": attached}}),
+        ));
+        let deferred = discord.answer("2001", 1).await;
+        assert_eq!(deferred["type"], 5, "deferred first: {deferred}");
+        let queued = discord.answer("2001", 2).await;
+        assert!(shown(&queued).contains("Queued"), "{queued}");
+        assert!(shown(&queued).contains("held"), "{queued}");
+
+        discord.send(interaction(
+            "2002",
+            bob,
+            "generate",
+            json!([{"name": "workflow", "type": 3, "value": "image"},
+               {"name": "prompt", "type": 3, "value": "explode"}]),
+            json!({}),
+        ));
+        let answered = discord.answer("2002", 1).await;
+        assert_eq!(answered["type"], 4, "answered at once: {answered}");
+
+        assert!(
+            wait_for_long(|| posts_in(&discord).len() >= 2).await,
+            "both players told: {:?}",
+            posts_in(&discord)
+        );
+        let posts = posts_in(&discord);
+        let to = |user: &str| {
+            posts
+                .iter()
+                .find(|p| p["content"] == format!("<@{user}>"))
+                .cloned()
+                .unwrap_or_else(|| panic!("no post for {user}: {posts:?}"))
+        };
+        let done = to(alice);
+        assert_eq!(done["allowed_mentions"]["users"], json!([alice]), "{done}");
+        let embed = &done["embeds"][0];
+        assert_eq!(embed["title"], "Your Upscale ×4 is ready", "{done}");
+        assert!(embed["description"]
+            .as_str()
+            .unwrap()
+            .contains("5 credits charged"));
+        let files = discord.fake.files.lock().unwrap().clone();
+        assert_eq!(files.len(), 1, "the picture attached once");
+        let (posted_in, name, bytes) = &files[0];
+        assert_eq!((posted_in.as_str(), bytes.as_slice()), (channel, PICTURE));
+        assert_eq!(embed["image"]["url"], format!("attachment://{name}"));
+        // What the player attached is what ComfyUI was given.
+        assert_eq!(comfy.uploads()[0].1, picture);
+
+        let failed = to(bob);
+        let text = failed["embeds"][0]["description"].as_str().unwrap();
+        assert_eq!(
+            failed["embeds"][0]["title"],
+            "Your Text to image job failed"
+        );
+        assert!(text.contains("10 credits given back"), "{failed}");
+
+        // Not a picture: a private, short refusal, and nothing charged.
+        let text_file = discord.attach("880000000000000002", "notes.txt", b"just some notes");
+        discord.send(interaction(
+            "2003",
+            bob,
+            "generate",
+            json!([{"name": "workflow", "type": 3, "value": "upscale"},
+               {"name": "picture", "type": 11, "value": "880000000000000002"}]),
+            json!({"attachments": {"880000000000000002": text_file}}),
+        ));
+        let refused = discord.answer("2003", 2).await;
+        assert!(ephemeral(&refused), "{refused}");
+        assert!(
+            content(&refused).contains("not a PNG, JPEG or WebP"),
+            "{refused}"
+        );
+        let bob_key = actors::UserKey::new(
+            actors::GuildId::new(700000000000000001).unwrap(),
+            bob.parse().unwrap(),
+        );
+        let credits = runtime
+            .dispatch(actors::Command {
+                id: None,
+                key: bob_key,
+                kind: actors::CommandKind::Generation(
+                    actors::game::generation::GenerationCommand::Credits,
+                ),
+            })
+            .await;
+        assert_eq!(credits.data["credits"], 50, "{credits:?}");
+
+        // The front door goes down; a job ends meanwhile; Discord then fails
+        // once. The player is told after the restart, once.
+        bot.abort();
+        let _ = bot.await;
+        let guild = actors::GuildId::new(700000000000000001).unwrap();
+        let alice_key = actors::UserKey::new(guild, alice.parse().unwrap());
+        let queued = runtime
+            .dispatch(actors::Command {
+                id: None,
+                key: alice_key,
+                kind: actors::CommandKind::Generation(
+                    actors::game::generation::GenerationCommand::Generate {
+                        workflow: "image".into(),
+                        prompt: "a lighthouse".into(),
+                        image: None,
+                        notify: Some(format!("discord:{channel}")),
+                    },
+                ),
+            })
+            .await;
+        assert!(queued.ok, "{queued:?}");
+        let id = queued.data["job_id"].as_str().unwrap().to_owned();
+        for _ in 0..1000 {
+            let stored = runtime.store().job(&id).await.unwrap().unwrap();
+            if stored.status == actors::job::JobStatus::Done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(posts_in(&discord).len(), 2, "nobody to tell while down");
+        *discord.fake.failing_posts.lock().unwrap() = 1;
+        let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
+            .await
+            .expect("the bot starts again");
+        assert!(
+            wait_for_long(|| posts_in(&discord).len() >= 3).await,
+            "told after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let posts = posts_in(&discord);
+        assert_eq!(posts.len(), 3, "each job told once: {posts:?}");
+        assert_eq!(posts[2]["embeds"][0]["footer"]["text"], format!("job {id}"));
+        assert_eq!(
+            *discord.fake.failing_posts.lock().unwrap(),
+            0,
+            "the 503 was met"
+        );
+        db.drop_db().await;
+    }
+);
+
+/// Like `wait_for`, for what takes a render and a retry: up to 20 s.
+async fn wait_for_long(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..2000 {
         if done() {
             return true;
         }

@@ -104,6 +104,9 @@ pub struct CommitProgress {
     /// (`storage_unavailable`), and of the last batch it took.
     pub last_failure_ms: AtomicI64,
     pub last_success_ms: AtomicI64,
+    /// Jobs closed so far: bumped by each commit that closed one, so the
+    /// front doors wake to tell their players (`subscribe`).
+    pub jobs_ended: tokio::sync::watch::Sender<u64>,
 }
 
 /// The handle: cheap to clone, hides the mailbox.
@@ -479,6 +482,15 @@ impl Writer {
             p.last_failure_ms.store(unix_ms(), Ordering::Relaxed);
         } else if results.iter().any(Result::is_ok) {
             p.last_success_ms.store(unix_ms(), Ordering::Relaxed);
+        }
+        let ended = batch
+            .writes
+            .iter()
+            .zip(&results)
+            .filter(|(ws, r)| matches!(r, Ok(CommitOutcome::Applied)) && ws.job_close().is_some())
+            .count() as u64;
+        if ended > 0 {
+            p.jobs_ended.send_modify(|n| *n += ended);
         }
         for (done, result) in batch.dones.into_iter().zip(results) {
             // The caller may have gone away; its write stands regardless.

@@ -108,9 +108,32 @@ pub async fn generate(
     #[description = "Which workflow"]
     #[autocomplete = "workflows"]
     workflow: String,
-    #[description = "What to make"] prompt: String,
+    #[description = "What to make (workflows that animate a picture need none)"] prompt: Option<
+        String,
+    >,
+    #[description = "Your picture, for workflows that take one (PNG, JPEG or WebP)"]
+    picture: Option<poise::serenity_prelude::Attachment>,
 ) -> Result<(), Error> {
-    let args = json!({ "workflow": workflow, "prompt": prompt });
+    let mut args = json!({ "workflow": workflow });
+    if let Some(p) = prompt {
+        args["prompt"] = Value::from(p);
+    }
+    if let Some(picture) = picture {
+        // Fetching and checking a picture can outlast Discord's 3 seconds.
+        ctx.defer_ephemeral().await?;
+        match super::keep_picture(ctx, &picture).await {
+            Ok(id) => args["image"] = Value::from(id),
+            Err(why) => {
+                ctx.send(
+                    poise::CreateReply::default()
+                        .content(format!("⚠️ {why}"))
+                        .ephemeral(true),
+                )
+                .await?;
+                return Ok(());
+            }
+        }
+    }
     super::run(ctx, "generate", args).await
 }
 

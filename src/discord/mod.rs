@@ -8,6 +8,7 @@
 //! reconnects, from the shard manager and stage-change events.
 
 mod commands;
+mod notices;
 mod posts;
 mod render;
 
@@ -22,6 +23,10 @@ use actors::telemetry as m;
 
 pub struct Data {
     runtime: Arc<Runtime>,
+    /// Links to results, for `jobs`.
+    links: crate::results::ResultLinks,
+    /// Fetches pictures players attach.
+    client: reqwest::Client,
 }
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -29,6 +34,9 @@ type Ctx<'a> = poise::Context<'a, Data, Error>;
 
 /// How often shard latencies are sampled into their gauge.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// Discord waits 3 seconds for an interaction's first answer: a command
+/// not answered by then is deferred (answered later, privately).
+const DEFER_AFTER: Duration = Duration::from_secs(2);
 
 /// How the Discord front door is run.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +57,7 @@ pub async fn start(
     runtime: Arc<Runtime>,
     token: &str,
     options: &Options,
+    links: crate::results::ResultLinks,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut http = serenity::HttpBuilder::new(token);
     if let Some(p) = &options.proxy {
@@ -63,6 +72,7 @@ pub async fn start(
         })
         .setup({
             let runtime = runtime.clone();
+            let links = links.clone();
             move |ctx, ready, framework| {
                 Box::pin(async move {
                     poise::builtins::register_globally(ctx, &framework.options().commands).await?;
@@ -72,7 +82,11 @@ pub async fn start(
                         shard = ?ready.shard,
                         "Discord front door ready; slash commands registered"
                     );
-                    Ok(Data { runtime })
+                    Ok(Data {
+                        runtime,
+                        links,
+                        client: reqwest::Client::new(),
+                    })
                 })
             }
         })
@@ -88,15 +102,31 @@ pub async fn start(
         .framework(framework)
         .event_handler(ShardWatch::default());
     if options.roleplay_posts {
-        builder = builder.event_handler(posts::RoleplayPosts { runtime });
+        builder = builder.event_handler(posts::RoleplayPosts {
+            runtime: runtime.clone(),
+        });
     }
     let mut client = builder.await?;
     tokio::spawn(sample_latency(client.shard_manager.clone()));
+    // Notices go over the REST API, so they need no gateway connection:
+    // they start at once and catch up on jobs that ended while kokoro was
+    // down. They stop with the front door (the guard aborts them).
+    let notices = tokio::spawn(notices::deliver(runtime, client.http.clone(), links));
     Ok(tokio::spawn(async move {
+        let _notices = AbortOnDrop(notices);
         if let Err(e) = client.start_autosharded().await {
             tracing::error!(error = %e, "the Discord front door stopped");
         }
     }))
+}
+
+/// Aborts a task when dropped: a helper task lives no longer than its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Answers one slash command through the runtime.
@@ -105,17 +135,38 @@ async fn run(ctx: Ctx<'_>, name: &str, args: Value) -> Result<(), Error> {
         ctx.say("Use this command in a server.").await?;
         return Ok(());
     };
+    // The dispatch is raced against Discord's 3-second window: a command
+    // still waiting (storage slow, a queue busy) is deferred, not lost.
+    let reply = {
+        let dispatch = dispatch(&ctx, key, name, &args);
+        tokio::pin!(dispatch);
+        match tokio::time::timeout(DEFER_AFTER, &mut dispatch).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                ctx.defer_ephemeral().await?;
+                dispatch.await
+            }
+        }
+    };
+    ctx.send(render::reply(&reply)).await?;
+    Ok(())
+}
+
+/// The `Reply` to one slash command: admin commands checked for Manage
+/// Server, `generate` told where to announce its job's end, `jobs`' results
+/// made links.
+async fn dispatch(ctx: &Ctx<'_>, key: UserKey, name: &str, args: &Value) -> actors::Reply {
     let id = match ctx {
         poise::Context::Application(a) => {
             a.interaction.id.get().to_string().parse::<CommandId>().ok()
         }
         poise::Context::Prefix(_) => None,
     };
-    let reply = match CommandKind::parse(name, &args) {
+    let mut reply = match CommandKind::parse(name, args) {
         // Admin commands: kokoro checks Manage Guild itself, whatever the
         // server's command permissions say.
         Ok(kind) if kind.is_admin() => {
-            if manages_guild(&ctx) {
+            if manages_guild(ctx) {
                 let runtime = &ctx.data().runtime;
                 runtime.dispatch_admin(Command { id, key, kind }).await
             } else {
@@ -126,11 +177,52 @@ async fn run(ctx: Ctx<'_>, name: &str, args: Value) -> Result<(), Error> {
                 )
             }
         }
-        Ok(kind) => ctx.data().runtime.dispatch(Command { id, key, kind }).await,
+        Ok(mut kind) => {
+            if let CommandKind::Generation(
+                actors::game::generation::GenerationCommand::Generate { notify, .. },
+            ) = &mut kind
+            {
+                *notify = Some(format!("discord:{}", ctx.channel_id()));
+            }
+            ctx.data().runtime.dispatch(Command { id, key, kind }).await
+        }
         Err(e) => actors::Reply::error(name, actors::ErrorCode::InvalidArgument, e.to_string()),
     };
-    ctx.send(render::reply(&reply)).await?;
-    Ok(())
+    if reply.ok && name == "jobs" {
+        let links = &ctx.data().links;
+        if links.public_link("results/x").is_some() {
+            links.rewrite_jobs(&mut reply.data);
+        }
+    }
+    reply
+}
+
+/// Fetches a picture a player attached and keeps it as their upload; its
+/// id, or what to tell them.
+async fn keep_picture(ctx: Ctx<'_>, picture: &serenity::Attachment) -> Result<String, String> {
+    let (Some(key), Some(uploads)) = (player(&ctx), ctx.data().runtime.config().uploads.as_ref())
+    else {
+        return Err("This server does not take pictures.".into());
+    };
+    if picture.size as usize > actors::uploads::MAX_BYTES {
+        return Err(sentence(&crate::uploads::FetchError::TooBig.to_string()));
+    }
+    let bytes = crate::uploads::download(&ctx.data().client, &picture.url)
+        .await
+        .map_err(|e| sentence(&e.to_string()))?;
+    uploads
+        .store(key, &bytes)
+        .await
+        .map(|u| u.id)
+        .map_err(|e| sentence(&e.to_string()))
+}
+
+/// "the file is empty" as "The file is empty.".
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        format!("{}{}.", first.to_uppercase(), chars.as_str())
+    })
 }
 
 /// Whether the member who sent the interaction may manage the server, as

@@ -59,6 +59,13 @@ fn embed(r: &Reply) -> CreateEmbed {
             e = e.field(label, v.to_string(), true);
         }
     }
+    if let Some(held) = d
+        .get("credits_held")
+        .and_then(Value::as_i64)
+        .filter(|h| *h > 0)
+    {
+        e = e.field("Held by jobs", held.to_string(), true);
+    }
     if let Some(level) = d.get("level").and_then(Value::as_i64) {
         e = e.field("Level", level.to_string(), true);
     }

@@ -54,6 +54,32 @@ pub struct FakeComfy {
 }
 
 impl FakeComfy {
+    /// A runtime rendering on this ComfyUI, keeping results and uploads in
+    /// `data_dir`, each workflow limited to `time_limit`, every job paid
+    /// (no free jobs): the tests are about charges and refunds.
+    pub fn runtime_config(
+        &self,
+        data_dir: &std::path::Path,
+        time_limit: Duration,
+    ) -> actors::RuntimeConfig {
+        let render = kokoro::comfyui::ComfyRender::new(&self.url(), data_dir).unwrap();
+        let mut generation = actors::game::generation::GenerationData::default();
+        generation.workflows = generation.workflows.each(|w| {
+            w.time_limit = time_limit;
+            w.concurrency = 1;
+            w.daily_free = 0;
+        });
+        generation.rules.trial_daily_free = 0;
+        actors::RuntimeConfig {
+            jobs: actors::config::JobsConfig {
+                render: Some(render),
+            },
+            generation: Arc::new(generation),
+            uploads: Some(actors::uploads::Uploads::new(data_dir.join("uploads"))),
+            ..actors::RuntimeConfig::default()
+        }
+    }
+
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -15,6 +15,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+/// A file the bot attached: (channel id, file name, bytes).
+pub type PostedFile = (String, String, Vec<u8>);
+
 pub const APP_ID: &str = "900000000000000001";
 pub const BOT_ID: &str = "900000000000000002";
 
@@ -31,6 +34,13 @@ pub struct Fake {
     pub intents: Arc<Mutex<u64>>,
     /// Messages the bot posted: (channel id, body).
     pub posted: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Files the bot attached to its posts: (channel id, file name, bytes).
+    pub files: Arc<Mutex<Vec<PostedFile>>>,
+    /// What members attached, served at `/attachments/{name}` as Discord's
+    /// CDN serves them.
+    pub attachments: Arc<Mutex<std::collections::HashMap<String, Vec<u8>>>>,
+    /// Answer this many more posts with 503 (Discord is having trouble).
+    pub failing_posts: Arc<Mutex<u32>>,
     /// Roles the bot added: (guild, user, role).
     pub roles_added: Arc<Mutex<Vec<(String, String, String)>>>,
     /// Roles the bot may not give (Discord answers 403, code 50013).
@@ -149,12 +159,65 @@ async fn add_role(
     axum::http::StatusCode::NO_CONTENT.into_response()
 }
 
-/// `POST /channels/{c}/messages`: answers with the message created.
+/// `POST /channels/{c}/messages`: answers with the message created. The
+/// body is JSON, or multipart when files come with it: the message as
+/// `payload_json` and each file as `files[n]`, as Discord takes them.
 async fn create_message(
     State(f): State<Fake>,
     Path(channel): Path<String>,
-    Json(body): Json<Value>,
-) -> Json<Value> {
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::extract::FromRequest;
+    use axum::response::IntoResponse;
+    {
+        let mut failing = f.failing_posts.lock().unwrap();
+        if *failing > 0 {
+            *failing -= 1;
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error",
+            )
+                .into_response();
+        }
+    }
+    let multipart = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let body: Value = if multipart {
+        let Ok(mut form) = axum::extract::Multipart::from_request(request, &()).await else {
+            return bad_request("unreadable multipart body");
+        };
+        let mut payload = Value::Null;
+        while let Ok(Some(field)) = form.next_field().await {
+            let name = field.name().unwrap_or_default().to_owned();
+            let file = field.file_name().map(str::to_owned);
+            let Ok(bytes) = field.bytes().await else {
+                return bad_request("unreadable part");
+            };
+            if name == "payload_json" {
+                payload = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            } else if name.starts_with("files[") {
+                let Some(file) = file else {
+                    return bad_request("a file part needs a file name");
+                };
+                f.files
+                    .lock()
+                    .unwrap()
+                    .push((channel.clone(), file, bytes.to_vec()));
+            }
+        }
+        payload
+    } else {
+        let Ok(Json(body)) = Json::<Value>::from_request(request, &()).await else {
+            return bad_request("unreadable JSON body");
+        };
+        body
+    };
+    if body.is_null() {
+        return bad_request("no message");
+    }
     let content = body["content"].as_str().unwrap_or_default().to_owned();
     let n = {
         let mut posted = f.posted.lock().unwrap();
@@ -169,7 +232,48 @@ async fn create_message(
         &content,
     );
     m["author"]["bot"] = json!(true);
+    Json(m).into_response()
+}
+
+/// Discord's 400 for a malformed request: `{"message", "code": 50035}`.
+fn bad_request(why: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = json!({"message": format!("Invalid Form Body: {why}"), "code": 50035});
+    (axum::http::StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// `POST /webhooks/{app}/{token}`: a follow-up to an interaction (after a
+/// deferral), kept with the interaction's answers; answers with the message.
+async fn followup(
+    State(f): State<Fake>,
+    Path((_app, token)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let id = token.trim_start_matches("token-").to_owned();
+    let content = body["content"].as_str().unwrap_or_default().to_owned();
+    f.answers
+        .lock()
+        .unwrap()
+        .push((id, json!({"type": "followup", "data": body})));
+    let mut m = message(
+        "960000000000000001",
+        "700000000000000002",
+        None,
+        &user(BOT_ID),
+        &content,
+    );
+    m["author"]["bot"] = json!(true);
+    m["webhook_id"] = json!(APP_ID);
     Json(m)
+}
+
+/// `GET /attachments/{name}`: a member's attachment, as the CDN serves it.
+async fn attachment(State(f): State<Fake>, Path(name): Path<String>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match f.attachments.lock().unwrap().get(&name) {
+        Some(bytes) => bytes.clone().into_response(),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// A message object as Discord sends it in MESSAGE_CREATE and answers to
@@ -212,6 +316,9 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
         identifies: Arc::default(),
         intents: Arc::default(),
         posted: Arc::default(),
+        files: Arc::default(),
+        attachments: Arc::default(),
+        failing_posts: Arc::default(),
         roles_added: Arc::default(),
         forbidden_roles: Arc::default(),
         drop_after,
@@ -229,6 +336,8 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
             put(add_role),
         )
         .route("/api/v10/channels/{channel}/messages", post(create_message))
+        .route("/api/v10/webhooks/{app}/{token}", post(followup))
+        .route("/attachments/{name}", get(attachment))
         .route("/gateway", get(gateway))
         .with_state(fake.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -258,6 +367,19 @@ pub fn interaction(id: &str, user_id: &str, name: &str, options: Value, resolved
 }
 
 impl FakeDiscord {
+    /// Keeps `bytes` as a member's attachment; its `resolved.attachments`
+    /// entry, as an interaction carries it.
+    pub fn attach(&self, id: &str, name: &str, bytes: &[u8]) -> Value {
+        self.fake
+            .attachments
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), bytes.to_vec());
+        let url = format!("{}/attachments/{name}", self.base);
+        json!({"id": id, "filename": name, "size": bytes.len(), "url": url, "proxy_url": url,
+               "content_type": "image/png", "width": 512, "height": 512, "ephemeral": true})
+    }
+
     /// Dispatches an interaction on the gateway.
     pub fn send(&self, v: Value) {
         self.event("INTERACTION_CREATE", v);

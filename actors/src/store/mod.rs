@@ -313,6 +313,24 @@ impl Store {
         on_pool!(self, (p, q) => q::job(p, id).await)
     }
 
+    /// Ended jobs whose player asked through `door` and has not been told
+    /// yet, each with the door's address (a channel, a chat), the
+    /// longest-ended first.
+    pub async fn jobs_to_notify(
+        &self,
+        door: &str,
+        limit: i64,
+    ) -> Result<Vec<(StoredJob, String)>, StoreError> {
+        on_pool!(self, (p, q) => q::jobs_to_notify(p, door, limit).await)
+    }
+
+    /// Records that the player was told that job `id` ended. Written
+    /// directly, not through group commit: it changes no game state, and a
+    /// notice lost to a crash before this lands is sent again (at least once).
+    pub async fn mark_notified(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        on_pool!(self, (p, q) => q::mark_notified(p, id, at_ms).await)
+    }
+
     /// A player's newest `limit` jobs, newest first.
     pub async fn jobs_of(&self, key: UserKey, limit: i64) -> Result<Vec<StoredJob>, StoreError> {
         on_pool!(self, (p, q) => q::jobs_of(p, key, limit).await)

@@ -539,6 +539,36 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 row.as_ref().map(stored_job).transpose()
             }
 
+            /// Ended jobs whose player asked through `door` (`discord`,
+            /// `telegram`) and has not been told yet, the longest-ended first.
+            pub async fn jobs_to_notify(pool: &Pool, door: &str, limit: i64) -> Result<Vec<(StoredJob, String)>, StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", job_columns!(), " FROM jobs WHERE notify IS NOT NULL AND notified_ms IS NULL \
+                     AND status <> 'queued' AND notify LIKE $1 ORDER BY finished_ms, id LIMIT $2"
+                ))
+                .bind(format!("{door}:%"))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let job = stored_job(r)?;
+                        let to = job.job.notify.as_deref().and_then(|n| n.split_once(':')).map(|(_, to)| to.to_owned());
+                        to.map(|to| (job, to)).ok_or_else(|| StoreError::Corrupt("a job's notify has no address".into()))
+                    })
+                    .collect()
+            }
+
+            /// Records that the player was told `id` ended.
+            pub async fn mark_notified(pool: &Pool, id: &str, at_ms: i64) -> Result<(), StoreError> {
+                sqlx::query("UPDATE jobs SET notified_ms = $1 WHERE id = $2 AND notified_ms IS NULL")
+                    .bind(at_ms)
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            }
+
             /// A player's newest jobs, newest first.
             pub async fn jobs_of(pool: &Pool, key: UserKey, limit: i64) -> Result<Vec<StoredJob>, StoreError> {
                 let rows = sqlx::query(concat!(
