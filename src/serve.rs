@@ -72,9 +72,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    if let Some(uploads) = runtime.config().uploads.clone() {
-        tokio::spawn(prune_uploads(uploads));
-    }
+    tokio::spawn(prune_kept_files(
+        runtime.config().uploads.clone(),
+        args.storage.data_dir.join("results"),
+        std::time::Duration::from_secs(args.results_retention_days * 86_400),
+    ));
 
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
@@ -143,16 +145,28 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// Deletes uploads past their retention, hourly, off the async threads.
-async fn prune_uploads(uploads: actors::uploads::Uploads) {
+/// Deletes uploads and results past their retention, hourly, off the
+/// async threads.
+async fn prune_kept_files(
+    uploads: Option<actors::uploads::Uploads>,
+    results: std::path::PathBuf,
+    keep_results: std::time::Duration,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        let u = uploads.clone();
-        match tokio::task::spawn_blocking(move || u.prune(actors::uploads::RETENTION)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "pruned uploads past their retention"),
-            Err(e) => tracing::warn!(error = %e, "could not prune uploads"),
+        let (u, r) = (uploads.clone(), results.clone());
+        let pruned = tokio::task::spawn_blocking(move || {
+            let uploads = u.map_or(0, |u| u.prune(actors::uploads::RETENTION));
+            (uploads, actors::uploads::prune_files(&r, keep_results))
+        })
+        .await;
+        match pruned {
+            Ok((0, 0)) => {}
+            Ok((uploads, results)) => {
+                tracing::info!(uploads, results, "deleted files past their retention");
+            }
+            Err(e) => tracing::warn!(error = %e, "could not prune kept files"),
         }
     }
 }

@@ -305,6 +305,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KOKORO_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Days a finished job's picture or video is kept under the data dir's
+    /// results/; older ones are deleted (their links then answer 404).
+    #[arg(long, env = "KOKORO_RESULTS_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub results_retention_days: u64,
+
     /// Daily log files kept in --log-dir; older ones are deleted.
     #[arg(long, env = "KOKORO_LOG_RETENTION_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub log_retention_days: u64,

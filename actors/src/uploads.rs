@@ -155,11 +155,18 @@ impl Uploads {
 
     /// Deletes uploads older than `keep`; returns how many.
     pub fn prune(&self, keep: Duration) -> usize {
-        let Some(cutoff) = SystemTime::now().checked_sub(keep) else {
-            return 0;
-        };
-        prune_dir(&self.dir, cutoff, 0)
+        prune_files(&self.dir, keep)
     }
+}
+
+/// Deletes the files under `dir` (two levels down at most) last written
+/// longer than `keep` ago; returns how many. Kept files (uploads, results)
+/// are written once, so their age is their last write.
+pub fn prune_files(dir: &Path, keep: Duration) -> usize {
+    let Some(cutoff) = SystemTime::now().checked_sub(keep) else {
+        return 0;
+    };
+    prune_dir(dir, cutoff, 0)
 }
 
 fn prune_dir(dir: &Path, cutoff: SystemTime, depth: usize) -> usize {
