@@ -407,6 +407,16 @@ both_backends!(
             }
         }
         assert!(queued.len() >= 40, "{} queued", queued.len());
+        // While they render, each player's queued jobs hold their prices
+        // and nothing is charged yet.
+        let audit = rt.audit().await.unwrap();
+        let held: i64 = replies
+            .iter()
+            .filter(|r| r.ok)
+            .map(|r| r.data["held"].as_i64().unwrap())
+            .sum();
+        assert!(audit.credits_held <= held && held > 0, "{} of {held} held", audit.credits_held);
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
         // Every queued job reaches a final state.
         for (user, id) in &queued {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -444,6 +454,8 @@ both_backends!(
             assert_eq!(credits(&rt, user).await, 50 - spent, "player {user}");
         }
         assert_eq!(done + failed, queued.len());
+        let audit = rt.audit().await.unwrap();
+        assert_eq!(audit.credits_held, 0, "every hold charged or released");
         assert!(
             done > 0 && failed > 0,
             "{done} done, {failed} failed and refunded"
