@@ -131,6 +131,11 @@ pub struct RuntimeArgs {
     /// The free-job rules (TOML: the trial, VIP): replaces the shipped ones.
     #[arg(long, env = "KOKORO_CREDITS_FILE")]
     pub credits_file: Option<PathBuf>,
+
+    /// The credit packs sold for Telegram Stars (TOML): replaces the
+    /// shipped ones.
+    #[arg(long, env = "KOKORO_PACKS_FILE")]
+    pub packs_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +196,10 @@ impl RuntimeArgs {
             rules: match &self.credits_file {
                 None => CreditRules::default(),
                 Some(path) => CreditRules::load(path)?,
+            },
+            packs: match &self.packs_file {
+                None => actors::game::generation::packs::Packs::shipped(),
+                Some(path) => actors::game::generation::packs::Packs::load(path)?,
             },
         };
         Ok(RuntimeConfig {

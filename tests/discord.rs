@@ -485,7 +485,7 @@ both_backends!(
                 key: alice_key,
                 kind: actors::CommandKind::Generation(
                     actors::game::generation::GenerationCommand::Generate {
-                        workflow: "image".into(),
+                        workflow: Some("image".into()),
                         prompt: "a lighthouse".into(),
                         image: None,
                         notify: Some(format!("discord:{channel}")),

@@ -121,6 +121,7 @@ impl CommandKind {
             self,
             Self::Generation(
                 GenerationCommand::Generate { .. }
+                    | GenerationCommand::Choose { .. }
                     | GenerationCommand::Credits
                     | GenerationCommand::Vip { .. }
             )
@@ -354,7 +355,7 @@ mod tests {
                 json!({"workflow": "image", "prompt": " a fox "})
             ),
             Ok(CommandKind::Generation(GenerationCommand::Generate {
-                workflow: "image".into(),
+                workflow: Some("image".into()),
                 prompt: "a fox".into(),
                 image: None,
                 notify: None
@@ -399,6 +400,7 @@ mod tests {
             json!({"user": "5", "character": "Ayla"}),
             json!({"user": "5", "days": 7}),
             json!({"payment_id": "pay_123", "credits": 100}),
+            json!({"workflow": "image"}),
         ];
         let mut covered = 0;
         for name in CommandKind::names() {

@@ -246,6 +246,20 @@ impl UserActor {
                         return Next::Continue;
                     }
                 }
+                // No workflow named: the one the player chose (the rules
+                // refuse, with nothing reserved, if there is none).
+                let now_ms = self.context(&guild).now_ms;
+                let chosen = self.state.allowance().and_then(|a| a.chosen(now_ms));
+                let Some(workflow) = workflow.as_deref().or(chosen.map(|w| w.as_str())) else {
+                    answer.send(refusal_reply(
+                        name,
+                        Refusal::new(
+                            ErrorCode::NotFound,
+                            "Choose a workflow first (generate_choose, or /generate).",
+                        ),
+                    ));
+                    return Next::Continue;
+                };
                 match self.reserve(workflow) {
                     Ok(r) => Some(r),
                     Err(refusal) => {

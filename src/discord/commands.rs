@@ -30,6 +30,7 @@ no_options! {
     inventory => "What you own",
     credits => "Your credits and today's generation prices",
     lucky => "Draw today's discount on image and video generation",
+    topup => "Credit packs on sale",
     jobs => "Your latest image and video jobs",
     arena_join => "Enter the arena (entry fee in gold)",
     arena_leave => "Leave the arena before a match (fee refunded)",
@@ -105,16 +106,19 @@ async fn workflows(ctx: Ctx<'_>, partial: &str) -> Vec<AutocompleteChoice> {
 #[poise::command(slash_command, guild_only)]
 pub async fn generate(
     ctx: Ctx<'_>,
-    #[description = "Which workflow"]
+    #[description = "Which workflow (default: the one you chose with /generate_choose)"]
     #[autocomplete = "workflows"]
-    workflow: String,
+    workflow: Option<String>,
     #[description = "What to make (workflows that animate a picture need none)"] prompt: Option<
         String,
     >,
     #[description = "Your picture, for workflows that take one (PNG, JPEG or WebP)"]
     picture: Option<poise::serenity_prelude::Attachment>,
 ) -> Result<(), Error> {
-    let mut args = json!({ "workflow": workflow });
+    let mut args = json!({});
+    if let Some(w) = workflow {
+        args["workflow"] = Value::from(w);
+    }
     if let Some(p) = prompt {
         args["prompt"] = Value::from(p);
     }
@@ -135,6 +139,17 @@ pub async fn generate(
         }
     }
     super::run(ctx, "generate", args).await
+}
+
+/// Choose the workflow your next /generate uses
+#[poise::command(slash_command, guild_only)]
+pub async fn generate_choose(
+    ctx: Ctx<'_>,
+    #[description = "Which workflow"]
+    #[autocomplete = "workflows"]
+    workflow: String,
+) -> Result<(), Error> {
+    super::run(ctx, "generate_choose", json!({ "workflow": workflow })).await
 }
 
 /// Cancel a job that has not finished (credits refunded)
@@ -444,7 +459,9 @@ pub fn all() -> Vec<poise::Command<super::Data, Error>> {
         leaderboard(),
         credits(),
         lucky(),
+        topup(),
         generate(),
+        generate_choose(),
         jobs(),
         cancel(),
         arena_join(),

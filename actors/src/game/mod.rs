@@ -56,7 +56,7 @@ mod tests {
     use crate::domain::Currency;
     use crate::game::economy::shop::Catalogue;
     use crate::game::economy::EconomyCommand as E;
-    use crate::game::generation::credits;
+    use crate::game::generation::{allowance, credits};
     use crate::game::generation::{close_job, GenerationCommand as G};
     use crate::ids::UserKey;
     use crate::job::{Job, JobStatus};
@@ -265,7 +265,7 @@ mod tests {
         );
         assert_eq!(again.unwrap_err().code, ErrorCode::AlreadyClaimed);
         let image = CommandKind::Generation(G::Generate {
-            workflow: "image".into(),
+            workflow: Some("image".into()),
             prompt: "a cat".into(),
             image: None,
             notify: None,
@@ -294,7 +294,7 @@ mod tests {
         });
         let generate = |workflow: &str, prompt: &str| {
             let kind = CommandKind::Generation(G::Generate {
-                workflow: workflow.into(),
+                workflow: Some(workflow.into()),
                 prompt: prompt.into(),
                 image: None,
                 notify: None,
@@ -329,7 +329,7 @@ mod tests {
         });
         let c = ctx(&cat);
         let image = CommandKind::Generation(G::Generate {
-            workflow: "image".into(),
+            workflow: Some("image".into()),
             prompt: "a fox".into(),
             image: None,
             notify: None,
@@ -382,7 +382,7 @@ mod tests {
             ..Default::default()
         });
         let image = CommandKind::Generation(G::Generate {
-            workflow: "image".into(),
+            workflow: Some("image".into()),
             prompt: "a fox".into(),
             image: None,
             notify: None,
@@ -427,7 +427,7 @@ mod tests {
             &s,
             key(1),
             &CommandKind::Generation(G::Generate {
-                workflow: "image".into(),
+                workflow: Some("image".into()),
                 prompt: "a fox".into(),
                 image: None,
                 notify: None,
@@ -469,6 +469,54 @@ mod tests {
         assert_eq!((d.state.credits, d.state.credits_held), (20, 20));
     }
 
+    #[test]
+    fn a_chosen_workflow_serves_the_next_generate_once_within_the_hour() {
+        let cat = Catalogue::shipped();
+        let mut c = ctx(&cat);
+        let s = read(UserState {
+            exists: true,
+            credits: 100,
+            ..Default::default()
+        });
+        let choose = CommandKind::Generation(G::Choose {
+            workflow: "image".into(),
+        });
+        let unnamed = CommandKind::Generation(G::Generate {
+            workflow: None,
+            prompt: "a fox".into(),
+            image: None,
+            notify: None,
+        });
+        let refused = decide(&s, key(1), &unnamed, None, &c).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::NotFound, "nothing chosen yet");
+        let chose = decide(&s, key(1), &choose, None, &c).unwrap();
+        assert!(chose.message.contains("say what to make"), "{}", chose.message);
+        let queued = decide(&chose.state, key(1), &unnamed, None, &c).unwrap();
+        assert_eq!(queued.data["workflow"], "image");
+        assert_eq!(
+            decide(&queued.state, key(1), &unnamed, None, &c)
+                .unwrap_err()
+                .code,
+            ErrorCode::NotFound,
+            "a choice serves one job"
+        );
+        c.now_ms += allowance::CHOICE_LASTS_MS;
+        assert_eq!(
+            decide(&chose.state, key(1), &unnamed, None, &c)
+                .unwrap_err()
+                .code,
+            ErrorCode::NotFound,
+            "a choice lasts an hour"
+        );
+        let unknown = CommandKind::Generation(G::Choose {
+            workflow: "audio".into(),
+        });
+        assert_eq!(
+            decide(&s, key(1), &unknown, None, &c).unwrap_err().code,
+            ErrorCode::NotFound
+        );
+    }
+
     proptest! {
         /// Whatever sequence of commands, every draft's ledger explains its
         /// balances exactly, no balance is negative, and a player never has
@@ -489,7 +537,7 @@ mod tests {
                     2 => CommandKind::Economy(E::Buy { item: "bait".into(), quantity: amount % 20 + 1 }),
                     3 => CommandKind::Economy(E::Buy { item: "lucky_charm".into(), quantity: 1 }),
                     4 => CommandKind::Generation(G::Lucky),
-                    5 => CommandKind::Generation(G::Generate { workflow: if amount % 2 == 0 { "image".into() } else { "upscale".into() }, prompt: "fox".into(), image: None, notify: None }),
+                    5 => CommandKind::Generation(G::Generate { workflow: Some(if amount % 2 == 0 { "image".into() } else { "upscale".into() }), prompt: "fox".into(), image: None, notify: None }),
                     _ => CommandKind::Economy(E::Balance),
                 };
                 let decided = if op >= 6 && !open.is_empty() {

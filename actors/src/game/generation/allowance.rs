@@ -97,6 +97,8 @@ pub struct Allowance {
     pub day: Option<i32>,
     /// Free jobs used that day, per workflow.
     pub used: Vec<(Workflow, u32)>,
+    /// The workflow the player chose for their next job, and when.
+    pub chosen: Option<(Workflow, i64)>,
 }
 
 /// Why a job is free.
@@ -117,7 +119,17 @@ impl Free {
     }
 }
 
+/// How long a chosen workflow waits for its prompt or picture.
+pub const CHOICE_LASTS_MS: i64 = 3_600_000;
+
 impl Allowance {
+    /// The workflow chosen for the next job, if chosen within the hour.
+    pub fn chosen(&self, now_ms: i64) -> Option<Workflow> {
+        self.chosen
+            .filter(|(_, at)| now_ms.saturating_sub(*at) < CHOICE_LASTS_MS)
+            .map(|(w, _)| w)
+    }
+
     pub fn on_trial(&self, rules: &CreditRules, now_ms: i64) -> bool {
         now_ms < self.trial_ends_ms(rules)
     }

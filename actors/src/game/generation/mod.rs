@@ -7,6 +7,7 @@
 pub mod allowance;
 pub mod credits;
 pub mod lucky;
+pub mod packs;
 pub mod payment;
 pub(crate) mod sql;
 pub mod workflow;
@@ -34,6 +35,8 @@ pub struct GenerationData {
     pub workflows: Workflows,
     pub lucky: LuckyTiers,
     pub rules: CreditRules,
+    /// Credit packs sold for Telegram Stars.
+    pub packs: packs::Packs,
 }
 
 impl Default for GenerationData {
@@ -42,6 +45,7 @@ impl Default for GenerationData {
             workflows: Workflows::shipped().unwrap_or_default(),
             lucky: LuckyTiers::default(),
             rules: CreditRules::default(),
+            packs: packs::Packs::shipped(),
         }
     }
 }
@@ -50,10 +54,13 @@ impl Default for GenerationData {
 pub enum GenerationCommand {
     Credits,
     Lucky,
-    /// `workflow` is the id the player typed, looked up when decided; the
-    /// prompt is empty for workflows that take none.
+    /// The credit packs on sale.
+    Topup,
+    /// `workflow` is the id the player typed, looked up when decided (none:
+    /// the one they chose with `generate_choose`); the prompt is empty for
+    /// workflows that take none.
     Generate {
-        workflow: String,
+        workflow: Option<String>,
         prompt: String,
         /// The player's upload id, for workflows that take an input image.
         image: Option<String>,
@@ -65,6 +72,13 @@ pub enum GenerationCommand {
     Jobs,
     Cancel {
         job_id: String,
+    },
+    /// Chooses the workflow of the next `generate` that names none: a
+    /// conversation's first step (Telegram: a button, then the prompt or
+    /// the photo as the next message), kept with the player so it survives
+    /// a restart.
+    Choose {
+        workflow: String,
     },
     /// Admin: makes a player VIP for `days` more (0 ends it).
     Vip {
@@ -89,9 +103,11 @@ impl GenerationCommand {
     pub const NAMES: &'static [&'static str] = &[
         "credits",
         "lucky",
+        "topup",
         "generate",
         "jobs",
         "cancel",
+        "generate_choose",
         "vip",
         "payment",
         "chargeback",
@@ -101,9 +117,11 @@ impl GenerationCommand {
         match self {
             Self::Credits => "credits",
             Self::Lucky => "lucky",
+            Self::Topup => "topup",
             Self::Generate { .. } => "generate",
             Self::Jobs => "jobs",
             Self::Cancel { .. } => "cancel",
+            Self::Choose { .. } => "generate_choose",
             Self::Vip { .. } => "vip",
             Self::Payment { .. } => "payment",
             Self::Chargeback { .. } => "chargeback",
@@ -115,9 +133,14 @@ impl GenerationCommand {
         Ok(Some(match name {
             "credits" => Self::Credits,
             "lucky" => Self::Lucky,
+            "topup" => Self::Topup,
             "jobs" => Self::Jobs,
             "generate" => Self::Generate {
-                workflow: workflow(a, "workflow")?,
+                workflow: match a.optional_str("workflow")? {
+                    None => None,
+                    Some(w) if workflow::valid_id(w) => Some(w.to_owned()),
+                    Some(_) => return Err(ParseError::invalid(WORKFLOW_ID)),
+                },
                 prompt: match a.get("prompt") {
                     None => String::new(),
                     Some(Value::String(s)) => credits::check_prompt(s)
@@ -137,6 +160,9 @@ impl GenerationCommand {
             },
             "cancel" => Self::Cancel {
                 job_id: job_id(a, "job_id")?,
+            },
+            "generate_choose" => Self::Choose {
+                workflow: workflow(a, "workflow")?,
             },
             "payment" => Self::Payment {
                 payment_id: payment_id(a)?,
@@ -164,7 +190,10 @@ impl GenerationCommand {
                 image,
                 ..
             } => {
-                let mut args = json!({ "workflow": workflow });
+                let mut args = json!({});
+                if let Some(w) = workflow {
+                    args["workflow"] = json!(w);
+                }
                 if !prompt.is_empty() {
                     args["prompt"] = json!(prompt);
                 }
@@ -174,6 +203,7 @@ impl GenerationCommand {
                 args
             }
             Self::Cancel { job_id } => json!({ "job_id": job_id }),
+            Self::Choose { workflow } => json!({ "workflow": workflow }),
             Self::Vip { user, days, .. } => json!({ "user": user.to_string(), "days": days }),
             Self::Payment {
                 payment_id,
@@ -183,7 +213,7 @@ impl GenerationCommand {
                 payment_id,
                 credits,
             } => json!({ "payment_id": payment_id, "credits": credits }),
-            Self::Credits | Self::Lucky | Self::Jobs => json!({}),
+            Self::Credits | Self::Lucky | Self::Topup | Self::Jobs => json!({}),
         }
     }
 
@@ -194,6 +224,7 @@ impl GenerationCommand {
             Self::Lucky
                 | Self::Generate { .. }
                 | Self::Cancel { .. }
+                | Self::Choose { .. }
                 | Self::Vip { .. }
                 | Self::Payment { .. }
                 | Self::Chargeback { .. }
@@ -201,12 +232,13 @@ impl GenerationCommand {
     }
 }
 
+const WORKFLOW_ID: &str =
+    "workflow must be a workflow id (lowercase letters, digits, _ or -); /credits lists them";
+
 fn workflow(a: &mut Args<'_>, name: &str) -> Result<String, ParseError> {
     match a.required(name)? {
         Value::String(s) if workflow::valid_id(s) => Ok(s.clone()),
-        _ => Err(ParseError::invalid(format!(
-            "{name} must be a workflow id (lowercase letters, digits, _ or -); /credits lists them"
-        ))),
+        _ => Err(ParseError::invalid(WORKFLOW_ID)),
     }
 }
 
@@ -354,6 +386,14 @@ pub fn decide(
             image,
             notify,
         } => {
+            let mut a = allowance_of(&d, ctx)?;
+            let chosen = a.chosen(ctx.now_ms);
+            let Some(workflow) = workflow.as_deref().or(chosen.map(|w| w.as_str())) else {
+                return Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    "Choose a workflow first (generate_choose, or /generate).",
+                ));
+            };
             let def = ctx.generation.workflows.get(workflow).ok_or_else(|| {
                 Refusal::new(
                     ErrorCode::NotFound,
@@ -398,13 +438,12 @@ pub fn decide(
                 ));
             }
             let discount = discount_today(&d, ctx.now_ms);
-            let mut a = allowance_of(&d, ctx)?;
             let (left, free) = a.free_left(&ctx.generation.rules, def, ctx.now_ms);
+            // A choice is used up by the job it was made for.
+            let was_chosen = a.chosen.take().is_some();
             let cost = match free {
                 Some(_) => {
                     a.use_one(def.id, ctx.now_ms);
-                    d.write(Write::GenPlayer(a.clone()));
-                    d.state.set_allowance(a);
                     0
                 }
                 // Held, not charged: the job pays only if it succeeds.
@@ -414,6 +453,10 @@ pub fn decide(
                     cost
                 }
             };
+            if free.is_some() || was_chosen {
+                d.write(Write::GenPlayer(a.clone()));
+                d.state.set_allowance(a);
+            }
             d.state.open_jobs += 1;
             let job = Job {
                 id: format!("j{:032x}", ctx.fresh_id),
@@ -448,6 +491,53 @@ pub fn decide(
             };
             d.write(Write::JobNew(job));
             Ok(d.with(data, msg))
+        }
+        GenerationCommand::Topup => {
+            let packs: Vec<Value> = ctx
+                .generation
+                .packs
+                .iter()
+                .map(|p| json!({"id": p.id, "title": p.title, "stars": p.stars, "credits": p.credits}))
+                .collect();
+            let list: Vec<String> = ctx
+                .generation
+                .packs
+                .iter()
+                .map(|p| format!("{} for {} ⭐", p.title, p.stars))
+                .collect();
+            let msg = if list.is_empty() {
+                "No credit packs are on sale.".to_owned()
+            } else {
+                format!("Credit packs: {}.", list.join(" · "))
+            };
+            let mut data = d.balances();
+            data["packs"] = Value::Array(packs);
+            Ok(d.with(data, msg))
+        }
+        GenerationCommand::Choose { workflow } => {
+            let def = ctx.generation.workflows.get(workflow).ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("There is no workflow {workflow:?}."),
+                )
+            })?;
+            let mut a = allowance_of(&d, ctx)?;
+            a.chosen = Some((def.id, ctx.now_ms));
+            d.write(Write::GenPlayer(a.clone()));
+            d.state.set_allowance(a);
+            let needs_prompt = def.params.contains_key(&workflow::Param::Prompt);
+            let next = match (def.takes_image, needs_prompt) {
+                (true, true) => "Now send the picture, with what to make as its caption.",
+                (true, false) => "Now send the picture.",
+                (false, _) => "Now say what to make.",
+            };
+            let price = credits::discounted(def.price, discount_today(&d, ctx.now_ms));
+            let mut data = d.balances();
+            data["workflow"] = json!(def.id.as_str());
+            data["takes_image"] = json!(def.takes_image);
+            data["needs_prompt"] = json!(needs_prompt);
+            data["price"] = json!(price);
+            Ok(d.with(data, format!("{} ({price} credits). {next}", def.name)))
         }
         GenerationCommand::Vip { days, by, .. } => {
             let mut a = allowance_of(&d, ctx)?;

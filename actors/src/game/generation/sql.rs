@@ -20,7 +20,7 @@ macro_rules! generation_writes {
             pub async fn load_allowance_on(conn: &mut Conn, key: UserKey) -> Result<Allowance, StoreError> {
                 let (g, u) = (key.guild.get(), key.user.get());
                 let row = sqlx::query(
-                    "SELECT since_ms, vip_until_ms, free_day, free_used FROM gen_players \
+                    "SELECT since_ms, vip_until_ms, free_day, free_used, chosen_workflow, chosen_ms FROM gen_players \
                      WHERE guild_id = $1 AND user_id = $2",
                 )
                 .bind(g)
@@ -35,6 +35,10 @@ macro_rules! generation_writes {
                         day: r.try_get(2)?,
                         used: Allowance::parse_used(&used)
                             .ok_or_else(|| StoreError::Corrupt(format!("{key} has free_used {used:?}")))?,
+                        chosen: match (r.try_get::<Option<String>, _>(4)?, r.try_get::<Option<i64>, _>(5)?) {
+                            (Some(w), Some(at)) if workflow::valid_id(&w) => Some((Workflow::intern(&w), at)),
+                            _ => None,
+                        },
                     });
                 }
                 let created: Option<i64> = sqlx::query_scalar(
@@ -201,10 +205,11 @@ macro_rules! generation_writes {
                     .collect();
                 insert_chunked!(
                     tx,
-                    "INSERT INTO gen_players (guild_id, user_id, since_ms, vip_until_ms, free_day, free_used) ",
+                    "INSERT INTO gen_players (guild_id, user_id, since_ms, vip_until_ms, free_day, free_used, chosen_workflow, chosen_ms) ",
                     " ON CONFLICT (guild_id, user_id) DO UPDATE SET since_ms = excluded.since_ms, \
                       vip_until_ms = excluded.vip_until_ms, free_day = excluded.free_day, \
-                      free_used = excluded.free_used",
+                      free_used = excluded.free_used, chosen_workflow = excluded.chosen_workflow, \
+                      chosen_ms = excluded.chosen_ms",
                     players,
                     |b, r| {
                         let (ws, a) = r;
@@ -213,7 +218,9 @@ macro_rules! generation_writes {
                             .push_bind(a.since_ms)
                             .push_bind(a.vip_until_ms)
                             .push_bind(a.day)
-                            .push_bind(a.used_text());
+                            .push_bind(a.used_text())
+                            .push_bind(a.chosen.map(|(w, _)| w.as_str()))
+                            .push_bind(a.chosen.map(|(_, at)| at));
                     }
                 );
                 Ok(())
