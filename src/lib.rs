@@ -9,6 +9,7 @@ pub mod comfyui;
 pub mod discord;
 pub mod http;
 pub mod loadtest;
+pub mod notices;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod payments;
@@ -17,5 +18,6 @@ pub mod results;
 pub mod scratch;
 pub mod serve;
 pub mod settings;
+pub mod telegram;
 pub mod telemetry;
 pub mod uploads;

@@ -104,18 +104,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // A line on stdout that scripts and tests wait for (the port may be 0 → chosen).
     println!("kokoro listening on http://{addr}");
 
-    let app = router(AppState {
+    let telegram = match crate::settings::telegram_token() {
+        Some(t) => Some(
+            crate::telegram::start(
+                runtime.clone(),
+                &t,
+                &crate::telegram::Options {
+                    api_url: args.telegram_api_url.clone(),
+                    webhook: args.telegram_webhook.clone(),
+                    admins: args.telegram_admins.clone(),
+                    status_every: None,
+                },
+                links.clone(),
+            )
+            .await
+            .context("starting the Telegram front door")?,
+        ),
+        None => None,
+    };
+    let mut app = router(AppState {
         runtime: runtime.clone(),
         token: token.map(Arc::from),
         admin_token: admin.map(Arc::from),
         payment_secret: crate::settings::payment_secret().map(Arc::from),
         results: Some(links),
     });
+    if let Some(webhook) = telegram.as_ref().and_then(|t| t.router.clone()) {
+        app = app.merge(webhook);
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
     tracing::info!("shutting down");
+    if let Some(t) = telegram {
+        t.task.abort();
+        let _ = t.task.await;
+    }
     if let Some(bot) = _discord {
         bot.abort();
         // The bot's task holds a handle to the runtime; let the abort land.

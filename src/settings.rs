@@ -296,6 +296,23 @@ pub struct ServeArgs {
     #[arg(long, env = "KOKORO_DISCORD_PROXY")]
     pub discord_proxy: Option<String>,
 
+    /// Talk to this Telegram Bot API server (a self-hosted
+    /// telegram-bot-api) instead of api.telegram.org. The bot token comes
+    /// from TELEGRAM_BOT_TOKEN, never a flag.
+    #[arg(long, env = "KOKORO_TELEGRAM_API_URL")]
+    pub telegram_api_url: Option<String>,
+
+    /// Receive Telegram updates by webhook at this public https URL (e.g.
+    /// https://bot.example/telegram): its path is served by kokoro's HTTP
+    /// server, checked with a secret token Telegram sends. Unset: long
+    /// polling.
+    #[arg(long, env = "KOKORO_TELEGRAM_WEBHOOK")]
+    pub telegram_webhook: Option<String>,
+
+    /// Telegram user ids allowed admin commands (`/refund`), comma-separated.
+    #[arg(long, env = "KOKORO_TELEGRAM_ADMINS", value_delimiter = ',')]
+    pub telegram_admins: Vec<i64>,
+
     /// Count members' Discord posts for roleplay XP (the `message` event).
     /// Discord sends a post's text only with the privileged message-content
     /// intent: enable it for the bot in the developer portal first, or
@@ -355,6 +372,13 @@ pub fn payment_secret() -> Option<String> {
 }
 
 /// The Discord bot token, from the environment only; unset: no Discord.
+/// The Telegram bot token, from the environment only.
+pub fn telegram_token() -> Option<String> {
+    std::env::var("TELEGRAM_BOT_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
 pub fn discord_token() -> Option<String> {
     std::env::var("DISCORD_TOKEN")
         .ok()

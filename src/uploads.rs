@@ -166,3 +166,12 @@ pub async fn download(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, Fe
     }
     Ok(bytes)
 }
+
+/// An error's text as a sentence for players: "the file is empty" as
+/// "The file is empty.".
+pub fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        format!("{}{}.", first.to_uppercase(), chars.as_str())
+    })
+}

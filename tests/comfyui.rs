@@ -415,7 +415,11 @@ both_backends!(
             .filter(|r| r.ok)
             .map(|r| r.data["held"].as_i64().unwrap())
             .sum();
-        assert!(audit.credits_held <= held && held > 0, "{} of {held} held", audit.credits_held);
+        assert!(
+            audit.credits_held <= held && held > 0,
+            "{} of {held} held",
+            audit.credits_held
+        );
         assert!(audit.violations().is_empty(), "{:?}", audit.violations());
         // Every queued job reaches a final state.
         for (user, id) in &queued {

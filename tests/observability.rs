@@ -217,7 +217,9 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
                     recorded.contains(&name),
                     "{name} is used but no recording rule defines it"
                 );
-            } else if name.starts_with(actors::telemetry::DISCORD_PREFIX) {
+            } else if name.starts_with(actors::telemetry::DISCORD_PREFIX)
+                || name.starts_with(actors::telemetry::TELEGRAM_PREFIX)
+            {
                 assert!(
                     actors::telemetry::CATALOGUE
                         .iter()
@@ -232,12 +234,13 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
             }
         }
     }
-    // The Discord metrics exist only with the Discord front door running:
-    // tests/discord.rs and tests/prometheus_e2e.rs prove those.
-    for (name, kind, _) in actors::telemetry::CATALOGUE
-        .iter()
-        .filter(|(n, _, _)| !n.starts_with(actors::telemetry::DISCORD_PREFIX))
-    {
+    // The Discord and Telegram metrics exist only with their front door
+    // running: tests/discord.rs, tests/telegram.rs and
+    // tests/prometheus_e2e.rs prove those.
+    for (name, kind, _) in actors::telemetry::CATALOGUE.iter().filter(|(n, _, _)| {
+        !n.starts_with(actors::telemetry::DISCORD_PREFIX)
+            && !n.starts_with(actors::telemetry::TELEGRAM_PREFIX)
+    }) {
         let exposed = match kind {
             actors::telemetry::Kind::Histogram => format!("{name}_count"),
             _ => (*name).to_owned(),

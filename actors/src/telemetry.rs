@@ -58,6 +58,10 @@ pub const DISCORD_SHARD_CONNECTED: &str = "kokoro_discord_shard_connected";
 pub const DISCORD_RECONNECTS_TOTAL: &str = "kokoro_discord_gateway_reconnects_total";
 /// Metrics that exist only while the Discord front door runs.
 pub const DISCORD_PREFIX: &str = "kokoro_discord_";
+/// Telegram 429 answers waited out (`retry_after`) before calling again.
+pub const TELEGRAM_RETRY_AFTER_TOTAL: &str = "kokoro_telegram_retry_after_total";
+/// Metrics that exist only while the Telegram front door runs.
+pub const TELEGRAM_PREFIX: &str = "kokoro_telegram_";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "kokoro_build_info";
 /// Process metrics (`kokoro_process_*`: memory, CPU seconds, open file
@@ -205,6 +209,11 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         DISCORD_RECONNECTS_TOTAL,
         Kind::Counter,
         "Times a connected Discord shard lost its connection, by shard.",
+    ),
+    (
+        TELEGRAM_RETRY_AFTER_TOTAL,
+        Kind::Counter,
+        "Telegram 429 answers waited out before calling again.",
     ),
     (READY, Kind::Gauge, "1 when /readyz answers ready."),
     (

@@ -111,22 +111,17 @@ pub async fn start(
     // Notices go over the REST API, so they need no gateway connection:
     // they start at once and catch up on jobs that ended while kokoro was
     // down. They stop with the front door (the guard aborts them).
-    let notices = tokio::spawn(notices::deliver(runtime, client.http.clone(), links));
+    let notices = tokio::spawn(crate::notices::deliver(notices::DiscordNotices {
+        runtime,
+        http: client.http.clone(),
+        links,
+    }));
     Ok(tokio::spawn(async move {
-        let _notices = AbortOnDrop(notices);
+        let _notices = crate::notices::AbortOnDrop(notices);
         if let Err(e) = client.start_autosharded().await {
             tracing::error!(error = %e, "the Discord front door stopped");
         }
     }))
-}
-
-/// Aborts a task when dropped: a helper task lives no longer than its owner.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Answers one slash command through the runtime.
@@ -205,24 +200,18 @@ async fn keep_picture(ctx: Ctx<'_>, picture: &serenity::Attachment) -> Result<St
         return Err("This server does not take pictures.".into());
     };
     if picture.size as usize > actors::uploads::MAX_BYTES {
-        return Err(sentence(&crate::uploads::FetchError::TooBig.to_string()));
+        return Err(crate::uploads::sentence(
+            &crate::uploads::FetchError::TooBig.to_string(),
+        ));
     }
     let bytes = crate::uploads::download(&ctx.data().client, &picture.url)
         .await
-        .map_err(|e| sentence(&e.to_string()))?;
+        .map_err(|e| crate::uploads::sentence(&e.to_string()))?;
     uploads
         .store(key, &bytes)
         .await
         .map(|u| u.id)
-        .map_err(|e| sentence(&e.to_string()))
-}
-
-/// "the file is empty" as "The file is empty.".
-fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map_or_else(String::new, |first| {
-        format!("{}{}.", first.to_uppercase(), chars.as_str())
-    })
+        .map_err(|e| crate::uploads::sentence(&e.to_string()))
 }
 
 /// Whether the member who sent the interaction may manage the server, as

@@ -3,85 +3,46 @@
 //! (or a signed link when it is too big to attach), or the reason it failed
 //! and the credits given back.
 //!
-//! Storage is the to-do list: a job records where its player asked
-//! (`discord:<channel id>`) and when they were told. Group commit wakes this
-//! loop whenever a job closes, and a sweep catches what a wake-up missed, so
-//! a job that ended while kokoro was down (or Discord unreachable) is told
-//! once it is back. A notice is marked sent only after Discord took it: a
-//! crash in between sends it twice, never zero times.
+//! The delivery loop (storage as the to-do list, at least once) is
+//! `crate::notices`; this is what a notice looks like on Discord.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actors::game::generation::workflow::Kind;
 use actors::job::{JobStatus, StoredJob};
 use actors::Runtime;
 use poise::serenity_prelude as serenity;
 
+use crate::notices::{attachment, Door, Told};
 use crate::results::ResultLinks;
 
-/// Notices read from storage at a time.
-const BATCH: i64 = 50;
-/// How often storage is swept for notices no wake-up announced.
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// The largest file a bot may attach in any server (Discord's default
 /// upload limit); a bigger result is sent as a link.
 const ATTACH_LIMIT: u64 = 10 * 1024 * 1024;
 const DONE: serenity::Colour = serenity::Colour::new(0x57_F2_87);
 const FAILED: serenity::Colour = serenity::Colour::new(0xED_42_45);
 
-/// Delivers notices until the runtime stops.
-pub async fn deliver(runtime: Arc<Runtime>, http: Arc<serenity::Http>, links: ResultLinks) {
-    let mut ended = runtime.commit_progress().jobs_ended.subscribe();
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        match deliver_some(&runtime, &http, &links).await {
-            Ok(n) if n as i64 == BATCH => continue,
-            Ok(_) => {
-                backoff = Duration::from_secs(1);
-                tokio::select! {
-                    changed = ended.changed() => if changed.is_err() { return },
-                    () = tokio::time::sleep(SWEEP_EVERY) => {}
-                }
-            }
-            Err(why) => {
-                tracing::warn!(error = %why, retry_in = ?backoff, "could not deliver job notices on Discord");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-            }
-        }
-    }
+/// Discord as a door to tell players through.
+pub struct DiscordNotices {
+    pub runtime: Arc<Runtime>,
+    pub http: Arc<serenity::Http>,
+    pub links: ResultLinks,
 }
 
-/// Sends one batch; the number of notices dealt with.
-async fn deliver_some(
-    runtime: &Runtime,
-    http: &serenity::Http,
-    links: &ResultLinks,
-) -> anyhow::Result<usize> {
-    let store = runtime.store();
-    let due = store.jobs_to_notify("discord", BATCH).await?;
-    for (job, channel) in &due {
-        match tell(runtime, http, links, job, channel).await {
-            Ok(()) => {}
-            // The channel is gone or closed to the bot: nobody can be told.
-            Err(Told::Never(why)) => {
-                tracing::warn!(job = %job.job.id, %channel, reason = %why, "a job notice cannot be delivered; dropped");
-            }
-            Err(Told::Later(e)) => return Err(e),
-        }
-        store
-            .mark_notified(&job.job.id, actors::config::unix_ms())
-            .await?;
-    }
-    Ok(due.len())
-}
+impl Door for DiscordNotices {
+    const NAME: &'static str = "discord";
 
-enum Told {
-    /// Discord will never take this notice.
-    Never(String),
-    /// Try again later.
-    Later(anyhow::Error),
+    fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    fn tell<'a>(
+        &'a self,
+        job: &'a StoredJob,
+        to: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Told>> + Send + 'a>> {
+        Box::pin(tell(&self.runtime, &self.http, &self.links, job, to))
+    }
 }
 
 async fn tell(
@@ -123,7 +84,7 @@ async fn tell(
             0 => "Here it is.".to_owned(),
             c => format!("Here it is; {c} credits charged."),
         };
-        match attachment(links, result).await {
+        match attachment(links, result, ATTACH_LIMIT).await {
             Some((bytes, file)) => {
                 if workflow.map(|w| w.kind) != Some(Kind::Video) {
                     embed = embed.image(format!("attachment://{file}"));
@@ -164,18 +125,6 @@ async fn tell(
         }
         Err(e) => Err(Told::Later(e.into())),
     }
-}
-
-/// The result file's bytes and name, when it is one kokoro keeps and
-/// small enough to attach.
-async fn attachment(links: &ResultLinks, result: &str) -> Option<(Vec<u8>, String)> {
-    let path = links.file(result)?;
-    let name = path.file_name()?.to_str()?.to_owned();
-    let size = tokio::fs::metadata(&path).await.ok()?.len();
-    if size > ATTACH_LIMIT {
-        return None;
-    }
-    Some((tokio::fs::read(&path).await.ok()?, name))
 }
 
 fn cut(text: &str, limit: usize) -> String {

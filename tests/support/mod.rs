@@ -9,6 +9,7 @@
 
 pub mod fake_comfyui;
 pub mod fake_discord;
+pub mod fake_telegram;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

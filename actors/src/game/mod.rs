@@ -460,6 +460,7 @@ mod tests {
         let kind = CommandKind::Generation(G::Chargeback {
             payment_id: "pay-1".into(),
             credits: 25,
+            by: None,
         });
         let d = decide(&s, key(1), &kind, None, &c).unwrap();
         assert_eq!(
@@ -490,7 +491,11 @@ mod tests {
         let refused = decide(&s, key(1), &unnamed, None, &c).unwrap_err();
         assert_eq!(refused.code, ErrorCode::NotFound, "nothing chosen yet");
         let chose = decide(&s, key(1), &choose, None, &c).unwrap();
-        assert!(chose.message.contains("say what to make"), "{}", chose.message);
+        assert!(
+            chose.message.contains("say what to make"),
+            "{}",
+            chose.message
+        );
         let queued = decide(&chose.state, key(1), &unnamed, None, &c).unwrap();
         assert_eq!(queued.data["workflow"], "image");
         assert_eq!(

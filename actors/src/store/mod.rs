@@ -324,6 +324,15 @@ impl Store {
         on_pool!(self, (p, q) => q::jobs_to_notify(p, door, limit).await)
     }
 
+    /// A payment by the provider's id: its player, the credits it bought,
+    /// and its status (`paid`, `refunded`).
+    pub async fn payment(
+        &self,
+        provider_id: &str,
+    ) -> Result<Option<(UserKey, i64, String)>, StoreError> {
+        on_pool!(self, (p, q) => q::payment(p, provider_id).await)
+    }
+
     /// Records that the player was told that job `id` ended. Written
     /// directly, not through group commit: it changes no game state, and a
     /// notice lost to a crash before this lands is sent again (at least once).

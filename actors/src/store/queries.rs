@@ -559,6 +559,16 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     .collect()
             }
 
+            /// A payment by the provider's id: its player, credits and status.
+            pub async fn payment(pool: &Pool, provider_id: &str) -> Result<Option<(UserKey, i64, String)>, StoreError> {
+                let row = sqlx::query("SELECT guild_id, user_id, credits, status FROM payments WHERE provider_id = $1")
+                    .bind(provider_id)
+                    .fetch_optional(pool)
+                    .await?;
+                row.map(|r| Ok((user_key(r.try_get(0)?, r.try_get(1)?)?, r.try_get(2)?, r.try_get(3)?)))
+                    .transpose()
+            }
+
             /// Records that the player was told `id` ended.
             pub async fn mark_notified(pool: &Pool, id: &str, at_ms: i64) -> Result<(), StoreError> {
                 sqlx::query("UPDATE jobs SET notified_ms = $1 WHERE id = $2 AND notified_ms IS NULL")

@@ -96,6 +96,9 @@ pub enum GenerationCommand {
     Chargeback {
         payment_id: String,
         credits: i64,
+        /// The admin who refunded it (a front door's refund command), for
+        /// the audit log; none when the provider reports it.
+        by: Option<crate::ids::UserId>,
     },
 }
 
@@ -171,6 +174,7 @@ impl GenerationCommand {
             "chargeback" => Self::Chargeback {
                 payment_id: payment_id(a)?,
                 credits: a.integer("credits", 1, payment::MAX_CREDITS)?,
+                by: None,
             },
             "vip" => Self::Vip {
                 user: a.user_id("user")?,
@@ -212,6 +216,7 @@ impl GenerationCommand {
             | Self::Chargeback {
                 payment_id,
                 credits,
+                ..
             } => json!({ "payment_id": payment_id, "credits": credits }),
             Self::Credits | Self::Lucky | Self::Topup | Self::Jobs => json!({}),
         }
@@ -570,7 +575,8 @@ pub fn decide(
         GenerationCommand::Chargeback {
             payment_id,
             credits,
-        } => payment::charged_back(d, key, payment_id, *credits),
+            by,
+        } => payment::charged_back(d, key, payment_id, *credits, *by),
         GenerationCommand::Jobs | GenerationCommand::Cancel { .. } => Err(Refusal::new(
             ErrorCode::Internal,
             "this command is not decided from the player's state alone",

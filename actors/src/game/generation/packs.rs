@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn the_shipped_packs_load_and_bad_ones_are_refused_with_their_line() {
         let shipped = Packs::parse(SHIPPED, "assets/packs.toml").unwrap();
-        assert_eq!(shipped.get("starter").map(|p| (p.stars, p.credits)), Some((50, 100)));
+        assert_eq!(
+            shipped.get("starter").map(|p| (p.stars, p.credits)),
+            Some((50, 100))
+        );
         let cases = [
             ("[[pack]]\nid = \"a\"\ntitle = \"A\"\nstars = 0\ncredits = 5\n", "p.toml:1: stars must be 1"),
             ("[[pack]]\nid = \"a\"\ntitle = \"A\"\nstars = 5\ncredits = 5\n[[pack]]\nid = \"a\"\ntitle = \"B\"\nstars = 5\ncredits = 5\n", "p.toml:6: duplicate pack"),

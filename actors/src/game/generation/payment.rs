@@ -39,7 +39,9 @@ pub fn charged_back(
     key: UserKey,
     payment_id: &str,
     credits: i64,
+    by: Option<crate::ids::UserId>,
 ) -> Result<Draft, Refusal> {
+    let before = d.state.credits;
     // Credits held by queued jobs are spoken for: taking them would leave
     // a job that succeeds unable to pay.
     let taken = credits.min(d.state.credits_available()).max(0);
@@ -52,6 +54,18 @@ pub fn charged_back(
         clawed_back: taken,
         owed,
     }));
+    // An admin's refund is theirs to answer for.
+    if let Some(admin) = by {
+        d.write(Write::Audit(crate::writeset::AuditRow {
+            by: admin,
+            action: "refund",
+            target: Some(key.user),
+            key: "credits".to_owned(),
+            old: before.to_string(),
+            new: d.state.credits.to_string(),
+            reason: format!("payment {payment_id} refunded ({credits} credits, {owed} owed)"),
+        }));
+    }
     let mut data = d.balances();
     data["payment_id"] = json!(payment_id);
     data["clawed_back"] = json!(taken);

@@ -1,0 +1,359 @@
+//! The Telegram front door against a fake Bot API on loopback (see
+//! `support/fake_telegram.rs`) and the fake ComfyUI, on real SQLite and
+//! real PostgreSQL: a player starts, claims, chooses a workflow with a
+//! button, sends a photo and gets the picture back; a duplicated update is
+//! applied once; Stars buy credits once per charge and an admin's refund
+//! takes them back once; a job that ends while the front door is down is
+//! delivered after it is back; Telegram's 429 is waited out.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::{Command, CommandKind, GuildId, Runtime, UserId, UserKey};
+use serde_json::json;
+use support::fake_comfyui::{FakeComfy, PICTURE};
+use support::fake_telegram::{FakeTelegram, BOT_ID, TOKEN};
+use support::*;
+
+const ALICE: i64 = 424242;
+const BOB: i64 = 515151;
+const ADMIN: i64 = 777;
+const WAIT: Duration = Duration::from_secs(20);
+
+fn options(fake: &FakeTelegram) -> kokoro::telegram::Options {
+    kokoro::telegram::Options {
+        api_url: Some(fake.url.clone()),
+        webhook: None,
+        admins: vec![ADMIN],
+        status_every: Some(Duration::from_millis(100)),
+    }
+}
+
+fn links(db: &TestDb) -> kokoro::results::ResultLinks {
+    kokoro::results::ResultLinks::new(db.dir.path(), None, "").unwrap()
+}
+
+/// A Telegram player's key: the bot's guild.
+fn player(user: i64) -> UserKey {
+    UserKey::new(GuildId::new(BOT_ID).unwrap(), UserId::new(user).unwrap())
+}
+
+async fn credits(rt: &Runtime, user: i64) -> i64 {
+    let r = rt
+        .dispatch(Command {
+            id: None,
+            key: player(user),
+            kind: CommandKind::parse("credits", &json!({})).unwrap(),
+        })
+        .await;
+    r.data["credits"].as_i64().unwrap()
+}
+
+async fn start(
+    db: &TestDb,
+    comfy: &FakeComfy,
+    fake: &FakeTelegram,
+) -> (Arc<Runtime>, kokoro::telegram::Telegram) {
+    let config = comfy.runtime_config(db.dir.path(), Duration::from_secs(20));
+    let rt = Arc::new(Runtime::start(db.store().await, config).await.unwrap());
+    let tg = kokoro::telegram::start(rt.clone(), TOKEN, &options(fake), links(db))
+        .await
+        .expect("the Telegram front door starts");
+    (rt, tg)
+}
+
+both_backends!(a_player_starts_claims_and_gets_a_picture_back, |backend| {
+    let db = TestDb::new(backend).await;
+    let comfy = FakeComfy::start().await;
+    let fake = FakeTelegram::start().await;
+    let (rt, _tg) = start(&db, &comfy, &fake).await;
+    let commands = fake.calls("setMyCommands");
+    assert_eq!(commands.len(), 1, "the menu is registered");
+    let menu = commands[0].body["commands"].to_string();
+    for c in [
+        "start", "generate", "credits", "jobs", "cancel", "topup", "help",
+    ] {
+        assert!(menu.contains(&format!("\"{c}\"")), "/{c} in {menu}");
+    }
+
+    fake.text(ALICE, "/start");
+    fake.wait_for(WAIT, "the welcome", |f| !f.said(ALICE).is_empty())
+        .await;
+    let welcome = &fake.said(ALICE)[0];
+    assert!(welcome.starts_with("Welcome!"), "{welcome}");
+    assert!(welcome.contains("trial"), "the trial is shown: {welcome}");
+
+    // Telegram delivers an update twice: the reward is paid once, and the
+    // player sees the same answer both times.
+    fake.push_twice(json!({"message": {
+        "message_id": 1, "date": 1_764_590_400, "chat": {"id": ALICE, "type": "private", "first_name": "A"},
+        "from": support::fake_telegram::user(ALICE), "text": "/daily",
+        "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+    }}));
+    fake.wait_for(WAIT, "both daily answers", |f| f.said(ALICE).len() >= 3)
+        .await;
+    let said = fake.said(ALICE);
+    assert!(said[1].starts_with("+100 gold"), "{said:?}");
+    assert_eq!(said[1], said[2], "the first answer, again");
+    let audit = rt.audit().await.unwrap();
+    assert_eq!(
+        audit.ledger(actors::domain::Currency::Gold, "daily"),
+        100,
+        "paid once"
+    );
+
+    // /generate offers the workflows as buttons; a press chooses one.
+    fake.text(ALICE, "/generate");
+    fake.wait_for(WAIT, "the workflow buttons", |f| f.said(ALICE).len() >= 4)
+        .await;
+    let offer = fake.calls("sendMessage").last().unwrap().body.clone();
+    let buttons = offer["reply_markup"]["inline_keyboard"].to_string();
+    assert!(
+        buttons.contains("wf:upscale") && buttons.contains("wf:image"),
+        "{offer}"
+    );
+    fake.press(ALICE, "wf:upscale");
+    fake.wait_for(WAIT, "the next step", |f| f.said(ALICE).len() >= 5)
+        .await;
+    assert!(
+        fake.said(ALICE)[4].contains("send the picture"),
+        "{:?}",
+        fake.said(ALICE)
+    );
+    assert_eq!(
+        fake.calls("answerCallbackQuery").len(),
+        1,
+        "the button is answered"
+    );
+
+    // The photo is fetched, checked, rendered, and sent back.
+    let picture = png(640, 480);
+    fake.photo(ALICE, &picture, None);
+    fake.wait_for(WAIT, "the picture back", |f| {
+        !f.calls("sendPhoto").is_empty()
+    })
+    .await;
+    let sent = &fake.calls("sendPhoto")[0];
+    assert_eq!(sent.body["chat_id"], json!(ALICE));
+    assert_eq!(sent.files["photo"], PICTURE);
+    let caption = sent.body["caption"].as_str().unwrap();
+    assert!(
+        caption.contains("Upscale ×4 is ready; 5 credits charged"),
+        "{caption}"
+    );
+    assert_eq!(
+        comfy.uploads()[0].1,
+        picture,
+        "the player's photo reached ComfyUI"
+    );
+    let queued = fake
+        .said(ALICE)
+        .into_iter()
+        .find(|t| t.starts_with("Queued"))
+        .expect("the job's status message");
+    assert!(queued.contains("held"), "{queued}");
+    assert!(
+        !fake.calls("editMessageText").is_empty(),
+        "the status message follows the job"
+    );
+    assert_eq!(
+        credits(&rt, ALICE).await,
+        50 + 20 - 5,
+        "welcome, daily, upscale"
+    );
+
+    // A prompt with nothing chosen says what to do.
+    fake.text(BOB, "a lighthouse");
+    fake.wait_for(WAIT, "the hint", |f| !f.said(BOB).is_empty())
+        .await;
+    assert_eq!(fake.said(BOB)[0], "First choose what to make: /generate");
+    let audit = rt.audit().await.unwrap();
+    assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+    db.drop_db().await;
+});
+
+both_backends!(
+    stars_buy_credits_once_and_an_admin_refund_takes_them_back,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let comfy = FakeComfy::start().await;
+        let fake = FakeTelegram::start().await;
+        let (rt, _tg) = start(&db, &comfy, &fake).await;
+
+        fake.text(ALICE, "/topup");
+        fake.wait_for(WAIT, "the packs", |f| !f.said(ALICE).is_empty())
+            .await;
+        let offer = fake.calls("sendMessage")[0].body.clone();
+        assert!(
+            offer["reply_markup"].to_string().contains("pack:starter"),
+            "{offer}"
+        );
+        fake.press(ALICE, "pack:starter");
+        fake.wait_for(WAIT, "the invoice", |f| !f.calls("sendInvoice").is_empty())
+            .await;
+        let invoice = fake.calls("sendInvoice")[0].body.clone();
+        assert_eq!(invoice["currency"], "XTR");
+        assert_eq!(invoice["prices"][0]["amount"], 50);
+        assert!(invoice["provider_token"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty());
+        let payload = invoice["payload"].as_str().unwrap().to_owned();
+        assert_eq!(payload, "pack:starter:100");
+
+        // Checkout: on sale at that price is accepted; anything else refused.
+        let queries = [
+            fake.pre_checkout(ALICE, &payload, 50),
+            fake.pre_checkout(ALICE, "pack:gone:999", 50),
+            fake.pre_checkout(ALICE, &payload, 1),
+        ];
+        fake.wait_for(WAIT, "three checkouts", |f| {
+            f.calls("answerPreCheckoutQuery").len() >= 3
+        })
+        .await;
+        let answer = |id: &str| {
+            fake.calls("answerPreCheckoutQuery")
+                .into_iter()
+                .find(|c| c.body["pre_checkout_query_id"] == id)
+                .unwrap()
+                .body
+        };
+        let answers: Vec<bool> = queries
+            .iter()
+            .map(|q| answer(q)["ok"].as_bool().unwrap())
+            .collect();
+        assert_eq!(answers, [true, false, false]);
+        assert!(answer(&queries[1])["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("/topup"));
+
+        // The same payment, delivered twice: granted once.
+        fake.paid(ALICE, &payload, 50, "stxCHARGE1");
+        fake.paid(ALICE, &payload, 50, "stxCHARGE1");
+        fake.wait_for(WAIT, "two thanks", |f| f.said(ALICE).len() >= 3)
+            .await;
+        assert!(
+            fake.said(ALICE)[1].starts_with("Thank you! +100 credits"),
+            "{:?}",
+            fake.said(ALICE)
+        );
+        assert_eq!(credits(&rt, ALICE).await, 150, "50 welcome + 100 once");
+        let audit = rt.audit().await.unwrap();
+        assert_eq!(
+            audit.ledger(actors::domain::Currency::Credits, "topup"),
+            100
+        );
+
+        // Only admins refund; a refund gives the Stars back and takes the
+        // credits, once.
+        fake.text(BOB, &format!("/refund {ALICE} stxCHARGE1"));
+        fake.wait_for(WAIT, "the refusal", |f| !f.said(BOB).is_empty())
+            .await;
+        assert!(fake.said(BOB)[0].contains("Only this bot's admins"));
+        assert!(fake.refunded().is_empty());
+        fake.text(ADMIN, &format!("/refund {ALICE} stxCHARGE1"));
+        fake.wait_for(WAIT, "the refund", |f| !f.said(ADMIN).is_empty())
+            .await;
+        assert_eq!(fake.refunded(), ["stxCHARGE1"]);
+        assert!(
+            fake.said(ADMIN)[0].contains("100 credits taken back"),
+            "{:?}",
+            fake.said(ADMIN)
+        );
+        fake.text(ADMIN, &format!("/refund {ALICE} stxCHARGE1"));
+        fake.wait_for(WAIT, "the second refund", |f| f.said(ADMIN).len() >= 2)
+            .await;
+        assert_eq!(credits(&rt, ALICE).await, 50, "taken back once");
+        let audit = rt.audit().await.unwrap();
+        assert_eq!(
+            audit.ledger(actors::domain::Currency::Credits, "chargeback"),
+            -100
+        );
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+        let audited = rt
+            .store()
+            .recent_changes(GuildId::new(BOT_ID).unwrap(), 10)
+            .await
+            .unwrap();
+        assert!(
+            audited
+                .iter()
+                .any(|a| a.action == "refund" && a.by.get() == ADMIN),
+            "the refund is audited: {audited:?}"
+        );
+        db.drop_db().await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_ends_while_the_bot_is_down_is_delivered_after_restart() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let comfy = FakeComfy::start().await;
+    let fake = FakeTelegram::start().await;
+    let (rt, tg) = start(&db, &comfy, &fake).await;
+    fake.press(ALICE, "wf:image");
+    fake.wait_for(WAIT, "the choice", |f| !f.said(ALICE).is_empty())
+        .await;
+    fake.text(ALICE, "slow lighthouse at dusk");
+    fake.wait_for(WAIT, "queued", |f| {
+        f.said(ALICE).iter().any(|t| t.starts_with("Queued"))
+    })
+    .await;
+    // The front door goes down while ComfyUI renders.
+    tg.task.abort();
+    let _ = tg.task.await;
+    let job = rt
+        .store()
+        .jobs_of(player(ALICE), 1)
+        .await
+        .unwrap()
+        .remove(0);
+    for _ in 0..1000 {
+        let j = rt.store().job(&job.job.id).await.unwrap().unwrap();
+        if j.status == actors::job::JobStatus::Done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        fake.calls("sendPhoto").is_empty(),
+        "nobody to tell while down"
+    );
+    let _tg = kokoro::telegram::start(rt.clone(), TOKEN, &options(&fake), links(&db))
+        .await
+        .unwrap();
+    fake.wait_for(WAIT, "the picture", |f| !f.calls("sendPhoto").is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.calls("sendPhoto").len(), 1, "told once");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegrams_429_is_waited_out() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let comfy = FakeComfy::start().await;
+    let fake = FakeTelegram::start().await;
+    let (_rt, _tg) = start(&db, &comfy, &fake).await;
+    fake.limit("sendMessage", 1, 1);
+    fake.text(ALICE, "/balance");
+    fake.wait_for(WAIT, "the balance", |f| !f.said(ALICE).is_empty())
+        .await;
+    let refused = fake.calls("sendmessage:429");
+    assert_eq!(refused.len(), 1);
+    let sent = &fake.calls("sendMessage")[0];
+    assert!(
+        sent.at.duration_since(refused[0].at) >= Duration::from_secs(1),
+        "waited the retry_after"
+    );
+    assert!(
+        fake.said(ALICE)[0].contains("gold"),
+        "{:?}",
+        fake.said(ALICE)
+    );
+    db.drop_db().await;
+}
