@@ -169,6 +169,17 @@ both_backends!(a_player_starts_claims_and_gets_a_picture_back, |backend| {
     fake.wait_for(WAIT, "the hint", |f| !f.said(BOB).is_empty())
         .await;
     assert_eq!(fake.said(BOB)[0], "First choose what to make: /generate");
+
+    // A video comes back as a video.
+    fake.press(BOB, "wf:video_zoom");
+    fake.wait_for(WAIT, "the next step", |f| f.said(BOB).len() >= 2)
+        .await;
+    fake.photo(BOB, &png(320, 240), None);
+    fake.wait_for(WAIT, "the video", |f| !f.calls("sendVideo").is_empty())
+        .await;
+    let video = &fake.calls("sendVideo")[0];
+    assert_eq!(video.body["chat_id"], json!(BOB));
+    assert_eq!(video.files["video"], PICTURE);
     let audit = rt.audit().await.unwrap();
     assert!(audit.violations().is_empty(), "{:?}", audit.violations());
     db.drop_db().await;
@@ -355,5 +366,82 @@ async fn telegrams_429_is_waited_out() {
         "{:?}",
         fake.said(ALICE)
     );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_takes_updates_bearing_the_secret_only() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let comfy = FakeComfy::start().await;
+    let fake = FakeTelegram::start().await;
+    let config = comfy.runtime_config(db.dir.path(), Duration::from_secs(20));
+    let rt = Arc::new(Runtime::start(db.store().await, config).await.unwrap());
+    let mut o = options(&fake);
+    o.webhook = Some("https://bot.example/telegram/hook".into());
+    let tg = kokoro::telegram::start(rt.clone(), TOKEN, &o, links(&db))
+        .await
+        .unwrap();
+    let router = tg.router.clone().expect("a route to mount");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let set = fake.calls("setWebhook");
+    assert_eq!(set.len(), 1, "the webhook is registered");
+    assert_eq!(set[0].body["url"], "https://bot.example/telegram/hook");
+    let secret = set[0].body["secret_token"].as_str().unwrap().to_owned();
+    assert!(secret.len() >= 32);
+    assert!(fake.calls("getUpdates").is_empty(), "no polling");
+
+    let update = json!({"update_id": 9001, "message": {
+        "message_id": 1, "date": 1_764_590_400, "chat": {"id": ALICE, "type": "private", "first_name": "A"},
+        "from": support::fake_telegram::user(ALICE), "text": "/daily",
+        "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+    }});
+    let client = reqwest::Client::new();
+    let post = |secret: &str| {
+        client
+            .post(format!("http://{addr}/telegram/hook"))
+            .header("X-Telegram-Bot-Api-Secret-Token", secret)
+            .json(&update)
+            .send()
+    };
+    assert_eq!(post("wrong").await.unwrap().status(), 401);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fake.said(ALICE).is_empty(), "a forged update does nothing");
+    assert_eq!(post(&secret).await.unwrap().status(), 200);
+    fake.wait_for(WAIT, "the reward", |f| !f.said(ALICE).is_empty())
+        .await;
+    assert!(fake.said(ALICE)[0].starts_with("+100 gold"));
+    db.drop_db().await;
+}
+
+/// `kokoro serve` with TELEGRAM_BOT_TOKEN set answers on Telegram, and the
+/// token reaches no log line, even at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_bot_without_ever_logging_its_token() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let fake = FakeTelegram::start().await;
+    let mut command = kokoro_binary(&db, "serve-token-0123456789abcdef");
+    command
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped());
+    let url = fake.url.clone();
+    let (mut server, _base) = serve_binary(command, &["--telegram-api-url", &url]).await;
+    fake.text(ALICE, "/daily");
+    fake.wait_for(WAIT, "the reward", |f| !f.said(ALICE).is_empty())
+        .await;
+    assert!(
+        fake.said(ALICE)[0].starts_with("+100 gold"),
+        "{:?}",
+        fake.said(ALICE)
+    );
+    server.start_kill().unwrap();
+    let out = server.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("Telegram front door ready"), "{log}");
+    let secret = TOKEN.split(':').nth(1).unwrap();
+    assert!(!log.contains(secret), "the token leaked into the log");
     db.drop_db().await;
 }
