@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `check`, `bench`, `loadtest`.
+//! The command line: `serve`, `migrate`, `check`, `backup`, `verify`,
+//! `restore`, `audit`, `bench`, `loadtest`.
 
 use std::process::ExitCode;
 
@@ -24,10 +25,20 @@ pub enum Cmd {
     /// Serve the HTTP API, and the Discord front door when DISCORD_TOKEN is set.
     #[command(after_long_help = SECRETS)]
     Serve(Box<ServeArgs>),
-    /// Apply database migrations and exit.
+    /// Apply database migrations and exit (a store with data is backed up first).
     Migrate(StorageArgs),
     /// Check the money invariants of a database; exit 1 if any is broken.
     Check(StorageArgs),
+    /// Write a consistent, compressed, checksummed backup (safe while serving).
+    Backup(crate::ops::BackupArgs),
+    /// Verify the live store, or a backup: schema, integrity, every invariant,
+    /// no orphan rows, valid jobs and arena entries; exit 1 with what is wrong.
+    Verify(crate::ops::VerifyArgs),
+    /// Restore a backup (verified first) into an empty store, or with --force
+    /// over one that is not (backed up first).
+    Restore(crate::ops::RestoreArgs),
+    /// List admin actions (settings, VIP, grants, refunds, restores), newest first.
+    Audit(crate::ops::AuditArgs),
     /// Measure durable commands/s and latency against a one-transaction-per-command baseline.
     Bench(crate::bench::BenchArgs),
     /// Simulate players from a scenario file, check the invariants, report.
@@ -44,7 +55,8 @@ const SECRETS: &str = "Secrets, from the environment only (never logged):
   KOKORO_RENDER_TOKEN bearer token sent to an http:// render service
   KOKORO_PAYMENT_SECRET signs POST /v1/payments/webhook; unset: it answers 404
   KOKORO_RESULT_SECRET signs links to results; unset: a key kept in the data dir
-  DISCORD_TOKEN     the Discord bot token; unset: no Discord front door";
+  DISCORD_TOKEN     the Discord bot token; unset: no Discord front door
+  TELEGRAM_BOT_TOKEN the Telegram bot token; unset: no Telegram front door";
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -72,6 +84,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Serve(args) => crate::serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
         Cmd::Migrate(args) => {
             let store = open(&args).await?;
+            if let Some(kept) = crate::ops::backup_before_migrating(
+                &store,
+                &crate::ops::default_dir(&args.data_dir),
+            )
+            .await?
+            {
+                println!(
+                    "the store was backed up to {} before migrating",
+                    kept.display()
+                );
+            }
             store.migrate().await?;
             println!(
                 "migrations applied; schema version {:?}",
@@ -101,6 +124,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Cmd::Backup(args) => crate::ops::backup(args).await,
+        Cmd::Verify(args) => crate::ops::verify(args).await,
+        Cmd::Restore(args) => crate::ops::restore(args).await,
+        Cmd::Audit(args) => crate::ops::audit(args).await,
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Cmd::Loadtest(args) => crate::loadtest::run(args).await,
     }

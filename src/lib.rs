@@ -10,6 +10,7 @@ pub mod discord;
 pub mod http;
 pub mod loadtest;
 pub mod notices;
+pub mod ops;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod payments;

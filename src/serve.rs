@@ -42,6 +42,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .context("opening storage")?;
     let backend = store.backend();
+    let backup_dir = args
+        .backup_dir
+        .clone()
+        .unwrap_or_else(|| crate::ops::default_dir(&args.storage.data_dir));
+    crate::ops::refuse_if_damaged(&store, &backup_dir).await?;
+    if let Some(kept) = crate::ops::backup_before_migrating(&store, &backup_dir).await? {
+        tracing::info!(backup = %kept.display(), "the store was backed up before migrating");
+    }
+    let backups = store.clone();
     let runtime = Arc::new(
         Runtime::start(store, config.clone())
             .await
@@ -72,6 +81,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    if !args.backup_every.is_zero() {
+        tokio::spawn(crate::ops::scheduled(
+            backups,
+            backup_dir,
+            args.backup_every,
+            args.backup_keep as usize,
+        ));
+    }
     tokio::spawn(prune_kept_files(
         runtime.config().uploads.clone(),
         args.storage.data_dir.join("results"),

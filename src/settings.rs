@@ -331,6 +331,19 @@ pub struct ServeArgs {
     #[arg(long, env = "KOKORO_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// How often `serve` takes a backup (24h, 30m, 7d; 0: never).
+    #[arg(long, env = "KOKORO_BACKUP_EVERY", default_value = "24h", value_parser = crate::ops::parse_every)]
+    pub backup_every: std::time::Duration,
+
+    /// Scheduled backups kept; older ones are deleted.
+    #[arg(long, env = "KOKORO_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub backup_keep: u64,
+
+    /// Where scheduled backups (and the ones taken before a migration or a
+    /// forced restore) go; default: the data dir's backups/.
+    #[arg(long, env = "KOKORO_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+
     /// Days a finished job's picture or video is kept under the data dir's
     /// results/; older ones are deleted (their links then answer 404).
     #[arg(long, env = "KOKORO_RESULTS_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]

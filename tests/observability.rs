@@ -217,9 +217,7 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
                     recorded.contains(&name),
                     "{name} is used but no recording rule defines it"
                 );
-            } else if name.starts_with(actors::telemetry::DISCORD_PREFIX)
-                || name.starts_with(actors::telemetry::TELEGRAM_PREFIX)
-            {
+            } else if only_while_serving(&name) {
                 assert!(
                     actors::telemetry::CATALOGUE
                         .iter()
@@ -235,12 +233,13 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
         }
     }
     // The Discord and Telegram metrics exist only with their front door
-    // running: tests/discord.rs, tests/telegram.rs and
+    // running, the backup metrics only while `serve` takes backups:
+    // tests/discord.rs, tests/telegram.rs, tests/operations.rs and
     // tests/prometheus_e2e.rs prove those.
-    for (name, kind, _) in actors::telemetry::CATALOGUE.iter().filter(|(n, _, _)| {
-        !n.starts_with(actors::telemetry::DISCORD_PREFIX)
-            && !n.starts_with(actors::telemetry::TELEGRAM_PREFIX)
-    }) {
+    for (name, kind, _) in actors::telemetry::CATALOGUE
+        .iter()
+        .filter(|(n, _, _)| !only_while_serving(n))
+    {
         let exposed = match kind {
             actors::telemetry::Kind::Histogram => format!("{name}_count"),
             _ => (*name).to_owned(),
@@ -364,4 +363,13 @@ async fn a_commands_trace_links_to_the_group_commit_that_made_it_durable() {
         follows.contains(&("group_commit", "command")),
         "the batch's span follows from the command's: {follows:?}"
     );
+}
+
+/// Metrics that exist only with a front door running, or while `serve`
+/// takes scheduled backups.
+fn only_while_serving(name: &str) -> bool {
+    use actors::telemetry::{BACKUP_PREFIX, DISCORD_PREFIX, TELEGRAM_PREFIX};
+    [DISCORD_PREFIX, TELEGRAM_PREFIX, BACKUP_PREFIX]
+        .iter()
+        .any(|p| name.starts_with(p))
 }

@@ -449,7 +449,10 @@ fn is_transient(e: &StoreError) -> bool {
             | sqlx::Error::ColumnDecode { .. },
         ) => false,
         StoreError::Db(_) => true,
-        StoreError::Migrate(_) | StoreError::Corrupt(_) | StoreError::Config(_) => false,
+        StoreError::Migrate(_)
+        | StoreError::Corrupt(_)
+        | StoreError::Config(_)
+        | StoreError::Backup(_) => false,
     }
 }
 

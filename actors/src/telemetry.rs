@@ -58,6 +58,16 @@ pub const DISCORD_SHARD_CONNECTED: &str = "kokoro_discord_shard_connected";
 pub const DISCORD_RECONNECTS_TOTAL: &str = "kokoro_discord_gateway_reconnects_total";
 /// Metrics that exist only while the Discord front door runs.
 pub const DISCORD_PREFIX: &str = "kokoro_discord_";
+/// Unix time of the last scheduled backup that succeeded.
+pub const BACKUP_LAST_SUCCESS_SECONDS: &str = "kokoro_backup_last_success_timestamp_seconds";
+/// Seconds since the last scheduled backup that succeeded.
+pub const BACKUP_AGE_SECONDS: &str = "kokoro_backup_age_seconds";
+/// The schedule's interval, for the staleness alert.
+pub const BACKUP_INTERVAL_SECONDS: &str = "kokoro_backup_interval_seconds";
+/// Scheduled backups that failed.
+pub const BACKUP_FAILURES_TOTAL: &str = "kokoro_backup_failures_total";
+/// Metrics that exist only while `serve` takes scheduled backups.
+pub const BACKUP_PREFIX: &str = "kokoro_backup_";
 /// Telegram 429 answers waited out (`retry_after`) before calling again.
 pub const TELEGRAM_RETRY_AFTER_TOTAL: &str = "kokoro_telegram_retry_after_total";
 /// Metrics that exist only while the Telegram front door runs.
@@ -209,6 +219,26 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         DISCORD_RECONNECTS_TOTAL,
         Kind::Counter,
         "Times a connected Discord shard lost its connection, by shard.",
+    ),
+    (
+        BACKUP_LAST_SUCCESS_SECONDS,
+        Kind::Gauge,
+        "Unix time of the last scheduled backup that succeeded.",
+    ),
+    (
+        BACKUP_AGE_SECONDS,
+        Kind::Gauge,
+        "Seconds since the last scheduled backup that succeeded.",
+    ),
+    (
+        BACKUP_INTERVAL_SECONDS,
+        Kind::Gauge,
+        "Seconds between scheduled backups.",
+    ),
+    (
+        BACKUP_FAILURES_TOTAL,
+        Kind::Counter,
+        "Scheduled backups that failed.",
     ),
     (
         TELEGRAM_RETRY_AFTER_TOTAL,

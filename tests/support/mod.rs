@@ -214,10 +214,10 @@ pub fn kokoro_binary(db: &TestDb, token: &str) -> tokio::process::Command {
     c.env("KOKORO_API_TOKEN", token)
         .env("KOKORO_STARTING_GOLD", "1000")
         .env("RUST_LOG", "warn");
+    // The data dir holds backups and keys on PostgreSQL too: the test's own.
+    c.env("KOKORO_DATA_DIR", db.dir.path());
     match db.backend {
-        Backend::Sqlite => c
-            .env_remove("DATABASE_URL")
-            .env("KOKORO_DATA_DIR", db.dir.path()),
+        Backend::Sqlite => c.env_remove("DATABASE_URL"),
         Backend::Postgres => c.env("DATABASE_URL", &db.url),
     };
     c

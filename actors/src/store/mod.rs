@@ -5,6 +5,8 @@
 //! `excluded.`), only the pool type differs. Only the persistence actor
 //! writes; activation and leaderboards read.
 
+pub mod backup;
+mod backup_sql;
 mod queries;
 
 use std::path::Path;
@@ -22,7 +24,7 @@ use crate::job::StoredJob;
 use crate::state::{RecentCommands, UserState};
 use crate::writeset::{CommitOutcome, Transfer, WriteSet};
 
-pub use queries::{AuditReport, LeaderboardRow};
+pub use queries::{AuditLine, AuditReport, LeaderboardRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +36,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid database url: {0}")]
     Config(String),
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 /// Which backend, for the start-up report and for tests.
@@ -333,6 +337,15 @@ impl Store {
         on_pool!(self, (p, q) => q::payment(p, provider_id).await)
     }
 
+    /// Admin actions since `since_ms` (Unix ms), newest first.
+    pub async fn audit_since(
+        &self,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditLine>, StoreError> {
+        on_pool!(self, (p, q) => q::audit_since(p, since_ms, limit).await)
+    }
+
     /// Records that the player was told that job `id` ended. Written
     /// directly, not through group commit: it changes no game state, and a
     /// notice lost to a crash before this lands is sent again (at least once).
@@ -373,6 +386,130 @@ impl Store {
     /// Checks the money invariants over the whole database.
     pub async fn audit(&self) -> Result<AuditReport, StoreError> {
         on_pool!(self, (p, q) => q::audit(p).await)
+    }
+
+    /// Writes a backup of every table, read in one snapshot (safe while
+    /// serving), to `path`; its manifest.
+    pub async fn backup_to(&self, path: &Path) -> Result<backup::Manifest, StoreError> {
+        let header = backup::Header {
+            kokoro_backup: backup::FORMAT,
+            created_ms: crate::config::unix_ms(),
+            kokoro_version: env!("CARGO_PKG_VERSION").to_owned(),
+            schema_version: self.migration_version().await?.unwrap_or(0),
+            backend: format!("{:?}", self.backend()).to_lowercase(),
+        };
+        let out = backup::BackupWriter::create(path, &header)
+            .map_err(|e| StoreError::Backup(e.to_string()))?;
+        match on_pool!(self, (p, q) => q::backup_sql::export(p, &out).await) {
+            Ok(()) => out
+                .finish()
+                .await
+                .map_err(|e| StoreError::Backup(e.to_string())),
+            Err(e) => {
+                out.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Rows per table of kokoro's.
+    pub async fn row_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        on_pool!(self, (p, q) => q::backup_sql::row_counts(p).await)
+    }
+
+    /// Writes the backup at `path` into this store (migrated to this
+    /// kokoro's schema first), in one transaction, after emptying it when
+    /// `replace`; the rows restored. A backup that turns out damaged (its
+    /// checksum is checked at its end) restores nothing.
+    pub async fn restore_from(&self, path: &Path, replace: bool) -> Result<u64, StoreError> {
+        let header = backup::BackupReader::open(path)
+            .map_err(|e| StoreError::Backup(e.to_string()))?
+            .header;
+        if let Some(expected) = self.expected_migration_version() {
+            if header.schema_version > expected {
+                return Err(StoreError::Backup(format!(
+                    "the backup has schema version {}, newer than this kokoro's {expected}: restore it with the kokoro that made it ({})",
+                    header.schema_version, header.kokoro_version
+                )));
+            }
+        }
+        self.migrate().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let file = path.to_owned();
+        // Reading and decompressing on a thread of its own, fed back
+        // through a bounded channel.
+        std::thread::spawn(move || {
+            let mut reader = match backup::BackupReader::open(&file) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                match reader.next_item() {
+                    Ok(Some(item)) => {
+                        if tx.blocking_send(Ok(item)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let note = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let at = crate::config::unix_ms();
+        on_pool!(self, (p, q) => q::backup_sql::import(p, rx, replace, &note, at).await)
+    }
+
+    /// Everything wrong with this store: its schema version, the
+    /// database's own integrity check (SQLite), and unless `quick`, every
+    /// money invariant `check` knows, rows that belong to no player, and
+    /// jobs and arena entries in no valid state. Empty means sound.
+    pub async fn verify(&self, quick: bool) -> Result<Vec<String>, StoreError> {
+        let mut wrong = Vec::new();
+        // A new store has no tables yet: migrations will make them.
+        if self.row_counts().await?.is_empty() {
+            return Ok(wrong);
+        }
+        match (self.migration_version().await?, self.expected_migration_version()) {
+            (Some(have), Some(want)) if have > want => wrong.push(format!(
+                "schema version {have} is newer than this kokoro's {want}: run the kokoro that wrote it"
+            )),
+            (have, Some(want)) if have.unwrap_or(0) < want => wrong.push(format!(
+                "schema version {} is behind this kokoro's {want}: run kokoro migrate",
+                have.unwrap_or(0)
+            )),
+            _ => {}
+        }
+        if let Self::Sqlite(p) = self {
+            let pragma = if quick {
+                "PRAGMA quick_check"
+            } else {
+                "PRAGMA integrity_check"
+            };
+            let found: Vec<String> = sqlx::query_scalar(pragma).fetch_all(p).await?;
+            if found != ["ok"] {
+                wrong.extend(
+                    found
+                        .into_iter()
+                        .take(20)
+                        .map(|f| format!("SQLite integrity: {f}")),
+                );
+            }
+        }
+        if !quick && wrong.is_empty() {
+            wrong.extend(self.audit().await?.violations());
+            wrong.extend(on_pool!(self, (p, q) => q::backup_sql::structure(p).await)?);
+        }
+        Ok(wrong)
     }
 
     pub async fn close(&self) {

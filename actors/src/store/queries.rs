@@ -27,6 +27,21 @@ pub struct LeaderboardRow {
     pub xp: i64,
 }
 
+/// One admin action, as `kokoro audit` lists it: ids as stored (0 for the
+/// operator at the command line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditLine {
+    pub guild: i64,
+    pub by: i64,
+    pub action: String,
+    pub target: Option<i64>,
+    pub key: String,
+    pub old: String,
+    pub new: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
 /// The money invariants, as read from the database.
 #[derive(Debug, Clone, Default)]
 pub struct AuditReport {
@@ -171,9 +186,11 @@ macro_rules! guard_each {
 }
 
 macro_rules! backend {
-    ($module:ident, $db:ty, $begin_write:expr, $begin_snapshot:expr, $lock_rows:expr) => {
+    ($module:ident, $db:ty, $begin_write:expr, $begin_snapshot:expr, $lock_rows:expr, $backup:tt) => {
         pub mod $module {
             use super::*;
+
+            crate::store::backup_sql::backup_sql! $backup;
 
             type Pool = sqlx::Pool<$db>;
             type Conn = <$db as sqlx::Database>::Connection;
@@ -569,6 +586,33 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     .transpose()
             }
 
+            /// Audit rows since `since_ms`, newest first, across guilds.
+            pub async fn audit_since(pool: &Pool, since_ms: i64, limit: i64) -> Result<Vec<AuditLine>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT guild_id, by_user, action, target_user, key, old_value, new_value, reason, at_ms \
+                     FROM audit_log WHERE at_ms >= $1 ORDER BY at_ms DESC, id DESC LIMIT $2",
+                )
+                .bind(since_ms)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(AuditLine {
+                            guild: r.try_get(0)?,
+                            by: r.try_get(1)?,
+                            action: r.try_get(2)?,
+                            target: r.try_get(3)?,
+                            key: r.try_get(4)?,
+                            old: r.try_get(5)?,
+                            new: r.try_get(6)?,
+                            reason: r.try_get(7)?,
+                            at_ms: r.try_get(8)?,
+                        })
+                    })
+                    .collect()
+            }
+
             /// Records that the player was told `id` ended.
             pub async fn mark_notified(pool: &Pool, id: &str, at_ms: i64) -> Result<(), StoreError> {
                 sqlx::query("UPDATE jobs SET notified_ms = $1 WHERE id = $2 AND notified_ms IS NULL")
@@ -770,11 +814,41 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
 // SQLite has no row locks: BEGIN IMMEDIATE takes the write lock up front.
 // A snapshot: SQLite's read transaction in WAL mode sees the database as of
 // its first read; PostgreSQL needs REPEATABLE READ for the same.
-backend!(sqlite, sqlx::Sqlite, "BEGIN IMMEDIATE", "BEGIN", "");
+backend!(
+    sqlite,
+    sqlx::Sqlite,
+    "BEGIN IMMEDIATE",
+    "BEGIN",
+    "",
+    (
+        sqlx::Sqlite,
+        "BEGIN IMMEDIATE",
+        "BEGIN",
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        "SELECT name FROM pragma_table_info($1) ORDER BY cid",
+        "",
+        // SQLite moves its AUTOINCREMENT counters itself.
+        [] as [&str; 0]
+    )
+);
 backend!(
     postgres,
     sqlx::Postgres,
     "BEGIN",
     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-    " FOR UPDATE"
+    " FOR UPDATE",
+    (
+        sqlx::Postgres,
+        "BEGIN",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name",
+        "SELECT CAST(column_name AS TEXT) FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+        // Identity columns take restored ids only when told to.
+        " OVERRIDING SYSTEM VALUE",
+        // Sequences move past the restored ids.
+        ["SELECT CAST(table_name AS TEXT), CAST(column_name AS TEXT) FROM information_schema.columns \
+          WHERE table_schema = current_schema() AND (column_default LIKE 'nextval(%' OR is_identity = 'YES')"]
+    )
 );
