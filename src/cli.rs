@@ -39,6 +39,15 @@ pub enum Cmd {
     Restore(crate::ops::RestoreArgs),
     /// List admin actions (settings, VIP, grants, refunds, restores), newest first.
     Audit(crate::ops::AuditArgs),
+    /// Copy every row from one store to another (e.g. SQLite to PostgreSQL)
+    /// and prove the copy; safe to re-run.
+    MigrateStore(crate::ops::MigrateStoreArgs),
+    /// GET a URL (default: this host's /healthz); exit 0 on a 2xx answer.
+    /// The container's health check, so the image needs no curl.
+    Probe {
+        #[arg(default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Measure durable commands/s and latency against a one-transaction-per-command baseline.
     Bench(crate::bench::BenchArgs),
     /// Simulate players from a scenario file, check the invariants, report.
@@ -128,6 +137,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Verify(args) => crate::ops::verify(args).await,
         Cmd::Restore(args) => crate::ops::restore(args).await,
         Cmd::Audit(args) => crate::ops::audit(args).await,
+        Cmd::MigrateStore(args) => crate::ops::migrate_store(args).await,
+        Cmd::Probe { url } => {
+            let answer = reqwest::Client::new()
+                .get(&url)
+                .timeout(std::time::Duration::from_secs(3))
+                .send()
+                .await;
+            Ok(match answer {
+                Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+                Ok(r) => {
+                    eprintln!("kokoro probe: {}", r.status());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("kokoro probe: {}", e.without_url());
+                    ExitCode::FAILURE
+                }
+            })
+        }
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Cmd::Loadtest(args) => crate::loadtest::run(args).await,
     }

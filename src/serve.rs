@@ -89,10 +89,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.backup_keep as usize,
         ));
     }
-    tokio::spawn(prune_kept_files(
+    tokio::spawn(crate::ops::housekeeping(
+        runtime.store().clone(),
         runtime.config().uploads.clone(),
         args.storage.data_dir.join("results"),
-        std::time::Duration::from_secs(args.results_retention_days * 86_400),
+        crate::ops::Retention {
+            results: days(args.results_retention_days),
+            commands: days(args.commands_retention_days),
+            jobs: days(args.jobs_retention_days),
+        },
     ));
 
     let listener = tokio::net::TcpListener::bind(args.http)
@@ -187,28 +192,6 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// Deletes uploads and results past their retention, hourly, off the
-/// async threads.
-async fn prune_kept_files(
-    uploads: Option<actors::uploads::Uploads>,
-    results: std::path::PathBuf,
-    keep_results: std::time::Duration,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
-        let (u, r) = (uploads.clone(), results.clone());
-        let pruned = tokio::task::spawn_blocking(move || {
-            let uploads = u.map_or(0, |u| u.prune(actors::uploads::RETENTION));
-            (uploads, actors::uploads::prune_files(&r, keep_results))
-        })
-        .await;
-        match pruned {
-            Ok((0, 0)) => {}
-            Ok((uploads, results)) => {
-                tracing::info!(uploads, results, "deleted files past their retention");
-            }
-            Err(e) => tracing::warn!(error = %e, "could not prune kept files"),
-        }
-    }
+fn days(n: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(n * 86_400)
 }

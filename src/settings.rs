@@ -331,6 +331,16 @@ pub struct ServeArgs {
     #[arg(long, env = "KOKORO_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Days a processed command id is kept for answering retries; a retry
+    /// older than that is treated as a new command.
+    #[arg(long, env = "KOKORO_COMMANDS_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub commands_retention_days: u64,
+
+    /// Days a finished job stays listed in `jobs` (its charge or refund
+    /// stays in the ledger for ever).
+    #[arg(long, env = "KOKORO_JOBS_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub jobs_retention_days: u64,
+
     /// How often `serve` takes a backup (24h, 30m, 7d; 0: never).
     #[arg(long, env = "KOKORO_BACKUP_EVERY", default_value = "24h", value_parser = crate::ops::parse_every)]
     pub backup_every: std::time::Duration,

@@ -88,7 +88,12 @@ async fn play(rt: &Runtime) {
 }
 
 fn config() -> RuntimeConfig {
+    // Paid jobs, so charges reach the ledger.
+    let mut generation = actors::game::generation::GenerationData::default();
+    generation.rules.trial_daily_free = 0;
+    generation.workflows = generation.workflows.each(|w| w.daily_free = 0);
     RuntimeConfig {
+        generation: Arc::new(generation),
         jobs: actors::config::JobsConfig {
             render: Some(Arc::new(actors::job_queue::SimulatedRender::new(
                 Duration::from_millis(5),
@@ -338,8 +343,9 @@ both_backends!(migrating_a_store_with_data_backs_it_up_first, |backend| {
     let store = db.store().await;
     let newest = store.expected_migration_version().unwrap();
     let undo = [
-        "ALTER TABLE gen_players DROP COLUMN chosen_ms",
-        "ALTER TABLE gen_players DROP COLUMN chosen_workflow",
+        "DROP INDEX commands_by_age",
+        "DROP INDEX jobs_finished",
+        "DROP TABLE jobs_pruned",
     ];
     match &store {
         actors::Store::Sqlite(p) => {
@@ -467,6 +473,121 @@ both_backends!(
             said.contains(&format!("jobs in no valid state: {job}")),
             "{said}"
         );
+        db.drop_db().await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_copies_sqlite_into_postgres_once_and_proves_it() {
+    let from = TestDb::new(Backend::Sqlite).await;
+    {
+        let rt = from.runtime(config()).await;
+        play(&rt).await;
+        Arc::into_inner(rt).unwrap().shutdown().await;
+    }
+    let to = TestDb::new(Backend::Postgres).await;
+    let copy = || {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_kokoro"));
+        c.args([
+            "migrate-store",
+            "--from",
+            &format!("sqlite:{}", from.sqlite_path().display()),
+            "--to",
+            &to.url,
+        ]);
+        exec(c)
+    };
+    let out = copy().await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("the same rows per table and the same ledger sums"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !text(&out).contains(&to.url),
+        "no password or full address printed"
+    );
+    let out = copy().await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("already holds this copy"),
+        "{}",
+        text(&out)
+    );
+    let rt = to.runtime(config()).await;
+    assert_eq!(
+        rt.dispatch(cmd(2, "balance", json!({}))).await.data["gold"],
+        json!(100 + 100 + 30 - 2 * 5)
+    );
+    to.drop_db().await;
+    from.drop_db().await;
+}
+
+both_backends!(
+    retention_prunes_old_command_ids_and_jobs_and_the_books_still_balance,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let rt = db.runtime(config()).await;
+        play(&rt).await;
+        let first = rt
+            .dispatch(cmd_with_id(10, "daily-10", "daily", json!({})))
+            .await;
+        assert!(first.ok);
+        let again = rt
+            .dispatch(cmd_with_id(10, "daily-10", "daily", json!({})))
+            .await;
+        assert!(
+            again.replayed,
+            "a retry within the window gets the first reply"
+        );
+        // A job still due a notice is kept until told.
+        let waiting = rt
+            .dispatch(actors::Command {
+                id: None,
+                key: key(11),
+                kind: actors::CommandKind::Generation(
+                    actors::game::generation::GenerationCommand::Generate {
+                        workflow: Some("image".into()),
+                        prompt: "a fox".into(),
+                        image: None,
+                        notify: Some("discord:1".into()),
+                    },
+                ),
+            })
+            .await;
+        assert!(waiting.ok, "{waiting:?}");
+        rt.settle(Duration::from_secs(10)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let later = actors::config::unix_ms() + 60_000;
+        let store = rt.store();
+        assert!(store.prune_commands(later).await.unwrap() > 0);
+        assert_eq!(
+            store.prune_jobs(later).await.unwrap(),
+            1,
+            "the told job only"
+        );
+        assert!(
+            store.verify(false).await.unwrap().is_empty(),
+            "{:?}",
+            store.verify(false).await
+        );
+        let jobs = rt.dispatch(cmd(3, "jobs", json!({}))).await;
+        assert_eq!(jobs.data["jobs"], json!([]));
+        assert_eq!(store.jobs_of(key(11), 5).await.unwrap().len(), 1);
+        let audit = rt.audit().await.unwrap();
+        assert_eq!(
+            audit.ledger(actors::domain::Currency::Credits, "generate"),
+            -20,
+            "both jobs' charges: the ledger keeps the pruned one's"
+        );
+        // Past the window a retry is a new command: the rules answer it afresh.
+        let late = rt
+            .dispatch(cmd_with_id(10, "daily-10", "daily", json!({})))
+            .await;
+        assert!(!late.replayed);
+        assert_eq!(late.code(), Some(actors::ErrorCode::AlreadyClaimed));
         db.drop_db().await;
     }
 );

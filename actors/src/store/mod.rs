@@ -346,6 +346,32 @@ impl Store {
         on_pool!(self, (p, q) => q::audit_since(p, since_ms, limit).await)
     }
 
+    /// Retention: deletes processed command ids older than `before_ms`, in
+    /// chunks (a retry of one is then treated as a new command); how many.
+    pub async fn prune_commands(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut gone = 0;
+        loop {
+            let n = on_pool!(self, (p, q) => q::prune_commands(p, before_ms, 1000).await)?;
+            gone += n;
+            if n < 1000 {
+                return Ok(gone);
+            }
+        }
+    }
+
+    /// Retention: deletes jobs finished before `before_ms` whose player was
+    /// told, in chunks, keeping their charges and refunds for `check`.
+    pub async fn prune_jobs(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut gone = 0;
+        loop {
+            let n = on_pool!(self, (p, q) => q::prune_jobs(p, before_ms, 500).await)?;
+            gone += n;
+            if n < 500 {
+                return Ok(gone);
+            }
+        }
+    }
+
     /// Records that the player was told that job `id` ended. Written
     /// directly, not through group commit: it changes no game state, and a
     /// notice lost to a crash before this lands is sent again (at least once).

@@ -613,6 +613,74 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     .collect()
             }
 
+            /// Deletes up to `limit` processed command ids older than
+            /// `before_ms`; how many went.
+            pub async fn prune_commands(pool: &Pool, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM commands WHERE (guild_id, user_id, command_id) IN \
+                     (SELECT guild_id, user_id, command_id FROM commands WHERE at_ms < $1 LIMIT $2)",
+                )
+                .bind(before_ms)
+                .bind(limit)
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            /// Deletes up to `limit` jobs finished before `before_ms` whose
+            /// player has been told (or asked over HTTP), adding their
+            /// charges and refunds to `jobs_pruned` in the same transaction.
+            pub async fn prune_jobs(pool: &Pool, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+                let mut tx = pool.begin_with($begin_write).await?;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM jobs WHERE status <> 'queued' AND finished_ms < $1 \
+                     AND (notify IS NULL OR notified_ms IS NOT NULL) ORDER BY finished_ms LIMIT $2",
+                )
+                .bind(before_ms)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let mut charged = 0i64;
+                let mut refunded = 0i64;
+                for chunk in ids.chunks(100) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "SELECT CAST(COALESCE(SUM(CASE WHEN held = 0 OR status = 'done' THEN cost ELSE 0 END), 0) AS BIGINT), \
+                         CAST(COALESCE(SUM(CASE WHEN held = 0 AND status IN ('failed', 'cancelled') THEN cost ELSE 0 END), 0) AS BIGINT) \
+                         FROM jobs WHERE id IN (",
+                    );
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.as_str());
+                    }
+                    qb.push(")");
+                    let r = qb.build().fetch_one(&mut *tx).await?;
+                    charged += r.try_get::<i64, _>(0)?;
+                    refunded += r.try_get::<i64, _>(1)?;
+                    let mut del = QueryBuilder::<$db>::new("DELETE FROM jobs WHERE id IN (");
+                    let mut list = del.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.as_str());
+                    }
+                    del.push(")");
+                    del.build().execute(&mut *tx).await?;
+                }
+                sqlx::query(
+                    "INSERT INTO jobs_pruned (id, jobs, charged, refunded) VALUES (1, $1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET jobs = jobs_pruned.jobs + excluded.jobs, \
+                     charged = jobs_pruned.charged + excluded.charged, refunded = jobs_pruned.refunded + excluded.refunded",
+                )
+                .bind(ids.len() as i64)
+                .bind(charged)
+                .bind(refunded)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(ids.len() as u64)
+            }
+
             /// Records that the player was told `id` ended.
             pub async fn mark_notified(pool: &Pool, id: &str, at_ms: i64) -> Result<(), StoreError> {
                 sqlx::query("UPDATE jobs SET notified_ms = $1 WHERE id = $2 AND notified_ms IS NULL")

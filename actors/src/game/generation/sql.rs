@@ -95,6 +95,14 @@ macro_rules! generation_writes {
                 )
                 .fetch_one(&mut *tx)
                 .await?;
+                // Jobs pruned by retention left their sums behind.
+                let pruned = sqlx::query("SELECT charged, refunded FROM jobs_pruned WHERE id = 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let (charged, refunded) = match pruned {
+                    Some(r) => (charged + r.try_get::<i64, _>(0)?, refunded + r.try_get::<i64, _>(1)?),
+                    None => (charged, refunded),
+                };
                 let bought = sum("SELECT CAST(COALESCE(SUM(credits), 0) AS BIGINT) FROM payments")
                     .fetch_one(&mut *tx)
                     .await?;
