@@ -68,6 +68,10 @@ pub enum CommitError {
     Unavailable(String),
     #[error("storage refused the write: {0}")]
     Rejected(String),
+    /// The connection failed while committing: the writes may have landed.
+    /// Never retried (that could apply them twice); the writer must reload.
+    #[error("the outcome is unknown: {0}")]
+    Unknown(String),
 }
 
 /// The backlog is full.
@@ -452,7 +456,8 @@ fn is_transient(e: &StoreError) -> bool {
         StoreError::Migrate(_)
         | StoreError::Corrupt(_)
         | StoreError::Config(_)
-        | StoreError::Backup(_) => false,
+        | StoreError::Backup(_)
+        | StoreError::Ambiguous(_) => false,
     }
 }
 
@@ -478,10 +483,12 @@ impl Writer {
         p.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         p.commit_us
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-        if results
-            .iter()
-            .any(|r| matches!(r, Err(CommitError::Unavailable(_))))
-        {
+        if results.iter().any(|r| {
+            matches!(
+                r,
+                Err(CommitError::Unavailable(_) | CommitError::Unknown(_))
+            )
+        }) {
             p.last_failure_ms.store(unix_ms(), Ordering::Relaxed);
         } else if results.iter().any(Result::is_ok) {
             p.last_success_ms.store(unix_ms(), Ordering::Relaxed);
@@ -533,6 +540,12 @@ impl Writer {
         loop {
             match self.store.commit(writes).await {
                 Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+                Err(StoreError::Ambiguous(e)) => {
+                    metrics::counter!(m::COMMIT_FAILURES_TOTAL, "kind" => "unknown").increment(1);
+                    tracing::error!(error = %e, batch = writes.len(), "group commit's outcome unknown; its writers reload");
+                    let err = CommitError::Unknown(e);
+                    return writes.iter().map(|_| Err(err.clone())).collect();
+                }
                 Err(e) if is_transient(&e) => {
                     metrics::counter!(m::COMMIT_FAILURES_TOTAL, "kind" => "transient").increment(1);
                     if attempt >= self.config.attempts {

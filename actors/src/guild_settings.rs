@@ -268,6 +268,13 @@ impl Handler<Set> for GuildSettingsActor {
                     ErrorCode::StorageUnavailable,
                     "storage is unavailable; nothing was changed, retry shortly",
                 )),
+                // Rare, and settings are not money: the snapshot is kept and
+                // the admin told to retry with the same id.
+                Ok(Err(CommitError::Unknown(_))) => Committed::Failed(Reply::error(
+                    "config_set",
+                    ErrorCode::StorageUnavailable,
+                    "storage failed while saving; retry with the same id to find out whether it was made",
+                )),
                 Ok(Err(CommitError::Rejected(_))) | Err(_) => Committed::Failed(Reply::error(
                     "config_set",
                     ErrorCode::Internal,

@@ -633,6 +633,13 @@ impl UserActor {
                 ErrorCode::StorageUnavailable,
                 "storage is unavailable; nothing was changed, retry shortly",
             ))),
+            // The commit may have landed: this actor's state may be behind
+            // storage, so it reloads before its next command.
+            Ok(Err(CommitError::Unknown(_))) => Err(Failure::Unknown(Reply::error(
+                name,
+                ErrorCode::StorageUnavailable,
+                "storage failed while saving; the change may or may not have been made: retry with the same id to find out",
+            ))),
             Ok(Err(CommitError::Rejected(_))) => Err(Failure::Reply(Reply::error(
                 name,
                 ErrorCode::Internal,

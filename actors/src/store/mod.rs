@@ -38,6 +38,10 @@ pub enum StoreError {
     Config(String),
     #[error("backup: {0}")]
     Backup(String),
+    /// The connection failed while the transaction was committing: it may
+    /// or may not have landed.
+    #[error("the commit's outcome is unknown (the connection failed while committing): {0}")]
+    Ambiguous(String),
 }
 
 /// Which backend, for the start-up report and for tests.

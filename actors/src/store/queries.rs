@@ -351,10 +351,28 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
             }
 
             pub async fn commit(pool: &Pool, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
-                let mut tx = pool.begin().await?;
-                let outcomes = commit_on(&mut tx, batch).await?;
-                tx.commit().await?;
-                Ok(outcomes)
+                let mut conn = pool.acquire().await?;
+                let done = async {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    let outcomes = commit_on(&mut tx, batch).await?;
+                    // An answer from the database means it did not commit;
+                    // a connection lost on the way leaves it unknown.
+                    tx.commit().await.map_err(|e| match e {
+                        sqlx::Error::Database(_) => StoreError::Db(e),
+                        other => StoreError::Ambiguous(other.to_string()),
+                    })?;
+                    Ok(outcomes)
+                }
+                .await;
+                if done.is_err() {
+                    // A transaction that failed (a full disk, a lost server)
+                    // can leave its connection in a state the pool cannot
+                    // see: SQLite may have rolled it back itself while sqlx
+                    // still counts it open, and that connection then holds
+                    // the write lock for ever. It is closed, never reused.
+                    let _ = sqlx::Connection::close(conn.detach()).await;
+                }
+                done
             }
 
             /// The body of a group commit, inside the caller's transaction.
