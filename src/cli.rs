@@ -39,6 +39,9 @@ pub enum Cmd {
     Restore(crate::ops::RestoreArgs),
     /// List admin actions (settings, VIP, grants, refunds, restores), newest first.
     Audit(crate::ops::AuditArgs),
+    /// Import the legacy bots' JSON data (see the README); --dry-run reports
+    /// what would be imported and every record rejected, with the reason.
+    Import(crate::import::ImportArgs),
     /// Copy every row from one store to another (e.g. SQLite to PostgreSQL)
     /// and prove the copy; safe to re-run.
     MigrateStore(crate::ops::MigrateStoreArgs),
@@ -138,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Restore(args) => crate::ops::restore(args).await,
         Cmd::Audit(args) => crate::ops::audit(args).await,
         Cmd::MigrateStore(args) => crate::ops::migrate_store(args).await,
+        Cmd::Import(args) => crate::import::run(args).await,
         Cmd::Probe { url } => {
             let answer = reqwest::Client::new()
                 .get(&url)

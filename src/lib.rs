@@ -8,6 +8,7 @@ pub mod cli;
 pub mod comfyui;
 pub mod discord;
 pub mod http;
+pub mod import;
 pub mod loadtest;
 pub mod notices;
 pub mod ops;

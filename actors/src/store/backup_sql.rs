@@ -202,7 +202,9 @@ macro_rules! backup_sql {
                 let present = tables(&mut conn).await?;
                 for table in ["inventory", "ledger", "jobs", "arena_entries", "characters", "pity",
                               "summons", "teams", "upgrades", "rp_players", "rp_characters",
-                              "rp_xp_days", "gen_players", "payments", "commands"] {
+                              "rp_xp_days", "gen_players", "payments"] {
+                    // (Command ids are not in the list: an admin who never
+                    // played still has the ids of their settings changes.)
                     if !present.iter().any(|t| t == table) {
                         continue;
                     }

@@ -269,7 +269,7 @@ fn bad_name(field: &str) -> ParseError {
 }
 
 /// A character name: trimmed, 1–32 characters, none of them a control.
-fn valid_name(field: &str, s: &str) -> Result<String, ParseError> {
+pub fn valid_name(field: &str, s: &str) -> Result<String, ParseError> {
     let s = s.trim();
     let n = s.chars().count();
     if n == 0 || n > MAX_NAME_CHARS || s.chars().any(char::is_control) {
