@@ -76,6 +76,13 @@ both_backends!(
 
         let (ok, out) = kokoro(&db, &["verify"]).await;
         assert!(ok, "{out}");
+        let (ok, out) = kokoro(&db, &["audit"]).await;
+        assert!(ok, "{out}");
+        assert!(out.contains("by operator: import collection"), "{out}");
+        assert!(
+            out.contains("by 9: config_set rp_channels"),
+            "the imported settings, audited: {out}"
+        );
         let audit = store.audit().await.unwrap();
         assert_eq!(
             audit.ledger(actors::domain::Currency::Gold, "imported"),

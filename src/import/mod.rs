@@ -103,6 +103,22 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let outcome = import(&store, plan, args.batch as usize, true).await?;
+    let file = args
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    store
+        .audit_operator(
+            "import",
+            &format!("{:?}", args.format).to_lowercase(),
+            &format!(
+                "{} imported, {} skipped, {} rejected",
+                outcome.imported, outcome.skipped, outcome.rejected
+            ),
+            &file,
+        )
+        .await?;
     println!(
         "imported {}, skipped {}, rejected {} (skipped: imported before, or a player kokoro already has)",
         outcome.imported, outcome.skipped, outcome.rejected

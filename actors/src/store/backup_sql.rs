@@ -162,6 +162,23 @@ macro_rules! backup_sql {
                 Ok(restored)
             }
 
+            /// An audit row for what an operator did at the command line
+            /// (guild 0, by 0: no player did it).
+            pub async fn operator_audit(pool: &Pool, action: &str, key: &str, new: &str, reason: &str, at_ms: i64) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO audit_log (guild_id, by_user, action, target_user, key, old_value, new_value, reason, at_ms) \
+                     VALUES (0, 0, $1, NULL, $2, '', $3, $4, $5)",
+                )
+                .bind(action)
+                .bind(key)
+                .bind(new)
+                .bind(reason)
+                .bind(at_ms)
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
+
             async fn columns_of(conn: &mut Conn, table: &str) -> Result<Vec<String>, StoreError> {
                 columns(conn, table).await
             }

@@ -442,6 +442,19 @@ impl Store {
         }
     }
 
+    /// Records an operator's action at the command line (an import) in
+    /// the audit log, as `by operator`.
+    pub async fn audit_operator(
+        &self,
+        action: &str,
+        key: &str,
+        new: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let at = crate::config::unix_ms();
+        on_pool!(self, (p, q) => q::backup_sql::operator_audit(p, action, key, new, reason, at).await)
+    }
+
     /// Rows per table of kokoro's.
     pub async fn row_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         on_pool!(self, (p, q) => q::backup_sql::row_counts(p).await)
