@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use actors::store::Store;
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::settings::{ServeArgs, StorageArgs};
@@ -95,7 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Serve(args) => crate::serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
         Cmd::Migrate(args) => {
-            let store = open(&args).await?;
+            let store = crate::ops::open(&args).await?;
             if let Some(kept) = crate::ops::backup_before_migrating(
                 &store,
                 &crate::ops::default_dir(&args.data_dir),
@@ -115,7 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check(args) => {
-            let store = open(&args).await?;
+            let store = crate::ops::open(&args).await?;
             let report = store.audit().await?;
             println!(
                 "{} players, {} gold, {} gems, {} transfers in flight ({} gold)",
@@ -163,14 +161,4 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Cmd::Loadtest(args) => crate::loadtest::run(args).await,
     }
-}
-
-async fn open(args: &StorageArgs) -> anyhow::Result<Store> {
-    Store::open(
-        args.database_url.as_deref(),
-        &args.data_dir,
-        &args.store_options(),
-    )
-    .await
-    .context("opening storage")
 }

@@ -61,7 +61,8 @@ pub fn default_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("backups")
 }
 
-async fn open(args: &StorageArgs) -> anyhow::Result<Store> {
+/// The store `args` name, opened (not migrated).
+pub async fn open(args: &StorageArgs) -> anyhow::Result<Store> {
     Store::open(
         args.database_url.as_deref(),
         &args.data_dir,

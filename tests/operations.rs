@@ -87,6 +87,14 @@ async fn play(rt: &Runtime) {
     rt.settle(Duration::from_secs(10)).await.unwrap();
 }
 
+/// `play`, on a runtime that is then shut down: a store with life in it
+/// and no process holding it.
+async fn played(db: &TestDb) {
+    let rt = db.runtime(config()).await;
+    play(&rt).await;
+    Arc::into_inner(rt).unwrap().shutdown().await;
+}
+
 fn config() -> RuntimeConfig {
     // Paid jobs, so charges reach the ledger.
     let mut generation = actors::game::generation::GenerationData::default();
@@ -283,11 +291,7 @@ both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_database_is_refused_at_start_and_restore_brings_it_back() {
     let db = TestDb::new(Backend::Sqlite).await;
-    {
-        let rt = db.runtime(config()).await;
-        play(&rt).await;
-        Arc::into_inner(rt).unwrap().shutdown().await;
-    }
+    played(&db).await;
     let mut c = kokoro_binary(&db, TOKEN);
     c.args(["backup"]);
     let out = exec(c).await;
@@ -334,11 +338,7 @@ async fn a_corrupted_database_is_refused_at_start_and_restore_brings_it_back() {
 
 both_backends!(migrating_a_store_with_data_backs_it_up_first, |backend| {
     let db = TestDb::new(backend).await;
-    {
-        let rt = db.runtime(config()).await;
-        play(&rt).await;
-        Arc::into_inner(rt).unwrap().shutdown().await;
-    }
+    played(&db).await;
     // Undo the newest migration, as if this store were from the last release.
     let store = db.store().await;
     let newest = store.expected_migration_version().unwrap();
@@ -480,11 +480,7 @@ both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_store_copies_sqlite_into_postgres_once_and_proves_it() {
     let from = TestDb::new(Backend::Sqlite).await;
-    {
-        let rt = from.runtime(config()).await;
-        play(&rt).await;
-        Arc::into_inner(rt).unwrap().shutdown().await;
-    }
+    played(&from).await;
     let to = TestDb::new(Backend::Postgres).await;
     let copy = || {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_kokoro"));

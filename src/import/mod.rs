@@ -79,13 +79,7 @@ pub struct Outcome {
 pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading {}", args.file.display()))?;
-    let store = Store::open(
-        args.storage.database_url.as_deref(),
-        &args.storage.data_dir,
-        &args.storage.store_options(),
-    )
-    .await
-    .context("opening storage")?;
+    let store = crate::ops::open(&args.storage).await?;
     store.migrate().await?;
     let plan = plan(args.format, &text, args.admin)?;
     for r in &plan.rejected {
