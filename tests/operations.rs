@@ -87,6 +87,16 @@ async fn play(rt: &Runtime) {
     rt.settle(Duration::from_secs(10)).await.unwrap();
 }
 
+/// Runs one SQL statement as it is, on either backend: what a test does to
+/// a store behind kokoro's back.
+async fn sql(store: &actors::Store, statement: &str) {
+    match store {
+        actors::Store::Sqlite(p) => sqlx::query(statement).execute(p).await.map(|_| ()),
+        actors::Store::Postgres(p) => sqlx::query(statement).execute(p).await.map(|_| ()),
+    }
+    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
 /// `play`, on a runtime that is then shut down: a store with life in it
 /// and no process holding it.
 async fn played(db: &TestDb) {
@@ -347,28 +357,14 @@ both_backends!(migrating_a_store_with_data_backs_it_up_first, |backend| {
         "DROP INDEX jobs_finished",
         "DROP TABLE jobs_pruned",
     ];
-    match &store {
-        actors::Store::Sqlite(p) => {
-            for s in undo {
-                sqlx::query(s).execute(p).await.unwrap();
-            }
-            sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
-                .bind(newest)
-                .execute(p)
-                .await
-                .unwrap();
-        }
-        actors::Store::Postgres(p) => {
-            for s in undo {
-                sqlx::query(s).execute(p).await.unwrap();
-            }
-            sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
-                .bind(newest)
-                .execute(p)
-                .await
-                .unwrap();
-        }
+    for statement in undo {
+        sql(&store, statement).await;
     }
+    sql(
+        &store,
+        &format!("DELETE FROM _sqlx_migrations WHERE version = {newest}"),
+    )
+    .await;
     store.close().await;
     let mut c = kokoro_binary(&db, TOKEN);
     c.args(["migrate"]);
@@ -453,12 +449,8 @@ both_backends!(
         "INSERT INTO inventory (guild_id, user_id, item, quantity) VALUES (1000, 999, 'bait', 3)".to_owned(),
         format!("UPDATE jobs SET status = 'exploded' WHERE id = '{job}'"),
     ];
-        for s in &breakage {
-            match rt.store() {
-                actors::Store::Sqlite(p) => sqlx::query(s).execute(p).await.map(|_| ()),
-                actors::Store::Postgres(p) => sqlx::query(s).execute(p).await.map(|_| ()),
-            }
-            .unwrap();
+        for statement in &breakage {
+            sql(rt.store(), statement).await;
         }
         let mut c = kokoro_binary(&db, TOKEN);
         c.args(["verify"]);
