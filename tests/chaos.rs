@@ -4,7 +4,8 @@
 //! for ten seconds by a TCP proxy this test runs (the shared server is never
 //! touched); run out of disk under SQLite on a small tmpfs; and stopped with
 //! SIGTERM. Afterwards every command it acknowledged is there, with the
-//! reply it gave, and `kokoro verify` passes.
+//! reply it gave (so it was durable when acknowledged), every transfer in
+//! flight was credited at start-up, and `kokoro verify` passes.
 
 mod support;
 
