@@ -220,6 +220,9 @@ enum Committed {
     /// The command id was recorded before: its first reply (if readable).
     Retry(Option<Reply>),
     Failed(Reply),
+    /// Storage failed while committing: the change may have landed, so
+    /// the snapshot is read again from storage.
+    Unknown(Reply),
 }
 
 impl Handler<Set> for GuildSettingsActor {
@@ -268,9 +271,7 @@ impl Handler<Set> for GuildSettingsActor {
                     ErrorCode::StorageUnavailable,
                     "storage is unavailable; nothing was changed, retry shortly",
                 )),
-                // Rare, and settings are not money: the snapshot is kept and
-                // the admin told to retry with the same id.
-                Ok(Err(CommitError::Unknown(_))) => Committed::Failed(Reply::error(
+                Ok(Err(CommitError::Unknown(_))) => Committed::Unknown(Reply::error(
                     "config_set",
                     ErrorCode::StorageUnavailable,
                     "storage failed while saving; retry with the same id to find out whether it was made",
@@ -282,7 +283,7 @@ impl Handler<Set> for GuildSettingsActor {
                 )),
             }
         };
-        let done = system::on_main(&self.io, work).map(move |out, act: &mut Self, _| match out {
+        let done = system::on_main(&self.io, work).map(move |out, act: &mut Self, ctx| match out {
             Some(Committed::Applied) => {
                 act.settings = Arc::new(next);
                 act.published.insert(act.guild, act.settings.clone());
@@ -290,6 +291,10 @@ impl Handler<Set> for GuildSettingsActor {
             }
             Some(Committed::Retry(first)) => first.unwrap_or(reply),
             Some(Committed::Failed(r)) => r,
+            Some(Committed::Unknown(r)) => {
+                system::reload(act, ctx);
+                r
+            }
             None => lost("config_set"),
         });
         AtomicResponse::new(Box::pin(done))
