@@ -342,8 +342,10 @@ impl SmallDisk {
 }
 
 impl Drop for SmallDisk {
+    /// Lazily: the killed server may still hold its files for a moment.
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
+            .arg("-l")
             .arg(self.dir.path())
             .status();
     }
