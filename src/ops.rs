@@ -337,8 +337,8 @@ pub async fn migrate_store(args: MigrateStoreArgs) -> anyhow::Result<ExitCode> {
     println!(
         "copied {copied} rows in {} tables from {} to {}",
         manifest.rows.len(),
-        describe(&args.from),
-        describe(&args.to)
+        crate::render::describe(&args.from),
+        crate::render::describe(&args.to)
     );
     Ok(if wrong.is_empty() {
         println!("ok: the same rows per table and the same ledger sums on both sides, every invariant holds on the target");
@@ -346,11 +346,6 @@ pub async fn migrate_store(args: MigrateStoreArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// A store's address without its password.
-fn describe(url: &str) -> String {
-    crate::render::describe(url)
 }
 
 /// Renames the embedded database's files to `kokoro.db.damaged-{time}`.

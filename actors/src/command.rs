@@ -91,6 +91,15 @@ impl CommandKind {
         )
     }
 
+    /// Notes where the player is to be told when what this command starts
+    /// ends (`discord:<channel>`, `telegram:<chat>`): a front door's
+    /// address, never a player's argument. Only `generate` starts anything.
+    pub fn reply_at(&mut self, door: &str, address: impl std::fmt::Display) {
+        if let Self::Generation(GenerationCommand::Generate { notify, .. }) = self {
+            *notify = Some(format!("{door}:{address}"));
+        }
+    }
+
     /// Whether only a guild's admins may send it: on Discord a member with
     /// Manage Guild, over HTTP a caller with the admin token.
     pub fn is_admin(&self) -> bool {
@@ -377,6 +386,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn only_a_front_door_says_where_a_job_is_announced() {
+        let smuggled = parse(
+            "generate",
+            json!({"workflow": "image", "prompt": "a fox", "notify": "discord:1"}),
+        );
+        assert!(
+            matches!(smuggled, Err(ParseError::InvalidArgument(_))),
+            "a player cannot pick the channel: {smuggled:?}"
+        );
+        let mut kind = parse("generate", json!({"workflow": "image", "prompt": "a fox"})).unwrap();
+        kind.reply_at("telegram", -100_123);
+        assert!(matches!(
+            kind,
+            CommandKind::Generation(GenerationCommand::Generate { notify: Some(ref n), .. }) if n == "telegram:-100123"
+        ));
+        let mut daily = parse("daily", json!({})).unwrap();
+        let before = daily.clone();
+        daily.reply_at("discord", 7);
+        assert_eq!(daily, before, "nothing else is announced");
     }
 
     #[test]

@@ -248,7 +248,7 @@ impl UserActor {
                 }
                 // No workflow named: the one the player chose (the rules
                 // refuse, with nothing reserved, if there is none).
-                let now_ms = self.context(&guild).now_ms;
+                let now_ms = (self.registry.shared.config.clock)();
                 let chosen = self.state.allowance().and_then(|a| a.chosen(now_ms));
                 let Some(workflow) = workflow.as_deref().or(chosen.map(|w| w.as_str())) else {
                     answer.send(refusal_reply(

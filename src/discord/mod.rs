@@ -173,12 +173,7 @@ async fn dispatch(ctx: &Ctx<'_>, key: UserKey, name: &str, args: &Value) -> acto
             }
         }
         Ok(mut kind) => {
-            if let CommandKind::Generation(
-                actors::game::generation::GenerationCommand::Generate { notify, .. },
-            ) = &mut kind
-            {
-                *notify = Some(format!("discord:{}", ctx.channel_id()));
-            }
+            kind.reply_at("discord", ctx.channel_id());
             ctx.data().runtime.dispatch(Command { id, key, kind }).await
         }
         Err(e) => actors::Reply::error(name, actors::ErrorCode::InvalidArgument, e.to_string()),

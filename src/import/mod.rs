@@ -191,7 +191,7 @@ async fn keep_for(store: &Store, ws: &WriteSet) -> anyhow::Result<Option<WriteSe
         .writes
         .iter()
         .any(|w| matches!(w, actors::writeset::Write::RpPlayer { .. }));
-    if is_roleplay && ws.ledger.is_empty() {
+    if is_roleplay {
         let rp = store.load_roleplay(ws.key).await?;
         if rp.characters.is_empty() {
             let mut only = ws.clone();

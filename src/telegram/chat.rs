@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use actors::game::generation::GenerationCommand;
 use actors::{Command, CommandId, CommandKind, ErrorCode, Reply, UserId, UserKey};
 use serde_json::{json, Value};
 use teloxide::net::Download;
@@ -16,7 +15,7 @@ use teloxide::types::{
 };
 
 use super::send::{job_line, patiently, text};
-use super::Door;
+use super::TelegramDoor;
 
 const HELP: &str = "I make pictures and videos for credits.\n\
 /generate — choose what to make, then send the prompt or the photo\n\
@@ -26,7 +25,7 @@ const HELP: &str = "I make pictures and videos for credits.\n\
 /daily — claim today's reward · /balance — your balances\n\
 /topup — buy credits with Stars";
 
-impl Door {
+impl TelegramDoor {
     /// The player a Telegram user is.
     pub(crate) fn player(&self, user: &teloxide::types::User) -> Option<UserKey> {
         let id = i64::try_from(user.id.0).ok()?;
@@ -323,9 +322,7 @@ impl Door {
                 return;
             }
         };
-        if let CommandKind::Generation(GenerationCommand::Generate { notify, .. }) = &mut kind {
-            *notify = Some(format!("telegram:{}", chat.0));
-        }
+        kind.reply_at("telegram", chat.0);
         let r = self.dispatch_kind(Some(id), key, kind).await;
         if !r.ok {
             let mut line = text(&r);

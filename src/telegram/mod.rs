@@ -57,7 +57,7 @@ pub struct Telegram {
 }
 
 /// What every handler shares.
-pub(crate) struct Door {
+pub(crate) struct TelegramDoor {
     pub runtime: Arc<Runtime>,
     pub bot: Bot,
     /// The guild the bot stands for: its own user id.
@@ -120,7 +120,7 @@ pub async fn start(
     if let Err(e) = patiently(|| bot.set_my_commands(menu()).send()).await {
         tracing::warn!(error = %e, "could not register the Telegram command menu");
     }
-    let door = Arc::new(Door {
+    let door = Arc::new(TelegramDoor {
         runtime: runtime.clone(),
         bot: bot.clone(),
         guild,
@@ -188,13 +188,13 @@ pub async fn start(
 }
 
 fn handler() -> UpdateHandler<std::convert::Infallible> {
-    teloxide::dptree::entry().endpoint(|update: Update, door: Arc<Door>| async move {
+    teloxide::dptree::entry().endpoint(|update: Update, door: Arc<TelegramDoor>| async move {
         door.handle(update).await;
         Ok(())
     })
 }
 
-impl Door {
+impl TelegramDoor {
     async fn handle(self: &Arc<Self>, update: Update) {
         let id = format!("tg:{}:{}", self.guild, update.id.0);
         match update.kind {

@@ -13,7 +13,7 @@ use teloxide::types::{ChatId, InputFile};
 use teloxide::{ApiError, RequestError};
 
 use super::send::patiently;
-use super::Door;
+use super::TelegramDoor;
 use crate::notices::{attachment, Told};
 
 /// What a bot may upload: 10 MB as a photo, 50 MB as a video.
@@ -21,7 +21,7 @@ const PHOTO_LIMIT: u64 = 10 * 1024 * 1024;
 const VIDEO_LIMIT: u64 = 50 * 1024 * 1024;
 
 pub struct TelegramNotices {
-    pub door: Arc<Door>,
+    pub door: Arc<TelegramDoor>,
 }
 
 impl crate::notices::Door for TelegramNotices {

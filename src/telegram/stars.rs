@@ -17,14 +17,14 @@ use teloxide::types::{
 };
 
 use super::send::{patiently, text};
-use super::Door;
+use super::TelegramDoor;
 
 /// The payment id kokoro records for a Telegram charge.
 fn payment_id(charge: &str) -> String {
     format!("tg:{charge}")
 }
 
-impl Door {
+impl TelegramDoor {
     pub(crate) async fn send_invoice(&self, chat: ChatId, pack: &str) {
         let Some(p) = self.runtime.config().generation.packs.get(pack).cloned() else {
             self.say(

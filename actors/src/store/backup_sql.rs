@@ -102,7 +102,7 @@ macro_rules! backup_sql {
                 let mut restored = 0u64;
                 while let Some(item) = items.recv().await {
                     match item.map_err(|e| StoreError::Backup(e.to_string()))? {
-                        Item::Table { name, columns } => {
+                        Item::Table { name, columns: backed_up } => {
                             if let Some((t, c)) = &current {
                                 insert(&mut tx, t, c, &mut pending).await?;
                             }
@@ -111,13 +111,13 @@ macro_rules! backup_sql {
                                     "the backup has table {name}, which this kokoro's schema lacks (made by a newer kokoro?)"
                                 )));
                             }
-                            let have = columns_of(&mut tx, &name).await?;
-                            if let Some(c) = columns.iter().find(|c| !have.contains(c)) {
+                            let have = columns(&mut tx, &name).await?;
+                            if let Some(c) = backed_up.iter().find(|c| !have.contains(c)) {
                                 return Err(StoreError::Backup(format!(
                                     "the backup has column {name}.{c}, which this kokoro's schema lacks (made by a newer kokoro?)"
                                 )));
                             }
-                            current = Some((name, columns));
+                            current = Some((name, backed_up));
                         }
                         Item::Row(values) => {
                             let Some((t, c)) = &current else {
@@ -177,10 +177,6 @@ macro_rules! backup_sql {
                 .execute(pool)
                 .await?;
                 Ok(())
-            }
-
-            async fn columns_of(conn: &mut Conn, table: &str) -> Result<Vec<String>, StoreError> {
-                columns(conn, table).await
             }
 
             async fn insert(tx: &mut Conn, table: &str, columns: &[String], rows: &mut Vec<Vec<Value>>) -> Result<(), StoreError> {
