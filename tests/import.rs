@@ -208,3 +208,41 @@ async fn bad_records_are_named_with_their_reason_and_skipped() {
     assert!(ok, "{out}");
     db.drop_db().await;
 }
+
+both_backends!(every_roleplay_character_of_a_player_arrives, |backend| {
+    // The legacy bot's own shape: a player with four characters lost
+    // every other one when their ids collided.
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rp.json");
+    let doc = json!({"users": {GUILD_ID.to_string(): {"620000000000000001": {
+        "timezone": "UTC",
+        "characters": {"Ayla": {"xp": 100}, "Brom": {"xp": 200}, "Cato": {"xp": 300}, "Dara": {"xp": 400}}
+    }}}});
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let (ok, out) = kokoro(&db, &["import", "roleplay", file.to_str().unwrap()]).await;
+    assert!(ok, "{out}");
+    let store = db.store().await;
+    let rp = store
+        .load_roleplay(player(620000000000000001))
+        .await
+        .unwrap();
+    let mut got: Vec<(String, i64)> = rp
+        .characters
+        .iter()
+        .map(|c| (c.name.clone(), c.xp))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("Ayla".to_owned(), 100),
+            ("Brom".to_owned(), 200),
+            ("Cato".to_owned(), 300),
+            ("Dara".to_owned(), 400)
+        ]
+    );
+    let (ok, out) = kokoro(&db, &["verify"]).await;
+    assert!(ok, "{out}");
+    db.drop_db().await;
+});

@@ -89,11 +89,10 @@ pub fn plan(text: &str, admin: Option<i64>, now_ms: i64) -> anyhow::Result<Plan>
             Err(why) => plan.rejected.push(Rejected { at, why }),
         }
     }
-    let mut next_id = (now_ms.max(1) as u64) << 16;
     for (guild, users) in &file.users {
         for (user, doc) in users {
             let at = format!("users.{guild}.{user}");
-            match player(guild, user, doc.clone(), now_ms, &mut next_id) {
+            match player(guild, user, doc.clone(), now_ms) {
                 Ok(r) => plan.records.push(r),
                 Err(why) => plan.rejected.push(Rejected { at, why }),
             }
@@ -185,13 +184,7 @@ fn settings(
     Ok(Some((ws, what)))
 }
 
-fn player(
-    guild: &str,
-    user: &str,
-    doc: Value,
-    now_ms: i64,
-    next_id: &mut u64,
-) -> Result<(WriteSet, String), String> {
+fn player(guild: &str, user: &str, doc: Value, now_ms: i64) -> Result<(WriteSet, String), String> {
     let key = key(guild, user)?;
     let u: User = serde_json::from_value(doc).map_err(|e| e.to_string())?;
     let timezone = u.timezone.clone().unwrap_or_else(|| "UTC".to_owned());
@@ -260,8 +253,7 @@ fn player(
                 ));
             }
         }
-        *next_id += 1;
-        let id = (*next_id >> 1) as i64;
+        let id = character_id(key, &name);
         if u.active_character
             .as_deref()
             .is_some_and(|a| a.eq_ignore_ascii_case(&name))
@@ -316,4 +308,21 @@ fn player(
     );
     ws.reply_json = Some(reply(&what));
     Ok((ws, what))
+}
+
+/// An imported character's id: the same for the same player and name in
+/// every run (so a dry run and the real run agree), distinct for distinct
+/// names, and 62 bits wide like the ids `xp_create` draws, so it never
+/// meets one of those.
+pub fn character_id(key: UserKey, name: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!(
+        "kokoro-import:{}:{}:{}",
+        key.guild,
+        key.user,
+        actors::game::roleplay::name_key(name)
+    ));
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    ((u64::from_be_bytes(first) >> 2) as i64).max(1)
 }
