@@ -148,29 +148,51 @@ async fn bad_records_are_named_with_their_reason_and_skipped() {
     let path = file.to_str().unwrap();
     let (ok, out) = kokoro(&db, &["import", "collection", path, "--dry-run"]).await;
     assert!(ok, "{out}");
-    for (line, reason) in [
-        (2, "negative gold"),
-        (3, "duplicate character name"),
-        (4, "unknown rarity \"UR\""),
-        (5, "broken timestamp"),
-        (6, "unknown field `favourite_colour`"),
-        (7, "unknown character \"Nobody Atall\""),
-        (8, "not JSON"),
+    for (at, reason) in [
+        ("line 2: ", "gold is -5"),
+        ("line 3 character \"tobin mudlark\": ", "appears twice"),
+        (
+            "line 4 character \"Tobin Mudlark\": ",
+            "unknown rarity \"UR\"",
+        ),
+        ("line 5: ", "broken timestamp"),
+        ("line 7 character \"Nobody Atall\": ", "not in the roster"),
+        ("line 8: ", "not JSON"),
     ] {
         assert!(
             out.lines()
-                .any(|l| l.starts_with(&format!("REJECTED line {line}: ")) && l.contains(reason)),
-            "line {line} rejected for {reason}: {out}"
+                .any(|l| l.starts_with(&format!("REJECTED {at}")) && l.contains(reason)),
+            "{at} rejected for {reason}: {out}"
         );
     }
     assert!(
-        out.contains("1 record(s) would be imported, 7 rejected"),
+        out.contains("WARNING line 6: unknown key \"favourite_colour\" ignored"),
         "{out}"
     );
-    let (ok, out) = kokoro(&db, &["import", "collection", path]).await;
+    // A bad character is rejected alone: its player comes in without it.
     assert!(
-        ok && out.contains("imported 1, skipped 0, rejected 7"),
+        out.contains("5 record(s) would be imported, 3 rejected"),
         "{out}"
+    );
+    let (ok, strict) = kokoro(
+        &db,
+        &["import", "collection", path, "--dry-run", "--strict"],
+    )
+    .await;
+    assert!(ok, "{strict}");
+    assert!(
+        strict.contains("REJECTED line 6: unknown key \"favourite_colour\""),
+        "{strict}"
+    );
+    let (ok, real) = kokoro(&db, &["import", "collection", path]).await;
+    assert!(
+        ok && real.contains("imported 5, skipped 0, rejected 3"),
+        "{real}"
+    );
+    assert_eq!(
+        table(&out),
+        table(&real),
+        "the dry run predicted the real run"
     );
 
     let rp = json!({
@@ -178,8 +200,7 @@ async fn bad_records_are_named_with_their_reason_and_skipped() {
         "users": {"1": {
             "20": {"timezone": "Mars/Olympus", "characters": {}},
             "21": {"last_xp_reset": "2025-02-30", "characters": {}},
-            "22": {"last_xp_reset": "2025-02-03", "characters": {"Ayla": {"xp": 5, "daily_xp": 9}}},
-            "23": {"characters": {"Ayla": {"xp": 5}, "ayla": {"xp": 6}}},
+            "22": {"last_xp_reset": "2025-02-03", "characters": {"Ayla": {"xp": 5, "daily_xp": 9}, "Brom": {"xp": 1}}},
             "24": {"active_character": "Zed", "characters": {"Ayla": {"xp": 5}}},
             "25": {"characters": {"Ayla": {"xp": 5}}}
         }}
@@ -190,23 +211,36 @@ async fn bad_records_are_named_with_their_reason_and_skipped() {
     let (ok, out) = kokoro(&db, &["import", "roleplay", rp_path, "--admin", "9"]).await;
     assert!(ok, "{out}");
     for (at, reason) in [
-        ("config.1", "char_per_rp"),
-        ("users.1.20", "unknown time zone"),
-        ("users.1.21", "broken date"),
-        ("users.1.22", "less than today's counters"),
-        ("users.1.23", "duplicate character name"),
-        ("users.1.24", "none of their characters"),
+        ("config.1: ", "char_per_rp"),
+        ("users.1.20: ", "unknown time zone"),
+        ("users.1.21: ", "broken date"),
+        (
+            "users.1.22 character \"Ayla\": ",
+            "less than today's counters",
+        ),
+        ("users.1.24: ", "none of their characters"),
     ] {
         assert!(
             out.lines()
-                .any(|l| l.starts_with(&format!("REJECTED {at}: ")) && l.contains(reason)),
+                .any(|l| l.starts_with(&format!("REJECTED {at}")) && l.contains(reason)),
             "{at} rejected for {reason}: {out}"
         );
     }
-    assert!(out.contains("imported 1, skipped 0, rejected 6"), "{out}");
+    assert!(out.contains("imported 2, skipped 0, rejected 4"), "{out}");
     let (ok, out) = kokoro(&db, &["verify"]).await;
     assert!(ok, "{out}");
     db.drop_db().await;
+}
+
+/// The reconciliation table an import prints.
+fn table(out: &str) -> Vec<String> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("reconciled"))
+        .take_while(|l| {
+            !l.starts_with("dry run") && !l.starts_with("imported") && !l.starts_with("STOPPED")
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 both_backends!(every_roleplay_character_of_a_player_arrives, |backend| {

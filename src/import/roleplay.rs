@@ -1,4 +1,5 @@
-//! The roleplay XP bot's single JSON file. Fields (see
+//! The roleplay XP bot's data: its single JSON file, or (see `postgres.rs`)
+//! the PostgreSQL database it moved to. Fields of the file (see
 //! `assets/legacy/roleplay.json`, and the README):
 //!
 //! ```json
@@ -13,154 +14,111 @@
 //! A character's XP is explained, as kokoro's own is, by per-day tallies:
 //! its daily counters on its last reset day, and the rest on 1970-01-01
 //! (the legacy bot kept no history). A guild's configuration becomes its
-//! settings, audited under `--admin`, unless kokoro already has some.
+//! settings, audited under `--admin`. A character kokoro cannot keep (a
+//! bad name, XP past the most, a broken link) is rejected alone.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use actors::game::guild::settings::{GuildSettings, Key};
-use actors::game::roleplay::RpCharacter;
+use actors::game::roleplay::{self as rp, RpCharacter};
 use actors::writeset::{AuditRow, UserRow, Write, WriteSet};
 use actors::{GuildId, UserId, UserKey};
-use anyhow::Context;
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{command_id, reply, Plan, Rejected};
+use super::scan::Shape;
+use super::value::{self, Fields};
+use super::{command_id, reply, Checked, Kind, Rules};
 
 /// The day imported XP without a date is tallied on.
 pub const HISTORY_DAY: &str = "1970-01-01";
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default)]
-    config: BTreeMap<String, Value>,
-    #[serde(default)]
-    users: BTreeMap<String, BTreeMap<String, Value>>,
-}
+/// Where records sit in the file: `config.G` and `users.G.U`.
+pub struct File;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    #[serde(default)]
-    rp_channels: Vec<Value>,
-    #[serde(default)]
-    hf_channels: Vec<Value>,
-    char_per_rp: Option<i64>,
-    daily_rp_cap: Option<i64>,
-    daily_hf_cap: Option<i64>,
-    hf_attempt_xp: Option<i64>,
-    hf_success_xp: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct User {
-    active_character: Option<String>,
-    timezone: Option<String>,
-    last_xp_reset: Option<String>,
-    #[serde(default)]
-    characters: BTreeMap<String, Char>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Char {
-    #[serde(default)]
-    xp: i64,
-    #[serde(default)]
-    daily_xp: i64,
-    #[serde(default)]
-    daily_hf: i64,
-    #[serde(default)]
-    char_buffer: i64,
-    image_url: Option<String>,
-}
-
-pub fn plan(text: &str, admin: Option<i64>, now_ms: i64) -> anyhow::Result<Plan> {
-    let file: File =
-        serde_json::from_str(text).context("the roleplay file is not the legacy bot's JSON")?;
-    let mut plan = Plan::default();
-    for (guild, config) in &file.config {
-        let at = format!("config.{guild}");
-        match settings(guild, config.clone(), admin, now_ms) {
-            Ok(Some(r)) => plan.records.push(r),
-            Ok(None) => {}
-            Err(why) => plan.rejected.push(Rejected { at, why }),
+impl Shape for File {
+    fn is_record(&self, path: &[String]) -> bool {
+        match path.first().map(String::as_str) {
+            Some("config") => path.len() == 2,
+            Some("users") => path.len() == 3,
+            _ => false,
         }
     }
-    for (guild, users) in &file.users {
-        for (user, doc) in users {
-            let at = format!("users.{guild}.{user}");
-            match player(guild, user, doc.clone(), now_ms) {
-                Ok(r) => plan.records.push(r),
-                Err(why) => plan.rejected.push(Rejected { at, why }),
-            }
+    fn is_container(&self, path: &[String]) -> bool {
+        match path.first().map(String::as_str) {
+            None => true,
+            Some("config") => path.len() < 2,
+            Some("users") => path.len() < 3,
+            _ => false,
         }
     }
-    Ok(plan)
-}
-
-fn key(guild: &str, user: &str) -> Result<UserKey, String> {
-    let g = guild
-        .parse()
-        .ok()
-        .and_then(|g| GuildId::new(g).ok())
-        .ok_or(format!("guild {guild:?} is not an id"))?;
-    let u = user
-        .parse()
-        .ok()
-        .and_then(|u| UserId::new(u).ok())
-        .ok_or(format!("user {user:?} is not an id"))?;
-    Ok(UserKey::new(g, u))
+    fn ignored(&self, path: &[String]) -> bool {
+        path == ["version"]
+    }
 }
 
 /// A guild's configuration as its settings, each checked as `config_set`
 /// checks it.
+pub fn check_config(
+    at: String,
+    guild: &str,
+    config: Result<Value, String>,
+    rules: &Rules,
+) -> Checked {
+    let mut c = Checked::new(at, Kind::Guilds);
+    let result = config.and_then(|v| settings(&mut c, guild, v, rules));
+    c.finish(result)
+}
+
 fn settings(
+    c: &mut Checked,
     guild: &str,
     config: Value,
-    admin: Option<i64>,
-    now_ms: i64,
-) -> Result<Option<(WriteSet, String)>, String> {
-    let c: Config = serde_json::from_value(config).map_err(|e| e.to_string())?;
-    let admin = admin
-        .and_then(|a| UserId::new(a).ok())
+    rules: &Rules,
+) -> Result<WriteSet, String> {
+    let mut f = Fields::of(config)?;
+    let guild = value::canonical_id(guild)
+        .and_then(|g| GuildId::new(g).ok())
+        .ok_or_else(|| format!("guild {guild:?} is not an id"))?;
+    let admin = rules
+        .admin
         .ok_or("a guild configuration needs --admin (the admin the settings are audited under)")?;
-    let key = key(guild, &admin.to_string())?;
-    let channels = |v: &[Value]| -> Result<String, String> {
-        v.iter()
-            .map(|c| {
-                super::id(c)
-                    .map(|i| i.to_string())
-                    .ok_or(format!("channel {c} is not an id"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|ids| ids.join(","))
+    let key = UserKey::new(guild, admin);
+    c.key = Some(key);
+    let channels = |field: &str, v: Option<Value>| -> Result<Option<String>, String> {
+        let Some(v) = v else { return Ok(None) };
+        let Value::Array(list) = v else {
+            return Err(format!("{field} is {v}, not a list"));
+        };
+        let ids = list
+            .iter()
+            .map(|c| value::id("channel", c).map(|i| i.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((!ids.is_empty()).then(|| ids.join(",")))
     };
     let mut pairs: Vec<(Key, String)> = Vec::new();
-    if !c.rp_channels.is_empty() {
-        pairs.push((Key::RpChannels, channels(&c.rp_channels)?));
-    }
-    if !c.hf_channels.is_empty() {
-        pairs.push((Key::HfChannels, channels(&c.hf_channels)?));
-    }
-    for (k, v) in [
-        (Key::CharPerRp, c.char_per_rp),
-        (Key::DailyRpCap, c.daily_rp_cap),
-        (Key::DailyHfCap, c.daily_hf_cap),
-        (Key::HfAttemptXp, c.hf_attempt_xp),
-        (Key::HfSuccessXp, c.hf_success_xp),
+    for (k, field) in [
+        (Key::RpChannels, "rp_channels"),
+        (Key::HfChannels, "hf_channels"),
     ] {
-        if let Some(v) = v {
+        if let Some(v) = channels(field, f.take(field))? {
+            pairs.push((k, v));
+        }
+    }
+    for (k, field) in [
+        (Key::CharPerRp, "char_per_rp"),
+        (Key::DailyRpCap, "daily_rp_cap"),
+        (Key::DailyHfCap, "daily_hf_cap"),
+        (Key::HfAttemptXp, "hf_attempt_xp"),
+        (Key::HfSuccessXp, "hf_success_xp"),
+    ] {
+        if let Some(v) = value::int(field, f.take(field))? {
             pairs.push((k, v.to_string()));
         }
     }
-    if pairs.is_empty() {
-        return Ok(None);
-    }
+    c.unknown_keys(&f, rules)?;
+    c.read(Kind::Settings, pairs.len() as u64);
     let mut check = GuildSettings::default();
-    let mut ws = WriteSet::new(key, now_ms, command_id("roleplay-config", key));
+    let mut ws = WriteSet::new(key, rules.now_ms, command_id("roleplay-config", key));
     for (k, value) in &pairs {
         check
             .set(*k, value)
@@ -179,28 +137,97 @@ fn settings(
             reason: "imported from the roleplay bot".to_owned(),
         }));
     }
-    let what = format!("guild {guild}: {} setting(s)", pairs.len());
-    ws.reply_json = Some(reply(&what));
-    Ok(Some((ws, what)))
+    c.good(Kind::Settings, c.read_of(Kind::Settings));
+    c.good(Kind::Guilds, 1);
+    c.what = format!("guild {guild}: {} setting(s)", pairs.len());
+    ws.reply_json = Some(reply(&c.what));
+    Ok(ws)
 }
 
-fn player(guild: &str, user: &str, doc: Value, now_ms: i64) -> Result<(WriteSet, String), String> {
-    let key = key(guild, user)?;
-    let u: User = serde_json::from_value(doc).map_err(|e| e.to_string())?;
-    let timezone = u.timezone.clone().unwrap_or_else(|| "UTC".to_owned());
-    if timezone.parse::<chrono_tz::Tz>().is_err() {
-        return Err(format!("unknown time zone {timezone:?}"));
-    }
-    let reset = match &u.last_xp_reset {
-        None => None,
-        Some(d) => Some(
-            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .map_err(|_| format!("broken date last_xp_reset {d:?}"))?
-                .format("%Y-%m-%d")
-                .to_string(),
-        ),
+/// One player's document: `characters` as written, in order (the
+/// PostgreSQL reader may give one name twice; the file cannot).
+pub fn check_player(
+    at: String,
+    guild: &str,
+    user: &str,
+    doc: Result<Value, String>,
+    rules: &Rules,
+) -> Checked {
+    let mut c = Checked::new(at, Kind::Players);
+    let result = doc.and_then(|d| player(&mut c, guild, user, d, rules));
+    c.finish(result)
+}
+
+fn player(
+    c: &mut Checked,
+    guild: &str,
+    user: &str,
+    doc: Value,
+    rules: &Rules,
+) -> Result<WriteSet, String> {
+    let mut f = Fields::of(doc)?;
+    // An object keyed by name (the file), or a list of characters that
+    // each carry a `name` (the database, where a name may repeat).
+    let characters: Vec<(String, Value)> = match f.take("characters") {
+        None => Vec::new(),
+        Some(Value::Object(m)) => m.into_iter().collect(),
+        Some(Value::Array(list)) => list
+            .into_iter()
+            .map(|mut ch| {
+                let name = match ch.as_object_mut().and_then(|o| o.remove("name")) {
+                    Some(Value::String(n)) => n,
+                    _ => String::new(),
+                };
+                (name, ch)
+            })
+            .collect(),
+        Some(other) => return Err(format!("characters is {other}, not an object")),
     };
-    let mut ws = WriteSet::new(key, now_ms, command_id("roleplay", key));
+    c.read(Kind::Characters, characters.len() as u64);
+    let g = value::canonical_id(guild)
+        .and_then(|g| GuildId::new(g).ok())
+        .ok_or_else(|| {
+            format!("guild {guild:?} is not an id (decimal digits, no sign, no leading zero)")
+        })?;
+    let u = value::canonical_id(user)
+        .and_then(|u| UserId::new(u).ok())
+        .ok_or_else(|| {
+            format!("user {user:?} is not an id (decimal digits, no sign, no leading zero)")
+        })?;
+    let key = UserKey::new(g, u);
+    c.key = Some(key);
+    if characters.len() > rp::MAX_CHARACTERS {
+        return Err(format!(
+            "has {} characters; a player keeps at most {}",
+            characters.len(),
+            rp::MAX_CHARACTERS
+        ));
+    }
+    let timezone = value::text("timezone", f.take("timezone"), 64)?
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "UTC".to_owned());
+    let tz: chrono_tz::Tz = timezone
+        .parse()
+        .map_err(|_| format!("unknown time zone {timezone:?}"))?;
+    let reset = match f.take("last_xp_reset") {
+        None => None,
+        Some(v) => {
+            let d = value::day("last_xp_reset", &v)?;
+            let today = chrono::DateTime::from_timestamp_millis(rules.now_ms)
+                .map(|t| t.with_timezone(&tz).date_naive())
+                .ok_or("the clock is out of range")?;
+            if d > today {
+                return Err(format!(
+                    "last_xp_reset {d} is after today ({today} in {timezone})"
+                ));
+            }
+            Some(d.format("%Y-%m-%d").to_string())
+        }
+    };
+    let active_name = value::text("active_character", f.take("active_character"), 64)?;
+    c.unknown_keys(&f, rules)?;
+
+    let mut ws = WriteSet::new(key, rules.now_ms, command_id("roleplay", key));
     // A player the roleplay bot knew but kokoro does not: a row with no
     // balances (their first command pays no welcome: they are not new).
     ws.row = Some(UserRow {
@@ -216,79 +243,34 @@ fn player(guild: &str, user: &str, doc: Value, now_ms: i64) -> Result<(WriteSet,
     });
     let mut names: HashSet<String> = HashSet::new();
     let mut active = None;
-    for (name, c) in &u.characters {
-        let name = actors::game::roleplay::valid_name("name", name).map_err(|e| e.to_string())?;
-        if !names.insert(name.to_lowercase()) {
-            return Err(format!("duplicate character name {name:?}"));
-        }
-        for (what, v) in [
-            ("xp", c.xp),
-            ("daily_xp", c.daily_xp),
-            ("daily_hf", c.daily_hf),
-            ("char_buffer", c.char_buffer),
-        ] {
-            if v < 0 {
-                return Err(format!("{name:?} has negative {what} ({v})"));
+    let mut kept = 0u64;
+    let mut rejected: HashSet<String> = HashSet::new();
+    for (name, v) in characters {
+        match character(key, &name, v, reset.as_deref(), rules, &mut names) {
+            Ok((ch, tallies)) => {
+                kept += 1;
+                c.good(Kind::Characters, 1);
+                if active_name
+                    .as_deref()
+                    .is_some_and(|a| rp::name_key(a) == rp::name_key(&ch.name))
+                {
+                    active = Some(ch.name.clone());
+                }
+                ws.writes.push(Write::RpCharacter(ch));
+                ws.writes.extend(tallies);
             }
-        }
-        let today = c.daily_xp.checked_add(c.daily_hf).ok_or("XP overflows")?;
-        if today > c.xp {
-            return Err(format!(
-                "{name:?} has {} XP, less than today's counters ({today})",
-                c.xp
-            ));
-        }
-        if today > 0 && reset.is_none() {
-            return Err(format!(
-                "{name:?} has daily counters but the player has no last_xp_reset"
-            ));
-        }
-        if let Some(url) = &c.image_url {
-            if !url.starts_with("https://")
-                || url.len() > 500
-                || url.chars().any(char::is_whitespace)
-            {
-                return Err(format!(
-                    "{name:?} has an image_url that is not an https link"
-                ));
+            Err(why) => {
+                rejected.insert(rp::name_key(name.trim()));
+                c.reject_part(Kind::Characters, format!("character {name:?}"), why)
             }
-        }
-        let id = character_id(key, &name);
-        if u.active_character
-            .as_deref()
-            .is_some_and(|a| a.eq_ignore_ascii_case(&name))
-        {
-            active = Some(name.clone());
-        }
-        ws.writes.push(Write::RpCharacter(RpCharacter {
-            id,
-            name: name.clone(),
-            xp: c.xp,
-            daily_xp: c.daily_xp,
-            daily_hf: c.daily_hf,
-            char_buffer: c.char_buffer,
-            image_url: c.image_url.clone(),
-            created_ms: now_ms,
-        }));
-        if c.xp > today {
-            ws.writes.push(Write::RpTally {
-                character: id,
-                day: HISTORY_DAY.to_owned(),
-                rp_xp: c.xp - today,
-                hf_xp: 0,
-            });
-        }
-        if let Some(day) = reset.as_ref().filter(|_| today > 0) {
-            ws.writes.push(Write::RpTally {
-                character: id,
-                day: day.clone(),
-                rp_xp: c.daily_xp,
-                hf_xp: c.daily_hf,
-            });
         }
     }
-    if let Some(a) = &u.active_character {
-        if active.is_none() {
+    if let (Some(a), None) = (&active_name, &active) {
+        if rejected.contains(&rp::name_key(a)) {
+            c.warn(format!(
+                "active_character {a:?} was rejected; the player has no active character"
+            ));
+        } else {
             return Err(format!(
                 "active_character {a:?} is none of their characters"
             ));
@@ -302,12 +284,77 @@ fn player(guild: &str, user: &str, doc: Value, now_ms: i64) -> Result<(WriteSet,
             last_xp_reset: reset,
         },
     );
-    let what = format!(
-        "{key}: {} roleplay character(s), time zone {timezone}",
-        u.characters.len()
-    );
-    ws.reply_json = Some(reply(&what));
-    Ok((ws, what))
+    c.good(Kind::Players, 1);
+    c.what = format!("{key}: {kept} roleplay character(s), time zone {timezone}");
+    ws.reply_json = Some(reply(&c.what));
+    Ok(ws)
+}
+
+/// One character and the tallies that explain its XP.
+fn character(
+    key: UserKey,
+    name: &str,
+    v: Value,
+    reset: Option<&str>,
+    rules: &Rules,
+    names: &mut HashSet<String>,
+) -> Result<(RpCharacter, Vec<Write>), String> {
+    let name = rp::valid_name("name", name).map_err(|e| e.to_string())?;
+    let mut f = Fields::of(v)?;
+    let xp = value::bounded("xp", f.take("xp"), 0, rp::MAX_XP)?;
+    let daily_xp = value::bounded("daily_xp", f.take("daily_xp"), 0, rp::MAX_XP)?;
+    let daily_hf = value::bounded("daily_hf", f.take("daily_hf"), 0, rp::MAX_XP)?;
+    let char_buffer = value::bounded("char_buffer", f.take("char_buffer"), 0, rp::MAX_CHARS)?;
+    let image_url = match value::text("image_url", f.take("image_url"), rp::MAX_URL_LEN)? {
+        None => None,
+        Some(u) if u.is_empty() => None,
+        Some(u) => Some(rp::image_url(&u).map_err(|e| e.to_string())?),
+    };
+    let extra = f.unknown();
+    if rules.strict && !extra.is_empty() {
+        return Err(format!("unknown key {:?} (--strict)", extra[0]));
+    }
+    let today = daily_xp + daily_hf; // both at most MAX_XP: no overflow
+    if today > xp {
+        return Err(format!("has {xp} XP, less than today's counters ({today})"));
+    }
+    if today > 0 && reset.is_none() {
+        return Err("has daily counters but the player has no last_xp_reset".to_owned());
+    }
+    if !names.insert(rp::name_key(&name)) {
+        return Err("duplicate character name".to_owned());
+    }
+    let id = character_id(key, &name);
+    let mut tallies = Vec::new();
+    if xp > today {
+        tallies.push(Write::RpTally {
+            character: id,
+            day: HISTORY_DAY.to_owned(),
+            rp_xp: xp - today,
+            hf_xp: 0,
+        });
+    }
+    if let Some(day) = reset.filter(|_| today > 0) {
+        tallies.push(Write::RpTally {
+            character: id,
+            day: day.to_owned(),
+            rp_xp: daily_xp,
+            hf_xp: daily_hf,
+        });
+    }
+    Ok((
+        RpCharacter {
+            id,
+            name,
+            xp,
+            daily_xp,
+            daily_hf,
+            char_buffer,
+            image_url,
+            created_ms: rules.now_ms,
+        },
+        tallies,
+    ))
 }
 
 /// An imported character's id: the same for the same player and name in
@@ -320,7 +367,7 @@ pub fn character_id(key: UserKey, name: &str) -> i64 {
         "kokoro-import:{}:{}:{}",
         key.guild,
         key.user,
-        actors::game::roleplay::name_key(name)
+        rp::name_key(name)
     ));
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);

@@ -276,6 +276,20 @@ impl Store {
         on_pool!(self, (p, q) => q::commit(p, batch).await)
     }
 
+    /// Applies a batch as `commit` would, then rolls it back.
+    pub async fn trial(&self, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
+        on_pool!(self, (p, q) => q::trial(p, batch).await)
+    }
+
+    /// Of `keys`, the players kokoro has, and whether each has roleplay
+    /// characters.
+    pub async fn presence(
+        &self,
+        keys: &[UserKey],
+    ) -> Result<std::collections::HashMap<UserKey, bool>, StoreError> {
+        on_pool!(self, (p, q) => q::presence(p, keys).await)
+    }
+
     pub async fn leaderboard(
         &self,
         guild: GuildId,

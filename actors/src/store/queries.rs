@@ -65,7 +65,7 @@ pub struct AuditReport {
     pub collection: Vec<String>,
     /// Roleplay characters, and their XP in all.
     pub rp_characters: i64,
-    pub rp_xp: i64,
+    pub rp_xp: i128,
 }
 
 impl AuditReport {
@@ -373,6 +373,47 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     let _ = sqlx::Connection::close(conn.detach()).await;
                 }
                 done
+            }
+
+            /// A batch applied and rolled back: what `commit` would do and
+            /// what it would refuse, without changing anything (an import's
+            /// dry run).
+            pub async fn trial(pool: &Pool, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
+                let mut conn = pool.acquire().await?;
+                let done = async {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    let outcomes = commit_on(&mut tx, batch).await?;
+                    tx.rollback().await?;
+                    Ok(outcomes)
+                }
+                .await;
+                if done.is_err() {
+                    let _ = sqlx::Connection::close(conn.detach()).await;
+                }
+                done
+            }
+
+            /// Of `keys`, the players kokoro has, each with whether they
+            /// have roleplay characters: one query per chunk, for imports.
+            pub async fn presence(pool: &Pool, keys: &[UserKey]) -> Result<HashMap<UserKey, bool>, StoreError> {
+                let mut out = HashMap::with_capacity(keys.len());
+                let mut start = 0;
+                for size in chunk_sizes(keys.len()) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "SELECT u.guild_id, u.user_id, CAST(CASE WHEN EXISTS (SELECT 1 FROM rp_characters c \
+                         WHERE c.guild_id = u.guild_id AND c.user_id = u.user_id) THEN 1 ELSE 0 END AS BIGINT) \
+                         FROM users u WHERE (u.guild_id, u.user_id) IN (",
+                    );
+                    qb.push_values(&keys[start..start + size], |mut b, k| {
+                        b.push_bind(k.guild.get()).push_bind(k.user.get());
+                    });
+                    qb.push(")");
+                    for r in qb.build().fetch_all(pool).await? {
+                        out.insert(user_key(r.try_get(0)?, r.try_get(1)?)?, r.try_get::<i64, _>(2)? != 0);
+                    }
+                    start += size;
+                }
+                Ok(out)
             }
 
             /// The body of a group commit, inside the caller's transaction.

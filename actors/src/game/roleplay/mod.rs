@@ -35,6 +35,10 @@ pub const MAX_NAME_CHARS: usize = 32;
 pub const MAX_URL_LEN: usize = 500;
 /// Most characters one message may count (Discord's own limit is 4,000).
 pub const MAX_CHARS: i64 = 100_000;
+/// Most XP a roleplay character holds: a character stops earning there
+/// (a post then earns nothing, and says so). A daily cap of 100 reaches it
+/// in 27,000 years; the bound keeps every sum the checks take exact.
+pub const MAX_XP: i64 = 1_000_000_000;
 
 /// A player's roleplay characters and the day their counters belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,7 +282,9 @@ pub fn valid_name(field: &str, s: &str) -> Result<String, ParseError> {
     Ok(s.to_owned())
 }
 
-fn image_url(u: &str) -> Result<String, ParseError> {
+/// An image link: `https://` and a host, no spaces or controls, at most
+/// `MAX_URL_LEN` bytes.
+pub fn image_url(u: &str) -> Result<String, ParseError> {
     let u = u.trim();
     let host = u
         .strip_prefix("https://")

@@ -60,12 +60,19 @@ macro_rules! roleplay_sql {
                 Ok(rp)
             }
 
-            /// How many roleplay characters there are, and their XP.
-            pub async fn totals(tx: &mut Conn) -> Result<(i64, i64), StoreError> {
-                let r = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(xp), 0) AS BIGINT) FROM rp_characters")
-                    .fetch_one(&mut *tx)
-                    .await?;
-                Ok((r.try_get(0)?, r.try_get(1)?))
+            /// How many roleplay characters there are, and their XP. The
+            /// sum is taken in two halves (billions and the rest), each far
+            /// from a 64-bit overflow, and joined without one: a store whose
+            /// characters hold the most XP still adds up.
+            pub async fn totals(tx: &mut Conn) -> Result<(i64, i128), StoreError> {
+                let r = sqlx::query(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(xp / 1000000000), 0) AS BIGINT), \
+                     CAST(COALESCE(SUM(xp % 1000000000), 0) AS BIGINT) FROM rp_characters",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let (high, low): (i64, i64) = (r.try_get(1)?, r.try_get(2)?);
+                Ok((r.try_get(0)?, i128::from(high) * 1_000_000_000 + i128::from(low)))
             }
 
             /// Characters whose XP is not the sum of their tallies, or whose

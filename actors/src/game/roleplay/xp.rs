@@ -10,7 +10,7 @@
 //!   `hf_success_xp`, together up to `daily_hf_cap` a day; the last award
 //!   before the cap is cut to fit.
 
-use super::RpCharacter;
+use super::{RpCharacter, MAX_XP};
 use crate::game::guild::settings::GuildSettings;
 
 /// A roleplay post of `chars` characters; returns the XP earned.
@@ -19,7 +19,7 @@ pub fn roleplay_post(ch: &mut RpCharacter, chars: i64, g: &GuildSettings) -> i64
     let buffer = ch.char_buffer.saturating_add(chars.max(0));
     let points = buffer / per;
     let room = g.daily_rp_cap.saturating_sub(ch.daily_xp).max(0);
-    let earned = points.min(room);
+    let earned = points.min(room).min(MAX_XP.saturating_sub(ch.xp).max(0));
     ch.char_buffer = if earned < points { 0 } else { buffer % per };
     ch.xp = ch.xp.saturating_add(earned);
     ch.daily_xp = ch.daily_xp.saturating_add(earned);
@@ -30,7 +30,10 @@ pub fn roleplay_post(ch: &mut RpCharacter, chars: i64, g: &GuildSettings) -> i64
 /// earned, cut to the day's room.
 pub fn hf_post(ch: &mut RpCharacter, amount: i64, g: &GuildSettings) -> i64 {
     let room = g.daily_hf_cap.saturating_sub(ch.daily_hf).max(0);
-    let earned = amount.max(0).min(room);
+    let earned = amount
+        .max(0)
+        .min(room)
+        .min(MAX_XP.saturating_sub(ch.xp).max(0));
     ch.xp = ch.xp.saturating_add(earned);
     ch.daily_hf = ch.daily_hf.saturating_add(earned);
     earned
@@ -88,6 +91,18 @@ mod tests {
         assert_eq!(hf_post(&mut ch, 5, &g), 2);
         assert_eq!(hf_post(&mut ch, 20, &g), 0);
         assert_eq!((ch.xp, ch.daily_hf), (12, 12));
+    }
+
+    #[test]
+    fn a_character_at_the_most_xp_earns_nothing_and_says_so() {
+        let g = GuildSettings::default();
+        let mut ch = fresh();
+        ch.xp = MAX_XP - 1;
+        assert_eq!(hf_post(&mut ch, 20, &g), 1);
+        assert_eq!(ch.xp, MAX_XP);
+        assert_eq!(hf_post(&mut ch, 20, &g), 0);
+        assert_eq!(roleplay_post(&mut ch, 10 * g.char_per_rp, &g), 0);
+        assert_eq!(ch.xp, MAX_XP);
     }
 
     proptest! {
