@@ -280,3 +280,307 @@ both_backends!(every_roleplay_character_of_a_player_arrives, |backend| {
     assert!(ok, "{out}");
     db.drop_db().await;
 });
+
+/// A player's id in generated files.
+fn nth_user(i: u64) -> String {
+    (620_000_000_000_000_000u64 + i).to_string()
+}
+
+both_backends!(
+    thousands_of_generated_players_arrive_and_verify_compares_every_one,
+    |backend| {
+        use rand::{Rng, SeedableRng};
+        let db = TestDb::new(backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(19);
+        let players = 2_000u64;
+        let mut users = serde_json::Map::new();
+        let mut characters = 0u64;
+        for i in 0..players {
+            let n = rng.random_range(1..=25usize);
+            characters += n as u64;
+            let mut chars = serde_json::Map::new();
+            for c in 0..n {
+                let xp: i64 = rng.random_range(0..1_000_000);
+                let daily = rng.random_range(0..=xp.min(100));
+                chars.insert(
+                    format!("Hero {c} of {i}"),
+                    json!({"xp": xp, "daily_xp": daily, "char_buffer": rng.random_range(0..100),
+                           "image_url": format!("https://img.example/{i}/{c}.png")}),
+                );
+            }
+            users.insert(
+                nth_user(i),
+                json!({"timezone": "Europe/Paris", "last_xp_reset": "2026-01-02",
+                       "active_character": format!("hero {} of {i}", n - 1), "characters": chars}),
+            );
+        }
+        let file = dir.path().join("rp.json");
+        let doc = json!({"version": 3, "users": {GUILD_ID.to_string(): users}});
+        std::fs::write(&file, doc.to_string()).unwrap();
+        let path = file.to_str().unwrap();
+
+        let (ok, out) = kokoro(&db, &["import", "roleplay", path]).await;
+        assert!(ok, "{out}");
+        assert!(
+            out.contains(&format!("imported {players}, skipped 0, rejected 0")),
+            "{out}"
+        );
+        let row = table(&out)
+            .into_iter()
+            .find(|l| l.starts_with("characters"))
+            .unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            [
+                "characters",
+                &characters.to_string(),
+                &characters.to_string(),
+                "0",
+                "0"
+            ],
+            "{out}"
+        );
+        let (ok, out) = kokoro(&db, &["import", "roleplay", path, "--verify"]).await;
+        assert!(ok, "{out}");
+        assert!(
+            out.contains(&format!(
+                "compared {players} record(s) with the store: 0 differ"
+            )),
+            "{out}"
+        );
+        let audit = db.store().await.audit().await.unwrap();
+        assert_eq!(audit.rp_characters as u64, characters);
+        // Again: everything is present, nothing written twice.
+        let (ok, out) = kokoro(&db, &["import", "roleplay", path]).await;
+        assert!(
+            ok && out.contains(&format!("imported 0, skipped {players}, rejected 0")),
+            "{out}"
+        );
+        let (ok, out) = kokoro(&db, &["verify"]).await;
+        assert!(ok, "{out}");
+
+        // A change behind the import's back is named by --verify.
+        let store = db.store().await;
+        let victim = player(nth_user(7).parse().unwrap());
+        let rp = store.load_roleplay(victim).await.unwrap();
+        let mut ws = actors::writeset::WriteSet::new(victim, 0, None);
+        let mut changed = rp.characters[0].clone();
+        changed.xp += 1;
+        ws.writes
+            .push(actors::writeset::Write::RpCharacter(changed.clone()));
+        store.commit(&[ws]).await.unwrap();
+        let (ok, out) = kokoro(&db, &["import", "roleplay", path, "--verify"]).await;
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains(&format!(
+                "DIFFERS users.{GUILD_ID}.{}: roleplay character {:?}: store xp {}",
+                nth_user(7),
+                changed.name,
+                changed.xp
+            )),
+            "{out}"
+        );
+        assert!(out.contains("1 differ"), "{out}");
+        db.drop_db().await;
+    }
+);
+
+both_backends!(
+    a_dirty_collection_file_imports_every_record_that_can_be_read,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        let g = GUILD_ID.to_string();
+        let records: Vec<Vec<u8>> = vec![
+            // 1: numbers as bots wrote them, null, a naive timestamp.
+            json!({"guild_id": g, "user_id": "620000000000000901", "gold": "1250", "gems": 30.0,
+                   "xp": 1e3, "level": null, "daily": {"streak": "-0", "last_claim": "2024-05-01T10:00:00"},
+                   "inventory": {"bait": "3"}}).to_string().into_bytes(),
+            // 2: the same player under other spellings of the id.
+            json!({"guild_id": g, "user_id": "620000000000000902", "gold": 5}).to_string().into_bytes(),
+            json!({"guild_id": g, "user_id": "+620000000000000902", "gold": 6}).to_string().into_bytes(),
+            json!({"guild_id": g, "user_id": "0620000000000000902", "gold": 7}).to_string().into_bytes(),
+            // 5: one invalid UTF-8 byte.
+            b"{\"guild_id\": \"1\", \"user_id\": \"5\", \"gold\": 1, \"note\": \"\xff\"}".to_vec(),
+            // 6: Python's NaN.
+            b"{\"guild_id\": \"1\", \"user_id\": \"6\", \"gold\": NaN}".to_vec(),
+            // 7: a key written twice.
+            br#"{"guild_id": "1", "user_id": "7", "gold": 1, "gold": 1000000}"#.to_vec(),
+            // 8: a positional array.
+            b"[1, 2, 3]".to_vec(),
+            // 9: beyond the game's bounds, each alone.
+            json!({"guild_id": g, "user_id": "9", "gold": 1, "inventory": {"fishing_rod": 2, "bait": 1},
+                   "characters": [{"name": "Tobin Mudlark", "rarity": "C", "level": 500},
+                                  {"name": "Tamsin Quickbrook", "rarity": "SR", "level": 2}]}).to_string().into_bytes(),
+            // 10: epoch seconds.
+            json!({"guild_id": g, "user_id": "10", "daily": {"streak": 1, "last_claim": 1714557600}}).to_string().into_bytes(),
+            // 11: XP past the most kokoro keeps.
+            json!({"guild_id": g, "user_id": "11", "xp": i64::MAX}).to_string().into_bytes(),
+            // 12: truncated.
+            br#"{"guild_id": "1", "user_id": "12", "gold": "#.to_vec(),
+        ];
+        let mut text = b"\xEF\xBB\xBF[".to_vec();
+        text.extend(records.join(&b",\n"[..]));
+        let file = dir.path().join("players.json");
+        std::fs::write(&file, &text).unwrap();
+        let path = file.to_str().unwrap();
+
+        let (ok, dry) = kokoro(&db, &["import", "collection", path, "--dry-run"]).await;
+        assert!(!ok, "a damaged file fails the run: {dry}");
+        assert_eq!(db.store().await.row_counts().await.unwrap()["users"], 0);
+        let (ok, real) = kokoro(&db, &["import", "collection", path]).await;
+        assert!(!ok, "{real}");
+        assert_eq!(
+            table(&dry),
+            table(&real),
+            "the dry run predicted the real run"
+        );
+        for (at, reason) in [
+            ("record 3: ", "not an id"),
+            ("record 4: ", "not an id"),
+            ("record 5: ", "not valid UTF-8"),
+            ("record 6: ", "NaN"),
+            ("record 7: ", "appears twice"),
+            ("record 8: ", "not an object"),
+            ("record 9 character \"Tobin Mudlark\": ", "level 500"),
+            ("record 9 inventory \"fishing_rod\": ", "above the most"),
+            ("record 11: ", "xp is 9223372036854775807"),
+        ] {
+            assert!(
+                real.lines()
+                    .any(|l| l.starts_with(&format!("REJECTED {at}")) && l.contains(reason)),
+                "{at} rejected for {reason}: {real}"
+            );
+        }
+        let stop = real.lines().find(|l| l.starts_with("STOPPED")).unwrap();
+        assert!(
+            stop.contains(&format!("at byte {}", text.len()))
+                && stop.contains("after record 11")
+                && stop.contains("record 12"),
+            "{stop}"
+        );
+        assert!(real.contains("imported 4, skipped 0, rejected 7"), "{real}");
+
+        let store = db.store().await;
+        let first = store
+            .load_user(player(620000000000000901))
+            .await
+            .unwrap()
+            .state;
+        assert_eq!((first.gold, first.gems, first.xp), (1250, 30, 1000));
+        assert_eq!(first.owned("bait"), 3);
+        assert_eq!(first.daily_day, Some(19844)); // 2024-05-01, taken as UTC
+        assert_eq!(
+            store
+                .load_user(player(620000000000000902))
+                .await
+                .unwrap()
+                .state
+                .gold,
+            5,
+            "the first spelling came in; the aliases were refused"
+        );
+        let nine = store.load_user(player(9)).await.unwrap().state;
+        assert_eq!((nine.owned("bait"), nine.owned("fishing_rod")), (1, 0));
+        let chars = store.load_collection(player(9)).await.unwrap();
+        assert_eq!(chars.owned.len(), 1);
+        assert_eq!(&*chars.owned[0].name, "Tamsin Quickbrook");
+        assert_eq!(
+            store.load_user(player(10)).await.unwrap().state.daily_day,
+            Some(19844)
+        );
+        let (_, out) = kokoro(&db, &["import", "collection", path, "--verify"]).await;
+        assert!(
+            out.contains("compared 4 record(s) with the store: 0 differ"),
+            "{out}"
+        );
+        let (ok, out) = kokoro(&db, &["verify"]).await;
+        assert!(ok, "{out}");
+        db.drop_db().await;
+    }
+);
+
+both_backends!(a_dirty_roleplay_file_keeps_the_games_bounds, |backend| {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let forty: serde_json::Map<String, serde_json::Value> = (0..40)
+        .map(|i| (format!("C{i}"), json!({"xp": i})))
+        .collect();
+    let users = json!({
+        "620000000000000001": {"active_character": "  élodie ", "last_xp_reset": "2026-01-02T23:30:00",
+            "characters": {"Élodie": {"xp": "150", "daily_xp": 20.0, "image_url": null},
+                           "Nul": {"xp": 1, "image_url": "https://img.example/a\u{0}b.png"},
+                           "Bare": {"xp": 1, "image_url": "https://"},
+                           "Port": {"xp": 1, "image_url": "https://:443/x"},
+                           "Huge": {"xp": i64::MAX}}},
+        "+620000000000000002": {"characters": {}},
+        "0620000000000000003": {"characters": {}},
+        "620000000000000004": {"characters": forty},
+        "620000000000000005": {"last_xp_reset": "2099-01-01", "characters": {}},
+        "620000000000000006": {"timezone": "Asia/Tokyo", "characters": {"Max": {"xp": actors::game::roleplay::MAX_XP}}}
+    });
+    let doc = json!({"version": "2", "users": {GUILD_ID.to_string(): users}});
+    let file = dir.path().join("rp.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let path = file.to_str().unwrap();
+    let (ok, dry) = kokoro(&db, &["import", "roleplay", path, "--dry-run"]).await;
+    assert!(ok, "{dry}");
+    let (ok, out) = kokoro(&db, &["import", "roleplay", path]).await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        table(&dry),
+        table(&out),
+        "the dry run predicted the real run"
+    );
+    let at = |u: &str| format!("REJECTED users.{GUILD_ID}.{u}");
+    for (start, reason) in [
+        (
+            format!("{} character \"Nul\": ", at("620000000000000001")),
+            "control character",
+        ),
+        (
+            format!("{} character \"Bare\": ", at("620000000000000001")),
+            "https://",
+        ),
+        (
+            format!("{} character \"Port\": ", at("620000000000000001")),
+            "https://",
+        ),
+        (
+            format!("{} character \"Huge\": ", at("620000000000000001")),
+            "above the most",
+        ),
+        (format!("{}: ", at("+620000000000000002")), "not an id"),
+        (format!("{}: ", at("0620000000000000003")), "not an id"),
+        (format!("{}: ", at("620000000000000004")), "at most 25"),
+        (format!("{}: ", at("620000000000000005")), "after today"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&start) && l.contains(reason)),
+            "{start} rejected for {reason}: {out}"
+        );
+    }
+    assert!(out.contains("imported 2, skipped 0, rejected 4"), "{out}");
+    let store = db.store().await;
+    let rp = store
+        .load_roleplay(player(620000000000000001))
+        .await
+        .unwrap();
+    assert_eq!(rp.characters.len(), 1);
+    let active = rp.active().map(|i| rp.characters[i].name.as_str());
+    assert_eq!(active, Some("Élodie"), "matched folding case and spaces");
+    assert_eq!((rp.characters[0].xp, rp.characters[0].daily_xp), (150, 20));
+    assert_eq!(rp.last_xp_reset.unwrap().to_string(), "2026-01-02");
+    // The checks add XP up without overflowing, and a character at
+    // the most XP earns nothing more (and says so).
+    let (ok, out) = kokoro(&db, &["verify"]).await;
+    assert!(ok, "{out}");
+    let audit = store.audit().await.unwrap();
+    assert_eq!(
+        audit.rp_xp,
+        150 + i128::from(actors::game::roleplay::MAX_XP)
+    );
+    db.drop_db().await;
+});
