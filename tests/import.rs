@@ -584,3 +584,255 @@ both_backends!(a_dirty_roleplay_file_keeps_the_games_bounds, |backend| {
     );
     db.drop_db().await;
 });
+
+/// Runs one SQL statement on the test's store, behind kokoro's back.
+async fn sql(store: &actors::Store, statement: &str) {
+    match store {
+        actors::Store::Sqlite(p) => sqlx::query(statement).execute(p).await.map(|_| ()),
+        actors::Store::Postgres(p) => sqlx::query(statement).execute(p).await.map(|_| ()),
+    }
+    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+both_backends!(a_record_the_store_refuses_is_rejected_alone, |backend| {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    store.migrate().await.unwrap();
+    // A rule the checks do not know, as a constraint the store keeps.
+    match backend {
+        Backend::Sqlite => sql(
+            &store,
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON rp_characters WHEN NEW.name = 'Poison' \
+                 BEGIN SELECT RAISE(ABORT, 'no poison here'); END",
+        )
+        .await,
+        Backend::Postgres => {
+            sql(
+                &store,
+                "ALTER TABLE rp_characters ADD CONSTRAINT no_poison CHECK (name <> 'Poison')",
+            )
+            .await
+        }
+    }
+    let users: serde_json::Map<String, serde_json::Value> = (0..30u64)
+        .map(|i| {
+            let name = if i == 17 { "Poison" } else { "Ayla" };
+            (nth_user(i), json!({"characters": {name: {"xp": i}}}))
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rp.json");
+    std::fs::write(
+        &file,
+        json!({"users": {GUILD_ID.to_string(): users}}).to_string(),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (ok, dry) = kokoro(
+        &db,
+        &["import", "roleplay", path, "--dry-run", "--batch", "8"],
+    )
+    .await;
+    assert!(ok, "{dry}");
+    let (ok, out) = kokoro(&db, &["import", "roleplay", path, "--batch", "8"]).await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        table(&dry),
+        table(&out),
+        "the dry run predicted the store's refusal"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with(&format!(
+            "REJECTED users.{GUILD_ID}.{}: the store refused it",
+            nth_user(17)
+        ))),
+        "{out}"
+    );
+    assert!(out.contains("imported 29, skipped 0, rejected 1"), "{out}");
+    let counts = store.row_counts().await.unwrap();
+    assert_eq!(counts["rp_characters"], 29);
+    db.drop_db().await;
+});
+
+/// The roleplay bot's own PostgreSQL schema, as that bot documents it.
+const LEGACY_SCHEMA: &str = "
+CREATE TABLE config (id SERIAL PRIMARY KEY, rp_channels BIGINT[], hf_channels BIGINT[], char_per_rp INT,
+  daily_rp_cap INT, hf_attempt_xp INT, hf_success_xp INT, daily_hf_cap INT);
+CREATE TABLE users (user_id BIGINT PRIMARY KEY, active_character_id INT, timezone TEXT, last_xp_reset DATE);
+CREATE TABLE characters (id SERIAL PRIMARY KEY, user_id BIGINT REFERENCES users(user_id) DEFERRABLE INITIALLY DEFERRED, name TEXT NOT NULL,
+  xp BIGINT NOT NULL DEFAULT 0, daily_xp BIGINT NOT NULL DEFAULT 0, daily_hf BIGINT NOT NULL DEFAULT 0,
+  char_buffer BIGINT NOT NULL DEFAULT 0, image_url TEXT);
+ALTER TABLE users ADD FOREIGN KEY (active_character_id) REFERENCES characters(id) DEFERRABLE INITIALLY DEFERRED;
+INSERT INTO config (rp_channels, hf_channels, char_per_rp, daily_rp_cap, hf_attempt_xp, hf_success_xp, daily_hf_cap)
+  VALUES ('{42,43}', '{44}', 120, 80, 5, 20, 50);
+";
+
+both_backends!(the_roleplay_bots_postgres_imports_directly, |backend| {
+    use sqlx::{Connection, Executor};
+    let db = TestDb::new(backend).await;
+    // The legacy database, on the test's PostgreSQL.
+    let legacy = TestDb::new(Backend::Postgres).await;
+    let mut conn = sqlx::PgConnection::connect(&legacy.url).await.unwrap();
+    conn.execute(LEGACY_SCHEMA).await.unwrap();
+    let players = 300i64;
+    let mut expected_chars = 0;
+    for u in 1..=players {
+        let user = 630_000_000_000_000_000 + u;
+        let mut tx = conn.begin().await.unwrap();
+        let mut active = None;
+        for c in 0..(u % 7 + 1) {
+            let id: i32 = sqlx::query_scalar(
+                "INSERT INTO characters (user_id, name, xp, daily_xp, char_buffer, image_url) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(user)
+            .bind(format!("Rp {c}"))
+            .bind(u * 10 + c)
+            .bind(c)
+            .bind(c * 3)
+            .bind((c % 2 == 0).then(|| format!("https://img.example/{u}/{c}.png")))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("insert character: {e}"));
+            expected_chars += 1;
+            active = Some(id);
+        }
+        sqlx::query(
+                "INSERT INTO users (user_id, active_character_id, timezone, last_xp_reset) VALUES ($1, $2, 'Europe/Berlin', '2026-01-02')",
+            )
+            .bind(user)
+            .bind(active)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let guild = GUILD_ID.to_string();
+    let args = [
+        "import",
+        "roleplay",
+        "--from-postgres",
+        &legacy.url,
+        "--guild",
+        &guild,
+        "--admin",
+        "9",
+    ];
+    let (ok, dry) = kokoro(&db, &[&args[..], &["--dry-run"]].concat()).await;
+    assert!(ok, "{dry}");
+    let (ok, out) = kokoro(&db, &args).await;
+    assert!(ok, "{out}");
+    assert_eq!(table(&dry), table(&out));
+    assert!(
+        out.contains(&format!("imported {}, skipped 0, rejected 0", players + 1)),
+        "the players and the guild's configuration: {out}"
+    );
+    let row = table(&out)
+        .into_iter()
+        .find(|l| l.starts_with("characters"))
+        .unwrap();
+    assert_eq!(
+        row.split_whitespace().nth(2),
+        Some(expected_chars.to_string().as_str()),
+        "{out}"
+    );
+    let (ok, out) = kokoro(&db, &[&args[..], &["--verify"]].concat()).await;
+    assert!(ok, "{out}");
+    assert!(out.contains(": 0 differ"), "{out}");
+    let store = db.store().await;
+    let settings = store
+        .guild_settings(actors::GuildId::new(GUILD_ID).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        settings.get(actors::game::guild::settings::Key::CharPerRp),
+        "120"
+    );
+    let rp = store
+        .load_roleplay(player(630_000_000_000_000_003))
+        .await
+        .unwrap();
+    assert_eq!(rp.characters.len(), 4);
+    assert_eq!(
+        rp.active().map(|i| rp.characters[i].name.as_str()),
+        Some("Rp 3")
+    );
+    let (ok, out) = kokoro(&db, &["verify"]).await;
+    assert!(ok, "{out}");
+    drop(conn);
+    legacy.drop_db().await;
+    db.drop_db().await;
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_without_a_guild_and_legacy_names_map_in() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    // One document per user id, no guild: the collection bot's own shape.
+    let file = dir.path().join("users.json");
+    std::fs::write(
+        &file,
+        json!({
+            "version": 1,
+            "640000000000000001": {"gold": 10, "characters": [{"name": "Old Tobin", "rarity": "C"}]},
+            "640000000000000002": {"user_id": "640000000000000002", "gems": 4}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let map = dir.path().join("names.txt");
+    std::fs::write(&map, "# legacy = roster\nOld Tobin = Tobin Mudlark\n").unwrap();
+    let path = file.to_str().unwrap();
+    let (ok, out) = kokoro(&db, &["import", "collection", path, "--dry-run"]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("no guild_id (the bot kept none: give --guild ID)"),
+        "{out}"
+    );
+    let guild = GUILD_ID.to_string();
+    let (ok, out) = kokoro(
+        &db,
+        &[
+            "import",
+            "collection",
+            path,
+            "--guild",
+            &guild,
+            "--characters-map",
+            map.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        ok && out.contains("imported 2, skipped 0, rejected 0"),
+        "{out}"
+    );
+    let chars = db
+        .store()
+        .await
+        .load_collection(player(640000000000000001))
+        .await
+        .unwrap();
+    assert_eq!(&*chars.owned[0].name, "Tobin Mudlark");
+    // A map naming a character kokoro does not have is refused at start,
+    // with its file and line.
+    std::fs::write(&map, "\nOld Tobin = Nobody\n").unwrap();
+    let (ok, out) = kokoro(
+        &db,
+        &[
+            "import",
+            "collection",
+            path,
+            "--guild",
+            &guild,
+            "--characters-map",
+            map.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        !ok && out.contains("names.txt:2: \"Nobody\" is not a character of the roster"),
+        "{out}"
+    );
+    db.drop_db().await;
+}
