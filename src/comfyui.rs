@@ -1,21 +1,32 @@
-//! `ComfyRender`: renders jobs on a ComfyUI server, speaking its own API.
+//! `ComfyRender`: renders jobs on a ComfyUI server, speaking its own API,
+//! and as harsh as ComfyUI is: it does not refuse a prompt id it already
+//! has, and it forgets its queue and history when it restarts.
 //!
 //! - **Submit**: `POST /prompt {prompt, client_id, prompt_id}`. The prompt id
-//!   is the job id (as a UUID), chosen here, so a job is known to ComfyUI
-//!   by one id whoever asks: before submitting, `/history/{id}` and `/queue`
-//!   are asked whether ComfyUI already has it (a restart mid-render, a
-//!   retried submit), and a job it has is followed, never rendered twice. A
-//!   400 (`error`, `node_errors`) fails the job with ComfyUI's reason.
-//! - **Follow**: the websocket `/ws?clientId=…`, with a client id unique to
-//!   each connection (ComfyUI keeps one socket per client id; a shared id
-//!   mixes players' results). Text frames are JSON events; binary frames are
-//!   previews and are skipped. Whenever the socket is quiet, or closed,
-//!   `/history/{id}` says whether the job finished: it stays `{}` until then.
+//!   is the job id (as a UUID), chosen here. Every submit, the first or a
+//!   retry after a lost answer, comes only after `/queue` and then
+//!   `/history/{id}` say ComfyUI does not have the id (looked at twice, a
+//!   moment apart); a job it has is followed, never rendered twice. A
+//!   prompt that vanishes from both after ComfyUI took it (a restart) is
+//!   submitted again, once; a second loss fails the job. A 400 (`error`,
+//!   `node_errors`) fails the job with ComfyUI's reason (its details, which
+//!   may name server paths, only in the log).
+//! - **Follow**: one websocket `/ws?clientId=…` per process, under one
+//!   client id for every prompt (ComfyUI sends a prompt's events only to
+//!   the socket of the id that submitted it; a reconnect with the same id
+//!   takes that socket over), connected again whenever it drops. Events
+//!   (`execution_start`, `progress`, `progress_state`, `execution_success`,
+//!   `execution_error`, `execution_interrupted`) go to the prompt's
+//!   follower; whenever they are quiet, ComfyUI is asked. A job's time
+//!   limit starts when it starts executing (`Render::waiting`), not while
+//!   it waits in ComfyUI's own queue.
 //! - **Result**: the first output file in the history (`images`, also for
 //!   videos and animations) is fetched with `/view` and kept under the data
 //!   dir's `results/`.
-//! - **Cancel**: `POST /queue {"delete": [id]}` for a job waiting there and
-//!   `POST /interrupt {prompt_id}` for one running.
+//! - **Cancel** (a player's, or the time limit's): `POST /queue {"delete":
+//!   [id]}` for a job waiting there and `POST /interrupt {prompt_id}` for
+//!   one running; its render has ended, so a result that still comes is
+//!   never fetched, delivered or charged.
 //! - **Health**: `/system_stats` every few seconds. While ComfyUI does not
 //!   answer, the breaker is open: queues start no job (they wait, none
 //!   fails for it) and `kokoro_renderer_up` is 0; it closes by itself.
@@ -23,7 +34,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -33,6 +44,7 @@ use actors::job_queue::Render;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How often the breaker asks ComfyUI whether it is up.
@@ -57,32 +69,54 @@ pub struct ComfyRender {
     results: PathBuf,
     uploads: actors::uploads::Uploads,
     up: AtomicBool,
-    /// Numbers each websocket connection's client id.
-    connections: AtomicU64,
-    /// Percent done of each job rendering, by prompt id, from ComfyUI's
-    /// `progress` events.
-    progress: dashmap::DashMap<String, u8>,
+    /// This process's one client id: ComfyUI sends a prompt's events only
+    /// to the socket of the client id that submitted it, and a reconnect
+    /// with the same id takes that socket over, so every prompt is
+    /// submitted under it and one socket hears them all.
+    client_id: String,
+    /// What the socket has told of each prompt being rendered, by id.
+    heard: dashmap::DashMap<String, watch::Sender<Heard>>,
+}
+
+/// What ComfyUI's events said of one prompt.
+#[derive(Debug, Clone, Default)]
+struct Heard {
+    /// It began executing (its time limit runs from here).
+    started: bool,
+    /// Percent done, from `progress` or `progress_state`.
+    pct: Option<u8>,
+    end: Option<EventEnd>,
+}
+
+#[derive(Debug, Clone)]
+enum EventEnd {
+    Success,
+    Failed(String),
 }
 
 /// What ComfyUI knows of a prompt id.
 enum Known {
     /// Finished: its history entry.
     Finished(Value),
-    /// In its queue, running or pending.
-    Queued,
+    /// In its queue: running, or pending behind others.
+    Queued { running: bool },
+    /// In neither its queue nor its history (looked twice).
     Unknown,
 }
 
-/// Why following a job stopped.
-enum Ended {
+/// How following a submitted prompt ended.
+enum Followed {
     Finished(Value),
     Failed(String),
+    /// It left ComfyUI's sight: look again before anything else.
+    Look,
 }
 
 impl ComfyRender {
     /// A renderer for the ComfyUI at `base` (`http://host:8188`), keeping
     /// results under `data_dir/results` and reading players' pictures from
-    /// `data_dir/uploads`. Starts its health check on the current runtime.
+    /// `data_dir/uploads`. Starts its health check and its event socket on
+    /// the current runtime.
     pub fn new(base: &str, data_dir: &std::path::Path) -> Result<Arc<Self>, ComfyUrlError> {
         let base = base.trim_end_matches('/');
         if !base.starts_with("http://") || base.len() <= "http://".len() {
@@ -100,14 +134,24 @@ impl ComfyRender {
             // Until the first check says otherwise: a job submitted to a
             // ComfyUI that is down waits in the submit retry loop anyway.
             up: AtomicBool::new(true),
-            connections: AtomicU64::new(0),
-            progress: dashmap::DashMap::new(),
+            client_id: format!(
+                "kokoro-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ),
+            heard: dashmap::DashMap::new(),
         });
         metrics::gauge!(actors::telemetry::RENDERER_UP).set(1.0);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(watch(Arc::downgrade(&me)));
+            rt.spawn(watch_health(Arc::downgrade(&me)));
+            rt.spawn(listen(Arc::downgrade(&me)));
         }
         Ok(me)
+    }
+
+    /// The client id every prompt of this process is submitted under.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
     }
 
     fn url(&self, path: &str) -> String {
@@ -135,21 +179,80 @@ impl ComfyRender {
         matches!(asked, Ok(r) if r.status().is_success())
     }
 
+    /// Renders a job: every submit, the first or a later one, comes only
+    /// after ComfyUI was asked and does not have the prompt id (it does
+    /// not refuse an id it has: a blind retry renders twice). A prompt
+    /// that vanishes from ComfyUI after it took it (a restart: ComfyUI
+    /// keeps its queue and history in memory) is submitted again, once.
     async fn render_job(&self, job: &Job, def: &WorkflowDef) -> Result<String, String> {
         let id = prompt_id(&job.id);
-        let history = match self.known(&id).await? {
-            Known::Finished(h) => h,
-            Known::Queued => self.follow(&id, None).await?,
-            Known::Unknown => {
-                let picture = match &job.image {
-                    Some(upload) => Some(self.upload(job, upload).await?),
-                    None => None,
-                };
-                let graph = fill(def, job, picture.as_deref());
-                self.follow(&id, Some(graph)).await?
+        let (tx, mut heard) = watch::channel(Heard::default());
+        self.heard.insert(id.clone(), tx);
+        let _forget = Forget(&self.heard, id.clone());
+        let mut graph: Option<Value> = None;
+        let mut taken = false;
+        let mut lost = 0u32;
+        loop {
+            match self.known(&id).await {
+                // Cannot tell: never submit blind; ask again.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Ok(Known::Finished(h)) => {
+                    let h = finished(h)?;
+                    return self.keep_result(job, &h).await;
+                }
+                Ok(Known::Queued { running }) => {
+                    if running {
+                        self.mark_started(&id);
+                    }
+                }
+                Ok(Known::Unknown) => {
+                    if taken {
+                        lost += 1;
+                        if lost > 1 {
+                            return Err(
+                                "ComfyUI lost the job twice (restarted while rendering it?)".into(),
+                            );
+                        }
+                        tracing::warn!(job = %job.id, "ComfyUI no longer has this job (restarted?); submitting it again, once");
+                        if let Some(tx) = self.heard.get(&id) {
+                            tx.send_replace(Heard::default());
+                        }
+                    }
+                    if graph.is_none() {
+                        let picture = match &job.image {
+                            Some(upload) => Some(self.upload(job, upload).await?),
+                            None => None,
+                        };
+                        graph = Some(fill(def, job, picture.as_deref()));
+                    }
+                    let Some(g) = &graph else { continue };
+                    match self.submit(&id, g).await {
+                        Ok(()) => taken = true,
+                        Err(Submit::Refused(why)) => return Err(why),
+                        // The answer may have been lost after ComfyUI took
+                        // it: the next look says.
+                        Err(Submit::Unreachable) => {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
             }
-        };
-        self.keep_result(job, &history).await
+            match self.follow(&id, &mut heard).await {
+                Followed::Finished(h) => return self.keep_result(job, &h).await,
+                Followed::Failed(why) => return Err(why),
+                Followed::Look => {}
+            }
+        }
+    }
+
+    fn mark_started(&self, id: &str) {
+        if let Some(tx) = self.heard.get(id) {
+            tx.send_if_modified(|h| !std::mem::replace(&mut h.started, true));
+        }
     }
 
     /// Hands the job's input picture to ComfyUI (`POST /upload/image`);
@@ -195,25 +298,35 @@ impl ComfyRender {
         })
     }
 
-    /// Whether ComfyUI already has this prompt id, finished or queued.
+    /// Whether ComfyUI has this prompt id, queued or finished. The queue
+    /// is read before the history (a prompt leaves the queue only as its
+    /// history is written), and a prompt in neither is looked for once
+    /// more a moment later before it is called unknown.
     async fn known(&self, id: &str) -> Result<Known, String> {
-        if let Some(h) = self.history(id).await? {
-            return Ok(Known::Finished(h));
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let queue: Value = self
+                .get_json("/queue")
+                .await
+                .map_err(|_| "ComfyUI's queue could not be read".to_owned())?;
+            let listed = |key: &str| {
+                queue[key]
+                    .as_array()
+                    .is_some_and(|items| items.iter().any(|i| i[1] == id))
+            };
+            if listed("queue_running") {
+                return Ok(Known::Queued { running: true });
+            }
+            if listed("queue_pending") {
+                return Ok(Known::Queued { running: false });
+            }
+            if let Some(h) = self.history(id).await? {
+                return Ok(Known::Finished(h));
+            }
         }
-        let queue: Value = self
-            .get_json("/queue")
-            .await
-            .map_err(|_| "ComfyUI's queue could not be read".to_owned())?;
-        let listed = |key: &str| {
-            queue[key]
-                .as_array()
-                .is_some_and(|items| items.iter().any(|i| i[1] == id))
-        };
-        Ok(if listed("queue_running") || listed("queue_pending") {
-            Known::Queued
-        } else {
-            Known::Unknown
-        })
+        Ok(Known::Unknown)
     }
 
     /// The history entry of a finished prompt; `None` while it is not.
@@ -235,45 +348,48 @@ impl ComfyRender {
             .await
     }
 
-    /// Submits `graph` (if given) from a fresh websocket connection, then
-    /// follows the prompt until its history says it finished. Connection
-    /// trouble is retried until the queue's time limit ends the job.
-    async fn follow(&self, id: &str, mut graph: Option<Value>) -> Result<Value, String> {
+    /// Follows a prompt ComfyUI has: by its events, and whenever they are
+    /// quiet by asking ComfyUI, until it ends or leaves ComfyUI's sight.
+    async fn follow(&self, id: &str, heard: &mut watch::Receiver<Heard>) -> Followed {
         loop {
-            let n = self.connections.fetch_add(1, Ordering::Relaxed);
-            let client_id = format!("kokoro-{}-{n}", &id[..8]);
-            let ws_url = format!(
-                "ws{}/ws?clientId={client_id}",
-                self.base.trim_start_matches("http")
-            );
-            let socket = tokio_tungstenite::connect_async(&ws_url).await.ok();
-            if let Some(g) = graph.take() {
-                match self.submit(id, &client_id, &g).await {
-                    Ok(()) => {}
-                    Err(Submit::Refused(why)) => return Err(why),
-                    Err(Submit::Unreachable) => {
-                        graph = Some(g);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
+            let end = heard.borrow_and_update().end.clone();
+            match end {
+                Some(EventEnd::Failed(why)) => return Followed::Failed(why),
+                Some(EventEnd::Success) => {
+                    // The history is written as the prompt leaves the
+                    // queue; a moment's grace, then the top looks again.
+                    for _ in 0..10 {
+                        if let Ok(Some(h)) = self.history(id).await {
+                            return ended(h);
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    return Followed::Look;
+                }
+                None => {}
+            }
+            if let Ok(changed) = tokio::time::timeout(QUIET, heard.changed()).await {
+                if changed.is_err() {
+                    return Followed::Look;
+                }
+                continue;
+            }
+            match self.known(id).await {
+                Ok(Known::Finished(h)) => return ended(h),
+                Ok(Known::Queued { running }) => {
+                    if running {
+                        self.mark_started(id);
                     }
                 }
-            }
-            match socket {
-                Some((ws, _)) => match self.listen(id, ws).await {
-                    Some(Ended::Finished(h)) => return Ok(h),
-                    Some(Ended::Failed(why)) => return Err(why),
-                    None => {} // the socket closed: look, then connect again
-                },
-                None => tokio::time::sleep(QUIET).await,
-            }
-            if let Ok(Some(h)) = self.history(id).await {
-                return finished(h);
+                Ok(Known::Unknown) => return Followed::Look,
+                // ComfyUI does not answer: keep waiting, the limit decides.
+                Err(_) => {}
             }
         }
     }
 
-    async fn submit(&self, id: &str, client_id: &str, graph: &Value) -> Result<(), Submit> {
-        let body = json!({ "prompt": graph, "client_id": client_id, "prompt_id": id });
+    async fn submit(&self, id: &str, graph: &Value) -> Result<(), Submit> {
+        let body = json!({ "prompt": graph, "client_id": self.client_id, "prompt_id": id });
         let response = self
             .http
             .post(self.url("/prompt"))
@@ -289,74 +405,48 @@ impl ComfyRender {
             return Err(Submit::Unreachable);
         }
         let answer: Value = response.json().await.unwrap_or(Value::Null);
-        Err(Submit::Refused(refusal(&answer)))
+        let (player, whole) = refusal(&answer);
+        tracing::warn!(prompt = id, reason = %whole, "ComfyUI refused a job's workflow");
+        Err(Submit::Refused(player))
     }
 
-    /// Reads events for `id` until it ends; `None` if the socket closed
-    /// first. Every quiet spell, `/history` is asked.
-    async fn listen(
-        &self,
-        id: &str,
-        mut ws: tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-    ) -> Option<Ended> {
-        loop {
-            let next = tokio::time::timeout(QUIET, ws.next()).await;
-            let text = match next {
-                Err(_) => {
-                    if let Ok(Some(h)) = self.history(id).await {
-                        return Some(ended(h));
+    /// One event from the socket, for a prompt being followed.
+    fn hear(&self, event: &Value) {
+        let data = &event["data"];
+        let Some(id) = data["prompt_id"].as_str() else {
+            return;
+        };
+        let Some(tx) = self.heard.get(id) else { return };
+        let kind = event["type"].as_str().unwrap_or_default();
+        tx.send_if_modified(|h| {
+            let before = (h.started, h.pct, h.end.is_some());
+            match kind {
+                "execution_start" | "execution_cached" => h.started = true,
+                "executing" if !data["node"].is_null() => h.started = true,
+                // The old end marker, for a ComfyUI without execution_success.
+                "executing" if h.end.is_none() => h.end = Some(EventEnd::Success),
+                "progress" => {
+                    h.started = true;
+                    let (v, m) = (data["value"].as_u64(), data["max"].as_u64());
+                    if let (Some(v), Some(m)) = (v, m.filter(|m| *m > 0)) {
+                        h.pct = Some((v.min(m) * 100 / m) as u8);
                     }
-                    continue;
                 }
-                Ok(None) | Ok(Some(Err(_))) => return None,
-                Ok(Some(Ok(Message::Text(t)))) => t,
-                // Previews (binary) and pings: nothing to read.
-                Ok(Some(Ok(_))) => continue,
-            };
-            let Ok(event) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            let data = &event["data"];
-            if data["prompt_id"] != id {
-                continue;
-            }
-            match event["type"].as_str() {
-                Some("progress") => {
-                    let (value, max) = (data["value"].as_u64(), data["max"].as_u64());
-                    if let (Some(v), Some(m)) = (value, max.filter(|m| *m > 0)) {
-                        self.progress
-                            .insert(id.to_owned(), (v.min(m) * 100 / m) as u8);
+                "progress_state" => {
+                    h.started = true;
+                    if let Some(p) = progress_state(&data["nodes"]) {
+                        h.pct = Some(p);
                     }
-                    continue;
                 }
-                Some("execution_error") => {
-                    let why = data["exception_message"]
-                        .as_str()
-                        .unwrap_or("ComfyUI failed the job");
-                    return Some(Ended::Failed(format!(
-                        "ComfyUI: {} (node {})",
-                        one_line(why),
-                        data["node_id"].as_str().unwrap_or("?")
-                    )));
+                "execution_success" => h.end = Some(EventEnd::Success),
+                "execution_error" => h.end = Some(EventEnd::Failed(execution_error(id, data))),
+                "execution_interrupted" => {
+                    h.end = Some(EventEnd::Failed("ComfyUI interrupted the job".into()))
                 }
-                Some("execution_interrupted") => {
-                    return Some(Ended::Failed("ComfyUI interrupted the job".into()))
-                }
-                Some("execution_success") => {}
-                Some("executing") if data["node"].is_null() => {}
-                _ => continue,
+                _ => {}
             }
-            // Finished: the history has its outputs (ComfyUI writes the
-            // history before it says so, but a moment's grace costs little).
-            for _ in 0..5 {
-                if let Ok(Some(h)) = self.history(id).await {
-                    return Some(ended(h));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+            before != (h.started, h.pct, h.end.is_some())
+        });
     }
 
     /// Fetches the job's first output file and keeps it; returns where.
@@ -411,8 +501,9 @@ async fn cancel_job(http: &reqwest::Client, base: &str, job: Job) {
     }
 }
 
-/// Removes a job's progress when dropped.
-struct Forget<'a>(&'a dashmap::DashMap<String, u8>, String);
+/// Stops hearing a prompt's events when its render ends, however it ends
+/// (done, failed, timed out, cancelled: the future dropped).
+struct Forget<'a>(&'a dashmap::DashMap<String, watch::Sender<Heard>>, String);
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
@@ -434,9 +525,6 @@ impl Render for ComfyRender {
         workflow: &'a WorkflowDef,
     ) -> Pin<Box<dyn Future<Output = Rendered> + Send + 'a>> {
         Box::pin(async move {
-            // However the render ends (done, failed, timed out, cancelled:
-            // the future dropped), its progress goes with it.
-            let _forget = Forget(&self.progress, prompt_id(&job.id));
             match self.render_job(job, workflow).await {
                 Ok(at) => Rendered::Done(at),
                 Err(why) => {
@@ -452,7 +540,13 @@ impl Render for ComfyRender {
     }
 
     fn progress(&self, job_id: &str) -> Option<u8> {
-        self.progress.get(&prompt_id(job_id)).map(|p| *p)
+        self.heard.get(&prompt_id(job_id))?.borrow().pct
+    }
+
+    fn waiting(&self, job_id: &str) -> bool {
+        self.heard
+            .get(&prompt_id(job_id))
+            .is_some_and(|h| !h.borrow().started)
     }
 
     fn cancel(&self, job: Job) -> BoxFuture<'static, ()> {
@@ -462,13 +556,50 @@ impl Render for ComfyRender {
 }
 
 /// The breaker: asks ComfyUI every few seconds while the renderer lives.
-async fn watch(me: Weak<ComfyRender>) {
+async fn watch_health(me: Weak<ComfyRender>) {
     loop {
         let Some(r) = me.upgrade() else { return };
         let up = r.healthy().await;
         r.set_up(up);
         drop(r);
         tokio::time::sleep(HEALTH_EVERY).await;
+    }
+}
+
+/// The event socket: one per process, under its one client id, connected
+/// again (with backoff) whenever it drops, while the renderer lives.
+/// Text frames are JSON events; binary frames are previews, skipped.
+async fn listen(me: Weak<ComfyRender>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let url = {
+            let Some(r) = me.upgrade() else { return };
+            format!(
+                "ws{}/ws?clientId={}",
+                r.base.trim_start_matches("http"),
+                r.client_id
+            )
+        };
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&url).await else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        };
+        backoff = Duration::from_millis(200);
+        loop {
+            let next = tokio::time::timeout(QUIET, ws.next()).await;
+            let Some(r) = me.upgrade() else { return };
+            match next {
+                Err(_) => continue,
+                Ok(None) | Ok(Some(Err(_))) => break,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    if let Ok(event) = serde_json::from_str::<Value>(&t) {
+                        r.hear(&event);
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
     }
 }
 
@@ -534,27 +665,74 @@ fn is_finished(entry: &Value) -> bool {
         || entry["outputs"].as_object().is_some_and(|o| !o.is_empty())
 }
 
-fn ended(history: Value) -> Ended {
+fn ended(history: Value) -> Followed {
     match finished(history) {
-        Ok(h) => Ended::Finished(h),
-        Err(why) => Ended::Failed(why),
+        Ok(h) => Followed::Finished(h),
+        Err(why) => Followed::Failed(why),
     }
 }
 
-/// A finished history entry, or why it failed.
+/// A finished history entry, or why it failed (for the player).
 fn finished(history: Value) -> Result<Value, String> {
     if history["status"]["status_str"] == "error" {
-        let why = history["status"]["messages"]
-            .as_array()
-            .and_then(|ms| {
-                ms.iter()
-                    .find(|m| m[0] == "execution_error")
-                    .and_then(|m| m[1]["exception_message"].as_str())
-            })
-            .unwrap_or("ComfyUI failed the job");
-        return Err(format!("ComfyUI: {}", one_line(why)));
+        let messages = history["status"]["messages"].as_array();
+        let find =
+            |kind: &str| messages.and_then(|ms| ms.iter().find(|m| m[0] == kind).map(|m| &m[1]));
+        if let Some(data) = find("execution_error") {
+            let id = data["prompt_id"].as_str().unwrap_or("?");
+            return Err(execution_error(id, data));
+        }
+        if find("execution_interrupted").is_some() {
+            return Err("ComfyUI interrupted the job".into());
+        }
+        return Err("ComfyUI failed the job".into());
     }
     Ok(history)
+}
+
+/// An `execution_error`: logged whole (its message may name files and
+/// folders on the ComfyUI server); the player is told the node and the
+/// kind of error only.
+fn execution_error(prompt: &str, data: &Value) -> String {
+    let node = data["node_id"].as_str().unwrap_or("?");
+    let class = data["node_type"].as_str().unwrap_or("?");
+    tracing::warn!(
+        prompt,
+        node,
+        class,
+        message = %one_line(data["exception_message"].as_str().unwrap_or("")),
+        kind = data["exception_type"].as_str().unwrap_or(""),
+        "ComfyUI failed a job"
+    );
+    let kind = data["exception_type"]
+        .as_str()
+        .and_then(|t| t.rsplit('.').next())
+        .filter(|t| !t.is_empty() && t.len() <= 60)
+        .unwrap_or("an error");
+    format!("ComfyUI could not render it: {kind} at node {node} ({class})")
+}
+
+/// Percent done from a `progress_state` event: each node's share, a
+/// finished node counting whole.
+fn progress_state(nodes: &Value) -> Option<u8> {
+    let nodes = nodes.as_object().filter(|n| !n.is_empty())?;
+    let done: f64 = nodes
+        .values()
+        .map(|n| {
+            if n["state"] == "finished" {
+                return 1.0;
+            }
+            match (n["value"].as_f64(), n["max"].as_f64()) {
+                (Some(v), Some(m)) if m > 0.0 => (v / m).clamp(0.0, 1.0),
+                _ => 0.0,
+            }
+        })
+        .sum();
+    Some(
+        (done * 100.0 / nodes.len() as f64)
+            .round()
+            .clamp(0.0, 100.0) as u8,
+    )
 }
 
 /// The first file a node output, in node order.
@@ -570,8 +748,10 @@ fn first_output(history: &Value) -> Option<&Value> {
     })
 }
 
-/// ComfyUI's 400 answer in one sentence: its error, and the first node error.
-fn refusal(answer: &Value) -> String {
+/// ComfyUI's 400 answer: what the player is told (its error and the first
+/// node's, without the details, which may name server paths), and the
+/// whole of it, for the log.
+fn refusal(answer: &Value) -> (String, String) {
     let error = match &answer["error"] {
         Value::String(s) => s.clone(),
         e => e["message"]
@@ -585,20 +765,33 @@ fn refusal(answer: &Value) -> String {
             let first = &n["errors"][0];
             let msg = first["message"].as_str()?;
             let details = first["details"].as_str().unwrap_or("");
-            Some(format!(
-                "node {id} ({}): {msg}{}{details}",
-                n["class_type"].as_str().unwrap_or("?"),
-                if details.is_empty() { "" } else { ": " }
+            Some((
+                format!(
+                    "node {id} ({}): {msg}",
+                    n["class_type"].as_str().unwrap_or("?")
+                ),
+                details.to_owned(),
             ))
         })
     });
     match node {
-        Some(n) => format!(
-            "ComfyUI refused the workflow: {} — {}",
-            one_line(&error),
-            one_line(&n)
+        Some((n, details)) => (
+            format!(
+                "ComfyUI refused the workflow: {} — {}",
+                one_line(&error),
+                one_line(&n)
+            ),
+            format!(
+                "ComfyUI refused the workflow: {} — {}: {}",
+                one_line(&error),
+                one_line(&n),
+                one_line(&details)
+            ),
         ),
-        None => format!("ComfyUI refused the workflow: {}", one_line(&error)),
+        None => {
+            let said = format!("ComfyUI refused the workflow: {}", one_line(&error));
+            (said.clone(), said)
+        }
     }
 }
 
@@ -653,12 +846,17 @@ mod tests {
             "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
             "node_errors": {"4": {"errors": [{"type": "value_not_in_list", "message": "Value not in list", "details": "ckpt_name: 'x.safetensors' not in []", "extra_info": {}}], "dependent_outputs": ["9"], "class_type": "CheckpointLoaderSimple"}}
         });
+        let (player, whole) = refusal(&answer);
         assert_eq!(
-            refusal(&answer),
-            "ComfyUI refused the workflow: Prompt outputs failed validation — node 4 (CheckpointLoaderSimple): Value not in list: ckpt_name: 'x.safetensors' not in []"
+            player,
+            "ComfyUI refused the workflow: Prompt outputs failed validation — node 4 (CheckpointLoaderSimple): Value not in list"
+        );
+        assert!(
+            whole.ends_with("ckpt_name: 'x.safetensors' not in []"),
+            "{whole}"
         );
         assert_eq!(
-            refusal(&json!({"error": "no prompt", "node_errors": []})),
+            refusal(&json!({"error": "no prompt", "node_errors": []})).0,
             "ComfyUI refused the workflow: no prompt"
         );
     }

@@ -57,8 +57,16 @@ pub trait Render: Send + Sync + 'static {
         None
     }
 
-    /// A job that was rendering was cancelled: stop it at the backend too
-    /// (best effort; its render future has already been dropped).
+    /// Whether the job still waits in the backend's own queue (ComfyUI
+    /// runs one prompt at a time): its time limit starts when it starts.
+    fn waiting(&self, _job_id: &str) -> bool {
+        false
+    }
+
+    /// A job that was rendering was cancelled, or ran past its time limit:
+    /// stop it at the backend too (best effort; its render future has
+    /// already been dropped, so a result that still comes is never
+    /// fetched, delivered or charged).
     fn cancel(&self, _job: Job) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
@@ -531,19 +539,22 @@ impl QueueActor {
             metrics::histogram!(m::QUEUE_WAIT_SECONDS, "queue" => self.workflow.as_str())
                 .record(enqueued.elapsed().as_secs_f64());
             let (render, timeout, me) = (self.render.clone(), self.timeout, ctx.address());
+            // However long the backend's own queue may hold it behind this
+            // queue's other jobs, and a little more.
+            let wait_limit = timeout.saturating_mul(self.concurrency as u32 + 1);
             let def = self.def.clone();
             let id = job.id.clone();
             let job_copy = job.clone();
             let task = self.io.spawn(async move {
                 let started = Instant::now();
-                let rendering = AssertUnwindSafe(render.render(&job, &def)).catch_unwind();
-                let rendered = match tokio::time::timeout(timeout, rendering).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(_)) => Rendered::Failed("the renderer crashed on this job".into()),
-                    Err(_) => Rendered::Failed(format!(
-                        "rendering took longer than {} s",
-                        timeout.as_secs()
-                    )),
+                let rendered = match render_within(&*render, &job, &def, timeout, wait_limit).await
+                {
+                    Ok(r) => r,
+                    Err(why) => {
+                        // Given up: the backend stops it too.
+                        render.cancel(job.clone()).await;
+                        Rendered::Failed(why)
+                    }
                 };
                 me.do_send(RenderEnded {
                     job,
@@ -592,6 +603,50 @@ impl QueueActor {
             .store(self.waiting.len() + self.running.len(), Ordering::Relaxed);
         metrics::gauge!(m::QUEUE_DEPTH, "queue" => queue).set(self.waiting.len() as f64);
         metrics::gauge!(m::QUEUE_RUNNING, "queue" => queue).set(self.running.len() as f64);
+    }
+}
+
+/// Renders `job` with its time limit running from when the backend starts
+/// it (a job waiting in the backend's own queue is not rendering yet), and
+/// no longer than `wait_limit` waiting there. `Err`: why it was given up.
+async fn render_within(
+    render: &dyn Render,
+    job: &Job,
+    def: &WorkflowDef,
+    limit: Duration,
+    wait_limit: Duration,
+) -> Result<Rendered, String> {
+    let rendering = AssertUnwindSafe(render.render(job, def)).catch_unwind();
+    tokio::pin!(rendering);
+    let begun = Instant::now();
+    let mut running_since: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            r = &mut rendering => {
+                return Ok(r.unwrap_or_else(|_| {
+                    Rendered::Failed("the renderer crashed on this job".into())
+                }));
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if running_since.is_none() && !render.waiting(&job.id) {
+                    running_since = Some(now);
+                }
+                match running_since {
+                    Some(s) if now.duration_since(s) >= limit => {
+                        return Err(format!("rendering took longer than {} s", limit.as_secs()));
+                    }
+                    None if now.duration_since(begun) >= wait_limit => {
+                        return Err(format!(
+                            "waited longer than {} s in the renderer's own queue",
+                            wait_limit.as_secs()
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 }
 

@@ -2,10 +2,17 @@
 //! `POST /prompt` (200 `{prompt_id, number, node_errors}`, or 400 `{error,
 //! node_errors}`), the `/ws?clientId=` websocket (JSON events by type, and
 //! binary preview frames), `/history/{id}` (`{}` until finished), `/view`,
-//! `GET`/`POST /queue`, `POST /interrupt`, `/system_stats`. It renders one
-//! prompt at a time. What a prompt's text says decides its fate: "bad
-//! checkpoint" is refused at submit, "explode" fails mid-run, "slow" takes
-//! seconds.
+//! `GET`/`POST /queue`, `POST /interrupt`, `/system_stats`. It is as harsh
+//! as ComfyUI: it renders one prompt at a time, queues a prompt id it
+//! already has again (no dedupe), sends a prompt's events only to the
+//! socket of the client id that submitted it (a second socket with that id
+//! takes the first one's place), and forgets its queue and history when it
+//! restarts (`restart`). `drop_answers(n)` queues the next n submits and
+//! closes the connection before answering: a lost answer. What a prompt's
+//! text says decides its fate: "bad checkpoint" is refused at submit,
+//! "explode" fails mid-run (its message naming a server path), "slow"
+//! takes seconds. Progress comes as `progress_state` (as newer ComfyUI
+//! sends it) and, unless the prompt says "stateonly", `progress` too.
 
 #![allow(dead_code)]
 
@@ -43,6 +50,10 @@ struct Inner {
     /// Input pictures received: (name kept, bytes).
     uploads: Vec<(String, Vec<u8>)>,
     number: u64,
+    /// Submits still to be taken without an answer.
+    drop_answers: u32,
+    /// Bumped by a restart: the worker drops what it was rendering.
+    life: u64,
 }
 
 #[derive(Clone)]
@@ -62,11 +73,22 @@ impl FakeComfy {
         data_dir: &std::path::Path,
         time_limit: Duration,
     ) -> actors::RuntimeConfig {
+        self.runtime_config_with(data_dir, time_limit, 1)
+    }
+
+    /// The same, with each workflow starting up to `concurrency` jobs at
+    /// once (ComfyUI still runs one: the rest wait in its own queue).
+    pub fn runtime_config_with(
+        &self,
+        data_dir: &std::path::Path,
+        time_limit: Duration,
+        concurrency: usize,
+    ) -> actors::RuntimeConfig {
         let render = kokoro::comfyui::ComfyRender::new(&self.url(), data_dir).unwrap();
         let mut generation = actors::game::generation::GenerationData::default();
         generation.workflows = generation.workflows.each(|w| {
             w.time_limit = time_limit;
-            w.concurrency = 1;
+            w.concurrency = concurrency;
             w.daily_free = 0;
         });
         generation.rules.trial_daily_free = 0;
@@ -120,6 +142,32 @@ impl FakeComfy {
         if let Some(t) = self.server.lock().unwrap().take() {
             t.abort();
         }
+        self.inner.lock().unwrap().sockets.clear();
+    }
+
+    /// ComfyUI restarts: everything it kept in memory (its queue, what it
+    /// was rendering, its history, its sockets) is gone.
+    pub async fn restart(&self) {
+        self.down();
+        {
+            let mut i = self.inner.lock().unwrap();
+            i.pending.clear();
+            i.running = None;
+            i.history.clear();
+            i.life += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.up().await;
+    }
+
+    /// The next `n` submits are queued, and their connection closed
+    /// before the answer.
+    pub fn drop_answers(&self, n: u32) {
+        self.inner.lock().unwrap().drop_answers = n;
+    }
+
+    /// Every socket is closed (clients connect again).
+    pub fn drop_sockets(&self) {
         self.inner.lock().unwrap().sockets.clear();
     }
 
@@ -205,6 +253,17 @@ async fn submit(State(f): State<FakeComfy>, Json(body): Json<Value>) -> Response
         i.number
     };
     f.wake.notify_one();
+    let drop_it = {
+        let mut i = f.inner.lock().unwrap();
+        let d = i.drop_answers > 0;
+        i.drop_answers = i.drop_answers.saturating_sub(1);
+        d
+    };
+    if drop_it {
+        // The connection dies before the answer: the client cannot tell
+        // whether the prompt was queued (it was).
+        panic!("fake ComfyUI drops this answer on purpose");
+    }
     Json(json!({"prompt_id": id, "number": number, "node_errors": {}})).into_response()
 }
 
@@ -269,12 +328,13 @@ async fn worker(f: FakeComfy) {
             let mut i = f.inner.lock().unwrap();
             let id = i.pending.pop_front();
             i.running = id.clone();
-            id
+            id.map(|id| (id, i.life))
         };
-        let Some(id) = next else {
+        let Some((id, life)) = next else {
             f.wake.notified().await;
             continue;
         };
+        let alive = |f: &FakeComfy| f.inner.lock().unwrap().life == life;
         let (client, graph) = f.inner.lock().unwrap().graphs[&id].clone();
         let text = prompt_text(&graph);
         let step = if text.contains("slow") {
@@ -300,15 +360,26 @@ async fn worker(f: FakeComfy) {
                 json!({"node": "3", "display_node": "3", "prompt_id": id}),
             );
             tokio::time::sleep(step).await;
+            if !alive(&f) {
+                outcome = "forgotten";
+                break;
+            }
             if f.inner.lock().unwrap().interrupted.contains(&id) {
                 outcome = "interrupted";
                 break;
             }
             f.event(
                 &client,
-                "progress",
-                json!({"value": value, "max": 3, "prompt_id": id, "node": "3"}),
+                "progress_state",
+                json!({"prompt_id": id, "nodes": {"3": {"value": value, "max": 3, "state": "running", "node_id": "3", "prompt_id": id}}}),
             );
+            if !text.contains("stateonly") {
+                f.event(
+                    &client,
+                    "progress",
+                    json!({"value": value, "max": 3, "prompt_id": id, "node": "3"}),
+                );
+            }
             // A preview: binary, not JSON.
             f.send(
                 &client,
@@ -318,6 +389,9 @@ async fn worker(f: FakeComfy) {
                 outcome = "error";
                 break;
             }
+        }
+        if outcome == "forgotten" {
+            continue; // restarted: it never finished, and nobody is told
         }
         let file = json!({"filename": format!("kokoro_image_{:05}_.png", f.inner.lock().unwrap().number), "subfolder": "", "type": "output"});
         let entry = match outcome {
@@ -332,7 +406,7 @@ async fn worker(f: FakeComfy) {
                        "status": {"status_str": "success", "completed": true, "messages": [["execution_start", {"prompt_id": id}], ["execution_success", {"prompt_id": id}]]}, "meta": {}})
             }
             "error" => {
-                let err = json!({"prompt_id": id, "node_id": "3", "node_type": "KSampler", "executed": [], "exception_message": "CUDA out of memory. Tried to allocate 2.00 GiB\n", "exception_type": "torch.OutOfMemoryError", "traceback": [], "current_inputs": {}, "current_outputs": {}});
+                let err = json!({"prompt_id": id, "node_id": "3", "node_type": "KSampler", "executed": [], "exception_message": "CUDA out of memory. Tried to allocate 2.00 GiB\n full_output_folder: /srv/comfyui/output/kokoro output_dir: /srv/comfyui/output\n", "exception_type": "torch.OutOfMemoryError", "traceback": [], "current_inputs": {}, "current_outputs": {}});
                 f.event(&client, "execution_error", err.clone());
                 json!({"prompt": [1, id, graph, {}, ["9"]], "outputs": {},
                        "status": {"status_str": "error", "completed": false, "messages": [["execution_start", {"prompt_id": id}], ["execution_error", err]]}, "meta": {}})
@@ -346,6 +420,9 @@ async fn worker(f: FakeComfy) {
         };
         {
             let mut i = f.inner.lock().unwrap();
+            if i.life != life {
+                continue;
+            }
             i.history.insert(id.clone(), entry);
             i.running = None;
         }
