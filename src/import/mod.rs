@@ -296,6 +296,16 @@ impl Tally {
         }
     }
 
+    fn merge(&mut self, other: &Tally) {
+        Self::add(&mut self.read, &other.read);
+        Self::add(&mut self.imported, &other.imported);
+        Self::add(&mut self.rejected, &other.rejected);
+        Self::add(&mut self.present, &other.present);
+        self.records_imported += other.records_imported;
+        self.records_present += other.records_present;
+        self.records_rejected += other.records_rejected;
+    }
+
     /// The kinds that do not add up (none, unless kokoro has a bug).
     pub fn unbalanced(&self) -> Vec<&'static str> {
         KINDS
@@ -419,6 +429,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
             tally.records_imported, tally.records_present, tally.records_rejected
         );
     }
+    store.close().await;
     Ok(if tally.stopped.is_some() {
         ExitCode::FAILURE
     } else {
@@ -427,7 +438,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Takes checked records off the channel and settles them a batch at a
-/// time; prints each rejection and warning as it is decided.
+/// time; prints each rejection and warning as it is decided. On
+/// PostgreSQL two batches are written at once (distinct players: no two
+/// touch one row), on two connections; SQLite has one writer.
 pub async fn drive(
     store: &Store,
     mut rx: tokio::sync::mpsc::Receiver<Checked>,
@@ -435,15 +448,46 @@ pub async fn drive(
     dry_run: bool,
     verbose: bool,
 ) -> anyhow::Result<Tally> {
+    use futures::StreamExt;
+    let at_once = match store.backend() {
+        actors::store::Backend::Postgres => 2,
+        actors::store::Backend::Sqlite => 1,
+    };
     let mut tally = Tally::default();
     let mut seen: HashSet<(bool, UserKey)> = HashSet::new();
     let mut pending: Vec<Checked> = Vec::with_capacity(batch);
+    let mut writing = futures::stream::FuturesOrdered::new();
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {pos} records {per_sec}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
-    while let Some(mut c) = rx.recv().await {
+    let done =
+        |settled: anyhow::Result<(Tally, Vec<String>)>, tally: &mut Tally| -> anyhow::Result<()> {
+            let (part, lines) = settled?;
+            for l in lines {
+                println!("{l}");
+            }
+            tally.merge(&part);
+            Ok(())
+        };
+    loop {
+        let next = rx.recv().await;
+        let full = pending.len() >= batch || (next.is_none() && !pending.is_empty());
+        if full {
+            if writing.len() >= at_once {
+                if let Some(settled) = writing.next().await {
+                    done(settled, &mut tally)?;
+                }
+            }
+            writing.push_back(settle(
+                store,
+                std::mem::take(&mut pending),
+                dry_run,
+                verbose,
+            ));
+        }
+        let Some(mut c) = next else { break };
         bar.inc(1);
         Tally::add(&mut tally.read, &c.read);
         for w in &c.warnings {
@@ -468,19 +512,9 @@ pub async fn drive(
         }
         Tally::add(&mut tally.rejected, &c.part_rejected);
         pending.push(c);
-        if pending.len() >= batch {
-            settle(
-                store,
-                std::mem::take(&mut pending),
-                dry_run,
-                verbose,
-                &mut tally,
-            )
-            .await?;
-        }
     }
-    if !pending.is_empty() {
-        settle(store, pending, dry_run, verbose, &mut tally).await?;
+    while let Some(settled) = writing.next().await {
+        done(settled, &mut tally)?;
     }
     bar.finish_and_clear();
     Ok(tally)
@@ -497,13 +531,16 @@ enum Fate {
     Present,
 }
 
+/// Writes one batch; answers what it did (read counts excepted: those
+/// are taken as records arrive) and the lines to print.
 async fn settle(
     store: &Store,
     batch: Vec<Checked>,
     dry_run: bool,
     verbose: bool,
-    tally: &mut Tally,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Tally, Vec<String>)> {
+    let mut tally = Tally::default();
+    let mut lines = Vec::new();
     let keys: Vec<UserKey> = batch
         .iter()
         .filter(|c| c.primary == Kind::Players)
@@ -555,7 +592,7 @@ async fn settle(
                 }
                 if verbose {
                     let verb = if dry_run { "would import" } else { "imported" };
-                    println!("{verb} {}", c.what);
+                    lines.push(format!("{verb} {}", c.what));
                 }
             }
             Ok(CommitOutcome::AlreadyApplied) => {
@@ -563,13 +600,13 @@ async fn settle(
                 Tally::add(&mut tally.present, &c.good);
             }
             Err(why) => {
-                println!("REJECTED {}: the store refused it: {why}", c.at);
+                lines.push(format!("REJECTED {}: the store refused it: {why}", c.at));
                 tally.records_rejected += 1;
                 Tally::add(&mut tally.rejected, &c.good);
             }
         }
     }
-    Ok(())
+    Ok((tally, lines))
 }
 
 /// Writes a batch (or tries it, for a dry run). If the store refuses it

@@ -396,22 +396,27 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
             /// Of `keys`, the players kokoro has, each with whether they
             /// have roleplay characters: one query per chunk, for imports.
             pub async fn presence(pool: &Pool, keys: &[UserKey]) -> Result<HashMap<UserKey, bool>, StoreError> {
+                // Chunks of one shape (the last padded with its own keys),
+                // joined to the users' primary key: an index lookup per
+                // key on both backends, never a scan of every player.
+                const CHUNK: usize = 128;
                 let mut out = HashMap::with_capacity(keys.len());
-                let mut start = 0;
-                for size in chunk_sizes(keys.len()) {
-                    let mut qb = QueryBuilder::<$db>::new(
-                        "SELECT u.guild_id, u.user_id, CAST(CASE WHEN EXISTS (SELECT 1 FROM rp_characters c \
-                         WHERE c.guild_id = u.guild_id AND c.user_id = u.user_id) THEN 1 ELSE 0 END AS BIGINT) \
-                         FROM users u WHERE (u.guild_id, u.user_id) IN (",
-                    );
-                    qb.push_values(&keys[start..start + size], |mut b, k| {
+                for chunk in keys.chunks(CHUNK) {
+                    let padded = chunk.iter().chain(std::iter::repeat(&chunk[0])).take(CHUNK);
+                    let mut qb = QueryBuilder::<$db>::new("WITH k (g, u) AS (");
+                    qb.push_values(padded, |mut b, k| {
                         b.push_bind(k.guild.get()).push_bind(k.user.get());
                     });
-                    qb.push(")");
+                    qb.push(
+                        // LIMIT 1: a probe of the index per player (an
+                        // EXISTS may be planned as a hash of every row).
+                        ") SELECT u.guild_id, u.user_id, CAST((SELECT COUNT(*) FROM (SELECT 1 FROM rp_characters c \
+                         WHERE c.guild_id = u.guild_id AND c.user_id = u.user_id LIMIT 1) AS one) AS BIGINT) \
+                         FROM k JOIN users u ON u.guild_id = k.g AND u.user_id = k.u",
+                    );
                     for r in qb.build().fetch_all(pool).await? {
                         out.insert(user_key(r.try_get(0)?, r.try_get(1)?)?, r.try_get::<i64, _>(2)? != 0);
                     }
-                    start += size;
                 }
                 Ok(out)
             }
