@@ -53,13 +53,28 @@ fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     crate::http::refuse(status, "payment", code, message)
 }
 
-pub async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let Some(secret) = state.payment_secret.as_deref() else {
         return refuse(
             StatusCode::NOT_FOUND,
             ErrorCode::Disabled,
             "payments are not enabled on this server (KOKORO_PAYMENT_SECRET is unset)",
         );
+    };
+    // axum would answer an oversized or unreadable body in plain text.
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            return refuse(
+                rejection.status(),
+                ErrorCode::InvalidArgument,
+                &format!("could not read the request body: {}", rejection.body_text()),
+            )
+        }
     };
     let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     if !signed(secret.as_bytes(), &body, header) {

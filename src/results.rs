@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actors::ErrorCode;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -143,17 +144,34 @@ pub struct Signed {
     sig: String,
 }
 
-/// `GET /results/{file}?exp=&sig=`.
+/// `GET /results/{file}?exp=&sig=`. Its errors are the JSON error body of
+/// every route.
 pub async fn serve(
     State(state): State<crate::http::AppState>,
     UrlPath(file): UrlPath<String>,
-    Query(q): Query<Signed>,
+    query: Result<Query<Signed>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let refuse = |status, code, message: &str| crate::http::refuse(status, "result", code, message);
     let Some(links) = state.results else {
-        return StatusCode::NOT_FOUND.into_response();
+        return refuse(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "results are not served here",
+        );
+    };
+    let Ok(Query(q)) = query else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidArgument,
+            "a result link needs its exp and sig",
+        );
     };
     if !plain(&file) || !links.verify(&file, q.exp, &q.sig) {
-        return (StatusCode::FORBIDDEN, "this link is wrong or has expired\n").into_response();
+        return refuse(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "this link is wrong or has expired",
+        );
     }
     match tokio::fs::read(links.dir.join(&file)).await {
         Ok(bytes) => {
@@ -161,7 +179,11 @@ pub async fn serve(
                 .map_or("application/octet-stream", |f| f.mime());
             ([(header::CONTENT_TYPE, kind)], bytes).into_response()
         }
-        Err(_) => (StatusCode::NOT_FOUND, "this result is no longer kept\n").into_response(),
+        Err(_) => refuse(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "this result is no longer kept",
+        ),
     }
 }
 

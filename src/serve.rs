@@ -154,10 +154,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(webhook) = telegram.as_ref().and_then(|t| t.router.clone()) {
         app = app.merge(webhook);
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    crate::http::serve(
+        listener,
+        app,
+        std::time::Duration::from_secs(args.http_header_timeout_secs),
+        shutdown_signal(),
+    )
+    .await
+    .context("serving HTTP")?;
     tracing::info!("shutting down");
     if let Some(t) = telegram {
         t.task.abort();

@@ -276,6 +276,12 @@ pub struct ServeArgs {
     )]
     pub http: SocketAddr,
 
+    /// Seconds a connection may take to send a request's headers (and an
+    /// idle kept-alive connection to start its next request) before it is
+    /// closed.
+    #[arg(long, env = "KOKORO_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub http_header_timeout_secs: u64,
+
     #[command(flatten)]
     pub storage: StorageArgs,
 

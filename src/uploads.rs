@@ -25,8 +25,9 @@ fn refuse(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Re
 pub async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,
-    mut form: Multipart,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
+    // The token first: a caller without it learns nothing of the route.
     if !crate::http::may_call(&headers, &state) {
         return refuse(
             StatusCode::UNAUTHORIZED,
@@ -34,6 +35,19 @@ pub async fn upload(
             "missing or wrong bearer token",
         );
     }
+    let mut form = match form {
+        Ok(f) => f,
+        Err(rejection) => {
+            return refuse(
+                rejection.status(),
+                ErrorCode::InvalidArgument,
+                format!(
+                    "the body must be multipart/form-data with guild_id, user_id and image: {}",
+                    rejection.body_text()
+                ),
+            )
+        }
+    };
     let Some(uploads) = state.runtime.config().uploads.clone() else {
         return refuse(
             StatusCode::NOT_FOUND,

@@ -34,11 +34,17 @@ async fn serve(db: &TestDb, token: Option<&str>) -> Server {
         token: token.map(Arc::from),
         admin_token: Some(Arc::from(ADMIN_TOKEN)),
         payment_secret: Some(Arc::from(PAYMENT_SECRET)),
-        results: None,
+        results: Some(kokoro::results::ResultLinks::new(db.dir.path(), None, "").unwrap()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // kokoro's own accept loop, with a short header-read timeout.
+    tokio::spawn(kokoro::http::serve(
+        listener,
+        app,
+        std::time::Duration::from_secs(1),
+        std::future::pending(),
+    ));
     Server {
         base,
         client: reqwest::Client::new(),
@@ -632,4 +638,89 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+both_backends!(
+    every_error_of_every_route_is_the_json_error_body,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let s = serve(&db, Some(TOKEN)).await;
+        let json_error = |status: StatusCode, text: &str, want: StatusCode, code: &str| {
+            assert_eq!(status, want, "{text}");
+            let v: Value =
+                serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+            assert_eq!(v["ok"], false, "{text}");
+            assert_eq!(v["error"]["code"], code, "{text}");
+        };
+        let send = |req: reqwest::RequestBuilder| async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            (status, r.text().await.unwrap())
+        };
+        // The payment webhook's oversized body.
+        // Over the limit, yet small enough to be sent whole before the answer.
+        let big = "x".repeat(kokoro::http::MAX_BODY + 1);
+        let (st, t) = send(
+            s.client
+                .post(format!("{}/v1/payments/webhook", s.base))
+                .body(big),
+        )
+        .await;
+        json_error(st, &t, StatusCode::PAYLOAD_TOO_LARGE, "invalid_argument");
+        // An upload that is not multipart: the token is checked first.
+        let url = format!("{}/v1/uploads", s.base);
+        let (st, t) = send(s.client.post(&url).body("{}")).await;
+        json_error(st, &t, StatusCode::UNAUTHORIZED, "unauthorized");
+        let (st, t) = send(s.client.post(&url).bearer_auth(TOKEN).body("{}")).await;
+        json_error(st, &t, StatusCode::BAD_REQUEST, "invalid_argument");
+        // Result links: without a signature, with a wrong one, for no file.
+        let url = format!("{}/results/j1-result.png", s.base);
+        let (st, t) = send(s.client.get(&url)).await;
+        json_error(st, &t, StatusCode::BAD_REQUEST, "invalid_argument");
+        let (st, t) = send(s.client.get(format!("{url}?exp=99999999999&sig=00"))).await;
+        json_error(st, &t, StatusCode::FORBIDDEN, "forbidden");
+        let links = kokoro::results::ResultLinks::new(db.dir.path(), None, &s.base).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let signed = links.link("results/j1-gone.png", now).unwrap();
+        let (st, t) = send(s.client.get(signed)).await;
+        json_error(st, &t, StatusCode::NOT_FOUND, "not_found");
+        db.drop_db().await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_the_server_serves_on() {
+    use tokio::io::AsyncReadExt;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = serve(&db, Some(TOKEN)).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Half send part of a request and stop; half send nothing at all.
+    for c in idle.iter_mut().step_by(2) {
+        use tokio::io::AsyncWriteExt;
+        c.write_all(b"POST /v1/commands HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let mut closed = 0;
+    for mut c in idle {
+        let mut buf = [0u8; 512];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(2), c.read(&mut buf)).await;
+        if matches!(read, Ok(Ok(_)) | Ok(Err(_))) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 300, "every silent connection was closed");
+    let (status, r) = s
+        .post(json!({"guild_id": "1", "user_id": "2", "command": "balance"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    db.drop_db().await;
 }
