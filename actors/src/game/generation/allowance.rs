@@ -6,10 +6,11 @@
 //!   with `trial.daily_free` free jobs a day, on any workflows together.
 //! - After the trial, each workflow gives `daily_free` free jobs a day (its
 //!   file says how many; 0 for none).
-//! - A VIP (an admin's `vip {user, days}`, until it expires) gets
-//!   `vip.daily_free` free jobs a day on each workflow instead, or the
-//!   workflow's own allowance if that is higher. VIP counts during the trial
-//!   too, where it is the better of the two.
+//! - A VIP (an admin's `vip {user, days}`, until it expires) generates
+//!   free without a daily limit, as the bot kokoro replaces has it ("truly
+//!   unlimited access"). An operator who wants a cap sets `vip.daily_free`
+//!   (free jobs a day on each workflow, or the workflow's own allowance if
+//!   that is higher). VIP counts during the trial too.
 //! - A day is a UTC day, as for `daily` and `lucky`. A free job that fails
 //!   has used its turn (it cost nothing, and there is nothing to refund).
 //!
@@ -29,8 +30,12 @@ const DAY_MS: i64 = 86_400_000;
 pub struct CreditRules {
     pub trial_days: u32,
     pub trial_daily_free: u32,
-    pub vip_daily_free: u32,
+    /// `None`: a VIP's free jobs are unlimited.
+    pub vip_daily_free: Option<u32>,
 }
+
+/// What `free_left` answers for a VIP without a cap.
+pub const UNLIMITED: u32 = u32::MAX;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +54,8 @@ struct RawTrial {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVip {
-    daily_free: toml::Spanned<i64>,
+    /// A number, or `"unlimited"`.
+    daily_free: toml::Spanned<toml::Value>,
 }
 
 impl Default for CreditRules {
@@ -57,7 +63,7 @@ impl Default for CreditRules {
         Self::parse(SHIPPED, "assets/credits.toml").unwrap_or(Self {
             trial_days: 2,
             trial_daily_free: 3,
-            vip_daily_free: 20,
+            vip_daily_free: None,
         })
     }
 }
@@ -77,7 +83,20 @@ impl CreditRules {
         Ok(Self {
             trial_days: ranged(&raw.trial.days, "trial days", 365)?,
             trial_daily_free: ranged(&raw.trial.daily_free, "trial daily_free", 1000)?,
-            vip_daily_free: ranged(&raw.vip.daily_free, "vip daily_free", 1000)?,
+            vip_daily_free: match raw.vip.daily_free.get_ref() {
+                toml::Value::String(s) if s == "unlimited" => None,
+                toml::Value::Integer(n) => Some(ranged(
+                    &toml::Spanned::new(raw.vip.daily_free.span(), *n),
+                    "vip daily_free",
+                    1000,
+                )?),
+                _ => {
+                    return Err(at.at(
+                        raw.vip.daily_free.span().start,
+                        "vip daily_free must be \"unlimited\" or 0 to 1000",
+                    ))
+                }
+            },
         })
     }
 
@@ -186,7 +205,10 @@ impl Allowance {
         let used = self.used_today(w.id, now_ms);
         if self.is_vip(now_ms) {
             consider(
-                rules.vip_daily_free.max(w.daily_free).saturating_sub(used),
+                match rules.vip_daily_free {
+                    None => UNLIMITED,
+                    Some(cap) => cap.max(w.daily_free).saturating_sub(used),
+                },
                 Free::Vip,
             );
         }
@@ -260,13 +282,46 @@ mod tests {
         CreditRules {
             trial_days: 2,
             trial_daily_free: 3,
-            vip_daily_free: 20,
+            vip_daily_free: Some(20),
         }
     }
 
     #[test]
-    fn the_shipped_rules() {
-        assert_eq!(CreditRules::default(), rules());
+    fn the_shipped_rules_give_vips_unlimited_free_jobs() {
+        assert_eq!(
+            CreditRules::default(),
+            CreditRules {
+                vip_daily_free: None,
+                ..rules()
+            }
+        );
+        let mut a = Allowance::default();
+        a.extend_vip(1, T0);
+        let w = image(0);
+        for _ in 0..500 {
+            assert_eq!(
+                a.free_left(&CreditRules::default(), &w, T0),
+                (UNLIMITED, Some(Free::Vip))
+            );
+            a.use_one(w.id, T0);
+        }
+        // A cap is an option in the file; a bad value is named with its line.
+        let capped = CreditRules::parse(
+            "[trial]\ndays = 2\ndaily_free = 3\n[vip]\ndaily_free = 20\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(capped, rules());
+        let bad = CreditRules::parse(
+            "[trial]\ndays = 2\ndaily_free = 3\n[vip]\ndaily_free = \"lots\"\n",
+            "c.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("c.toml:5") && bad.contains("unlimited"),
+            "{bad}"
+        );
     }
 
     #[test]
@@ -333,7 +388,7 @@ mod tests {
             trial_days in 0u32..4, trial_free in 0u32..5, vip_free in 0u32..8, daily in 0u32..6,
             vip_days in 0u32..3, asks in proptest::collection::vec((0i64..6, 0i64..86_400), 1..120),
         ) {
-            let r = CreditRules { trial_days, trial_daily_free: trial_free, vip_daily_free: vip_free };
+            let r = CreditRules { trial_days, trial_daily_free: trial_free, vip_daily_free: Some(vip_free) };
             let w = image(daily);
             let mut a = Allowance { since_ms: T0, ..Default::default() };
             a.extend_vip(vip_days, T0);

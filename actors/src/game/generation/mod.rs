@@ -305,9 +305,14 @@ pub fn decide(
             data["prices"] = prices(&ctx.generation.workflows, discount);
             let mut free = serde_json::Map::new();
             for w in ctx.generation.workflows.iter() {
+                let left = a.free_left(rules, w, ctx.now_ms).0;
                 free.insert(
                     w.id.as_str().into(),
-                    json!(a.free_left(rules, w, ctx.now_ms).0),
+                    if left == allowance::UNLIMITED {
+                        json!("unlimited")
+                    } else {
+                        json!(left)
+                    },
                 );
             }
             data["free_today"] = Value::Object(free);
@@ -327,7 +332,9 @@ pub fn decide(
                 .map(|w| {
                     let left = a.free_left(rules, w, ctx.now_ms).0;
                     let price = credits::discounted(w.price, discount);
-                    if left > 0 {
+                    if left == allowance::UNLIMITED {
+                        format!("{} {price} (free: VIP)", w.id)
+                    } else if left > 0 {
                         format!("{} {price} ({left} free today)", w.id)
                     } else {
                         format!("{} {price}", w.id)
