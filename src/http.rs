@@ -34,6 +34,8 @@ pub struct AppState {
     /// Signs and serves links to jobs' results. `None`: results are shown
     /// as their paths under the data dir.
     pub results: Option<crate::results::ResultLinks>,
+    /// The front doors this process runs, and whether each is up.
+    pub doors: crate::doors::Doors,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -318,8 +320,26 @@ async fn readyz(State(state): State<AppState>) -> Response {
             Some(true) => "up",
             Some(false) => "unreachable: generation jobs wait",
         },
+        "doors": state
+            .doors
+            .all()
+            .into_iter()
+            .map(|(door, s)| {
+                let said = match s {
+                    crate::doors::DoorState::Starting => "starting".to_owned(),
+                    crate::doors::DoorState::Up => "up".to_owned(),
+                    crate::doors::DoorState::Down(why) => format!("down: {why}"),
+                };
+                (door.to_owned(), json!(said))
+            })
+            .collect::<serde_json::Map<_, _>>(),
     });
-    let status = if r.is_ready() {
+    // A door that cannot reach its chat service leaves its players with
+    // no answers: not ready, though the HTTP API serves on.
+    let ready = r.is_ready() && state.doors.all_up();
+    let mut body = body;
+    body["ready"] = json!(ready);
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod comfyui;
 pub mod discord;
+pub mod doors;
 pub mod http;
 pub mod import;
 pub mod loadtest;

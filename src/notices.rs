@@ -5,7 +5,12 @@
 //! what a wake-up missed, so a job that ended while kokoro (or the chat
 //! service) was down is told once it is back. A notice is marked told only
 //! after the service took it: a crash in between sends it twice, never zero
-//! times.
+//! times. A 2xx is delivered, even one whose body cannot be read.
+//!
+//! One notice that fails is tried again on its own, with backoff, at most
+//! `MAX_TRIES` times, and never holds up the others; a service that cannot
+//! be reached at all (`Told::Down`) pauses the loop instead, and costs no
+//! notice a try.
 
 use std::future::Future;
 use std::path::Path;
@@ -22,13 +27,19 @@ const BATCH: i64 = 50;
 /// How often storage is swept for notices no wake-up announced.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
+/// Tries one notice gets before it is dropped.
+pub const MAX_TRIES: u32 = 8;
+
 /// Why a notice was not delivered.
 pub enum Told {
     /// The service will never take this notice (the chat is gone, the bot
     /// blocked): it is dropped, with a warning.
     Never(String),
-    /// Try again later.
+    /// The service refused this notice for now (a 5xx, a 429 after its
+    /// wait): this notice is tried again later, the others go on.
     Later(anyhow::Error),
+    /// The service cannot be reached: nothing can be told now.
+    Down(anyhow::Error),
 }
 
 /// A front door players can be told through.
@@ -46,18 +57,29 @@ pub trait Door: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<(), Told>> + Send + 'a>>;
 }
 
+/// Notices tried and not delivered yet: tries so far, and when the next
+/// may be made.
+type Deferred = std::collections::HashMap<String, (u32, tokio::time::Instant)>;
+
 /// Delivers a door's notices until the runtime stops.
 pub async fn deliver<D: Door>(door: D) {
     let mut ended = door.runtime().commit_progress().jobs_ended.subscribe();
     let mut backoff = Duration::from_secs(1);
+    let mut deferred = Deferred::new();
     loop {
-        match deliver_some(&door).await {
+        match deliver_some(&door, &mut deferred).await {
             Ok(n) if n as i64 == BATCH => continue,
             Ok(_) => {
                 backoff = Duration::from_secs(1);
+                // A deferred notice's next try wakes the loop too.
+                let next = deferred
+                    .values()
+                    .map(|(_, at)| *at)
+                    .min()
+                    .unwrap_or_else(|| tokio::time::Instant::now() + SWEEP_EVERY);
                 tokio::select! {
                     changed = ended.changed() => if changed.is_err() { return },
-                    () = tokio::time::sleep(SWEEP_EVERY) => {}
+                    () = tokio::time::sleep_until(next.min(tokio::time::Instant::now() + SWEEP_EVERY)) => {}
                 }
             }
             Err(why) => {
@@ -69,23 +91,46 @@ pub async fn deliver<D: Door>(door: D) {
     }
 }
 
-/// Sends one batch; the number of notices dealt with.
-async fn deliver_some<D: Door>(door: &D) -> anyhow::Result<usize> {
+/// Sends one batch; the number of notices dealt with (sent, dropped, or
+/// deferred). `Err`: storage, or the service, cannot be reached.
+async fn deliver_some<D: Door>(door: &D, deferred: &mut Deferred) -> anyhow::Result<usize> {
     let store = door.runtime().store();
-    let due = store.jobs_to_notify(D::NAME, BATCH).await?;
+    // Deferred notices are among the oldest: read past them.
+    let due = store
+        .jobs_to_notify(D::NAME, BATCH + deferred.len() as i64)
+        .await?;
+    let now = tokio::time::Instant::now();
+    let mut dealt = 0;
     for (job, to) in &due {
+        let id = &job.job.id;
+        if deferred.get(id).is_some_and(|(_, at)| *at > now) {
+            continue;
+        }
+        if dealt as i64 == BATCH {
+            break;
+        }
+        dealt += 1;
         match door.tell(job, to).await {
             Ok(()) => {}
             Err(Told::Never(why)) => {
-                tracing::warn!(door = D::NAME, job = %job.job.id, reason = %why, "a job notice cannot be delivered; dropped");
+                tracing::warn!(door = D::NAME, job = %id, reason = %why, "a job notice cannot be delivered; dropped");
             }
-            Err(Told::Later(e)) => return Err(e),
+            Err(Told::Down(e)) => return Err(e),
+            Err(Told::Later(e)) => {
+                let tries = deferred.get(id).map_or(1, |(n, _)| n + 1);
+                if tries < MAX_TRIES {
+                    let wait = Duration::from_secs(1 << tries.min(8));
+                    tracing::warn!(door = D::NAME, job = %id, tries, retry_in = ?wait, error = %e, "a job notice was refused; trying it again later");
+                    deferred.insert(id.clone(), (tries, now + wait));
+                    continue;
+                }
+                tracing::error!(door = D::NAME, job = %id, tries, error = %e, "a job notice was refused every time; dropped");
+            }
         }
-        store
-            .mark_notified(&job.job.id, actors::config::unix_ms())
-            .await?;
+        deferred.remove(id);
+        store.mark_notified(id, actors::config::unix_ms()).await?;
     }
-    Ok(due.len())
+    Ok(dealt)
 }
 
 /// The result file's bytes and name, when it is one kokoro keeps and at

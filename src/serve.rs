@@ -63,6 +63,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.public_url.as_deref().unwrap_or(""),
     )
     .context("keeping the key that signs result links")?;
+    let doors = crate::doors::Doors::default();
     let discord = discord_token();
     let _discord = match &discord {
         Some(t) => Some(
@@ -72,6 +73,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 &crate::discord::Options {
                     proxy: args.discord_proxy.clone(),
                     roleplay_posts: args.discord_roleplay_posts,
+                    doors: doors.clone(),
                 },
                 links.clone(),
             )
@@ -136,6 +138,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     webhook: args.telegram_webhook.clone(),
                     admins: args.telegram_admins.clone(),
                     status_every: None,
+                    reconcile_every: None,
+                    doors: doors.clone(),
                 },
                 links.clone(),
             )
@@ -150,6 +154,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: admin.map(Arc::from),
         payment_secret: crate::settings::payment_secret().map(Arc::from),
         results: Some(links),
+        doors,
     });
     if let Some(webhook) = telegram.as_ref().and_then(|t| t.router.clone()) {
         app = app.merge(webhook);

@@ -490,6 +490,7 @@ both_backends!(
             admin_token: None,
             payment_secret: None,
             results: Some(links),
+            doors: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -33,6 +33,7 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
     let options = kokoro::discord::Options {
         proxy: Some(discord.base.clone()),
         roleplay_posts: false,
+        ..Default::default()
     };
     let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
         .await
@@ -183,6 +184,7 @@ async fn roleplay_posts_earn_xp_and_level_roles_are_given() {
     let options = kokoro::discord::Options {
         proxy: Some(discord.base.clone()),
         roleplay_posts: true,
+        ..Default::default()
     };
     let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
         .await
@@ -371,6 +373,7 @@ both_backends!(
         let options = kokoro::discord::Options {
             proxy: Some(discord.base.clone()),
             roleplay_posts: false,
+            ..Default::default()
         };
         let bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
             .await

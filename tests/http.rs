@@ -35,6 +35,7 @@ async fn serve(db: &TestDb, token: Option<&str>) -> Server {
         admin_token: Some(Arc::from(ADMIN_TOKEN)),
         payment_secret: Some(Arc::from(PAYMENT_SECRET)),
         results: Some(kokoro::results::ResultLinks::new(db.dir.path(), None, "").unwrap()),
+        doors: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -141,6 +141,7 @@ async fn the_http_target_drives_a_running_server() {
         admin_token: Some(Arc::from(admin_token)),
         payment_secret: None,
         results: None,
+        doors: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -368,8 +368,13 @@ async fn a_commands_trace_links_to_the_group_commit_that_made_it_durable() {
 /// Metrics that exist only with a front door running, or while `serve`
 /// takes scheduled backups.
 fn only_while_serving(name: &str) -> bool {
-    use actors::telemetry::{BACKUP_PREFIX, DISCORD_PREFIX, TELEGRAM_PREFIX};
-    [DISCORD_PREFIX, TELEGRAM_PREFIX, BACKUP_PREFIX]
-        .iter()
-        .any(|p| name.starts_with(p))
+    use actors::telemetry::{BACKUP_PREFIX, DISCORD_PREFIX, FRONT_DOOR_PREFIX, TELEGRAM_PREFIX};
+    [
+        DISCORD_PREFIX,
+        TELEGRAM_PREFIX,
+        BACKUP_PREFIX,
+        FRONT_DOOR_PREFIX,
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }

@@ -28,6 +28,7 @@ fn options(fake: &FakeTelegram) -> kokoro::telegram::Options {
         webhook: None,
         admins: vec![ADMIN],
         status_every: Some(Duration::from_millis(100)),
+        ..Default::default()
     }
 }
 
@@ -69,6 +70,8 @@ both_backends!(a_player_starts_claims_and_gets_a_picture_back, |backend| {
     let comfy = FakeComfy::start().await;
     let fake = FakeTelegram::start().await;
     let (rt, _tg) = start(&db, &comfy, &fake).await;
+    fake.wait_for(WAIT, "the menu", |f| !f.calls("setMyCommands").is_empty())
+        .await;
     let commands = fake.calls("setMyCommands");
     assert_eq!(commands.len(), 1, "the menu is registered");
     let menu = commands[0].body["commands"].to_string();
@@ -81,6 +84,11 @@ both_backends!(a_player_starts_claims_and_gets_a_picture_back, |backend| {
     fake.text(ALICE, "/start");
     fake.wait_for(WAIT, "the welcome", |f| !f.said(ALICE).is_empty())
         .await;
+    assert_eq!(
+        fake.polls()[0]["allowed_updates"],
+        json!(["message", "callback_query", "pre_checkout_query"]),
+        "exactly the kinds kokoro handles"
+    );
     let welcome = &fake.said(ALICE)[0];
     assert!(welcome.starts_with("Welcome!"), "{welcome}");
     assert!(welcome.contains("trial"), "the trial is shown: {welcome}");
@@ -386,6 +394,8 @@ async fn webhook_mode_takes_updates_bearing_the_secret_only() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
 
+    fake.wait_for(WAIT, "the webhook", |f| !f.calls("setWebhook").is_empty())
+        .await;
     let set = fake.calls("setWebhook");
     assert_eq!(set.len(), 1, "the webhook is registered");
     assert_eq!(set[0].body["url"], "https://bot.example/telegram/hook");
@@ -443,5 +453,166 @@ async fn serve_runs_the_bot_without_ever_logging_its_token() {
     assert!(log.contains("Telegram front door ready"), "{log}");
     let secret = TOKEN.split(':').nth(1).unwrap();
     assert!(!log.contains(secret), "the token leaked into the log");
+    db.drop_db().await;
+}
+
+both_backends!(
+    a_payment_whose_update_never_came_is_granted_once_by_reconciliation,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let comfy = FakeComfy::start().await;
+        let fake = FakeTelegram::start().await;
+        let config = comfy.runtime_config(db.dir.path(), Duration::from_secs(20));
+        let rt = Arc::new(Runtime::start(db.store().await, config).await.unwrap());
+        let mut o = options(&fake);
+        o.reconcile_every = Some(Duration::from_millis(300));
+        let _tg = kokoro::telegram::start(rt.clone(), TOKEN, &o, links(&db))
+            .await
+            .unwrap();
+        // Telegram took the Stars; the update is lost.
+        fake.paid_silently(ALICE, "pack:starter:100", 50, "stxLOST1");
+        fake.wait_for(WAIT, "the late thanks", |f| !f.said(ALICE).is_empty())
+            .await;
+        assert!(
+            fake.said(ALICE)[0].starts_with("Your payment arrived: +100 credits"),
+            "{:?}",
+            fake.said(ALICE)
+        );
+        assert_eq!(credits(&rt, ALICE).await, 150, "50 welcome + 100");
+        // Its update turns up after all, and reconciliation runs again: once.
+        fake.paid(ALICE, "pack:starter:100", 50, "stxLOST1");
+        fake.wait_for(WAIT, "the update's answer", |f| f.said(ALICE).len() >= 2)
+            .await;
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(credits(&rt, ALICE).await, 150, "granted once");
+        let audit = rt.audit().await.unwrap();
+        assert_eq!(
+            audit.ledger(actors::domain::Currency::Credits, "topup"),
+            100
+        );
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+        db.drop_db().await;
+    }
+);
+
+/// `kokoro serve` as the Telegram bot, on `db`, against `fake`.
+async fn serve_bot(db: &TestDb, fake: &FakeTelegram) -> (tokio::process::Child, String) {
+    let mut command = kokoro_binary(db, "serve-token-0123456789abcdef");
+    command.env("TELEGRAM_BOT_TOKEN", TOKEN);
+    serve_binary(command, &["--telegram-api-url", &fake.url]).await
+}
+
+both_backends!(
+    a_kill_at_the_instant_the_offset_moves_loses_no_payment,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let fake = FakeTelegram::start().await;
+        let rounds = 6u32;
+        let mut charges = 0u32;
+        for round in 0..rounds {
+            let (mut server, _) = serve_bot(&db, &fake).await;
+            let pid = server.id().unwrap();
+            let mut last = 0;
+            for n in 0..3 {
+                charges += 1;
+                last = fake.paid(
+                    ALICE,
+                    "pack:starter:100",
+                    50,
+                    &format!("stxKILL{round}x{n}"),
+                );
+            }
+            // A /daily by a player of the round's own: paid once each.
+            let daily = fake.text(ALICE + 1 + i64::from(round), "/daily");
+            last = last.max(daily);
+            if round % 2 == 0 {
+                // The worst instant: the poll that confirms them all.
+                fake.kill_on_confirm(pid, last);
+            } else {
+                // Or while they are being handled.
+                tokio::time::sleep(Duration::from_millis(u64::from(round) * 7)).await;
+                server.start_kill().unwrap();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(30), server.wait()).await;
+        }
+        // Back up for good: everything paid, each once.
+        let (_server, _) = serve_bot(&db, &fake).await;
+        let store = db.store().await;
+        let want = 100 * i64::from(charges);
+        let mut topups = 0;
+        for _ in 0..600 {
+            topups = store
+                .audit()
+                .await
+                .unwrap()
+                .ledger(actors::domain::Currency::Credits, "topup");
+            if topups >= want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(topups, want, "every payment granted, once");
+        let audit = store.audit().await.unwrap();
+        assert_eq!(
+            audit.ledger(actors::domain::Currency::Gold, "daily"),
+            100 * i64::from(rounds),
+            "every /daily paid, once"
+        );
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+        db.drop_db().await;
+    }
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_api_that_cannot_be_reached_leaves_the_rest_serving() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let fake = FakeTelegram::start().await;
+    fake.break_get_me(3);
+    let (_server, base) = serve_bot(&db, &fake).await;
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    let said = body["doors"]["telegram"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(said.starts_with("down") || said == "starting", "{body}");
+    // The HTTP API serves meanwhile.
+    let r = post_command(
+        &http,
+        &base,
+        "serve-token-0123456789abcdef",
+        &json!({"guild_id": "1", "user_id": "2", "command": "balance"}),
+    )
+    .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("kokoro_front_door_up{door=\"telegram\"} 0"),
+        "{metrics}"
+    );
+    // The door retries by itself and comes up.
+    let mut up = false;
+    for _ in 0..300 {
+        let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+        if r.status() == 200 {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the door came up by itself");
+    fake.text(ALICE, "/daily");
+    fake.wait_for(WAIT, "the reward", |f| !f.said(ALICE).is_empty())
+        .await;
+    assert!(fake.said(ALICE)[0].starts_with("+100 gold"));
     db.drop_db().await;
 }

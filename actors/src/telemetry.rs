@@ -68,6 +68,17 @@ pub const BACKUP_INTERVAL_SECONDS: &str = "kokoro_backup_interval_seconds";
 pub const BACKUP_FAILURES_TOTAL: &str = "kokoro_backup_failures_total";
 /// Metrics that exist only while `serve` takes scheduled backups.
 pub const BACKUP_PREFIX: &str = "kokoro_backup_";
+/// 1 while a front door reaches its service, by `door` (discord, telegram).
+pub const FRONT_DOOR_UP: &str = "kokoro_front_door_up";
+/// Metrics that exist only while a front door runs.
+pub const FRONT_DOOR_PREFIX: &str = "kokoro_front_door_";
+/// Times a front door failed to reach its service, by `door` and `stage`.
+pub const FRONT_DOOR_FAILURES_TOTAL: &str = "kokoro_front_door_failures_total";
+/// Telegram Stars payments granted by reconciliation (their update never
+/// arrived).
+pub const TELEGRAM_PAYMENTS_RECONCILED_TOTAL: &str = "kokoro_telegram_payments_reconciled_total";
+/// Discord notices delivered whose 2xx answer could not be read.
+pub const DISCORD_UNREADABLE_ANSWERS_TOTAL: &str = "kokoro_discord_unreadable_answers_total";
 /// Telegram 429 answers waited out (`retry_after`) before calling again.
 pub const TELEGRAM_RETRY_AFTER_TOTAL: &str = "kokoro_telegram_retry_after_total";
 /// Metrics that exist only while the Telegram front door runs.
@@ -244,6 +255,26 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         TELEGRAM_RETRY_AFTER_TOTAL,
         Kind::Counter,
         "Telegram 429 answers waited out before calling again.",
+    ),
+    (
+        FRONT_DOOR_UP,
+        Kind::Gauge,
+        "1 while a front door reaches its service, by door.",
+    ),
+    (
+        FRONT_DOOR_FAILURES_TOTAL,
+        Kind::Counter,
+        "Times a front door failed to reach its service, by door and stage.",
+    ),
+    (
+        TELEGRAM_PAYMENTS_RECONCILED_TOTAL,
+        Kind::Counter,
+        "Telegram Stars payments granted by reconciliation, their update never having arrived.",
+    ),
+    (
+        DISCORD_UNREADABLE_ANSWERS_TOTAL,
+        Kind::Counter,
+        "Discord notices delivered (2xx) whose answer could not be read.",
     ),
     (READY, Kind::Gauge, "1 when /readyz answers ready."),
     (

@@ -49,21 +49,67 @@ pub struct Options {
     /// message-content intent, enabled for the bot in the developer portal
     /// (Discord refuses the connection otherwise).
     pub roleplay_posts: bool,
+    /// Where the door says whether it is up.
+    pub doors: crate::doors::Doors,
 }
 
+/// The door's name in `Doors`, `/readyz` and metrics.
+pub const DOOR: &str = "discord";
+
 /// Connects to Discord and serves slash commands (and, with
-/// `roleplay_posts`, counts members' posts) until the process stops.
+/// `roleplay_posts`, counts members' posts) until the process stops. The
+/// connection is made on the returned task and made again, with backoff,
+/// whenever it fails or ends: a Discord that cannot be reached leaves the
+/// rest of kokoro serving, and `Doors` says so. Job notices go over the
+/// REST API and start at once.
 pub async fn start(
     runtime: Arc<Runtime>,
     token: &str,
     options: &Options,
     links: crate::results::ResultLinks,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    options.doors.starting(DOOR);
+    // Notices go over the REST API, so they need no gateway connection:
+    // they start at once and catch up on jobs that ended while kokoro was
+    // down. They stop with the front door (the guard aborts them).
+    let notices = tokio::spawn(crate::notices::deliver(notices::DiscordNotices {
+        runtime: runtime.clone(),
+        http: Arc::new(http(token, options).build()),
+        links: links.clone(),
+    }));
+    let (token, options) = (token.to_owned(), options.clone());
+    Ok(tokio::spawn(async move {
+        let _notices = crate::notices::AbortOnDrop(notices);
+        let mut backoff = crate::doors::Backoff::default();
+        loop {
+            let why = match connect(runtime.clone(), &token, &options, links.clone()).await {
+                Ok(()) => "the gateway connection ended".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            options.doors.down(DOOR, "connect", why);
+            backoff.wait().await;
+        }
+    }))
+}
+
+fn http(token: &str, options: &Options) -> serenity::HttpBuilder {
     let mut http = serenity::HttpBuilder::new(token);
     if let Some(p) = &options.proxy {
         // The proxy does the rate limiting (that is what such proxies are for).
         http = http.proxy(p).ratelimiter_disabled(true);
     }
+    http
+}
+
+/// One connection: the framework, the client, and the shards until they
+/// stop.
+async fn connect(
+    runtime: Arc<Runtime>,
+    token: &str,
+    options: &Options,
+    links: crate::results::ResultLinks,
+) -> anyhow::Result<()> {
+    let doors = options.doors.clone();
     let framework = poise::Framework::builder()
         .options(poise::FrameworkOptions {
             commands: commands::all(),
@@ -75,13 +121,19 @@ pub async fn start(
             let links = links.clone();
             move |ctx, ready, framework| {
                 Box::pin(async move {
-                    poise::builtins::register_globally(ctx, &framework.options().commands).await?;
                     tracing::info!(
                         bot = %ready.user.name,
                         guilds = ready.guilds.len(),
                         shard = ?ready.shard,
-                        "Discord front door ready; slash commands registered"
+                        "Discord connected; registering slash commands"
                     );
+                    // Registered until Discord takes them; interactions are
+                    // served meanwhile (Data is ready either way).
+                    tokio::spawn(register(
+                        ctx.http.clone(),
+                        framework.options().commands.len(),
+                        doors,
+                    ));
                     Ok(Data {
                         runtime,
                         links,
@@ -98,7 +150,7 @@ pub async fn start(
         intents |=
             serenity::GatewayIntents::GUILD_MESSAGES | serenity::GatewayIntents::MESSAGE_CONTENT;
     }
-    let mut builder = serenity::ClientBuilder::new_with_http(http.build(), intents)
+    let mut builder = serenity::ClientBuilder::new_with_http(http(token, options).build(), intents)
         .framework(framework)
         .event_handler(ShardWatch::default());
     if options.roleplay_posts {
@@ -107,21 +159,41 @@ pub async fn start(
         });
     }
     let mut client = builder.await?;
-    tokio::spawn(sample_latency(client.shard_manager.clone()));
-    // Notices go over the REST API, so they need no gateway connection:
-    // they start at once and catch up on jobs that ended while kokoro was
-    // down. They stop with the front door (the guard aborts them).
-    let notices = tokio::spawn(crate::notices::deliver(notices::DiscordNotices {
-        runtime,
-        http: client.http.clone(),
-        links,
-    }));
-    Ok(tokio::spawn(async move {
-        let _notices = crate::notices::AbortOnDrop(notices);
-        if let Err(e) = client.start_autosharded().await {
-            tracing::error!(error = %e, "the Discord front door stopped");
+    let sampling =
+        crate::notices::AbortOnDrop(tokio::spawn(sample_latency(client.shard_manager.clone())));
+    let ended = client.start_autosharded().await;
+    drop(sampling);
+    ended?;
+    Ok(())
+}
+
+/// `PUT /applications/{id}/commands` until Discord takes it: a refused
+/// registration leaves every interaction failing, so it is an error, counted,
+/// retried with backoff, and the door is not ready until it is done.
+async fn register(http: Arc<serenity::Http>, expected: usize, doors: crate::doors::Doors) {
+    let commands = commands::all();
+    debug_assert_eq!(commands.len(), expected);
+    let mut backoff = crate::doors::Backoff::default();
+    loop {
+        match poise::builtins::register_globally(&http, &commands).await {
+            Ok(()) => {
+                tracing::info!(
+                    commands = commands.len(),
+                    "Discord slash commands registered"
+                );
+                doors.up(DOOR);
+                return;
+            }
+            Err(e) => doors.down(
+                DOOR,
+                "register",
+                format!(
+                    "Discord refused the slash commands (PUT /applications/{{id}}/commands): {e}"
+                ),
+            ),
         }
-    }))
+        backoff.wait().await;
+    }
 }
 
 /// Answers one slash command through the runtime.

@@ -115,6 +115,13 @@ async fn tell(
     }
     match channel.send_message(http, message.embed(embed)).await {
         Ok(_) => Ok(()),
+        // Serenity reads the body only of a 2xx: Discord took the message.
+        // Sending it again would post it again.
+        Err(serenity::Error::Json(e)) => {
+            metrics::counter!(actors::telemetry::DISCORD_UNREADABLE_ANSWERS_TOTAL).increment(1);
+            tracing::warn!(job = %job.id, error = %e, "Discord took a job notice but its answer could not be read; counted as told");
+            Ok(())
+        }
         Err(serenity::Error::Http(serenity::HttpError::UnsuccessfulRequest(r)))
             if matches!(r.status_code.as_u16(), 400 | 403 | 404) =>
         {
@@ -123,7 +130,10 @@ async fn tell(
                 r.status_code, r.error.message
             )))
         }
-        Err(e) => Err(Told::Later(e.into())),
+        Err(serenity::Error::Http(serenity::HttpError::UnsuccessfulRequest(r))) => Err(
+            Told::Later(anyhow::anyhow!("{} {}", r.status_code, r.error.message)),
+        ),
+        Err(e) => Err(Told::Down(e.into())),
     }
 }
 

@@ -15,7 +15,7 @@ use teloxide::types::{
 };
 
 use super::send::{job_line, patiently, text};
-use super::TelegramDoor;
+use super::{Handled, TelegramDoor};
 
 const HELP: &str = "I make pictures and videos for credits.\n\
 /generate — choose what to make, then send the prompt or the photo\n\
@@ -86,21 +86,25 @@ impl TelegramDoor {
         }
     }
 
-    pub(crate) async fn on_message(self: &Arc<Self>, id: &str, m: Message) {
+    pub(crate) async fn on_message(self: &Arc<Self>, id: &str, m: Message) -> Handled {
         let Some(key) = m.from.as_ref().and_then(|u| self.player(u)) else {
-            return;
+            return Handled::Done;
         };
         let chat = m.chat.id;
         if let Some(paid) = m.successful_payment() {
-            self.on_paid(key, chat, paid).await;
-            return;
+            return self.on_paid(key, chat, paid).await;
         }
+        self.on_words(id, key, chat, &m).await;
+        Handled::Done
+    }
+
+    async fn on_words(self: &Arc<Self>, id: &str, key: UserKey, chat: ChatId, m: &Message) {
         if let Some(words) = m.text().filter(|t| t.starts_with('/')) {
             self.on_command(id, key, chat, words).await;
             return;
         }
         if m.photo().is_some() || m.document().is_some() {
-            self.on_picture(id, key, chat, &m).await;
+            self.on_picture(id, key, chat, m).await;
             return;
         }
         if let Some(prompt) = m.text() {
@@ -142,10 +146,11 @@ impl TelegramDoor {
                 self.say(chat, text(&r), buttons).await;
             }
             "generate" => {
+                let buttons = self.workflow_buttons(key).await;
                 self.say(
                     chat,
                     "What shall I make? Choose, then send the prompt or the photo.".to_owned(),
-                    Some(self.workflow_buttons()),
+                    Some(buttons),
                 )
                 .await;
             }
@@ -166,12 +171,22 @@ impl TelegramDoor {
         }
     }
 
-    /// One button per workflow: its name and today's price for the player.
-    fn workflow_buttons(&self) -> InlineKeyboardMarkup {
+    /// One button per workflow: its name and what it costs this player
+    /// today (the lucky discount taken off, or free), as `credits` says.
+    async fn workflow_buttons(&self, key: UserKey) -> InlineKeyboardMarkup {
+        let credits = self.dispatch(None, key, "credits", json!({})).await;
         let rows = self.runtime.config().generation.workflows.iter().map(|w| {
+            let id = w.id.as_str();
+            let free = &credits.data["free_today"][id];
+            let cost = if free == "unlimited" || free.as_u64().is_some_and(|n| n > 0) {
+                "free today".to_owned()
+            } else {
+                let price = credits.data["prices"][id].as_i64().unwrap_or(w.price);
+                format!("{price} credits")
+            };
             vec![InlineKeyboardButton::callback(
-                format!("{} · {} credits", w.name, w.price),
-                format!("wf:{}", w.id.as_str()),
+                format!("{} · {cost}", w.name),
+                format!("wf:{id}"),
             )]
         });
         InlineKeyboardMarkup::new(rows)

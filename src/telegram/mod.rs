@@ -1,39 +1,48 @@
 //! The Telegram front door: the paid generation bot's players, on the same
-//! dispatch path as Discord and HTTP. teloxide receives updates (long
-//! polling, or a webhook mounted in kokoro's own HTTP server) and sends
-//! messages; every update becomes `Command`s through the one runtime.
+//! dispatch path as Discord and HTTP. Updates come by long polling (kokoro's
+//! own `getUpdates` loop) or by a webhook mounted in kokoro's own HTTP
+//! server; teloxide sends messages. Every update becomes `Command`s
+//! through the one runtime.
 //!
 //! Who is who: the bot stands for a guild whose id is the bot's own
 //! Telegram user id, and each Telegram user is a player in it, so balances,
 //! the ledger, idempotency and the queues are the same code as everywhere.
 //! An update's id is its command id (`tg:{bot}:{update}`).
 //!
-//! teloxide moves its polling offset past an update before its handler
-//! finishes, so a crash can drop an update Telegram will not send again.
-//! Every handler is therefore idempotent on its business key (the update
-//! id; a payment's charge id), and nothing that matters lives only in
-//! memory: a chosen workflow is the player's (`generate_choose`), a job's
-//! notice is due in storage until told. Only the place-in-line status
-//! message is edited from memory, and a restart merely stops its updates.
+//! Nothing is confirmed before it is durable. Telegram sends an update
+//! again until a later `getUpdates` offset confirms it, and never after:
+//! the offset moves past an update only once the commands it became are
+//! committed (a webhook is answered 200 only then), so a crash at any
+//! instant loses nothing, and command ids make the redelivery harmless. A
+//! payment that still cannot be granted (storage down) holds the offset
+//! and is tried again. And at start and every `reconcile_every`, the bot's
+//! Star transactions (`getStarTransactions`) are read and any successful
+//! payment kokoro has not recorded is granted, by its charge id, so even an
+//! update lost some other way is paid exactly once.
+//!
+//! A Bot API that cannot be reached (at start, or later) is retried with
+//! backoff while the rest of kokoro serves; `Doors` says so.
 
 mod chat;
 mod notices;
+mod poll;
 mod send;
 mod stars;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actors::{GuildId, Runtime};
 use anyhow::Context as _;
-use teloxide::dispatching::{Dispatcher, UpdateHandler};
-use teloxide::error_handlers::LoggingErrorHandler;
 use teloxide::prelude::*;
 use teloxide::types::{AllowedUpdate, BotCommand};
-use teloxide::update_listeners::Polling;
 
+use crate::doors::{Backoff, Doors};
 use crate::results::ResultLinks;
 use send::patiently;
+
+/// The door's name in `Doors`, `/readyz` and metrics.
+pub const DOOR: &str = "telegram";
 
 /// How the Telegram front door is run.
 #[derive(Debug, Clone, Default)]
@@ -48,9 +57,15 @@ pub struct Options {
     pub admins: Vec<i64>,
     /// How often a queued job's status message is refreshed.
     pub status_every: Option<Duration>,
+    /// How often the bot's Star transactions are read for payments whose
+    /// update never came (default ten minutes; also once at start).
+    pub reconcile_every: Option<Duration>,
+    /// Where the door says whether it is up.
+    pub doors: Doors,
 }
 
-/// A running front door: its task, and for webhooks the route to mount.
+/// A running front door: its task (connecting, then taking updates, for
+/// as long as it runs), and for webhooks the route to mount.
 pub struct Telegram {
     pub task: tokio::task::JoinHandle<()>,
     pub router: Option<axum::Router>,
@@ -95,8 +110,9 @@ fn wanted() -> Vec<AllowedUpdate> {
     ]
 }
 
-/// Connects to the Bot API, registers the menu and starts taking updates;
-/// job notices start at once too.
+/// Starts the front door: it connects (`getMe`, the menu, the webhook or
+/// the polling loop) on its own task, retrying with backoff while the Bot
+/// API cannot be reached. Only a configuration error (a bad URL) fails here.
 pub async fn start(
     runtime: Arc<Runtime>,
     token: &str,
@@ -109,99 +125,131 @@ pub async fn start(
             .with_context(|| format!("--telegram-api-url {url:?} is not a URL"))?;
         bot = bot.set_api_url(url);
     }
-    // Errors name the method, never the token (teloxide keeps it out).
-    let me = patiently(|| bot.get_me().send())
-        .await
-        .context("asking Telegram who the bot is (getMe); is TELEGRAM_BOT_TOKEN right?")?;
-    let guild = i64::try_from(me.id.0)
-        .ok()
-        .and_then(|id| GuildId::new(id).ok())
-        .context("the bot's id does not fit a guild id")?;
+    let webhook = match &options.webhook {
+        Some(url) => Some(
+            reqwest::Url::parse(url)
+                .with_context(|| format!("--telegram-webhook {url:?} is not a URL"))?,
+        ),
+        None => None,
+    };
+    // A fresh secret each start: Telegram is told it with the webhook, and
+    // the route refuses requests without it.
+    let secret = format!("{:032x}", rand::random::<u128>());
+    let ready: Arc<OnceLock<Arc<TelegramDoor>>> = Arc::default();
+    let router = webhook
+        .as_ref()
+        .map(|url| poll::webhook_route(url.path(), secret.clone(), ready.clone()));
+    let options = options.clone();
+    options.doors.starting(DOOR);
+    let task = tokio::spawn(async move {
+        let door = connect(runtime, bot, &options, links).await;
+        let _ = ready.set(door.clone());
+        let _notices = crate::notices::AbortOnDrop(tokio::spawn(crate::notices::deliver(
+            notices::TelegramNotices { door: door.clone() },
+        )));
+        let _reconcile = crate::notices::AbortOnDrop(tokio::spawn(stars::reconcile_every(
+            door.clone(),
+            options.reconcile_every.unwrap_or(Duration::from_secs(600)),
+        )));
+        match webhook {
+            None => poll::poll(&door, &options.doors).await,
+            Some(url) => {
+                register_webhook(&door, &options.doors, url, secret).await;
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    Ok(Telegram { task, router })
+}
+
+/// Asks the Bot API who the bot is until it answers, registers the menu,
+/// and builds the door.
+async fn connect(
+    runtime: Arc<Runtime>,
+    bot: Bot,
+    options: &Options,
+    links: ResultLinks,
+) -> Arc<TelegramDoor> {
+    let mut backoff = Backoff::default();
+    let (me, guild) = loop {
+        // Errors name the method, never the token (teloxide keeps it out).
+        match patiently(|| bot.get_me().send()).await {
+            Ok(me) => match i64::try_from(me.id.0).ok().and_then(|id| GuildId::new(id).ok()) {
+                Some(guild) => break (me, guild),
+                None => options.doors.down(DOOR, "connect", "the bot's id does not fit a guild id"),
+            },
+            Err(e) => options.doors.down(
+                DOOR,
+                "connect",
+                format!("asking Telegram who the bot is (getMe) failed: {e}; is TELEGRAM_BOT_TOKEN right?"),
+            ),
+        }
+        backoff.wait().await;
+    };
     if let Err(e) = patiently(|| bot.set_my_commands(menu()).send()).await {
         tracing::warn!(error = %e, "could not register the Telegram command menu");
     }
-    let door = Arc::new(TelegramDoor {
-        runtime: runtime.clone(),
-        bot: bot.clone(),
-        guild,
-        admins: options.admins.clone(),
-        links: links.clone(),
-        status_every: options.status_every.unwrap_or(Duration::from_secs(3)),
-    });
-    let notices = tokio::spawn(crate::notices::deliver(notices::TelegramNotices {
-        door: door.clone(),
-    }));
-    let mut dispatcher = Dispatcher::builder(bot.clone(), handler())
-        .dependencies(teloxide::dptree::deps![door.clone()])
-        .default_handler(|_| async {})
-        .build();
-    let errors = LoggingErrorHandler::with_custom_text("a Telegram update could not be read");
     tracing::info!(
         bot = me.username(),
         guild = %guild,
         mode = if options.webhook.is_some() { "webhook" } else { "long polling" },
         "Telegram front door ready"
     );
-    match &options.webhook {
-        None => {
-            let listener = Polling::builder(bot)
-                .timeout(Duration::from_secs(10))
-                .allowed_updates(wanted())
-                .delete_webhook()
-                .await
-                .build();
-            let task = tokio::spawn(async move {
-                let _notices = crate::notices::AbortOnDrop(notices);
-                dispatcher.dispatch_with_listener(listener, errors).await;
-            });
-            Ok(Telegram { task, router: None })
-        }
-        Some(url) => {
-            let url = reqwest::Url::parse(url)
-                .with_context(|| format!("--telegram-webhook {url:?} is not a URL"))?;
-            // A fresh secret each start: Telegram is told it with the
-            // webhook, and the router refuses requests without it.
-            let secret = format!("{:032x}", rand::random::<u128>());
-            let addr = ([127, 0, 0, 1], 0).into();
-            let webhook = teloxide::update_listeners::webhooks::Options::new(addr, url.clone())
-                .secret_token(secret.clone());
-            let (listener, _stopped, router) =
-                teloxide::update_listeners::webhooks::axum_no_setup(webhook);
-            patiently(|| {
-                bot.set_webhook(url.clone())
-                    .secret_token(secret.clone())
-                    .allowed_updates(wanted())
-                    .send()
-            })
-            .await
-            .context("registering the Telegram webhook (setWebhook)")?;
-            let task = tokio::spawn(async move {
-                let _notices = crate::notices::AbortOnDrop(notices);
-                dispatcher.dispatch_with_listener(listener, errors).await;
-            });
-            Ok(Telegram {
-                task,
-                router: Some(router),
-            })
-        }
-    }
-}
-
-fn handler() -> UpdateHandler<std::convert::Infallible> {
-    teloxide::dptree::entry().endpoint(|update: Update, door: Arc<TelegramDoor>| async move {
-        door.handle(update).await;
-        Ok(())
+    Arc::new(TelegramDoor {
+        runtime,
+        bot,
+        guild,
+        admins: options.admins.clone(),
+        links,
+        status_every: options.status_every.unwrap_or(Duration::from_secs(3)),
     })
 }
 
+/// `setWebhook` until Telegram takes it.
+async fn register_webhook(door: &TelegramDoor, doors: &Doors, url: reqwest::Url, secret: String) {
+    let mut backoff = Backoff::default();
+    loop {
+        let set = patiently(|| {
+            door.bot
+                .set_webhook(url.clone())
+                .secret_token(secret.clone())
+                .allowed_updates(wanted())
+                .send()
+        })
+        .await;
+        match set {
+            Ok(_) => {
+                doors.up(DOOR);
+                return;
+            }
+            Err(e) => doors.down(
+                DOOR,
+                "register",
+                format!("registering the webhook (setWebhook) failed: {e}"),
+            ),
+        }
+        backoff.wait().await;
+    }
+}
+
+/// Whether an update was handled, or must be delivered again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handled {
+    Done,
+    /// Not durable yet (a payment storage could not take): do not
+    /// confirm it.
+    Again,
+}
+
 impl TelegramDoor {
-    async fn handle(self: &Arc<Self>, update: Update) {
+    async fn handle(self: &Arc<Self>, update: Update) -> Handled {
         let id = format!("tg:{}:{}", self.guild, update.id.0);
         match update.kind {
-            teloxide::types::UpdateKind::Message(m) => self.on_message(&id, m).await,
+            teloxide::types::UpdateKind::Message(m) => return self.on_message(&id, m).await,
             teloxide::types::UpdateKind::CallbackQuery(q) => self.on_button(&id, q).await,
             teloxide::types::UpdateKind::PreCheckoutQuery(q) => self.on_pre_checkout(q).await,
             _ => {}
         }
+        Handled::Done
     }
 }

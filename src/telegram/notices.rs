@@ -114,6 +114,7 @@ impl TelegramNotices {
                 | ApiError::BotKicked
                 | ApiError::BotKickedFromSupergroup),
             )) => Err(Told::Never(e.to_string())),
+            Err(e @ (RequestError::Network(_) | RequestError::Io(_))) => Err(Told::Down(e.into())),
             Err(e) => Err(Told::Later(e.into())),
         }
     }

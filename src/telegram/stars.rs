@@ -14,14 +14,40 @@ use actors::{CommandKind, UserKey};
 use teloxide::prelude::*;
 use teloxide::types::{
     ChatId, LabeledPrice, PreCheckoutQuery, SuccessfulPayment, TelegramTransactionId,
+    TransactionPartner, TransactionPartnerUserKind,
 };
 
 use super::send::{patiently, text};
-use super::TelegramDoor;
+use super::{Handled, TelegramDoor};
 
 /// The payment id kokoro records for a Telegram charge.
 fn payment_id(charge: &str) -> String {
     format!("tg:{charge}")
+}
+
+/// The credits an invoice's payload promised (a pack changed after
+/// checkout does not change what was paid for).
+fn credits_of(payload: &str) -> Option<i64> {
+    payload
+        .strip_prefix("pack:")
+        .and_then(|p| p.split(':').nth(1))
+        .and_then(|c| c.parse::<i64>().ok())
+        .filter(|c| (1..=actors::game::generation::payment::MAX_CREDITS).contains(c))
+}
+
+/// Reconciles at once, then every `every`, for as long as the door runs.
+pub(crate) async fn reconcile_every(
+    door: std::sync::Arc<TelegramDoor>,
+    every: std::time::Duration,
+) {
+    loop {
+        match door.reconcile().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(granted = n, "Stars reconciliation granted payments"),
+            Err(e) => tracing::warn!(error = %e, "could not read the bot's Star transactions"),
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 impl TelegramDoor {
@@ -88,27 +114,26 @@ impl TelegramDoor {
 
     /// Grants what was bought, once: the charge id is the payment's key and
     /// the command's id, so the same payment delivered twice grants once.
-    pub(crate) async fn on_paid(&self, key: UserKey, chat: ChatId, paid: &SuccessfulPayment) {
+    /// A grant storage cannot take yet is `Again`: the update is not
+    /// confirmed, and comes back.
+    pub(crate) async fn on_paid(
+        &self,
+        key: UserKey,
+        chat: ChatId,
+        paid: &SuccessfulPayment,
+    ) -> Handled {
         let charge = &paid.telegram_payment_charge_id.0;
-        // The credits the invoice promised (a pack changed after checkout
-        // does not change what was paid for).
-        let credits = paid
-            .invoice_payload
-            .strip_prefix("pack:")
-            .and_then(|p| p.split(':').nth(1))
-            .and_then(|c| c.parse::<i64>().ok());
-        let Some(credits) = credits else {
+        let Some(credits) = credits_of(&paid.invoice_payload) else {
             tracing::error!(charge = %charge, "a Telegram payment with a payload kokoro did not write; refund it by hand");
-            return;
+            return Handled::Done;
         };
-        let id = payment_id(charge);
-        let kind = CommandKind::Generation(GenerationCommand::Payment {
-            payment_id: id.clone(),
-            credits,
-        });
-        let r = self.dispatch_kind(Some(&id), key, kind).await;
+        let r = self.grant(key, charge, credits).await;
         if !r.ok {
-            tracing::error!(charge = %charge, error = ?r.error, "a Telegram payment could not be granted yet");
+            let again = r.error.as_ref().is_some_and(|e| e.code.is_retryable());
+            tracing::error!(charge = %charge, error = ?r.error, again, "a Telegram payment could not be granted yet");
+            if again {
+                return Handled::Again;
+            }
         }
         let line = if r.ok {
             format!(
@@ -119,6 +144,89 @@ impl TelegramDoor {
             "⏳ Your payment arrived; the credits are on their way. If they do not show in /credits within a minute, write to us.".to_owned()
         };
         self.say(chat, line, None).await;
+        Handled::Done
+    }
+
+    /// The payment command for a charge: once per charge id, whichever
+    /// path (the update, reconciliation) comes first.
+    async fn grant(&self, key: UserKey, charge: &str, credits: i64) -> actors::Reply {
+        let id = payment_id(charge);
+        let kind = CommandKind::Generation(GenerationCommand::Payment {
+            payment_id: id.clone(),
+            credits,
+        });
+        self.dispatch_kind(Some(&id), key, kind).await
+    }
+
+    /// Reads the bot's Star transactions and grants every successful
+    /// payment kokoro has no record of (its update was lost), telling the
+    /// player. A payment refunded on Telegram's side is left alone.
+    pub(crate) async fn reconcile(&self) -> Result<u64, teloxide::RequestError> {
+        let mut incoming = Vec::new();
+        let mut refunded = std::collections::HashSet::new();
+        let mut offset = 0u32;
+        loop {
+            let page = patiently(|| {
+                self.bot
+                    .get_star_transactions()
+                    .offset(offset)
+                    .limit(100)
+                    .send()
+            })
+            .await?;
+            let n = page.transactions.len() as u32;
+            for t in page.transactions {
+                if let Some(TransactionPartner::User(_)) = &t.receiver {
+                    refunded.insert(t.id.0.clone());
+                }
+                if let Some(TransactionPartner::User(u)) = t.source {
+                    if let TransactionPartnerUserKind::InvoicePayment(p) = &u.kind {
+                        if let Some(payload) = &p.invoice_payload {
+                            incoming.push((t.id.0.clone(), u.user.clone(), payload.clone()));
+                        }
+                    }
+                }
+            }
+            if n < 100 {
+                break;
+            }
+            offset += n;
+        }
+        let mut granted = 0;
+        for (charge, user, payload) in incoming {
+            if refunded.contains(&charge) {
+                continue;
+            }
+            let (Some(key), Some(credits)) = (self.player(&user), credits_of(&payload)) else {
+                continue;
+            };
+            match self.runtime.store().payment(&payment_id(&charge)).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciling Stars payments: storage unavailable");
+                    return Ok(granted);
+                }
+            }
+            let r = self.grant(key, &charge, credits).await;
+            if r.ok && !r.replayed {
+                granted += 1;
+                metrics::counter!(actors::telemetry::TELEGRAM_PAYMENTS_RECONCILED_TOTAL)
+                    .increment(1);
+                tracing::warn!(charge = %charge, user = %key.user, credits, "granted a Stars payment whose update never arrived");
+                let chat = ChatId(key.user.get());
+                self.say(
+                    chat,
+                    format!(
+                        "Your payment arrived: +{credits} credits; you now have {}.",
+                        r.data["credits"]
+                    ),
+                    None,
+                )
+                .await;
+            }
+        }
+        Ok(granted)
     }
 
     /// `/refund {user id} {charge id}`, admins only: gives the Stars back

@@ -6,7 +6,12 @@
 //! "parameters": {"retry_after"}}` (never a 5xx: teloxide waits 10 s on
 //! those), `getMe` with its full field set, messages dated (never 0), long
 //! polls answered within their timeout (under 17 s), and files served at
-//! `/file/bot{token}/{path}`.
+//! `/file/bot{token}/{path}`. As harsh as the real one: an update is sent
+//! again until a later `getUpdates` offset confirms it, and never after;
+//! a payment is in `getStarTransactions` whether or not its update was
+//! ever delivered (`paid_silently`). `break_get_me(n)` answers the next n
+//! `getMe` with a body teloxide cannot parse, and `kill_on_confirm` kills a
+//! process the instant a poll confirms an update (before it is answered).
 
 #![allow(dead_code)]
 
@@ -46,6 +51,14 @@ struct Inner {
     next_message: i64,
     /// Stars charges refunded.
     refunded: Vec<String>,
+    /// The bot's Star transactions, oldest first (`getStarTransactions`).
+    transactions: Vec<Value>,
+    /// Every getUpdates body, in order.
+    polls: Vec<Value>,
+    /// getMe answers still to be broken.
+    broken_get_me: u32,
+    /// Kill this pid the instant a poll's offset passes this update id.
+    kill_on_confirm: Option<(u32, i64)>,
 }
 
 #[derive(Clone)]
@@ -197,6 +210,16 @@ impl FakeTelegram {
 
     /// Telegram's service message for a completed Stars payment.
     pub fn paid(&self, from: i64, payload: &str, stars: u32, charge: &str) -> i64 {
+        if !self
+            .inner
+            .lock()
+            .unwrap()
+            .transactions
+            .iter()
+            .any(|t| t["id"] == charge)
+        {
+            self.transaction(from, payload, stars, charge);
+        }
         let message = json!({
             "message_id": self.message_id(), "date": now(), "chat": private_chat(from), "from": user(from),
             "successful_payment": {
@@ -205,6 +228,45 @@ impl FakeTelegram {
             },
         });
         self.push(json!({ "message": message }))
+    }
+
+    /// A payment Telegram took but whose update never reaches the bot: it
+    /// is only in the bot's Star transactions.
+    pub fn paid_silently(&self, from: i64, payload: &str, stars: u32, charge: &str) {
+        self.transaction(from, payload, stars, charge);
+    }
+
+    fn transaction(&self, from: i64, payload: &str, stars: u32, charge: &str) {
+        self.inner.lock().unwrap().transactions.push(json!({
+            "id": charge, "amount": stars, "date": now(),
+            "source": {"type": "user", "transaction_type": "invoice_payment", "user": user(from), "invoice_payload": payload},
+        }));
+    }
+
+    /// Every getUpdates call's body, in order.
+    pub fn polls(&self) -> Vec<Value> {
+        self.inner.lock().unwrap().polls.clone()
+    }
+
+    /// The next `n` getMe calls get a 200 whose body is not a user.
+    pub fn break_get_me(&self, n: u32) {
+        self.inner.lock().unwrap().broken_get_me = n;
+    }
+
+    /// Kills `pid` (SIGKILL) the instant a poll confirms `update`, before
+    /// the poll is answered.
+    pub fn kill_on_confirm(&self, pid: u32, update: i64) {
+        self.inner.lock().unwrap().kill_on_confirm = Some((pid, update));
+    }
+
+    /// Whether a poll has confirmed `update` (its offset passed it).
+    pub fn confirmed(&self, update: i64) -> bool {
+        self.inner
+            .lock()
+            .unwrap()
+            .polls
+            .iter()
+            .any(|p| p["offset"].as_i64().unwrap_or(0) > update)
     }
 
     /// Answers the next `times` calls of `method` with 429 and `retry_after`.
@@ -374,7 +436,21 @@ async fn method(
             });
         }
     }
+    if method == "getme" {
+        let mut inner = f.inner.lock().unwrap();
+        if inner.broken_get_me > 0 {
+            inner.broken_get_me -= 1;
+            return ok(json!("not a user"));
+        }
+    }
     match method.as_str() {
+        "getstartransactions" => {
+            let inner = f.inner.lock().unwrap();
+            let offset = body["offset"].as_u64().unwrap_or(0) as usize;
+            let limit = body["limit"].as_u64().unwrap_or(100).clamp(1, 100) as usize;
+            let page: Vec<Value> = inner.transactions.iter().skip(offset).take(limit).cloned().collect();
+            ok(json!({ "transactions": page }))
+        }
         "getme" => ok(json!({
             "id": BOT_ID, "is_bot": true, "first_name": "kokoro", "username": "kokoro_test_bot",
             "can_join_groups": true, "can_read_all_group_messages": false, "supports_inline_queries": false,
@@ -424,6 +500,19 @@ async fn method(
             if inner.refunded.contains(&charge) {
                 return fail(400, "Bad Request: CHARGE_ALREADY_REFUNDED");
             }
+            // The refund is a transaction of its own, to the user, with
+            // the original's id.
+            let to = inner
+                .transactions
+                .iter()
+                .find(|t| t["id"] == charge.as_str())
+                .map(|t| (t["source"]["user"].clone(), t["amount"].clone()));
+            if let Some((who, amount)) = to {
+                inner.transactions.push(json!({
+                    "id": charge, "amount": amount, "date": now(),
+                    "receiver": {"type": "user", "transaction_type": "invoice_payment", "user": who},
+                }));
+            }
             inner.refunded.push(charge);
             ok(json!(true))
         }
@@ -435,6 +524,18 @@ async fn method(
 /// or an empty list when `timeout` (at most 10 s here) runs out.
 async fn get_updates(f: &FakeTelegram, body: &Value) -> Response {
     let offset = body["offset"].as_i64().unwrap_or(0);
+    {
+        let mut inner = f.inner.lock().unwrap();
+        inner.polls.push(body.clone());
+        if let Some((pid, update)) = inner.kill_on_confirm {
+            if offset > update {
+                inner.kill_on_confirm = None;
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
     let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(10));
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
