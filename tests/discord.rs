@@ -538,3 +538,103 @@ async fn wait_for_long(mut done: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+// Discord refuses the slash commands at first (as a server may): the door
+// says so, is not up, tries again with backoff, and comes up by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_command_registration_is_an_error_retried_until_taken() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let runtime = Arc::new(
+        actors::Runtime::start(db.store().await, actors::RuntimeConfig::default())
+            .await
+            .unwrap(),
+    );
+    let discord = fake_discord(0).await;
+    *discord.fake.refused_registrations.lock().unwrap() = 2;
+    let doors = kokoro::doors::Doors::default();
+    let options = kokoro::discord::Options {
+        proxy: Some(discord.base.clone()),
+        doors: doors.clone(),
+        ..Default::default()
+    };
+    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
+        .await
+        .expect("the bot starts");
+    let down = wait_for_long(|| {
+        matches!(doors.state("discord"), Some(kokoro::doors::DoorState::Down(w)) if w.starts_with("register"))
+    })
+    .await;
+    assert!(
+        down,
+        "not ready while refused: {:?}",
+        doors.state("discord")
+    );
+    assert!(
+        wait_for_long(|| doors.state("discord") == Some(kokoro::doors::DoorState::Up)).await,
+        "up once taken: {:?}",
+        doors.state("discord")
+    );
+    assert!(discord
+        .fake
+        .registered
+        .lock()
+        .unwrap()
+        .contains(&"daily".to_owned()));
+    discord.send(interaction(
+        "3001",
+        "600000000000000001",
+        "daily",
+        json!([]),
+        json!({}),
+    ));
+    let answer = discord.answer("3001", 1).await;
+    assert!(shown(&answer).contains("gold"), "{answer}");
+    db.drop_db().await;
+}
+
+// Discord takes a notice but answers with a body serenity cannot read:
+// it is delivered, told once, and the notices behind it go out.
+both_backends!(a_notice_answered_2xx_unreadably_is_told_once, |backend| {
+    let db = TestDb::new(backend).await;
+    let comfy = support::fake_comfyui::FakeComfy::start().await;
+    let config = comfy.runtime_config(db.dir.path(), Duration::from_secs(20));
+    let runtime = Arc::new(
+        actors::Runtime::start(db.store().await, config)
+            .await
+            .unwrap(),
+    );
+    let discord = fake_discord(0).await;
+    *discord.fake.unreadable_posts.lock().unwrap() = 1;
+    let options = kokoro::discord::Options {
+        proxy: Some(discord.base.clone()),
+        ..Default::default()
+    };
+    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
+        .await
+        .expect("the bot starts");
+    for (n, user) in [
+        "600000000000000001",
+        "600000000000000002",
+        "600000000000000003",
+    ]
+    .iter()
+    .enumerate()
+    {
+        discord.send(interaction(
+            &format!("410{n}"),
+            user,
+            "generate",
+            json!([{"name": "workflow", "type": 3, "value": "image"},
+                   {"name": "prompt", "type": 3, "value": "a quiet pond"}]),
+            json!({}),
+        ));
+    }
+    assert!(
+        wait_for_long(|| posts_in(&discord).len() >= 3).await,
+        "all three told: {:?}",
+        posts_in(&discord)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(posts_in(&discord).len(), 3, "and none twice");
+    db.drop_db().await;
+});

@@ -41,6 +41,11 @@ pub struct Fake {
     pub attachments: Arc<Mutex<std::collections::HashMap<String, Vec<u8>>>>,
     /// Answer this many more posts with 503 (Discord is having trouble).
     pub failing_posts: Arc<Mutex<u32>>,
+    /// Take this many more posts but answer 200 with a body serenity cannot
+    /// read (as Spacebar did): they were delivered.
+    pub unreadable_posts: Arc<Mutex<u32>>,
+    /// Refuse this many more command registrations with 400.
+    pub refused_registrations: Arc<Mutex<u32>>,
     /// Roles the bot added: (guild, user, role).
     pub roles_added: Arc<Mutex<Vec<(String, String, String)>>>,
     /// Roles the bot may not give (Discord answers 403, code 50013).
@@ -56,7 +61,17 @@ async fn gateway_info(State(f): State<Fake>) -> Json<Value> {
     }))
 }
 
-async fn register(State(f): State<Fake>, Json(body): Json<Value>) -> Json<Value> {
+async fn register(State(f): State<Fake>, Json(body): Json<Value>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    {
+        let mut refused = f.refused_registrations.lock().unwrap();
+        if *refused > 0 {
+            *refused -= 1;
+            let e = json!({"message": "Invalid Form Body", "code": 50035,
+                "errors": {"0": {"description": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH", "message": "Must be between 1 and 100 in length."}]}}}});
+            return (axum::http::StatusCode::BAD_REQUEST, Json(e)).into_response();
+        }
+    }
     let names = body
         .as_array()
         .map(|a| {
@@ -66,7 +81,7 @@ async fn register(State(f): State<Fake>, Json(body): Json<Value>) -> Json<Value>
         })
         .unwrap_or_default();
     *f.registered.lock().unwrap() = names;
-    Json(json!([]))
+    Json(json!([])).into_response()
 }
 
 async fn callback(
@@ -224,6 +239,13 @@ async fn create_message(
         posted.push((channel.clone(), body));
         posted.len()
     };
+    {
+        let mut unreadable = f.unreadable_posts.lock().unwrap();
+        if *unreadable > 0 {
+            *unreadable -= 1;
+            return Json(json!({"id": n, "channel": channel})).into_response();
+        }
+    }
     let mut m = message(
         &format!("{}", 950000000000000000u64 + n as u64),
         &channel,
@@ -319,6 +341,8 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
         files: Arc::default(),
         attachments: Arc::default(),
         failing_posts: Arc::default(),
+        unreadable_posts: Arc::default(),
+        refused_registrations: Arc::default(),
         roles_added: Arc::default(),
         forbidden_roles: Arc::default(),
         drop_after,
