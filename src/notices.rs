@@ -17,6 +17,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
+use actors::arena::StoredEntry;
 use actors::job::StoredJob;
 use actors::Runtime;
 
@@ -55,6 +56,16 @@ pub trait Door: Send + Sync {
         job: &'a StoredJob,
         to: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<(), Told>> + Send + 'a>>;
+
+    /// Tells a player who won their arena battle, at `to`. Doors without
+    /// an arena tell nothing.
+    fn tell_battle<'a>(
+        &'a self,
+        _entry: &'a StoredEntry,
+        _to: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Told>> + Send + 'a>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Notices tried and not delivered yet: tries so far, and when the next
@@ -129,6 +140,37 @@ async fn deliver_some<D: Door>(door: &D, deferred: &mut Deferred) -> anyhow::Res
         }
         deferred.remove(id);
         store.mark_notified(id, actors::config::unix_ms()).await?;
+    }
+    // Battles: few, and told as soon as they are fought.
+    let battles = store.arena_to_notify(D::NAME, BATCH).await?;
+    for (entry, to) in &battles {
+        let id = &entry.entry.id;
+        if deferred.get(id).is_some_and(|(_, at)| *at > now) {
+            continue;
+        }
+        dealt += 1;
+        match door.tell_battle(entry, to).await {
+            Ok(()) => {}
+            Err(Told::Never(why)) => {
+                tracing::warn!(door = D::NAME, entry = %id, reason = %why, "an arena notice cannot be delivered; dropped");
+            }
+            Err(Told::Down(e)) => return Err(e),
+            Err(Told::Later(e)) => {
+                let tries = deferred.get(id).map_or(1, |(n, _)| n + 1);
+                if tries < MAX_TRIES {
+                    deferred.insert(
+                        id.clone(),
+                        (tries, now + Duration::from_secs(1 << tries.min(8))),
+                    );
+                    continue;
+                }
+                tracing::error!(door = D::NAME, entry = %id, tries, error = %e, "an arena notice was refused every time; dropped");
+            }
+        }
+        deferred.remove(id);
+        store
+            .mark_arena_notified(id, actors::config::unix_ms())
+            .await?;
     }
     Ok(dealt)
 }

@@ -277,7 +277,9 @@ both_backends!(
         let in_guild = |g, u: i64| actors::Command {
             id: None,
             key: actors::UserKey::new(g, u.to_string().parse().unwrap()),
-            kind: actors::CommandKind::Arena(actors::game::arena::ArenaCommand::Join),
+            kind: actors::CommandKind::Arena(actors::game::arena::ArenaCommand::Join {
+                notify: None,
+            }),
         };
         assert!(rt.dispatch(in_guild(g1, 1)).await.ok);
         assert!(rt.dispatch(in_guild(g2, 2)).await.ok);

@@ -638,3 +638,84 @@ both_backends!(a_notice_answered_2xx_unreadably_is_told_once, |backend| {
     assert_eq!(posts_in(&discord).len(), 3, "and none twice");
     db.drop_db().await;
 });
+
+// Two players join the arena from a channel: both are answered at once,
+// and when the battle is fought each is told in that channel, mentioned,
+// who won and what was paid; told once.
+both_backends!(both_sides_of_an_arena_battle_are_told_who_won, |backend| {
+    let db = TestDb::new(backend).await;
+    let runtime = Arc::new(
+        actors::Runtime::start(db.store().await, actors::RuntimeConfig::default())
+            .await
+            .unwrap(),
+    );
+    let discord = fake_discord(0).await;
+    let options = kokoro::discord::Options {
+        proxy: Some(discord.base.clone()),
+        ..Default::default()
+    };
+    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
+        .await
+        .expect("the bot starts");
+    let (alice, bob) = ("600000000000000001", "600000000000000002");
+    for (n, who) in [alice, bob].iter().enumerate() {
+        // Gold for the fee first.
+        discord.send(interaction(
+            &format!("500{n}"),
+            who,
+            "daily",
+            json!([]),
+            json!({}),
+        ));
+        discord.answer(&format!("500{n}"), 1).await;
+    }
+    discord.send(interaction(
+        "5101",
+        alice,
+        "arena_join",
+        json!([]),
+        json!({}),
+    ));
+    let joined = discord.answer("5101", 1).await;
+    assert!(shown(&joined).contains("told here who won"), "{joined}");
+    discord.send(interaction("5102", bob, "arena_join", json!([]), json!({})));
+    discord.answer("5102", 1).await;
+    assert!(
+        wait_for_long(|| posts_in(&discord).len() >= 2).await,
+        "both told: {:?}",
+        posts_in(&discord)
+    );
+    let posts = posts_in(&discord);
+    let of = |user: &str| {
+        posts
+            .iter()
+            .find(|p| p["content"] == format!("<@{user}>"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no notice for {user}: {posts:?}"))
+    };
+    let (a, b) = (of(alice), of(bob));
+    let won = |p: &serde_json::Value| p["embeds"][0]["title"] == "You won your arena battle";
+    assert!(won(&a) != won(&b), "one winner: {a} {b}");
+    let winner = if won(&a) { &a } else { &b };
+    assert!(
+        winner["embeds"][0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("won 50 gold"),
+        "{winner}"
+    );
+    assert_eq!(a["allowed_mentions"]["users"], json!([alice]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(posts_in(&discord).len(), 2, "told once each");
+    // Over HTTP (or here), arena_status says it too.
+    discord.send(interaction(
+        "5103",
+        alice,
+        "arena_status",
+        json!([]),
+        json!({}),
+    ));
+    let status = discord.answer("5103", 1).await;
+    assert!(shown(&status).contains("Your last battle"), "{status}");
+    db.drop_db().await;
+});

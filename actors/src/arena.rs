@@ -39,6 +39,9 @@ pub struct ArenaEntry {
     pub fee: i64,
     pub power: i64,
     pub created_ms: i64,
+    /// Where the player joined from, to be told the battle's outcome
+    /// (`discord:<channel>`); `None` for HTTP clients.
+    pub notify: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

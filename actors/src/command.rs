@@ -79,7 +79,10 @@ impl CommandKind {
     /// Whether deciding it reads the player's collection (a summon, or the
     /// arena, where a team fights), which their actor then reads first.
     pub fn needs_collection(&self) -> bool {
-        matches!(self, Self::Collection(_) | Self::Arena(ArenaCommand::Join))
+        matches!(
+            self,
+            Self::Collection(_) | Self::Arena(ArenaCommand::Join { .. })
+        )
     }
 
     /// Whether deciding it reads the guild's settings (the daily reward,
@@ -93,10 +96,15 @@ impl CommandKind {
 
     /// Notes where the player is to be told when what this command starts
     /// ends (`discord:<channel>`, `telegram:<chat>`): a front door's
-    /// address, never a player's argument. Only `generate` starts anything.
+    /// address, never a player's argument. `generate` starts a job and
+    /// `arena_join` a battle.
     pub fn reply_at(&mut self, door: &str, address: impl std::fmt::Display) {
-        if let Self::Generation(GenerationCommand::Generate { notify, .. }) = self {
-            *notify = Some(format!("{door}:{address}"));
+        match self {
+            Self::Generation(GenerationCommand::Generate { notify, .. })
+            | Self::Arena(ArenaCommand::Join { notify }) => {
+                *notify = Some(format!("{door}:{address}"));
+            }
+            _ => {}
         }
     }
 

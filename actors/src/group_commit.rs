@@ -108,8 +108,9 @@ pub struct CommitProgress {
     /// (`storage_unavailable`), and of the last batch it took.
     pub last_failure_ms: AtomicI64,
     pub last_success_ms: AtomicI64,
-    /// Jobs closed so far: bumped by each commit that closed one, so the
-    /// front doors wake to tell their players (`subscribe`).
+    /// Jobs closed and arena battles paid so far: bumped by each commit
+    /// that closed one, so the front doors wake to tell their players
+    /// (`subscribe`).
     pub jobs_ended: tokio::sync::watch::Sender<u64>,
 }
 
@@ -497,7 +498,15 @@ impl Writer {
             .writes
             .iter()
             .zip(&results)
-            .filter(|(ws, r)| matches!(r, Ok(CommitOutcome::Applied)) && ws.job_close().is_some())
+            .filter(|(ws, r)| {
+                // A job closed, or a battle paid: a front door has someone
+                // to tell.
+                matches!(r, Ok(CommitOutcome::Applied))
+                    && (ws.job_close().is_some()
+                        || ws
+                            .arena_close()
+                            .is_some_and(|c| c.to == crate::arena::EntryStatus::Rewarded))
+            })
             .count() as u64;
         if ended > 0 {
             p.jobs_ended.send_modify(|n| *n += ended);

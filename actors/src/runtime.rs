@@ -339,12 +339,24 @@ impl Runtime {
             .map(|f| json!({"battle_id": f.battle_id, "opponent": f.opponent.to_string(), "won": f.won, "prize": f.prize}))
             .collect();
         let wins = battles.iter().filter(|b| b["won"] == true).count();
+        // The latest battle, said in full: an HTTP client is told here.
+        let last = entries.iter().find_map(|e| e.fought.as_ref()).map(|f| {
+            if f.won {
+                format!(
+                    " Your last battle: you beat <@{}> and won {} gold.",
+                    f.opponent, f.prize
+                )
+            } else {
+                format!(" Your last battle: <@{}> beat you.", f.opponent)
+            }
+        });
         let msg = match status {
             "waiting" => format!("Waiting for an opponent; {waiting} in line in this guild."),
             "fighting" => "Your battle is being paid out.".to_owned(),
             _ => format!(
-                "Not in the arena; {waiting} waiting in this guild. Last {} battles: {wins} won.",
-                battles.len()
+                "Not in the arena; {waiting} waiting in this guild. Last {} battles: {wins} won.{}",
+                battles.len(),
+                last.unwrap_or_default()
             ),
         };
         Reply::ok(

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use actors::arena::StoredEntry;
 use actors::game::generation::workflow::Kind;
 use actors::job::{JobStatus, StoredJob};
 use actors::Runtime;
@@ -43,6 +44,98 @@ impl Door for DiscordNotices {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Told>> + Send + 'a>> {
         Box::pin(tell(&self.runtime, &self.http, &self.links, job, to))
     }
+
+    fn tell_battle<'a>(
+        &'a self,
+        entry: &'a StoredEntry,
+        to: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Told>> + Send + 'a>> {
+        Box::pin(tell_battle(&self.http, entry, to))
+    }
+}
+
+/// The outcome of a player's arena battle, in the channel they joined
+/// from, mentioning them (their opponent is named, not pinged).
+async fn tell_battle(
+    http: &serenity::Http,
+    stored: &StoredEntry,
+    channel: &str,
+) -> Result<(), Told> {
+    let channel = channel_id(channel)?;
+    let Some(fought) = &stored.fought else {
+        return Ok(());
+    };
+    let player = stored.entry.key.user;
+    let (title, text, colour) = if fought.won {
+        (
+            "You won your arena battle",
+            format!(
+                "You beat <@{}> and won {} gold.",
+                fought.opponent, fought.prize
+            ),
+            DONE,
+        )
+    } else {
+        (
+            "You lost your arena battle",
+            format!(
+                "<@{}> beat you this time. /arena_join to try again.",
+                fought.opponent
+            ),
+            FAILED,
+        )
+    };
+    let embed = serenity::CreateEmbed::new()
+        .title(title)
+        .description(text)
+        .colour(colour)
+        .footer(serenity::CreateEmbedFooter::new(format!(
+            "battle {}",
+            fought.battle_id
+        )));
+    let message = serenity::CreateMessage::new()
+        .content(format!("<@{player}>"))
+        .allowed_mentions(
+            serenity::CreateAllowedMentions::new()
+                .users([serenity::UserId::new(player.get().unsigned_abs())]),
+        )
+        .embed(embed);
+    sent(channel.send_message(http, message).await, &fought.battle_id)
+}
+
+fn channel_id(channel: &str) -> Result<serenity::ChannelId, Told> {
+    channel
+        .parse::<u64>()
+        .ok()
+        .filter(|c| *c != 0)
+        .map(serenity::ChannelId::new)
+        .ok_or_else(|| Told::Never(format!("{channel:?} is not a channel id")))
+}
+
+/// What Discord's answer to a notice means for it.
+fn sent(answer: Result<serenity::Message, serenity::Error>, what: &str) -> Result<(), Told> {
+    match answer {
+        Ok(_) => Ok(()),
+        // Serenity reads the body only of a 2xx: Discord took the message.
+        // Sending it again would post it again.
+        Err(serenity::Error::Json(e)) => {
+            metrics::counter!(actors::telemetry::DISCORD_UNREADABLE_ANSWERS_TOTAL).increment(1);
+            tracing::warn!(notice = %what, error = %e, "Discord took a notice but its answer could not be read; counted as told");
+            Ok(())
+        }
+        Err(serenity::Error::Http(serenity::HttpError::UnsuccessfulRequest(r)))
+            if matches!(r.status_code.as_u16(), 400 | 403 | 404) =>
+        {
+            Err(Told::Never(format!(
+                "{} {}",
+                r.status_code, r.error.message
+            )))
+        }
+        Err(serenity::Error::Http(serenity::HttpError::UnsuccessfulRequest(r))) => Err(
+            Told::Later(anyhow::anyhow!("{} {}", r.status_code, r.error.message)),
+        ),
+        Err(e) => Err(Told::Down(e.into())),
+    }
 }
 
 async fn tell(
@@ -53,12 +146,7 @@ async fn tell(
     channel: &str,
 ) -> Result<(), Told> {
     let job = &stored.job;
-    let channel = channel
-        .parse::<u64>()
-        .ok()
-        .filter(|c| *c != 0)
-        .map(serenity::ChannelId::new)
-        .ok_or_else(|| Told::Never(format!("{channel:?} is not a channel id")))?;
+    let channel = channel_id(channel)?;
     if stored.status == JobStatus::Cancelled {
         // The player cancelled it and was answered then.
         return Ok(());
@@ -113,28 +201,10 @@ async fn tell(
             .description(text)
             .colour(FAILED);
     }
-    match channel.send_message(http, message.embed(embed)).await {
-        Ok(_) => Ok(()),
-        // Serenity reads the body only of a 2xx: Discord took the message.
-        // Sending it again would post it again.
-        Err(serenity::Error::Json(e)) => {
-            metrics::counter!(actors::telemetry::DISCORD_UNREADABLE_ANSWERS_TOTAL).increment(1);
-            tracing::warn!(job = %job.id, error = %e, "Discord took a job notice but its answer could not be read; counted as told");
-            Ok(())
-        }
-        Err(serenity::Error::Http(serenity::HttpError::UnsuccessfulRequest(r)))
-            if matches!(r.status_code.as_u16(), 400 | 403 | 404) =>
-        {
-            Err(Told::Never(format!(
-                "{} {}",
-                r.status_code, r.error.message
-            )))
-        }
-        Err(serenity::Error::Http(serenity::HttpError::UnsuccessfulRequest(r))) => Err(
-            Told::Later(anyhow::anyhow!("{} {}", r.status_code, r.error.message)),
-        ),
-        Err(e) => Err(Told::Down(e.into())),
-    }
+    sent(
+        channel.send_message(http, message.embed(embed)).await,
+        &job.id,
+    )
 }
 
 fn cut(text: &str, limit: usize) -> String {

@@ -346,6 +346,20 @@ impl Store {
         on_pool!(self, (p, q) => q::jobs_to_notify(p, door, limit).await)
     }
 
+    /// Fought and paid arena entries whose player joined through `door`
+    /// and has not been told yet, each with the door's address.
+    pub async fn arena_to_notify(
+        &self,
+        door: &str,
+        limit: i64,
+    ) -> Result<Vec<(StoredEntry, String)>, StoreError> {
+        on_pool!(self, (p, q) => q::arena_to_notify(p, door, limit).await)
+    }
+
+    pub async fn mark_arena_notified(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        on_pool!(self, (p, q) => q::mark_arena_notified(p, id, at_ms).await)
+    }
+
     /// A payment by the provider's id: its player, the credits it bought,
     /// and its status (`paid`, `refunded`).
     pub async fn payment(

@@ -127,7 +127,7 @@ impl AuditReport {
 
 macro_rules! entry_columns {
     () => {
-        "id, guild_id, user_id, fee, power, status, battle_id, opponent_id, won, prize, created_ms"
+        "id, guild_id, user_id, fee, power, status, battle_id, opponent_id, won, prize, created_ms, notify"
     };
 }
 
@@ -239,6 +239,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
         fee: r.try_get(3)?,
         power: r.try_get(4)?,
         created_ms: r.try_get(10)?,
+        notify: r.try_get(11)?,
     };
     let battle: Option<String> = r.try_get(6)?;
     let opponent: Option<i64> = r.try_get(7)?;
@@ -638,6 +639,35 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                         to.map(|to| (job, to)).ok_or_else(|| StoreError::Corrupt("a job's notify has no address".into()))
                     })
                     .collect()
+            }
+
+            /// Fought and paid arena entries whose player joined through
+            /// `door` and has not been told yet, each with the address.
+            pub async fn arena_to_notify(pool: &Pool, door: &str, limit: i64) -> Result<Vec<(StoredEntry, String)>, StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", entry_columns!(), " FROM arena_entries WHERE notify IS NOT NULL AND notified_ms IS NULL \
+                     AND status = 'rewarded' AND notify LIKE $1 ORDER BY closed_ms, id LIMIT $2"
+                ))
+                .bind(format!("{door}:%"))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let e = stored_entry(r)?;
+                        let to = e.entry.notify.as_deref().and_then(|n| n.split_once(':')).map(|(_, to)| to.to_owned());
+                        to.map(|to| (e, to)).ok_or_else(|| StoreError::Corrupt("an arena entry's notify has no address".into()))
+                    })
+                    .collect()
+            }
+
+            pub async fn mark_arena_notified(pool: &Pool, id: &str, at_ms: i64) -> Result<(), StoreError> {
+                sqlx::query("UPDATE arena_entries SET notified_ms = $1 WHERE id = $2 AND notified_ms IS NULL")
+                    .bind(at_ms)
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+                Ok(())
             }
 
             /// A payment by the provider's id: its player, credits and status.

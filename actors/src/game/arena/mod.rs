@@ -19,7 +19,11 @@ use crate::writeset::{ArenaClose, Write};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArenaCommand {
-    Join,
+    /// `notify`: where the player is told who won (a front door's
+    /// address, set by `CommandKind::reply_at`, never an argument).
+    Join {
+        notify: Option<String>,
+    },
     Leave,
     Status,
 }
@@ -29,7 +33,7 @@ impl ArenaCommand {
 
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Join => "arena_join",
+            Self::Join { .. } => "arena_join",
             Self::Leave => "arena_leave",
             Self::Status => "arena_status",
         }
@@ -38,7 +42,7 @@ impl ArenaCommand {
     /// The command called `name`, if it is one of this feature's.
     pub fn parse(name: &str, _: &mut Args<'_>) -> Result<Option<Self>, ParseError> {
         Ok(match name {
-            "arena_join" => Some(Self::Join),
+            "arena_join" => Some(Self::Join { notify: None }),
             "arena_leave" => Some(Self::Leave),
             "arena_status" => Some(Self::Status),
             _ => None,
@@ -52,7 +56,7 @@ impl ArenaCommand {
 
     /// Whether an `ok` answer always changed something.
     pub fn writes_when_ok(&self) -> bool {
-        matches!(self, Self::Join | Self::Leave)
+        matches!(self, Self::Join { .. } | Self::Leave)
     }
 }
 
@@ -65,7 +69,7 @@ pub fn decide(
     ctx: &Context<'_>,
 ) -> Result<Draft, Refusal> {
     match command {
-        ArenaCommand::Join => {
+        ArenaCommand::Join { notify } => {
             if d.state.in_arena {
                 return Err(Refusal::new(
                     ErrorCode::LimitReached,
@@ -82,16 +86,22 @@ pub fn decide(
                 power: crate::game::collection::team_power(&d.state, ctx.roster)
                     .unwrap_or_else(|| battle::power(d.state.level())),
                 created_ms: ctx.now_ms,
+                notify: notify.clone(),
             };
             let mut data = d.balances();
             data["entry_id"] = json!(entry.id);
             data["fee"] = json!(entry.fee);
             data["power"] = json!(entry.power);
             let msg = format!(
-                "You entered the arena (power {}) for {} gold; the winner takes {}.",
+                "You entered the arena (power {}) for {} gold; the winner takes {}.{}",
                 entry.power,
                 entry.fee,
-                battle::prize()
+                battle::prize(),
+                if entry.notify.is_some() {
+                    " You will be told here who won."
+                } else {
+                    ""
+                }
             );
             d.write(Write::ArenaNew(entry));
             Ok(d.with(data, msg))

@@ -35,7 +35,7 @@ macro_rules! arena_writes {
                 }).collect();
                 insert_chunked!(
                     tx,
-                    "INSERT INTO arena_entries (id, guild_id, user_id, fee, power, status, created_ms) ",
+                    "INSERT INTO arena_entries (id, guild_id, user_id, fee, power, status, created_ms, notify) ",
                     "",
                     entries,
                     |b, e| {
@@ -45,7 +45,8 @@ macro_rules! arena_writes {
                             .push_bind(e.fee)
                             .push_bind(e.power)
                             .push_bind("waiting")
-                            .push_bind(e.created_ms);
+                            .push_bind(e.created_ms)
+                            .push_bind(e.notify.as_deref());
                     }
                 );
                 Ok(())
