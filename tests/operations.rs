@@ -358,9 +358,9 @@ both_backends!(migrating_a_store_with_data_backs_it_up_first, |backend| {
     let store = db.store().await;
     let newest = store.expected_migration_version().unwrap();
     let undo = [
-        "DROP INDEX commands_by_age",
-        "DROP INDEX jobs_finished",
-        "DROP TABLE jobs_pruned",
+        "DROP INDEX arena_to_notify",
+        "ALTER TABLE arena_entries DROP COLUMN notified_ms",
+        "ALTER TABLE arena_entries DROP COLUMN notify",
     ];
     for statement in undo {
         sql(&store, statement).await;
