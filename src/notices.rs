@@ -79,7 +79,7 @@ pub async fn deliver<D: Door>(door: D) {
     let mut deferred = Deferred::new();
     loop {
         match deliver_some(&door, &mut deferred).await {
-            Ok(n) if n as i64 == BATCH => continue,
+            Ok(n) if n as i64 >= BATCH => continue,
             Ok(_) => {
                 backoff = Duration::from_secs(1);
                 // A deferred notice's next try wakes the loop too.
@@ -121,58 +121,64 @@ async fn deliver_some<D: Door>(door: &D, deferred: &mut Deferred) -> anyhow::Res
             break;
         }
         dealt += 1;
-        match door.tell(job, to).await {
-            Ok(()) => {}
-            Err(Told::Never(why)) => {
-                tracing::warn!(door = D::NAME, job = %id, reason = %why, "a job notice cannot be delivered; dropped");
-            }
-            Err(Told::Down(e)) => return Err(e),
-            Err(Told::Later(e)) => {
-                let tries = deferred.get(id).map_or(1, |(n, _)| n + 1);
-                if tries < MAX_TRIES {
-                    let wait = Duration::from_secs(1 << tries.min(8));
-                    tracing::warn!(door = D::NAME, job = %id, tries, retry_in = ?wait, error = %e, "a job notice was refused; trying it again later");
-                    deferred.insert(id.clone(), (tries, now + wait));
-                    continue;
-                }
-                tracing::error!(door = D::NAME, job = %id, tries, error = %e, "a job notice was refused every time; dropped");
-            }
+        if settled(D::NAME, id, door.tell(job, to).await, deferred, now)? {
+            store.mark_notified(id, actors::config::unix_ms()).await?;
         }
-        deferred.remove(id);
-        store.mark_notified(id, actors::config::unix_ms()).await?;
     }
     // Battles: few, and told as soon as they are fought.
-    let battles = store.arena_to_notify(D::NAME, BATCH).await?;
+    let battles = store
+        .arena_to_notify(D::NAME, BATCH + deferred.len() as i64)
+        .await?;
     for (entry, to) in &battles {
         let id = &entry.entry.id;
         if deferred.get(id).is_some_and(|(_, at)| *at > now) {
             continue;
         }
         dealt += 1;
-        match door.tell_battle(entry, to).await {
-            Ok(()) => {}
-            Err(Told::Never(why)) => {
-                tracing::warn!(door = D::NAME, entry = %id, reason = %why, "an arena notice cannot be delivered; dropped");
-            }
-            Err(Told::Down(e)) => return Err(e),
-            Err(Told::Later(e)) => {
-                let tries = deferred.get(id).map_or(1, |(n, _)| n + 1);
-                if tries < MAX_TRIES {
-                    deferred.insert(
-                        id.clone(),
-                        (tries, now + Duration::from_secs(1 << tries.min(8))),
-                    );
-                    continue;
-                }
-                tracing::error!(door = D::NAME, entry = %id, tries, error = %e, "an arena notice was refused every time; dropped");
-            }
+        if settled(
+            D::NAME,
+            id,
+            door.tell_battle(entry, to).await,
+            deferred,
+            now,
+        )? {
+            store
+                .mark_arena_notified(id, actors::config::unix_ms())
+                .await?;
         }
-        deferred.remove(id);
-        store
-            .mark_arena_notified(id, actors::config::unix_ms())
-            .await?;
     }
     Ok(dealt)
+}
+
+/// What a try at one notice means: `Ok(true)`, it is done with (told, or
+/// dropped) and is marked told; `Ok(false)`, deferred to a later try;
+/// `Err`, the service cannot be reached and nothing can be told now.
+fn settled(
+    door: &'static str,
+    id: &str,
+    told: Result<(), Told>,
+    deferred: &mut Deferred,
+    now: tokio::time::Instant,
+) -> anyhow::Result<bool> {
+    match told {
+        Ok(()) => {}
+        Err(Told::Never(why)) => {
+            tracing::warn!(door, notice = %id, reason = %why, "a notice cannot be delivered; dropped");
+        }
+        Err(Told::Down(e)) => return Err(e),
+        Err(Told::Later(e)) => {
+            let tries = deferred.get(id).map_or(1, |(n, _)| n + 1);
+            if tries < MAX_TRIES {
+                let wait = Duration::from_secs(1 << tries.min(8));
+                tracing::warn!(door, notice = %id, tries, retry_in = ?wait, error = %e, "a notice was refused; trying it again later");
+                deferred.insert(id.to_owned(), (tries, now + wait));
+                return Ok(false);
+            }
+            tracing::error!(door, notice = %id, tries, error = %e, "a notice was refused every time; dropped");
+        }
+    }
+    deferred.remove(id);
+    Ok(true)
 }
 
 /// The result file's bytes and name, when it is one kokoro keeps and at

@@ -585,15 +585,6 @@ both_backends!(a_dirty_roleplay_file_keeps_the_games_bounds, |backend| {
     db.drop_db().await;
 });
 
-/// Runs one SQL statement on the test's store, behind kokoro's back.
-async fn sql(store: &actors::Store, statement: &str) {
-    match store {
-        actors::Store::Sqlite(p) => sqlx::query(statement).execute(p).await.map(|_| ()),
-        actors::Store::Postgres(p) => sqlx::query(statement).execute(p).await.map(|_| ()),
-    }
-    .unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
-
 both_backends!(a_record_the_store_refuses_is_rejected_alone, |backend| {
     let db = TestDb::new(backend).await;
     let store = db.store().await;

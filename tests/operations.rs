@@ -87,16 +87,6 @@ async fn play(rt: &Runtime) {
     rt.settle(Duration::from_secs(10)).await.unwrap();
 }
 
-/// Runs one SQL statement as it is, on either backend: what a test does to
-/// a store behind kokoro's back.
-async fn sql(store: &actors::Store, statement: &str) {
-    match store {
-        actors::Store::Sqlite(p) => sqlx::query(statement).execute(p).await.map(|_| ()),
-        actors::Store::Postgres(p) => sqlx::query(statement).execute(p).await.map(|_| ()),
-    }
-    .unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
-
 /// `play`, on a runtime that is then shut down: a store with life in it
 /// and no process holding it.
 async fn played(db: &TestDb) {

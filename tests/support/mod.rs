@@ -244,3 +244,13 @@ pub fn png(w: u32, h: u32) -> Vec<u8> {
     v.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
     v
 }
+
+/// Runs one SQL statement as it is, on either backend: what a test does to
+/// a store behind kokoro's back.
+pub async fn sql(store: &actors::Store, statement: &str) {
+    match store {
+        actors::Store::Sqlite(p) => sqlx::query(statement).execute(p).await.map(|_| ()),
+        actors::Store::Postgres(p) => sqlx::query(statement).execute(p).await.map(|_| ()),
+    }
+    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
