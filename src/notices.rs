@@ -181,6 +181,20 @@ fn settled(
     Ok(true)
 }
 
+/// Whether a job's result is a video: its workflow makes videos, or the
+/// file ComfyUI wrote is one by its extension (its `SaveVideo` lists an mp4
+/// under `images`, and `/view` serves it as `application/octet-stream`, so
+/// the content type says nothing).
+pub fn is_video(kind: Option<actors::game::generation::workflow::Kind>, result: &str) -> bool {
+    let ext = result
+        .rsplit('.')
+        .next()
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    kind == Some(actors::game::generation::workflow::Kind::Video)
+        || matches!(ext.as_str(), "mp4" | "webm" | "mov" | "mkv")
+}
+
 /// The result file's bytes and name, when it is one kokoro keeps and at
 /// most `limit` bytes.
 pub async fn attachment(
@@ -208,5 +222,19 @@ pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actors::game::generation::workflow::Kind;
+
+    #[test]
+    fn a_video_is_known_by_its_workflow_or_its_extension() {
+        assert!(is_video(Some(Kind::Video), "results/j1-a.png"));
+        assert!(is_video(Some(Kind::Image), "results/j1-kokoro_00001_.mp4"));
+        assert!(is_video(None, "results/j1-clip.WEBM"));
+        assert!(!is_video(Some(Kind::Image), "results/j1-a.png"));
     }
 }

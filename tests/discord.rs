@@ -719,3 +719,47 @@ both_backends!(both_sides_of_an_arena_battle_are_told_who_won, |backend| {
     assert!(shown(&status).contains("Your last battle"), "{status}");
     db.drop_db().await;
 });
+
+// Discord cannot be reached at start: the door says so, the rest of kokoro
+// serves, and the door connects by itself once Discord answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discord_that_cannot_be_reached_is_retried_while_the_rest_serves() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let runtime = Arc::new(
+        actors::Runtime::start(db.store().await, actors::RuntimeConfig::default())
+            .await
+            .unwrap(),
+    );
+    let discord = fake_discord(0).await;
+    *discord.fake.failing_gateway.lock().unwrap() = 2;
+    let doors = kokoro::doors::Doors::default();
+    let options = kokoro::discord::Options {
+        proxy: Some(discord.base.clone()),
+        doors: doors.clone(),
+        ..Default::default()
+    };
+    let _bot = kokoro::discord::start(runtime.clone(), "fake-token", &options, links(&db))
+        .await
+        .expect("start returns: connecting is the door's own task");
+    assert!(
+        wait_for_long(|| matches!(doors.state("discord"), Some(kokoro::doors::DoorState::Down(w)) if w.starts_with("connect"))).await,
+        "{:?}",
+        doors.state("discord")
+    );
+    let r = runtime.dispatch(cmd(1, "balance", json!({}))).await;
+    assert!(r.ok, "the runtime serves meanwhile: {r:?}");
+    assert!(
+        wait_for_long(|| doors.state("discord") == Some(kokoro::doors::DoorState::Up)).await,
+        "{:?}",
+        doors.state("discord")
+    );
+    discord.send(interaction(
+        "6001",
+        "600000000000000001",
+        "daily",
+        json!([]),
+        json!({}),
+    ));
+    assert!(shown(&discord.answer("6001", 1).await).contains("gold"));
+    db.drop_db().await;
+}

@@ -616,3 +616,79 @@ async fn a_bot_api_that_cannot_be_reached_leaves_the_rest_serving() {
     assert!(fake.said(ALICE)[0].starts_with("+100 gold"));
     db.drop_db().await;
 }
+
+both_backends!(
+    the_buttons_show_todays_price_and_a_savevideo_mp4_comes_as_a_video,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let comfy = FakeComfy::start().await;
+        let fake = FakeTelegram::start().await;
+        let mut config = comfy.runtime_config(db.dir.path(), Duration::from_secs(20));
+        // One lucky tier, half off: today's price differs from the list.
+        let mut generation = (*config.generation).clone();
+        generation.lucky = actors::game::generation::lucky::LuckyTiers::parse(
+            "[[tier]]\nname = \"SSR\"\ndiscount_pct = 50\nodds = 100\n",
+            "lucky.toml",
+        )
+        .unwrap();
+        config.generation = Arc::new(generation);
+        let rt = Arc::new(Runtime::start(db.store().await, config).await.unwrap());
+        let _tg = kokoro::telegram::start(rt.clone(), TOKEN, &options(&fake), links(&db))
+            .await
+            .unwrap();
+        fake.text(ALICE, "/lucky");
+        fake.wait_for(WAIT, "the draw", |f| !f.said(ALICE).is_empty())
+            .await;
+        fake.text(ALICE, "/generate");
+        fake.wait_for(WAIT, "the buttons", |f| f.said(ALICE).len() >= 2)
+            .await;
+        let offer = fake.calls("sendMessage").last().unwrap().body.clone();
+        let prices = rt
+            .dispatch(Command {
+                id: None,
+                key: player(ALICE),
+                kind: CommandKind::parse("credits", &json!({})).unwrap(),
+            })
+            .await
+            .data["prices"]
+            .clone();
+        let listed = rt.config().generation.workflows.get("image").unwrap().price;
+        let today = prices["image"].as_i64().unwrap();
+        assert!(today < listed, "a discount today: {today} < {listed}");
+        let buttons = offer["reply_markup"]["inline_keyboard"].to_string();
+        assert!(buttons.contains(&format!("· {today} credits")), "{buttons}");
+        assert!(
+            !buttons.contains(&format!("· {listed} credits")),
+            "{buttons}"
+        );
+
+        // ComfyUI's SaveVideo: an mp4 under `images`, served as
+        // application/octet-stream. It is a video by its extension.
+        fake.press(ALICE, "wf:image");
+        fake.wait_for(WAIT, "the choice", |f| f.said(ALICE).len() >= 3)
+            .await;
+        fake.text(ALICE, "mp4out a waterfall");
+        let waited = tokio::time::timeout(WAIT, async {
+            while fake.calls("sendVideo").is_empty() && fake.calls("sendPhoto").is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "no result: {:?}, {} submitted",
+            fake.said(ALICE),
+            comfy.submitted().len()
+        );
+        assert!(
+            fake.calls("sendPhoto").is_empty(),
+            "sent as a photo: {:?} {:?}",
+            fake.calls("sendPhoto")[0].body,
+            rt.store().jobs_of(player(ALICE), 1).await.unwrap()
+        );
+        let video = &fake.calls("sendVideo")[0];
+        assert_eq!(video.files["video"], support::fake_comfyui::VIDEO);
+        assert!(fake.calls("sendPhoto").is_empty());
+        db.drop_db().await;
+    }
+);

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use actors::arena::StoredEntry;
-use actors::game::generation::workflow::Kind;
 use actors::job::{JobStatus, StoredJob};
 use actors::Runtime;
 use poise::serenity_prelude as serenity;
@@ -174,7 +173,7 @@ async fn tell(
         };
         match attachment(links, result, ATTACH_LIMIT).await {
             Some((bytes, file)) => {
-                if workflow.map(|w| w.kind) != Some(Kind::Video) {
+                if !crate::notices::is_video(workflow.map(|w| w.kind), result) {
                     embed = embed.image(format!("attachment://{file}"));
                 }
                 message = message.add_file(serenity::CreateAttachment::bytes(bytes, file));

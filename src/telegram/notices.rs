@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use actors::game::generation::workflow::Kind;
 use actors::job::{JobStatus, StoredJob};
 use actors::Runtime;
 use teloxide::prelude::*;
@@ -67,7 +66,7 @@ impl TelegramNotices {
                 0 => format!("Your {name} is ready."),
                 c => format!("Your {name} is ready; {c} credits charged."),
             };
-            let video = workflow.map(|w| w.kind) == Some(Kind::Video);
+            let video = crate::notices::is_video(workflow.map(|w| w.kind), result);
             let limit = if video { VIDEO_LIMIT } else { PHOTO_LIMIT };
             match attachment(&door.links, result, limit).await {
                 Some((bytes, file)) => {

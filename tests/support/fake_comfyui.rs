@@ -32,6 +32,8 @@ use tokio::sync::mpsc;
 
 /// A PNG's signature and a little more: what `/view` serves.
 pub const PICTURE: &[u8] = b"\x89PNG\r\n\x1a\nfake-comfyui-picture";
+/// An mp4's opening box: what `/view` serves for a SaveVideo output.
+pub const VIDEO: &[u8] = b"\0\0\0\x18ftypisom\0\0\x02\0isomiso2fake-comfyui-video";
 
 #[derive(Default)]
 struct Inner {
@@ -393,7 +395,12 @@ async fn worker(f: FakeComfy) {
         if outcome == "forgotten" {
             continue; // restarted: it never finished, and nobody is told
         }
-        let file = json!({"filename": format!("kokoro_image_{:05}_.png", f.inner.lock().unwrap().number), "subfolder": "", "type": "output"});
+        // ComfyUI's SaveVideo: an mp4 listed under `images`, animated.
+        let file = if text.contains("mp4out") {
+            json!({"filename": format!("kokoro_{:05}_.mp4", f.inner.lock().unwrap().number), "subfolder": "video", "type": "output", "animated": [true]})
+        } else {
+            json!({"filename": format!("kokoro_image_{:05}_.png", f.inner.lock().unwrap().number), "subfolder": "", "type": "output"})
+        };
         let entry = match outcome {
             "success" => {
                 f.event(&client, "executed", json!({"node": "9", "display_node": "9", "output": {"images": [file.clone()]}, "prompt_id": id}));
@@ -451,9 +458,13 @@ async fn view(Query(q): Query<ViewQuery>) -> Response {
     if q.filename.is_empty()
         || q.filename.contains("..")
         || q.kind != "output"
-        || !q.subfolder.is_empty()
+        || !(q.subfolder.is_empty() || q.subfolder == "video")
     {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    if q.filename.ends_with(".mp4") {
+        // As ComfyUI serves a video: no useful content type.
+        return ([("content-type", "application/octet-stream")], VIDEO).into_response();
     }
     ([("content-type", "image/png")], PICTURE).into_response()
 }

@@ -46,6 +46,8 @@ pub struct Fake {
     pub unreadable_posts: Arc<Mutex<u32>>,
     /// Refuse this many more command registrations with 400.
     pub refused_registrations: Arc<Mutex<u32>>,
+    /// Answer this many more `GET /gateway/bot` with 502 (Discord down).
+    pub failing_gateway: Arc<Mutex<u32>>,
     /// Roles the bot added: (guild, user, role).
     pub roles_added: Arc<Mutex<Vec<(String, String, String)>>>,
     /// Roles the bot may not give (Discord answers 403, code 50013).
@@ -54,11 +56,24 @@ pub struct Fake {
     drop_after: usize,
 }
 
-async fn gateway_info(State(f): State<Fake>) -> Json<Value> {
+async fn gateway_info(State(f): State<Fake>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    {
+        let mut failing = f.failing_gateway.lock().unwrap();
+        if *failing > 0 {
+            *failing -= 1;
+            return (
+                axum::http::StatusCode::BAD_GATEWAY,
+                "upstream connect error",
+            )
+                .into_response();
+        }
+    }
     Json(json!({
         "url": f.ws_url, "shards": 1,
         "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
     }))
+    .into_response()
 }
 
 async fn register(State(f): State<Fake>, Json(body): Json<Value>) -> axum::response::Response {
@@ -343,6 +358,7 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
         failing_posts: Arc::default(),
         unreadable_posts: Arc::default(),
         refused_registrations: Arc::default(),
+        failing_gateway: Arc::default(),
         roles_added: Arc::default(),
         forbidden_roles: Arc::default(),
         drop_after,
