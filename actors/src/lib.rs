@@ -5,6 +5,7 @@
 //! `Reply` from `Runtime::dispatch`.
 
 pub mod arena;
+pub mod args;
 pub mod command;
 pub mod config;
 pub mod domain;

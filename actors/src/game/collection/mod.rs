@@ -16,7 +16,7 @@ pub mod summon;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::command::{Args, ParseError};
+use crate::args::{Args, ParseError};
 use crate::domain::Currency;
 use crate::game::draft::{Context, Draft, Refusal};
 use crate::reply::ErrorCode;

@@ -14,7 +14,7 @@ pub mod workflow;
 
 use serde_json::{json, Value};
 
-use crate::command::{Args, ParseError};
+use crate::args::{Args, ParseError};
 use crate::domain::Currency;
 use crate::game::draft::{Context, Draft, Refusal};
 use crate::game::economy::daily;

@@ -13,7 +13,7 @@ pub(crate) mod sql;
 
 use serde_json::{json, Value};
 
-use crate::command::{Args, ParseError};
+use crate::args::{Args, ParseError};
 use crate::domain::Currency;
 use crate::game::draft::{Context, Draft, Refusal};
 use crate::game::economy::MAX_AMOUNT;

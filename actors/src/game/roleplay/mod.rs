@@ -19,7 +19,7 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde_json::{json, Value};
 
-use crate::command::{Args, ParseError};
+use crate::args::{Args, ParseError};
 use crate::game::draft::{Context, Draft, Refusal};
 use crate::game::guild::settings::{ChannelKind, GuildSettings};
 use crate::ids::{UserId, UserKey};
