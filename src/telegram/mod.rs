@@ -80,6 +80,9 @@ pub(crate) struct TelegramDoor {
     pub admins: Vec<i64>,
     pub links: ResultLinks,
     pub status_every: Duration,
+    /// Star transactions this process has reconciled (they come oldest
+    /// first, and only grow).
+    pub reconciled: std::sync::atomic::AtomicU32,
 }
 
 /// The commands players see in Telegram's menu (`setMyCommands`).
@@ -202,6 +205,7 @@ async fn connect(
         admins: options.admins.clone(),
         links,
         status_every: options.status_every.unwrap_or(Duration::from_secs(3)),
+        reconciled: Default::default(),
     })
 }
 

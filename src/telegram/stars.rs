@@ -164,7 +164,9 @@ impl TelegramDoor {
     pub(crate) async fn reconcile(&self) -> Result<u64, teloxide::RequestError> {
         let mut incoming = Vec::new();
         let mut refunded = std::collections::HashSet::new();
-        let mut offset = 0u32;
+        // Transactions come oldest first and only grow: the ones already
+        // reconciled by this process are not read again.
+        let mut offset = self.reconciled.load(std::sync::atomic::Ordering::Relaxed);
         loop {
             let page = patiently(|| {
                 self.bot
@@ -187,10 +189,10 @@ impl TelegramDoor {
                     }
                 }
             }
+            offset += n;
             if n < 100 {
                 break;
             }
-            offset += n;
         }
         let mut granted = 0;
         for (charge, user, payload) in incoming {
@@ -204,11 +206,15 @@ impl TelegramDoor {
                 Ok(Some(_)) => continue,
                 Ok(None) => {}
                 Err(e) => {
+                    // Read again next time, from where it was.
                     tracing::warn!(error = %e, "reconciling Stars payments: storage unavailable");
                     return Ok(granted);
                 }
             }
             let r = self.grant(key, &charge, credits).await;
+            if r.error.as_ref().is_some_and(|e| e.code.is_retryable()) {
+                return Ok(granted);
+            }
             if r.ok && !r.replayed {
                 granted += 1;
                 metrics::counter!(actors::telemetry::TELEGRAM_PAYMENTS_RECONCILED_TOTAL)
@@ -226,6 +232,8 @@ impl TelegramDoor {
                 .await;
             }
         }
+        self.reconciled
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
         Ok(granted)
     }
 
