@@ -613,19 +613,17 @@ async fn settle(
 /// for what one record holds, the batch is written again a record at a
 /// time so that only that record is rejected; a store that cannot be
 /// reached stops the import (a re-run resumes it: command ids).
-async fn write(
-    store: &Store,
-    writes: &[WriteSet],
+async fn write<'a>(
+    store: &'a Store,
+    writes: &'a [WriteSet],
     dry_run: bool,
 ) -> anyhow::Result<Vec<Result<CommitOutcome, String>>> {
-    let attempt = |w: &'_ [WriteSet]| {
-        let w = w.to_vec();
-        async move {
-            if dry_run {
-                store.trial(&w).await
-            } else {
-                store.commit(&w).await
-            }
+    // Borrowed, never copied: a batch is tried as it is.
+    let attempt = |w: &'a [WriteSet]| async move {
+        if dry_run {
+            store.trial(w).await
+        } else {
+            store.commit(w).await
         }
     };
     if writes.is_empty() {
