@@ -110,6 +110,9 @@ async fn connect(
     links: crate::results::ResultLinks,
 ) -> anyhow::Result<()> {
     let doors = options.doors.clone();
+    // The registration task lives no longer than this connection: the
+    // guard is dropped (and the task aborted) when `connect` returns.
+    let registering: Arc<std::sync::Mutex<Option<crate::notices::AbortOnDrop>>> = Arc::default();
     let framework = poise::Framework::builder()
         .options(poise::FrameworkOptions {
             commands: commands::all(),
@@ -119,7 +122,8 @@ async fn connect(
         .setup({
             let runtime = runtime.clone();
             let links = links.clone();
-            move |ctx, ready, framework| {
+            let registering = registering.clone();
+            move |ctx, ready, _framework| {
                 Box::pin(async move {
                     tracing::info!(
                         bot = %ready.user.name,
@@ -129,11 +133,10 @@ async fn connect(
                     );
                     // Registered until Discord takes them; interactions are
                     // served meanwhile (Data is ready either way).
-                    tokio::spawn(register(
-                        ctx.http.clone(),
-                        framework.options().commands.len(),
-                        doors,
-                    ));
+                    let task = tokio::spawn(register(ctx.http.clone(), doors));
+                    if let Ok(mut slot) = registering.lock() {
+                        *slot = Some(crate::notices::AbortOnDrop(task));
+                    }
                     Ok(Data {
                         runtime,
                         links,
@@ -170,9 +173,8 @@ async fn connect(
 /// `PUT /applications/{id}/commands` until Discord takes it: a refused
 /// registration leaves every interaction failing, so it is an error, counted,
 /// retried with backoff, and the door is not ready until it is done.
-async fn register(http: Arc<serenity::Http>, expected: usize, doors: crate::doors::Doors) {
+async fn register(http: Arc<serenity::Http>, doors: crate::doors::Doors) {
     let commands = commands::all();
-    debug_assert_eq!(commands.len(), expected);
     let mut backoff = crate::doors::Backoff::default();
     loop {
         match poise::builtins::register_globally(&http, &commands).await {
