@@ -127,6 +127,150 @@ both_backends!(two_thousand_concurrent_gives_conserve_gold, |backend| {
     db.drop_db().await;
 });
 
+both_backends!(
+    a_give_is_visible_to_its_recipient_when_acknowledged,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let rt = start(
+            &db,
+            RuntimeConfig {
+                starting_gold: 10_000,
+                ..Default::default()
+            },
+        )
+        .await;
+        // Eight senders give 1,000 times in all to eight recipients whose
+        // mailboxes are kept busy by readers; right after each "sent", the
+        // recipient's balance is read. Every give acknowledged before that read
+        // (counted only once acknowledged) must show in it.
+        let senders: Vec<i64> = (1..=8).collect();
+        let recipients: Vec<i64> = (101..=108).collect();
+        for &u in senders.iter().chain(&recipients) {
+            rt.dispatch(cmd(u, "balance", json!({}))).await;
+        }
+        let acked: Arc<HashMap<i64, std::sync::atomic::AtomicI64>> = Arc::new(
+            recipients
+                .iter()
+                .map(|&r| (r, std::sync::atomic::AtomicI64::new(0)))
+                .collect(),
+        );
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..4)
+            .map(|i| {
+                let (rt, stop, recipients) = (rt.clone(), stop.clone(), recipients.clone());
+                tokio::spawn(async move {
+                    let mut n = i;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let to = recipients[n % recipients.len()];
+                        dispatch_retrying(&rt, cmd(to, "profile", json!({}))).await;
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        let givers = senders.iter().map(|&from| {
+            let (rt, acked, recipients) = (rt.clone(), acked.clone(), recipients.clone());
+            tokio::spawn(async move {
+                let mut stale = Vec::new();
+                for i in 0..125usize {
+                    let to = recipients[(i + from as usize) % recipients.len()];
+                    let amount = 1 + (i as i64 % 3);
+                    let give = cmd(
+                        from,
+                        "give",
+                        json!({"to": to.to_string(), "amount": amount}),
+                    );
+                    let sent = dispatch_retrying(&rt, give).await;
+                    assert!(sent.ok, "{sent:?}");
+                    let owed =
+                        acked[&to].fetch_add(amount, std::sync::atomic::Ordering::SeqCst) + amount;
+                    let seen = gold(&dispatch_retrying(&rt, cmd(to, "balance", json!({}))).await);
+                    if seen < 10_000 + owed {
+                        stale.push((to, seen, 10_000 + owed));
+                    }
+                }
+                stale
+            })
+        });
+        let stale: Vec<_> = join_all(givers)
+            .await
+            .into_iter()
+            .flat_map(|r| r.unwrap())
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            r.await.unwrap();
+        }
+        assert!(
+        stale.is_empty(),
+        "{} of 1,000 reads after \"sent\" missed an acknowledged give (recipient, seen, at least): {:?}",
+        stale.len(),
+        &stale[..stale.len().min(10)]
+    );
+        // And the books: each recipient has exactly what was sent to them.
+        let mut total = 0;
+        for &u in senders.iter().chain(&recipients) {
+            total += gold(&rt.dispatch(cmd(u, "balance", json!({}))).await);
+        }
+        for &r in &recipients {
+            let owed = acked[&r].load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(
+                gold(&rt.dispatch(cmd(r, "balance", json!({}))).await),
+                10_000 + owed
+            );
+        }
+        assert_eq!(total, 16 * 10_000, "gives neither create nor destroy gold");
+        let audit = rt.audit().await.unwrap();
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+        assert_eq!(
+            audit.pending_transfers, 0,
+            "every acknowledged give is credited"
+        );
+        db.drop_db().await;
+    }
+);
+
+both_backends!(
+    players_giving_to_each_other_at_once_never_wait_for_each_other,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let rt = start(
+            &db,
+            RuntimeConfig {
+                starting_gold: 10_000,
+                ..Default::default()
+            },
+        )
+        .await;
+        // Two players give to each other 200 times at once, in both directions
+        // from many tasks: a give waits for its credit, and neither actor may
+        // wait for the other.
+        let gives = (0..400).map(|i: i64| {
+            let rt = rt.clone();
+            let (from, to) = if i % 2 == 0 { (1, 2) } else { (2, 1) };
+            tokio::spawn(async move {
+                dispatch_retrying(
+                    &rt,
+                    cmd(from, "give", json!({"to": to.to_string(), "amount": 1})),
+                )
+                .await
+            })
+        });
+        let replies = tokio::time::timeout(Duration::from_secs(60), join_all(gives))
+            .await
+            .expect("crossing gives finish: no actor waits for another");
+        assert!(replies.into_iter().all(|r| r.unwrap().ok));
+        let a = gold(&rt.dispatch(cmd(1, "balance", json!({}))).await);
+        let b = gold(&rt.dispatch(cmd(2, "balance", json!({}))).await);
+        assert_eq!(
+            (a, b),
+            (10_000, 10_000),
+            "200 each way: both end where they began"
+        );
+        db.drop_db().await;
+    }
+);
+
 both_backends!(activation_races_lose_no_acknowledged_change, |backend| {
     let db = TestDb::new(backend).await;
     let config = RuntimeConfig {

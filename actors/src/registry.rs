@@ -25,7 +25,7 @@ use crate::config::RuntimeConfig;
 use crate::group_commit::GroupCommit;
 use crate::ids::UserKey;
 use crate::job_queue::{Finished, Queues};
-use crate::mailbox::{Delivery, Mail, NotDelivered, Unread, Why};
+use crate::mailbox::{Answer, Delivery, Mail, NotDelivered, Unread, Why};
 use crate::reply::{ErrorCode, Reply};
 use crate::store::Store;
 use crate::telemetry as m;
@@ -65,6 +65,10 @@ pub struct Registry {
 
 /// Most actors asked to passivate per activation over the cap.
 const EVICTIONS_PER_ACTIVATION: usize = 4;
+
+/// How long a give's answer waits for its credit to be taken before it is
+/// answered without it (the debit is durable by then; the relay credits it).
+const CREDIT_PATIENCE: Duration = Duration::from_secs(3);
 
 /// How many times a command is re-sent after `NotDelivered` before giving up.
 const MAX_REDELIVERIES: usize = 16;
@@ -152,18 +156,50 @@ impl Registry {
         }
     }
 
-    pub(crate) fn deliver_in_background(self: &Arc<Self>, transfer: Transfer) {
+    /// Credits a give's transfer and only then answers the give, so the
+    /// recipient's first read after "sent" already shows the gold. Runs
+    /// beside the sender's actor, which goes on with its mail: waiting
+    /// inside it would deadlock two players giving to each other (each
+    /// actor waiting for the other to take its credit).
+    ///
+    /// The debit is durable before this starts, so the give has happened
+    /// whatever follows. A credit that storage or a full mailbox keeps out
+    /// for `CREDIT_PATIENCE` is left to the outbox relay, counted and
+    /// logged, and the give answered as it was recorded (a retry's replay
+    /// must equal it), rather than holding the sender for ever.
+    pub(crate) fn credit_then_answer(
+        self: &Arc<Self>,
+        transfer: Transfer,
+        answer: Answer,
+        reply: Reply,
+    ) {
         let me = self.clone();
         // Its own span: the credit outlives the command that sent it.
         let span = tracing::info_span!("transfer", transfer = %transfer.id, to = %transfer.to);
         tokio::spawn(
             async move {
-                if let Err(code) = me.deliver(transfer).await {
-                    tracing::debug!(
-                        code = code.as_str(),
-                        "credit not delivered now; the outbox relay will retry"
-                    );
+                let started = Instant::now();
+                let mut pause = Duration::from_millis(2);
+                loop {
+                    match me.deliver(transfer.clone()).await {
+                        Ok(_) => break,
+                        Err(code) if started.elapsed() + pause < CREDIT_PATIENCE => {
+                            tracing::debug!(code = code.as_str(), "credit not taken yet; trying again");
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(200));
+                        }
+                        Err(code) => {
+                            metrics::counter!(m::TRANSFERS_ANSWERED_PENDING_TOTAL).increment(1);
+                            tracing::warn!(
+                                code = code.as_str(),
+                                "a give's credit was not taken in time; answered, the outbox relay credits it"
+                            );
+                            break;
+                        }
+                    }
                 }
+                metrics::histogram!(m::TRANSFER_CREDIT_SECONDS).record(started.elapsed().as_secs_f64());
+                answer.send(reply);
             }
             .instrument(span),
         );

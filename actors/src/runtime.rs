@@ -502,6 +502,7 @@ fn register_counters() {
     }
     metrics::counter!(m::COMMIT_RETRIES_TOTAL).increment(0);
     metrics::counter!(m::TRANSFERS_REDELIVERED_TOTAL).increment(0);
+    metrics::counter!(m::TRANSFERS_ANSWERED_PENDING_TOTAL).increment(0);
     metrics::counter!(m::ACTIVATIONS_TOTAL).increment(0);
 }
 

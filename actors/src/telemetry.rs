@@ -24,6 +24,11 @@ pub const COMMIT_FAILURES_TOTAL: &str = "kokoro_commit_failures_total";
 pub const COMMIT_RETRIES_TOTAL: &str = "kokoro_commit_retries_total";
 /// Transfers redelivered by the outbox relay (after a crash or a busy receiver).
 pub const TRANSFERS_REDELIVERED_TOTAL: &str = "kokoro_transfers_redelivered_total";
+/// Gives answered before their credit was taken (storage or the recipient's
+/// mailbox kept it out for seconds): the recipient may read the old balance.
+pub const TRANSFERS_ANSWERED_PENDING_TOTAL: &str = "kokoro_transfers_answered_pending_total";
+/// From a give's durable debit to its durable credit, which its answer waits for.
+pub const TRANSFER_CREDIT_SECONDS: &str = "kokoro_transfer_credit_seconds";
 /// Mail waiting in a player's mailbox, sampled as each mail is posted.
 pub const MAILBOX_DEPTH: &str = "kokoro_mailbox_depth";
 /// Database pool connections, by `state` (`in_use`, `idle`).
@@ -174,6 +179,16 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         TRANSFERS_REDELIVERED_TOTAL,
         Kind::Counter,
         "Transfers credited by the outbox relay rather than directly.",
+    ),
+    (
+        TRANSFERS_ANSWERED_PENDING_TOTAL,
+        Kind::Counter,
+        "Gives answered before their credit was durable (left to the outbox relay).",
+    ),
+    (
+        TRANSFER_CREDIT_SECONDS,
+        Kind::Histogram,
+        "Seconds from a give's durable debit to its durable credit, which its answer waits for.",
     ),
     (
         DB_CONNECTIONS,

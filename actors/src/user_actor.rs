@@ -190,7 +190,7 @@ impl UserActor {
         // (A fingerprint collision finds no stored reply and carries on.)
         if fingerprint.is_some_and(|fp| self.recent.contains(fp)) {
             if let Some(first) = self.first_reply(&command).await {
-                answer.send(first);
+                self.answer_replay(first, answer);
                 return Next::Continue;
             }
         }
@@ -300,7 +300,7 @@ impl UserActor {
                 // by the rules (already claimed...): answer the first reply instead.
                 if command.id.is_some() && self.recent.incomplete {
                     if let Some(first) = self.first_reply(&command).await {
-                        answer.send(first);
+                        self.answer_replay(first, answer);
                         return Next::Continue;
                     }
                 }
@@ -358,9 +358,11 @@ impl UserActor {
                 if let Some(id) = left {
                     arena.forget(self.key.guild, &id);
                 }
-                answer.send(reply);
-                if let Some(t) = transfer {
-                    self.registry.deliver_in_background(t);
+                // A give is answered once its credit is durable too, so
+                // the recipient never reads a balance older than "sent".
+                match transfer {
+                    Some(t) => self.registry.credit_then_answer(t, answer, reply),
+                    None => answer.send(reply),
                 }
                 Next::Continue
             }
@@ -377,16 +379,17 @@ impl UserActor {
                         if let Some(fp) = fingerprint {
                             self.recent.remember(fp);
                         }
-                        serde_json::from_str(&json).map_or_else(
-                            |_| {
-                                Reply::error(
-                                    name,
-                                    ErrorCode::Internal,
-                                    "the first reply is unreadable",
-                                )
-                            },
-                            Reply::replay,
-                        )
+                        match serde_json::from_str(&json) {
+                            Ok(first) => {
+                                self.answer_replay(Reply::replay(first), answer);
+                                return Next::Continue;
+                            }
+                            Err(_) => Reply::error(
+                                name,
+                                ErrorCode::Internal,
+                                "the first reply is unreadable",
+                            ),
+                        }
                     }
                     Ok(None) => lost_race(name),
                     Err(e) => {
@@ -653,6 +656,33 @@ impl UserActor {
                 "outcome unknown; check before retrying",
             ))),
         }
+    }
+
+    /// Answers a retry with its first reply. A give's credit is delivered
+    /// again first (once per transfer id, so a no-op when it landed): the
+    /// first try may have died between debit and credit, and its retry's
+    /// "sent" must be as visible as the first one would have been.
+    fn answer_replay(&self, first: Reply, answer: Answer) {
+        match first.ok.then(|| self.sent_in(&first)).flatten() {
+            Some(transfer) => self.registry.credit_then_answer(transfer, answer, first),
+            None => answer.send(first),
+        }
+    }
+
+    /// The transfer a give's reply says it sent, from this player.
+    fn sent_in(&self, reply: &Reply) -> Option<Transfer> {
+        if reply.command != "give" {
+            return None;
+        }
+        let data = &reply.data;
+        Some(Transfer {
+            id: data["transfer_id"].as_str()?.to_owned(),
+            guild: self.key.guild,
+            from: self.key.user,
+            to: data["to"].as_str()?.parse().ok()?,
+            amount: data["amount"].as_i64()?,
+            created_ms: (self.registry.shared.config.clock)(),
+        })
     }
 
     async fn first_reply(&self, command: &Command) -> Option<Reply> {
