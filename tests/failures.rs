@@ -293,3 +293,65 @@ async fn what_an_actor_logs_carries_the_commands_span() {
     assert_eq!(span["guild"], GUILD.to_string(), "{line}");
     assert_eq!(span["command_id"], "trace-me-1", "{line}");
 }
+
+/// A process killed with SIGKILL may leave a COMMIT behind that the server
+/// applies after the process is gone. A runtime started meanwhile must not
+/// load a player before it lands: it would write over a balance the
+/// ledger had moved (the chaos test caught one such overwrite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_starts_only_after_a_dead_predecessors_last_commit() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let rt = Runtime::start(db.store().await, RuntimeConfig::default())
+        .await
+        .unwrap();
+    let before = gold(&rt.dispatch(cmd(1, "buy", json!({"item": "bait"}))).await);
+    rt.shutdown().await;
+
+    // The predecessor's last group commit, its COMMIT not yet read: a
+    // session named as another kokoro process's, left in its transaction.
+    let url = format!("{}?application_name=kokoro%204000000000%20", db.url);
+    let mut predecessor = sqlx::PgConnection::connect(&url).await.unwrap();
+    predecessor.execute("BEGIN").await.unwrap();
+    predecessor
+        .execute(
+            format!("UPDATE users SET gold = gold + 7 WHERE guild_id = {GUILD} AND user_id = 1")
+                .as_str(),
+        )
+        .await
+        .unwrap();
+    predecessor
+        .execute(
+            format!(
+                "INSERT INTO ledger (guild_id, user_id, currency, amount, balance_after, reason, at_ms) \
+                 SELECT guild_id, 1, 'gold', 7, gold, 'daily', 1 FROM users WHERE guild_id = {GUILD} AND user_id = 1"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+
+    let store = db.store().await;
+    let starting = tokio::spawn(Runtime::start(store, RuntimeConfig::default()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !starting.is_finished(),
+        "the runtime waits while another kokoro has a transaction open"
+    );
+    predecessor.execute("COMMIT").await.unwrap();
+    let rt = tokio::time::timeout(Duration::from_secs(5), starting)
+        .await
+        .expect("the runtime starts once the predecessor's commit landed")
+        .unwrap()
+        .unwrap();
+    let after = gold(&rt.dispatch(cmd(1, "buy", json!({"item": "bait"}))).await);
+    assert_eq!(
+        after,
+        before + 7 - 5,
+        "the late commit is read, not overwritten"
+    );
+    let audit = rt.audit().await.unwrap();
+    assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+    rt.shutdown().await;
+    drop(predecessor);
+    db.drop_db().await;
+}

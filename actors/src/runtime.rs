@@ -82,11 +82,17 @@ const STALL_AFTER_MS: i64 = 10_000;
 /// How long a failed commit, with no success since, keeps the instance unready.
 const FAILING_FOR_MS: i64 = 10_000;
 
+/// How long a starting runtime waits for another kokoro's open transactions
+/// (see `Store::await_predecessors`): far past any commit's length.
+const PREDECESSOR_PATIENCE: Duration = Duration::from_secs(10);
+
 impl Runtime {
     /// Migrates the store and starts serving. Transfers left in flight by a
     /// previous run are credited before this returns.
     pub async fn start(store: Store, config: RuntimeConfig) -> Result<Self, StoreError> {
         store.migrate().await?;
+        // Nothing is loaded before a killed predecessor's last commit lands.
+        store.await_predecessors(PREDECESSOR_PATIENCE).await?;
         register_counters();
         let system = ActorSystem::start()
             .map_err(|e| StoreError::Config(format!("could not start the system actors: {e}")))?;

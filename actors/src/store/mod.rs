@@ -103,6 +103,12 @@ macro_rules! on_pool {
     };
 }
 
+/// The application name of this process's PostgreSQL sessions: `kokoro`
+/// and the process id, then a space (an operator's own name follows it).
+fn application_name() -> String {
+    format!("kokoro {} ", std::process::id())
+}
+
 impl Store {
     /// Opens (creating if needed) the embedded SQLite database in `data_dir`.
     pub async fn open_sqlite(data_dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
@@ -145,12 +151,63 @@ impl Store {
     pub async fn open_postgres(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
         let connect =
             PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        // Named for `await_predecessors`: which sessions are another kokoro's.
+        let name = match connect.get_application_name() {
+            Some(theirs) => format!("{} {theirs}", application_name()),
+            None => application_name(),
+        };
+        let connect = connect.application_name(&name);
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections)
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(connect)
             .await?;
         Ok(Self::Postgres(pool))
+    }
+
+    /// PostgreSQL: waits until no other kokoro process has a transaction
+    /// open on this database, for at most `patience`.
+    ///
+    /// A process killed with SIGKILL leaves its sessions behind for a
+    /// moment: a COMMIT it had sent is still read and applied by the server
+    /// after the process is gone. A runtime that loaded a player before that
+    /// commit landed would write over it (a balance the ledger had moved).
+    /// So a runtime starts only once every other kokoro session is idle or
+    /// gone: a dead process's sessions end as soon as the server reads what
+    /// is left of them. A live second writer on one database (which single-
+    /// node mode does not allow) is warned of when patience runs out.
+    /// SQLite needs no wait: a dead process commits nothing more.
+    pub async fn await_predecessors(&self, patience: Duration) -> Result<(), StoreError> {
+        let Store::Postgres(pool) = self else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let open: Vec<(i32, String, String)> = sqlx::query_as(
+                "SELECT pid, application_name, state FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND application_name LIKE 'kokoro %' AND application_name NOT LIKE $1 \
+                   AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')",
+            )
+            .bind(format!("{}%", application_name()))
+            .fetch_all(pool)
+            .await?;
+            let Some((pid, name, state)) = open.first() else {
+                return Ok(());
+            };
+            if started.elapsed() >= patience {
+                tracing::warn!(
+                    sessions = open.len(),
+                    server_pid = pid,
+                    application_name = %name,
+                    state = %state,
+                    "another kokoro process still has transactions open on this database; \
+                     starting anyway (one serving process per database outside cluster mode)"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `postgres://…` selects PostgreSQL, `sqlite:PATH` a SQLite file; `None`
