@@ -262,11 +262,85 @@ both_backends!(
         assert!(replies.into_iter().all(|r| r.unwrap().ok));
         let a = gold(&rt.dispatch(cmd(1, "balance", json!({}))).await);
         let b = gold(&rt.dispatch(cmd(2, "balance", json!({}))).await);
+        let audit = rt.audit().await.unwrap();
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+        assert_eq!(
+            audit.pending_transfers, 0,
+            "no give was answered before its credit"
+        );
         assert_eq!(
             (a, b),
             (10_000, 10_000),
             "200 each way: both end where they began"
         );
+        db.drop_db().await;
+    }
+);
+
+both_backends!(
+    a_paired_credit_lands_with_its_debit_and_never_without_it,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let rt = start(
+            &db,
+            RuntimeConfig {
+                starting_gold: 1_000,
+                ..Default::default()
+            },
+        )
+        .await;
+        for u in [1, 2] {
+            rt.dispatch(cmd(u, "balance", json!({}))).await;
+        }
+        let store = rt.store();
+        let catalogue = actors::game::economy::shop::Catalogue::shipped();
+        let ctx = actors::game::Context {
+            now_ms: 1,
+            catalogue: &catalogue,
+            roster: &actors::game::collection::roster::Roster::default(),
+            generation: &Default::default(),
+            guild: actors::game::guild::settings::GuildSettings::fallback(),
+            starting_gold: 0,
+            starting_credits: 0,
+            starting_gems: 0,
+            fresh_id: 7,
+            draw: 0,
+        };
+        let give = cmd_with_id(1, "pair-1", "give", json!({"to": "2", "amount": 5}));
+        let sender = store.load_user(key(1)).await.unwrap().state;
+        let mut debit = actors::game::decide(&sender, key(1), &give.kind, give.id.clone(), &ctx)
+            .unwrap()
+            .writes;
+        // As the actor records it: the command id with its reply.
+        debit.reply_json = Some("{}".into());
+        let transfer = debit
+            .transfer_out()
+            .expect("a give writes its transfer")
+            .clone();
+        let recipient = store.load_user(key(2)).await.unwrap().state;
+        let mut credit =
+            actors::game::economy::receive_with_debit(&recipient, key(2), &transfer, &ctx)
+                .unwrap()
+                .writes;
+        credit.paired = true;
+        use actors::writeset::CommitOutcome::*;
+        let pair = [debit, credit];
+        assert_eq!(store.commit(&pair).await.unwrap(), [Applied, Applied]);
+        // The same debit again (its command id is taken): its credit is not
+        // applied either, though it has no guard of its own.
+        assert_eq!(
+            store.commit(&pair).await.unwrap(),
+            [AlreadyApplied, AlreadyApplied]
+        );
+        let audit = rt.audit().await.unwrap();
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+        assert_eq!(
+            audit.pending_transfers, 0,
+            "a paired transfer is written credited"
+        );
+        assert_eq!(audit.gold_total, 2_000, "gold is conserved");
+        assert_eq!(store.load_user(key(1)).await.unwrap().state.gold, 995);
+        assert_eq!(store.load_user(key(2)).await.unwrap().state.gold, 1_005);
         db.drop_db().await;
     }
 );

@@ -83,6 +83,9 @@ pub type CommitResult = Result<CommitOutcome, CommitError>;
 
 struct Request {
     writes: WriteSet,
+    /// Committed with `writes`, right after it in the same batch, all or
+    /// nothing (`WriteSet::paired`): a give's credit. `done` answers for both.
+    partner: Option<WriteSet>,
     done: oneshot::Sender<CommitResult>,
     /// The command's span: the batch's span links to each one it commits.
     span: tracing::Span,
@@ -177,8 +180,29 @@ impl GroupCommit {
 
     /// Queues `writes`; the receiver answers once they are durable (or not).
     pub fn submit(&self, writes: WriteSet) -> Result<oneshot::Receiver<CommitResult>, Busy> {
-        if self.backlog.fetch_add(1, Ordering::Relaxed) >= self.limit {
-            self.backlog.fetch_sub(1, Ordering::Relaxed);
+        self.queue(writes, None)
+    }
+
+    /// Queues two WriteSets to commit in one transaction, all or nothing:
+    /// `second` (marked `paired`) applies only if `first` does. The
+    /// receiver answers for both.
+    pub fn submit_pair(
+        &self,
+        first: WriteSet,
+        mut second: WriteSet,
+    ) -> Result<oneshot::Receiver<CommitResult>, Busy> {
+        second.paired = true;
+        self.queue(first, Some(second))
+    }
+
+    fn queue(
+        &self,
+        writes: WriteSet,
+        partner: Option<WriteSet>,
+    ) -> Result<oneshot::Receiver<CommitResult>, Busy> {
+        let n = 1 + usize::from(partner.is_some());
+        if self.backlog.fetch_add(n, Ordering::Relaxed) >= self.limit {
+            self.backlog.fetch_sub(n, Ordering::Relaxed);
             return Err(Busy);
         }
         let (done, rx) = oneshot::channel();
@@ -187,6 +211,7 @@ impl GroupCommit {
         // unwritten and the caller hears "unknown".
         let _ = self.writes.send(Request {
             writes,
+            partner,
             done,
             span: tracing::Span::current(),
             at: Instant::now(),
@@ -220,7 +245,8 @@ impl GroupCommit {
 /// handed to storage as one slice without copying.
 struct Batch {
     writes: Vec<WriteSet>,
-    dones: Vec<oneshot::Sender<CommitResult>>,
+    /// One per WriteSet; a pair's second has `None` (its first answers).
+    dones: Vec<Option<oneshot::Sender<CommitResult>>>,
     span: tracing::Span,
 }
 
@@ -235,7 +261,11 @@ impl Batch {
 
     fn push(&mut self, r: Request) {
         self.writes.push(r.writes);
-        self.dones.push(r.done);
+        self.dones.push(Some(r.done));
+        if let Some(partner) = r.partner {
+            self.writes.push(partner);
+            self.dones.push(None);
+        }
         // One transaction serves many commands: the batch's span follows
         // from each command's, so a trace shows which commit made it durable.
         self.span.follows_from(&r.span);
@@ -385,6 +415,8 @@ impl Committer {
             batch.push(r);
         }
         self.free_slots -= 1;
+        // The backlog counts WriteSets, a pair as two.
+        let n = batch.len();
         let waiting = self.backlog.fetch_sub(n, Ordering::Relaxed) - n;
         metrics::gauge!(m::PERSISTENCE_BACKLOG).set(waiting as f64);
         let writer = self.writer.clone();
@@ -407,13 +439,13 @@ impl Committer {
                 if next.is_empty() {
                     break;
                 }
-                let n = next.len();
-                let waiting = writer.backlog.fetch_sub(n, Ordering::Relaxed) - n;
-                metrics::gauge!(m::PERSISTENCE_BACKLOG).set(waiting as f64);
-                batch = Batch::with_capacity(n);
+                batch = Batch::with_capacity(next.len());
                 for r in next {
                     batch.push(r);
                 }
+                let n = batch.len();
+                let waiting = writer.backlog.fetch_sub(n, Ordering::Relaxed) - n;
+                metrics::gauge!(m::PERSISTENCE_BACKLOG).set(waiting as f64);
             }
             writer.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
             me.do_send(SlotFree);
@@ -513,7 +545,9 @@ impl Writer {
         }
         for (done, result) in batch.dones.into_iter().zip(results) {
             // The caller may have gone away; its write stands regardless.
-            let _ = done.send(result);
+            if let Some(done) = done {
+                let _ = done.send(result);
+            }
         }
     }
 
@@ -574,7 +608,17 @@ impl Writer {
                         tracing::error!(error = %e, user = %writes[0].key, "write rejected by storage");
                         return vec![Err(CommitError::Rejected(e.to_string()))];
                     }
-                    let (a, b) = writes.split_at(writes.len() / 2);
+                    // Never between a pair: its two halves go together.
+                    let mut mid = writes.len() / 2;
+                    if writes[mid].paired {
+                        mid += 1;
+                    }
+                    if mid >= writes.len() {
+                        tracing::error!(error = %e, user = %writes[0].key, "write rejected by storage");
+                        let err = CommitError::Rejected(e.to_string());
+                        return writes.iter().map(|_| Err(err.clone())).collect();
+                    }
+                    let (a, b) = writes.split_at(mid);
                     let mut out = Box::pin(self.commit_with_retry(a)).await;
                     out.extend(Box::pin(self.commit_with_retry(b)).await);
                     return out;

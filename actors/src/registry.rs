@@ -22,10 +22,11 @@ use tracing::Instrument;
 use crate::arena::{ArenaQueue, Fought};
 use crate::command::Command;
 use crate::config::RuntimeConfig;
+use crate::game::Refusal;
 use crate::group_commit::GroupCommit;
 use crate::ids::UserKey;
 use crate::job_queue::{Finished, Queues};
-use crate::mailbox::{Answer, Delivery, Mail, NotDelivered, Unread, Why};
+use crate::mailbox::{Answer, Delivery, Half, Mail, NotDelivered, Unread, Why};
 use crate::reply::{ErrorCode, Reply};
 use crate::store::Store;
 use crate::telemetry as m;
@@ -154,6 +155,29 @@ impl Registry {
             Some(code) => Err(code),
             None => Ok(reply),
         }
+    }
+
+    /// Asks the recipient's actor (activating it) for its half of a give,
+    /// or `None` when its mailbox is full or closed: the give then commits
+    /// its debit alone. A half asked for and never read (the recipient
+    /// passivated) closes the receiver, with the same meaning.
+    pub(crate) fn ask_half(
+        self: &Arc<Self>,
+        transfer: &Transfer,
+    ) -> Option<oneshot::Receiver<Result<Half, Refusal>>> {
+        let key = UserKey::new(transfer.guild, transfer.to);
+        let (tx, rx) = oneshot::channel();
+        self.forward(key, Mail::half(transfer.clone(), tx)).ok()?;
+        Some(rx)
+    }
+
+    /// Puts `mail` in `key`'s mailbox (activating its actor) without
+    /// waiting, or hands it back when the mailbox is full or closed.
+    pub(crate) fn forward(self: &Arc<Self>, key: UserKey, mail: Mail) -> Result<(), Mail> {
+        let (mailbox, _) = self.address(key);
+        mailbox
+            .try_send(mail)
+            .map_err(flume::TrySendError::into_inner)
     }
 
     /// Credits a give's transfer and only then answers the give, so the

@@ -509,6 +509,9 @@ fn register_counters() {
     metrics::counter!(m::COMMIT_RETRIES_TOTAL).increment(0);
     metrics::counter!(m::TRANSFERS_REDELIVERED_TOTAL).increment(0);
     metrics::counter!(m::TRANSFERS_ANSWERED_PENDING_TOTAL).increment(0);
+    for path in ["paired", "after"] {
+        metrics::counter!(m::GIVE_CREDITS_TOTAL, "path" => path).increment(0);
+    }
     metrics::counter!(m::ACTIVATIONS_TOTAL).increment(0);
 }
 

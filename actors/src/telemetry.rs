@@ -27,6 +27,9 @@ pub const TRANSFERS_REDELIVERED_TOTAL: &str = "kokoro_transfers_redelivered_tota
 /// Gives answered before their credit was taken (storage or the recipient's
 /// mailbox kept it out for seconds): the recipient may read the old balance.
 pub const TRANSFERS_ANSWERED_PENDING_TOTAL: &str = "kokoro_transfers_answered_pending_total";
+/// Gives by how their credit was committed: `paired` in the debit's own
+/// transaction, `after` it (delivered to the recipient's actor next).
+pub const GIVE_CREDITS_TOTAL: &str = "kokoro_give_credits_total";
 /// From a give's durable debit to its durable credit, which its answer waits for.
 pub const TRANSFER_CREDIT_SECONDS: &str = "kokoro_transfer_credit_seconds";
 /// Mail waiting in a player's mailbox, sampled as each mail is posted.
@@ -186,9 +189,14 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         "Gives answered before their credit was durable (left to the outbox relay).",
     ),
     (
+        GIVE_CREDITS_TOTAL,
+        Kind::Counter,
+        "Gives by how their credit was committed: paired (in the debit's transaction) or after it.",
+    ),
+    (
         TRANSFER_CREDIT_SECONDS,
         Kind::Histogram,
-        "Seconds from a give's durable debit to its durable credit, which its answer waits for.",
+        "Seconds from a give's durable debit to its durable credit, which its answer waits for (0 when both are in one transaction).",
     ),
     (
         DB_CONNECTIONS,

@@ -13,19 +13,23 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::arena::{EntryStatus, Fought};
 use crate::command::{Command, CommandKind};
 use crate::game::arena::ArenaCommand;
+use crate::game::economy::EconomyCommand;
 use crate::game::generation::GenerationCommand;
 use crate::game::guild::settings::GuildSettings;
 use crate::game::{self, Draft, Refusal};
-use crate::group_commit::CommitError;
+use crate::group_commit::{Busy, CommitError, CommitResult};
 use crate::ids::UserKey;
 use crate::job::{JobStatus, Rendered};
 use crate::job_queue::{Finished, Reservation};
-use crate::mailbox::{Answer, Envelope, Mail, Why};
+use crate::mailbox::{
+    Answer, DebitAsk, DebitHalf, Envelope, Half, HalfAsk, Mail, Paired, Unread, Why,
+};
 use crate::registry::Registry;
 use crate::reply::{ErrorCode, Reply};
 use crate::state::{RecentCommands, UserState};
@@ -114,34 +118,90 @@ impl UserActor {
             let Ok(mail) = self.mailbox.recv_async().await else {
                 return Leave::Closed;
             };
-            let next = match mail {
-                // Only an idle actor leaves: one with mail waiting is in use.
-                Mail::Passivate(why) if self.mailbox.is_empty() => Next::Leave(match why {
-                    Why::Idle => Leave::Idle,
-                    Why::Evicted => Leave::Evicted,
-                }),
-                Mail::Passivate(_) => Next::Continue,
-                Mail::Command(envelope) => {
-                    let Envelope { body, reply, span } = *envelope;
-                    // Boxed, like every per-mail future: the handler's state
-                    // (~2.5 KB) lives only while it runs, not in every idle actor.
-                    Box::pin(self.handle_command(body, reply.open()).instrument(span)).await
-                }
-                Mail::Credit(envelope) => {
-                    let Envelope { body, reply, span } = *envelope;
-                    Box::pin(self.handle_credit(body, reply.open()).instrument(span)).await
-                }
-                Mail::JobDone(envelope) => {
-                    let Envelope { body, reply, span } = *envelope;
-                    Box::pin(self.handle_job_done(body, reply.open()).instrument(span)).await
-                }
-                Mail::Fought(envelope) => {
-                    let Envelope { body, reply, span } = *envelope;
-                    Box::pin(self.handle_fought(body, reply.open()).instrument(span)).await
-                }
-            };
+            // Boxed: the handler's state (~2.5 KB) lives only while one mail
+            // is handled, not in every idle actor's future.
+            let next = Box::pin(self.handle_mail(mail)).await;
             if let Next::Leave(reason) = next {
                 return reason;
+            }
+        }
+    }
+
+    /// Handles one mail; what it means for the actor's life.
+    async fn handle_mail(&mut self, mail: Mail) -> Next {
+        match mail {
+            // Only an idle actor leaves: one with mail waiting is in use.
+            Mail::Passivate(why) if self.mailbox.is_empty() => Next::Leave(match why {
+                Why::Idle => Leave::Idle,
+                Why::Evicted => Leave::Evicted,
+            }),
+            Mail::Passivate(_) => Next::Continue,
+            Mail::Command(envelope) => {
+                let Envelope { body, reply, span } = *envelope;
+                // A give to a lower key is coordinated by the recipient.
+                match self.coordinator_of(&body) {
+                    Some(recipient) => {
+                        match self
+                            .registry
+                            .forward(recipient, Mail::coordinate(body, reply, span))
+                        {
+                            Ok(()) => Next::Continue,
+                            // The recipient's mailbox is full: the give
+                            // could not be seen when answered, so it is not
+                            // taken; the caller retries, as for any full mailbox.
+                            Err(Mail::Coordinate(back)) => {
+                                let Envelope { body, reply, .. } = *back;
+                                metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "mailbox")
+                                    .increment(1);
+                                reply.open().send(recipient_busy(body.kind.name()));
+                                Next::Continue
+                            }
+                            Err(_) => Next::Continue,
+                        }
+                    }
+                    None => {
+                        self.handle_command(body, reply.open(), None)
+                            .instrument(span)
+                            .await
+                    }
+                }
+            }
+            Mail::Coordinate(envelope) => {
+                let Envelope { body, reply, span } = *envelope;
+                self.handle_coordinate(body, reply).instrument(span).await
+            }
+            Mail::Debit(ask) => {
+                let DebitAsk {
+                    command,
+                    reply,
+                    coordinator,
+                    span,
+                } = *ask;
+                self.handle_command(command, reply.open(), Some(coordinator))
+                    .instrument(span)
+                    .await
+            }
+            Mail::Credit(envelope) => {
+                let Envelope { body, reply, span } = *envelope;
+                self.handle_credit(body, reply.open())
+                    .instrument(span)
+                    .await
+            }
+            Mail::Half(ask) => {
+                let span = ask.span.clone();
+                self.handle_half(*ask).instrument(span).await
+            }
+            Mail::JobDone(envelope) => {
+                let Envelope { body, reply, span } = *envelope;
+                self.handle_job_done(body, reply.open())
+                    .instrument(span)
+                    .await
+            }
+            Mail::Fought(envelope) => {
+                let Envelope { body, reply, span } = *envelope;
+                self.handle_fought(body, reply.open())
+                    .instrument(span)
+                    .await
             }
         }
     }
@@ -183,7 +243,26 @@ impl UserActor {
         }
     }
 
-    async fn handle_command(&mut self, command: Command, answer: Answer) -> Next {
+    /// The recipient's key, for a give this actor's player sends to a lower
+    /// key: the recipient's actor coordinates those (see `commit_give`).
+    fn coordinator_of(&self, command: &Command) -> Option<UserKey> {
+        match &command.kind {
+            CommandKind::Economy(EconomyCommand::Give { to, .. }) => {
+                let recipient = UserKey::new(self.key.guild, *to);
+                (recipient < self.key).then_some(recipient)
+            }
+            _ => None,
+        }
+    }
+
+    /// `via`: the actor coordinating this command, a give it receives, to
+    /// which the debit's WriteSet goes instead of to group commit.
+    async fn handle_command(
+        &mut self,
+        command: Command,
+        answer: Answer,
+        via: Option<oneshot::Sender<DebitHalf>>,
+    ) -> Next {
         let name = command.kind.name();
         let fingerprint = command.id.as_ref().map(|id| id.fingerprint());
         // A fingerprint seen before is probably a retry: answer the first reply.
@@ -332,8 +411,20 @@ impl UserActor {
             .arena_close()
             .filter(|c| c.to == EntryStatus::Left)
             .map(|c| c.id.clone());
-        match self.commit(state, writes, name).await {
-            Ok(CommitOutcome::Applied) => {
+        // A give to a player of a higher key commits its credit in the
+        // same transaction (see `commit_give`); `credited` says it did.
+        let committed = match (&transfer, via) {
+            (Some(_), Some(coordinator)) => {
+                self.commit_debit_via(state, writes, coordinator, name)
+                    .await
+            }
+            (Some(t), None) if self.key < UserKey::new(t.guild, t.to) => {
+                self.commit_give(state, writes, t, name).await
+            }
+            _ => self.commit(state, writes, name).await.map(|o| (o, false)),
+        };
+        match committed {
+            Ok((CommitOutcome::Applied, credited)) => {
                 if let Some(fp) = fingerprint {
                     self.recent.remember(fp);
                 }
@@ -361,12 +452,17 @@ impl UserActor {
                 // A give is answered once its credit is durable too, so
                 // the recipient never reads a balance older than "sent".
                 match transfer {
-                    Some(t) => self.registry.credit_then_answer(t, answer, reply),
+                    Some(t) if !credited => self.registry.credit_then_answer(t, answer, reply),
+                    Some(_) => {
+                        // Credited in the debit's own transaction: no wait at all.
+                        metrics::histogram!(m::TRANSFER_CREDIT_SECONDS).record(0.0);
+                        answer.send(reply)
+                    }
                     None => answer.send(reply),
                 }
                 Next::Continue
             }
-            Ok(CommitOutcome::AlreadyApplied) => {
+            Ok((CommitOutcome::AlreadyApplied, _)) => {
                 // Either this command id was recorded before (a retry: answer
                 // the first reply), or what it closes (a job, an arena entry)
                 // moved on first: a finished job, a match. Nothing was written.
@@ -449,6 +545,47 @@ impl UserActor {
                 Next::Continue
             }
             Err(failure) => failure.answer(answer),
+        }
+    }
+
+    /// Decides this player's half of a give another player is committing
+    /// now, hands it over, and waits for how the pair's commit ended: the
+    /// credit is this actor's one WriteSet in flight, so it takes no other
+    /// mail meanwhile.
+    async fn handle_half(&mut self, ask: HalfAsk) -> Next {
+        let HalfAsk {
+            transfer, reply, ..
+        } = ask;
+        if reply.is_closed() {
+            // The sender stopped waiting and committed its debit alone.
+            return Next::Continue;
+        }
+        let decided = game::economy::receive_with_debit(
+            &self.state,
+            self.key,
+            &transfer,
+            &self.context(GuildSettings::fallback()),
+        );
+        let Draft { state, writes, .. } = match decided {
+            Ok(d) => d,
+            Err(refusal) => {
+                let _ = reply.send(Err(refusal));
+                return Next::Continue;
+            }
+        };
+        let (adopt, outcome) = oneshot::channel();
+        if reply.send(Ok(Half { writes, adopt })).is_err() {
+            return Next::Continue;
+        }
+        match outcome.await {
+            Ok(Ok(CommitOutcome::Applied)) => {
+                self.state = state;
+                Next::Continue
+            }
+            Ok(Ok(CommitOutcome::AlreadyApplied))
+            | Ok(Err(CommitError::Unavailable(_) | CommitError::Rejected(_))) => Next::Continue,
+            // The pair may have landed: this actor reloads before its next command.
+            Ok(Err(CommitError::Unknown(_))) | Err(_) => Next::Leave(Leave::UnknownOutcome),
         }
     }
 
@@ -616,7 +753,65 @@ impl UserActor {
         writes: WriteSet,
         name: &str,
     ) -> Result<CommitOutcome, Failure> {
-        let Ok(durable) = self.registry.shared.commit.submit(writes) else {
+        let durable = self.registry.shared.commit.submit(writes);
+        self.settle(state, durable, name, None).await
+    }
+
+    /// Commits a give's debit and, in the same transaction, the recipient's
+    /// credit, which their actor decides and hands back (`handle_half`):
+    /// once this answers, the recipient reads the gold. `true` if the credit
+    /// went with the debit; otherwise the debit committed alone (the
+    /// recipient's mailbox was full, or their half did not come) and the
+    /// credit follows by delivery.
+    ///
+    /// Only towards a higher key: the sender waits for the recipient's actor
+    /// here, and the recipient, while its half is out, waits only for a
+    /// sender that already holds every half it needs. Waits for a half thus
+    /// only ever go up in key order, so no two actors can wait for each
+    /// other in a circle.
+    async fn commit_give(
+        &mut self,
+        state: UserState,
+        writes: WriteSet,
+        transfer: &Transfer,
+        name: &str,
+    ) -> Result<(CommitOutcome, bool), Failure> {
+        let Some(asked) = self.registry.ask_half(transfer) else {
+            // The recipient's mailbox is full: nothing is written, the
+            // caller retries (a debit alone would be answered unseen).
+            metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "mailbox").increment(1);
+            return Err(Failure::Reply(recipient_busy(name)));
+        };
+        let half = wait_for_half(asked).await;
+        let Some(Half {
+            writes: theirs,
+            adopt,
+        }) = half
+        else {
+            metrics::counter!(m::GIVE_CREDITS_TOTAL, "path" => "after").increment(1);
+            return self.commit(state, writes, name).await.map(|o| (o, false));
+        };
+        metrics::counter!(m::GIVE_CREDITS_TOTAL, "path" => "paired").increment(1);
+        let durable = self.registry.shared.commit.submit_pair(writes, theirs);
+        self.settle(state, durable, name, Some(adopt))
+            .await
+            .map(|o| (o, true))
+    }
+
+    /// Waits for what group commit says of this actor's WriteSet (and of a
+    /// partner's paired with it, who hears the same through `partner`),
+    /// adopting `state` only once it is durable.
+    async fn settle(
+        &mut self,
+        state: UserState,
+        durable: Result<oneshot::Receiver<CommitResult>, Busy>,
+        name: &str,
+        partner: Option<oneshot::Sender<CommitResult>>,
+    ) -> Result<CommitOutcome, Failure> {
+        let Ok(durable) = durable else {
+            if let Some(p) = partner {
+                let _ = p.send(Err(CommitError::Unavailable("backlog full".into())));
+            }
             metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "backlog").increment(1);
             return Err(Failure::Reply(Reply::error(
                 name,
@@ -624,7 +819,138 @@ impl UserActor {
                 "the server is busy; retry shortly",
             )));
         };
-        match durable.await {
+        let durable = durable.await;
+        if let Some(p) = partner {
+            // The recipient adopts its half, forgets it, or reloads, as this says.
+            let _ = p.send(match &durable {
+                Ok(r) => r.clone(),
+                Err(_) => Err(CommitError::Unknown("group commit went away".into())),
+            });
+        }
+        self.adopt(state, durable, name)
+    }
+
+    /// Gives this give's debit to the recipient's actor that coordinates
+    /// it, and waits for how the pair's commit ended; if the recipient
+    /// cannot take its credit, commits the debit alone.
+    async fn commit_debit_via(
+        &mut self,
+        state: UserState,
+        writes: WriteSet,
+        coordinator: oneshot::Sender<DebitHalf>,
+        name: &str,
+    ) -> Result<(CommitOutcome, bool), Failure> {
+        let (adopt, outcome) = oneshot::channel();
+        if let Err(back) = coordinator.send(DebitHalf { writes, adopt }) {
+            // The recipient stopped waiting.
+            metrics::counter!(m::GIVE_CREDITS_TOTAL, "path" => "after").increment(1);
+            return self
+                .commit(state, back.writes, name)
+                .await
+                .map(|o| (o, false));
+        }
+        match outcome.await {
+            Ok(Paired::Committed(result)) => {
+                metrics::counter!(m::GIVE_CREDITS_TOTAL, "path" => "paired").increment(1);
+                self.adopt(state, Ok(result), name).map(|o| (o, true))
+            }
+            Ok(Paired::Alone(writes)) => {
+                metrics::counter!(m::GIVE_CREDITS_TOTAL, "path" => "after").increment(1);
+                self.commit(state, writes, name).await.map(|o| (o, false))
+            }
+            Ok(Paired::Busy) => {
+                metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "backlog").increment(1);
+                Err(Failure::Reply(Reply::error(
+                    name,
+                    ErrorCode::Busy,
+                    "the server is busy; retry shortly",
+                )))
+            }
+            // The recipient's actor stopped holding the debit: it may have committed.
+            Err(_) => Err(Failure::Unknown(Reply::error(
+                name,
+                ErrorCode::Internal,
+                "outcome unknown; check before retrying",
+            ))),
+        }
+    }
+
+    /// Coordinates a give from a player of a higher key to this one: asks
+    /// the sender's actor to decide it, then commits its debit and this
+    /// player's credit in one transaction. The sender answers its caller.
+    /// This actor waits for the sender (a higher key), and the sender, once
+    /// its debit is handed over, waits only for this actor, which by then
+    /// holds both halves.
+    async fn handle_coordinate(&mut self, command: Command, reply: Unread) -> Next {
+        let sender = command.key;
+        let (coordinator, asked) = oneshot::channel();
+        if let Err(Mail::Debit(back)) = self
+            .registry
+            .forward(sender, Mail::debit(command, reply, coordinator))
+        {
+            // The sender's mailbox is full: dropping the mail answers its
+            // caller "not delivered", and the caller sends it again.
+            drop(back);
+            return Next::Continue;
+        }
+        let Some(DebitHalf {
+            writes: theirs,
+            adopt,
+        }) = wait_for(asked).await
+        else {
+            return Next::Continue;
+        };
+        let Some(transfer) = theirs.transfer_out().cloned() else {
+            let _ = adopt.send(Paired::Alone(theirs));
+            return Next::Continue;
+        };
+        let decided = game::economy::receive_with_debit(
+            &self.state,
+            self.key,
+            &transfer,
+            &self.context(GuildSettings::fallback()),
+        );
+        let Draft {
+            state,
+            writes: mine,
+            ..
+        } = match decided {
+            Ok(d) => d,
+            Err(refusal) => {
+                tracing::warn!(user = %self.key, reason = %refusal.message, "could not take a credit; the debit commits alone");
+                let _ = adopt.send(Paired::Alone(theirs));
+                return Next::Continue;
+            }
+        };
+        let Ok(durable) = self.registry.shared.commit.submit_pair(theirs, mine) else {
+            let _ = adopt.send(Paired::Busy);
+            return Next::Continue;
+        };
+        let durable = durable.await;
+        let _ = adopt.send(Paired::Committed(match &durable {
+            Ok(r) => r.clone(),
+            Err(_) => Err(CommitError::Unknown("group commit went away".into())),
+        }));
+        match durable {
+            Ok(Ok(CommitOutcome::Applied)) => {
+                self.state = state;
+                Next::Continue
+            }
+            Ok(Ok(CommitOutcome::AlreadyApplied))
+            | Ok(Err(CommitError::Unavailable(_) | CommitError::Rejected(_))) => Next::Continue,
+            Ok(Err(CommitError::Unknown(_))) | Err(_) => Next::Leave(Leave::UnknownOutcome),
+        }
+    }
+
+    /// Adopts `state` if group commit says its WriteSet is durable, and says
+    /// what the caller is to hear otherwise.
+    fn adopt(
+        &mut self,
+        state: UserState,
+        durable: Result<CommitResult, oneshot::error::RecvError>,
+        name: &str,
+    ) -> Result<CommitOutcome, Failure> {
+        match durable {
             Ok(Ok(outcome)) => {
                 if outcome == CommitOutcome::Applied {
                     self.state = state;
@@ -694,6 +1020,46 @@ impl UserActor {
                 tracing::warn!(user = %self.key, error = %e, "could not read a stored reply");
                 None
             }
+        }
+    }
+}
+
+/// The answer to a give whose recipient's mailbox is full.
+fn recipient_busy(name: &str) -> Reply {
+    Reply::error(
+        name,
+        ErrorCode::Busy,
+        "the recipient has too many commands waiting; retry shortly",
+    )
+}
+
+/// How long a sender waits for the recipient's half of a give before it
+/// commits its debit alone. Waits go up in key order only, so this is no
+/// deadlock breaker; it bounds a give behind a recipient that is slow
+/// (loading from a struggling store, retrying its own commit).
+const HALF_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The recipient's half, if it comes in time. On time-out the channel is
+/// closed first, so a half sent at that very instant is either taken here
+/// or refused to its sender (who then forgets it): never lost in between.
+async fn wait_for_half(asked: oneshot::Receiver<Result<Half, Refusal>>) -> Option<Half> {
+    match wait_for(asked).await? {
+        Ok(half) => Some(half),
+        Err(refusal) => {
+            tracing::warn!(reason = %refusal.message, "the recipient refused the credit; the debit commits alone");
+            None
+        }
+    }
+}
+
+/// What another actor hands over for a give, if it comes within
+/// `HALF_PATIENCE` (see `wait_for_half`).
+async fn wait_for<T>(mut asked: oneshot::Receiver<T>) -> Option<T> {
+    match tokio::time::timeout(HALF_PATIENCE, &mut asked).await {
+        Ok(got) => got.ok(),
+        Err(_) => {
+            asked.close();
+            asked.try_recv().ok()
         }
     }
 }

@@ -59,6 +59,10 @@ pub struct WriteSet {
     /// Group commit applies each kind with one multi-row statement per batch,
     /// kinds in a fixed order: the guards first (see `Write::is_guard`).
     pub writes: Vec<Write>,
+    /// Applied only together with the WriteSet just before it in its batch,
+    /// all or nothing: a give's credit beside its debit. Group commit keeps
+    /// the two adjacent and in one transaction.
+    pub paired: bool,
 }
 
 /// One typed write of a feature.
@@ -71,6 +75,11 @@ pub enum Write {
     /// Economy, guard: a transfer credited by this command. Applies only if
     /// it was not credited before.
     TransferIn(String),
+    /// Economy: a transfer credited in the same transaction as its debit
+    /// (the WriteSet before this one in its batch, see `WriteSet::paired`),
+    /// so its outbox row is written already credited. Not a guard: the
+    /// debit's WriteSet decides for both.
+    TransferPaired(String),
     /// Generation: a job paid for by this command, written as `queued`.
     JobNew(Job),
     /// Generation, guard: a job leaving `queued`.
@@ -212,6 +221,7 @@ impl WriteSet {
             row: None,
             ledger: Vec::new(),
             writes: Vec::new(),
+            paired: false,
         }
     }
 
@@ -235,11 +245,20 @@ impl WriteSet {
         })
     }
 
+    /// The transfer credited beside its debit, in this WriteSet's batch.
+    pub fn transfer_paired(&self) -> Option<&str> {
+        self.writes.iter().find_map(|w| match w {
+            Write::TransferPaired(id) => Some(id.as_str()),
+            _ => None,
+        })
+    }
+
     /// The transfer this WriteSet's ledger rows belong to, either way.
     pub fn transfer_id(&self) -> Option<&str> {
         self.transfer_out()
             .map(|t| t.id.as_str())
             .or_else(|| self.transfer_in())
+            .or_else(|| self.transfer_paired())
     }
 
     pub fn job_new(&self) -> Option<&Job> {

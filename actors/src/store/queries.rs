@@ -464,6 +464,13 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                         }
                     }
                 }
+                // A paired WriteSet (a give's credit) shares the fate of the
+                // one before it (the debit): a retried debit writes neither.
+                for i in 1..batch.len() {
+                    if batch[i].paired && outcomes[i - 1] != CommitOutcome::Applied {
+                        outcomes[i] = CommitOutcome::AlreadyApplied;
+                    }
+                }
                 let applied: Vec<&WriteSet> = batch
                     .iter()
                     .zip(&outcomes)

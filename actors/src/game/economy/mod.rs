@@ -306,9 +306,42 @@ pub fn receive(
     transfer: &Transfer,
     ctx: &Context<'_>,
 ) -> Result<Draft, Refusal> {
+    credit_transfer(
+        state,
+        key,
+        transfer,
+        ctx,
+        Write::TransferIn(transfer.id.clone()),
+    )
+}
+
+/// Credits a transfer in the same transaction as its debit (the sender's
+/// actor commits both): no guard, the debit's WriteSet decides for both.
+pub fn receive_with_debit(
+    state: &UserState,
+    key: UserKey,
+    transfer: &Transfer,
+    ctx: &Context<'_>,
+) -> Result<Draft, Refusal> {
+    credit_transfer(
+        state,
+        key,
+        transfer,
+        ctx,
+        Write::TransferPaired(transfer.id.clone()),
+    )
+}
+
+fn credit_transfer(
+    state: &UserState,
+    key: UserKey,
+    transfer: &Transfer,
+    ctx: &Context<'_>,
+    marker: Write,
+) -> Result<Draft, Refusal> {
     let mut d = Draft::begin(state, key, ctx, None)?;
     d.credit(Currency::Gold, transfer.amount, "receive")?;
-    d.write(Write::TransferIn(transfer.id.clone()));
+    d.write(marker);
     let data = d.balances();
     Ok(d.with(
         data,

@@ -73,22 +73,32 @@ macro_rules! economy_writes {
                     }
                 );
 
-                let transfers: Vec<&Transfer> = applied.iter().flat_map(|ws| ws.writes.iter()).filter_map(|w| match w {
-                    Write::TransferOut(t) => Some(t),
-                    _ => None,
-                }).collect();
+                // A transfer credited beside its debit is written credited:
+                // the outbox relay has nothing left to do for it.
+                let paired: std::collections::HashSet<&str> =
+                    applied.iter().filter_map(|ws| ws.transfer_paired()).collect();
+                let transfers: Vec<(&Transfer, Option<i64>)> = applied
+                    .iter()
+                    .flat_map(|ws| ws.writes.iter().map(move |w| (*ws, w)))
+                    .filter_map(|(ws, w)| match w {
+                        Write::TransferOut(t) => Some((t, paired.contains(t.id.as_str()).then_some(ws.at_ms))),
+                        _ => None,
+                    })
+                    .collect();
                 insert_chunked!(
                     tx,
-                    "INSERT INTO transfers (id, guild_id, from_user, to_user, amount, created_ms) ",
+                    "INSERT INTO transfers (id, guild_id, from_user, to_user, amount, created_ms, credited_ms) ",
                     "",
                     transfers,
-                    |b, t| {
+                    |b, r| {
+                        let (t, credited) = r;
                         b.push_bind(t.id.as_str())
                             .push_bind(t.guild.get())
                             .push_bind(t.from.get())
                             .push_bind(t.to.get())
                             .push_bind(t.amount)
-                            .push_bind(t.created_ms);
+                            .push_bind(t.created_ms)
+                            .push_bind(*credited);
                     }
                 );
                 Ok(())
