@@ -17,6 +17,7 @@ pub mod job;
 pub mod job_queue;
 mod mailbox;
 mod outbox_relay;
+mod postbox;
 mod registry;
 pub mod reply;
 pub mod runtime;

@@ -27,6 +27,7 @@ use crate::group_commit::GroupCommit;
 use crate::ids::UserKey;
 use crate::job_queue::{Finished, Queues};
 use crate::mailbox::{Answer, Delivery, Half, Mail, NotDelivered, Unread, Why};
+use crate::postbox;
 use crate::reply::{ErrorCode, Reply};
 use crate::store::Store;
 use crate::telemetry as m;
@@ -44,7 +45,7 @@ pub(crate) struct Shared {
 }
 
 struct Slot {
-    mailbox: flume::Sender<Mail>,
+    mailbox: postbox::Sender<Mail>,
     generation: u64,
     /// Set on every use, cleared by the eviction clock: a second chance.
     used: AtomicBool,
@@ -177,7 +178,7 @@ impl Registry {
         let (mailbox, _) = self.address(key);
         mailbox
             .try_send(mail)
-            .map_err(flume::TrySendError::into_inner)
+            .map_err(postbox::TrySendError::into_inner)
     }
 
     /// Credits a give's transfer and only then answers the give, so the
@@ -252,11 +253,11 @@ impl Registry {
                     // The actor died while handling it: the outcome is unknown.
                     Err(_) => return Err(ErrorCode::Internal),
                 },
-                Err(flume::TrySendError::Full(_)) => {
+                Err(postbox::TrySendError::Full(_)) => {
                     metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "mailbox").increment(1);
                     return Err(ErrorCode::Busy);
                 }
-                Err(flume::TrySendError::Disconnected(_)) => {
+                Err(postbox::TrySendError::Disconnected(_)) => {
                     // A stopped actor not yet unregistered (it panicked): clear its slot.
                     self.unregister(key, generation);
                 }
@@ -266,7 +267,7 @@ impl Registry {
     }
 
     /// The mailbox of `key`'s actor, activating one if none is resident.
-    fn address(self: &Arc<Self>, key: UserKey) -> (flume::Sender<Mail>, u64) {
+    fn address(self: &Arc<Self>, key: UserKey) -> (postbox::Sender<Mail>, u64) {
         let now = self.elapsed_ms();
         if let Some(slot) = self.actors.get(&key) {
             slot.used.store(true, Ordering::Relaxed);
@@ -282,7 +283,7 @@ impl Registry {
             }
             Entry::Vacant(e) => {
                 let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = flume::bounded(self.shared.config.mailbox_capacity.max(1));
+                let (tx, rx) = postbox::bounded(self.shared.config.mailbox_capacity.max(1));
                 let actor = UserActor::new(key, generation, self.clone(), rx);
                 e.insert(Slot {
                     mailbox: tx.clone(),

@@ -3,8 +3,9 @@
 //! boundary between them and the player actors, which are tokio tasks.
 //!
 //! Why two kinds: players are many (a million resident) and hot, and a
-//! tokio task with a flume mailbox is smaller and a tenth of the round trip
-//! of an actix actor called from a tokio worker (the README has the figures).
+//! tokio task with a small mailbox of its own (`postbox`) is smaller and a
+//! tenth of the round trip of an actix actor called from a tokio worker (the
+//! README has the figures).
 //! System actors are few and long-lived, and want what actix gives: typed
 //! messages with a `Handler` each, timers on their own context, and
 //! `Supervised` restart.

@@ -30,6 +30,7 @@ use crate::job_queue::{Finished, Reservation};
 use crate::mailbox::{
     Answer, DebitAsk, DebitHalf, Envelope, Half, HalfAsk, Mail, Paired, Unread, Why,
 };
+use crate::postbox;
 use crate::registry::Registry;
 use crate::reply::{ErrorCode, Reply};
 use crate::state::{RecentCommands, UserState};
@@ -40,7 +41,7 @@ pub(crate) struct UserActor {
     key: UserKey,
     generation: u64,
     registry: Arc<Registry>,
-    mailbox: flume::Receiver<Mail>,
+    mailbox: postbox::Receiver<Mail>,
     state: UserState,
     recent: RecentCommands,
 }
@@ -80,7 +81,7 @@ impl UserActor {
         key: UserKey,
         generation: u64,
         registry: Arc<Registry>,
-        mailbox: flume::Receiver<Mail>,
+        mailbox: postbox::Receiver<Mail>,
     ) -> Self {
         Self {
             key,
@@ -115,7 +116,7 @@ impl UserActor {
         // No timer here: the registry's sweeper sends `Passivate(Idle)` to
         // actors unused for the idle timeout, so an idle actor costs no timer.
         loop {
-            let Ok(mail) = self.mailbox.recv_async().await else {
+            let Ok(mail) = self.mailbox.recv().await else {
                 return Leave::Closed;
             };
             // Boxed: the handler's state (~2.5 KB) lives only while one mail
@@ -213,7 +214,7 @@ impl UserActor {
         // Unregistered: no new sender finds this mailbox. Mail already in it
         // is dropped unread (NotDelivered); mail sent by a caller that looked
         // the address up just before is dropped with the mailbox's last handle.
-        while let Ok(mail) = self.mailbox.try_recv() {
+        while let Some(mail) = self.mailbox.try_recv() {
             if let (Leave::LoadFailed, Mail::Command(envelope)) = (reason, mail) {
                 // Retrying would only fail the same way: say so at once.
                 let Envelope { body, reply, .. } = *envelope;
