@@ -23,11 +23,18 @@ type Acked = Arc<Mutex<Vec<(Value, Value)>>>;
 /// A mix of writes: transfers, purchases, claims, new players.
 fn request(run: &str, client: usize, i: usize) -> Value {
     let user = (client % 8) + 1;
+    // Gives go up to players 11..18 (the sender's actor pairs the credit)
+    // and, every other time, to another of 1..8, often a lower key (the
+    // recipient's actor pairs the debit): both ways of a give's one
+    // transaction are killed mid-flight.
+    let to = if (i / 4).is_multiple_of(2) {
+        (client + i) % 8 + 11
+    } else {
+        // (user + k) % 8 + 1 is never the sender itself for k in 0..7.
+        (user + (i / 8) % 7) % 8 + 1
+    };
     let (command, args) = match i % 4 {
-        0 => (
-            "give",
-            json!({"to": ((client + i) % 8 + 11).to_string(), "amount": 1 + i % 20}),
-        ),
+        0 => ("give", json!({"to": to.to_string(), "amount": 1 + i % 20})),
         1 => ("buy", json!({"item": "bait", "quantity": 1})),
         2 => ("daily", json!({})),
         _ => ("balance", json!({})),

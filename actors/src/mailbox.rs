@@ -19,8 +19,8 @@ pub struct NotDelivered;
 
 pub type Delivery = Result<Reply, NotDelivered>;
 
-/// Payloads are boxed: a mailbox allocates its first block of 32 slots when
-/// it is created, so a small `Mail` keeps an idle player small.
+/// Payloads are boxed: a small `Mail` keeps a busy mailbox's buffer small
+/// (an idle one has none, see `postbox`).
 pub(crate) enum Mail {
     Command(Box<Envelope<Command>>),
     /// Gold sent by another player; credited once per transfer id.

@@ -1,5 +1,5 @@
 //! A player's in-memory state, owned by exactly one `UserActor`. Kept compact:
-//! a million resident players must fit in well under 1.5 GiB.
+//! a million resident players must fit in 1 GiB.
 
 /// What the game knows about one player. Changed only by adopting a committed
 /// draft, so it never runs ahead of the database.

@@ -1115,8 +1115,8 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    /// A million resident players must fit in 1.5 GiB: what every idle actor
-    /// carries (its future and its mailbox's first block of 32 slots) stays small.
+    /// A million resident players must fit in 1 GiB: what every idle actor
+    /// carries (its future, and the mail its mailbox holds) stays small.
     #[test]
     fn an_idle_actor_stays_small() {
         let run = future_size(super::UserActor::run);
