@@ -578,14 +578,23 @@ impl UserActor {
         if reply.send(Ok(Half { writes, adopt })).is_err() {
             return Next::Continue;
         }
-        match outcome.await {
+        self.adopt_half(state, outcome.await)
+    }
+
+    /// Adopts this player's half of a give once the pair is durable;
+    /// leaves (to reload) when the pair may or may not have landed.
+    fn adopt_half(
+        &mut self,
+        state: UserState,
+        outcome: Result<CommitResult, oneshot::error::RecvError>,
+    ) -> Next {
+        match outcome {
             Ok(Ok(CommitOutcome::Applied)) => {
                 self.state = state;
                 Next::Continue
             }
             Ok(Ok(CommitOutcome::AlreadyApplied))
             | Ok(Err(CommitError::Unavailable(_) | CommitError::Rejected(_))) => Next::Continue,
-            // The pair may have landed: this actor reloads before its next command.
             Ok(Err(CommitError::Unknown(_))) | Err(_) => Next::Leave(Leave::UnknownOutcome),
         }
     }
@@ -932,15 +941,7 @@ impl UserActor {
             Ok(r) => r.clone(),
             Err(_) => Err(CommitError::Unknown("group commit went away".into())),
         }));
-        match durable {
-            Ok(Ok(CommitOutcome::Applied)) => {
-                self.state = state;
-                Next::Continue
-            }
-            Ok(Ok(CommitOutcome::AlreadyApplied))
-            | Ok(Err(CommitError::Unavailable(_) | CommitError::Rejected(_))) => Next::Continue,
-            Ok(Err(CommitError::Unknown(_))) | Err(_) => Next::Leave(Leave::UnknownOutcome),
-        }
+        self.adopt_half(state, durable)
     }
 
     /// Adopts `state` if group commit says its WriteSet is durable, and says

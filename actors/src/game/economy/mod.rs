@@ -306,13 +306,7 @@ pub fn receive(
     transfer: &Transfer,
     ctx: &Context<'_>,
 ) -> Result<Draft, Refusal> {
-    credit_transfer(
-        state,
-        key,
-        transfer,
-        ctx,
-        Write::TransferIn(transfer.id.clone()),
-    )
+    credit_transfer(state, key, transfer, ctx, Write::TransferIn)
 }
 
 /// Credits a transfer in the same transaction as its debit (the sender's
@@ -323,25 +317,20 @@ pub fn receive_with_debit(
     transfer: &Transfer,
     ctx: &Context<'_>,
 ) -> Result<Draft, Refusal> {
-    credit_transfer(
-        state,
-        key,
-        transfer,
-        ctx,
-        Write::TransferPaired(transfer.id.clone()),
-    )
+    credit_transfer(state, key, transfer, ctx, Write::TransferPaired)
 }
 
+/// `marker` says how storage knows the credit lands once.
 fn credit_transfer(
     state: &UserState,
     key: UserKey,
     transfer: &Transfer,
     ctx: &Context<'_>,
-    marker: Write,
+    marker: fn(String) -> Write,
 ) -> Result<Draft, Refusal> {
     let mut d = Draft::begin(state, key, ctx, None)?;
     d.credit(Currency::Gold, transfer.amount, "receive")?;
-    d.write(marker);
+    d.write(marker(transfer.id.clone()));
     let data = d.balances();
     Ok(d.with(
         data,
