@@ -26,74 +26,12 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::game::arena::battle as arena;
-use crate::ids::{GuildId, UserId, UserKey};
+// The entry's types are the arena feature's; named here too for the application.
+pub use crate::game::arena::entry::{ArenaEntry, EntryStatus, Fought, StoredEntry};
+use crate::ids::GuildId;
 use crate::store::{Store, StoreError};
 use crate::system::{self, ActorSystem, Loaded, PanicOnce};
 use crate::telemetry as m;
-
-/// One player's place in the arena, paid for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArenaEntry {
-    pub id: String,
-    pub key: UserKey,
-    pub fee: i64,
-    pub power: i64,
-    pub created_ms: i64,
-    /// Where the player joined from, to be told the battle's outcome
-    /// (`discord:<channel>`); `None` for HTTP clients.
-    pub notify: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryStatus {
-    Waiting,
-    /// Left before a match: refunded.
-    Left,
-    /// Fought; the result is on its way to the player's actor.
-    Matched,
-    /// The result is paid.
-    Rewarded,
-}
-
-impl EntryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Waiting => "waiting",
-            Self::Left => "left",
-            Self::Matched => "matched",
-            Self::Rewarded => "rewarded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "waiting" => Some(Self::Waiting),
-            "left" => Some(Self::Left),
-            "matched" => Some(Self::Matched),
-            "rewarded" => Some(Self::Rewarded),
-            _ => None,
-        }
-    }
-}
-
-/// One side of a resolved battle, for that player's actor to pay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fought {
-    pub entry: ArenaEntry,
-    pub battle_id: String,
-    pub opponent: UserId,
-    pub won: bool,
-    /// Gold paid to this player (0 for the loser).
-    pub prize: i64,
-}
-
-/// An entry as stored, with its battle once matched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEntry {
-    pub entry: ArenaEntry,
-    pub status: EntryStatus,
-    pub fought: Option<Fought>,
-}
 
 /// A paid entry for its guild's line.
 #[derive(Message)]

@@ -535,9 +535,9 @@ impl Writer {
                 // to tell.
                 matches!(r, Ok(CommitOutcome::Applied))
                     && (ws.job_close().is_some()
-                        || ws
-                            .arena_close()
-                            .is_some_and(|c| c.to == crate::arena::EntryStatus::Rewarded))
+                        || ws.arena_close().is_some_and(|c| {
+                            c.to == crate::game::arena::entry::EntryStatus::Rewarded
+                        }))
             })
             .count() as u64;
         if ended > 0 {

@@ -29,8 +29,8 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
+use crate::game::generation::job::{Job, Rendered, StoredJob};
 use crate::game::generation::workflow::{Kind, Workflow, WorkflowDef};
-use crate::job::{Job, Rendered, StoredJob};
 use crate::store::{Store, StoreError};
 use crate::system::{self, ActorSystem, Loaded, PanicOnce};
 use crate::telemetry as m;

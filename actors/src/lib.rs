@@ -13,7 +13,6 @@ pub mod game;
 pub mod group_commit;
 pub mod guild_settings;
 pub mod ids;
-pub mod job;
 pub mod job_queue;
 mod mailbox;
 mod outbox_relay;
@@ -31,6 +30,9 @@ pub mod writeset;
 
 pub use command::{Command, CommandKind};
 pub use config::RuntimeConfig;
+/// A generation job's types are the generation feature's; named here too
+/// for the application.
+pub use game::generation::job;
 pub use ids::{CommandId, GuildId, UserId, UserKey};
 pub use reply::{ErrorCode, Reply};
 pub use runtime::Runtime;

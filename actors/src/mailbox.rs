@@ -3,8 +3,8 @@
 
 use tokio::sync::oneshot;
 
-use crate::arena::Fought;
 use crate::command::Command;
+use crate::game::arena::entry::Fought;
 use crate::game::Refusal;
 use crate::group_commit::CommitResult;
 use crate::job_queue::Finished;

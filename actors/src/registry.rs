@@ -19,9 +19,10 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::arena::{ArenaQueue, Fought};
+use crate::arena::ArenaQueue;
 use crate::command::Command;
 use crate::config::RuntimeConfig;
+use crate::game::arena::entry::Fought;
 use crate::game::Refusal;
 use crate::group_commit::GroupCommit;
 use crate::ids::UserKey;

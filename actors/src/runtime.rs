@@ -11,17 +11,18 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::arena::{ArenaQueue, EntryStatus};
+use crate::arena::ArenaQueue;
 use crate::command::{Command, CommandKind};
 use crate::config::RuntimeConfig;
+use crate::game::arena::entry::EntryStatus;
 use crate::game::arena::ArenaCommand;
 use crate::game::economy::EconomyCommand;
+use crate::game::generation::job::JobStatus;
 use crate::game::generation::GenerationCommand;
 use crate::game::guild::GuildCommand;
 use crate::group_commit::GroupCommit;
 use crate::guild_settings::Guilds;
 use crate::ids::UserKey;
-use crate::job::JobStatus;
 use crate::job_queue::{JobQueue, Place, Queues};
 use crate::outbox_relay::{relay_pending, OutboxRelay};
 use crate::registry::{Registry, Shared};
@@ -610,7 +611,7 @@ async fn refund_orphans(
             tracing::warn!(job = %open.job.id, %workflow, "a queued job's workflow is no longer offered; refunding it");
             let _ = finished.send(crate::job_queue::Finished {
                 job: open.job,
-                rendered: crate::job::Rendered::Failed(format!(
+                rendered: crate::game::generation::job::Rendered::Failed(format!(
                     "the {workflow} workflow is no longer offered"
                 )),
             });

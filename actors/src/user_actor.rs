@@ -16,16 +16,16 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::arena::{EntryStatus, Fought};
 use crate::command::{Command, CommandKind};
+use crate::game::arena::entry::{EntryStatus, Fought};
 use crate::game::arena::ArenaCommand;
 use crate::game::economy::EconomyCommand;
+use crate::game::generation::job::{JobStatus, Rendered};
 use crate::game::generation::GenerationCommand;
 use crate::game::guild::settings::GuildSettings;
 use crate::game::{self, Draft, Refusal};
 use crate::group_commit::{Busy, CommitError, CommitResult};
 use crate::ids::UserKey;
-use crate::job::{JobStatus, Rendered};
 use crate::job_queue::{Finished, Reservation};
 use crate::mailbox::{
     Answer, DebitAsk, DebitHalf, Envelope, Half, HalfAsk, Mail, Paired, Unread, Why,

@@ -2,11 +2,11 @@
 //! one per command and hands it to group commit; it is applied in the same
 //! transaction as every other WriteSet of its batch, all or nothing.
 
-use crate::arena::{ArenaEntry, EntryStatus};
 use crate::domain::Currency;
+use crate::game::arena::entry::{ArenaEntry, EntryStatus};
+use crate::game::collection::owned::Owned;
+use crate::game::generation::job::{Job, JobStatus};
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
-use crate::job::{Job, JobStatus};
-use crate::state::Owned;
 
 /// The player's row after the command: absolute values, so applying a
 /// WriteSet twice has the same effect as once.

@@ -3,6 +3,11 @@
 
 use serde::Serialize;
 
+/// Largest amount a single command may move. Far above any sane balance and
+/// far below `i64::MAX`, so sums of a few amounts cannot overflow before the
+/// checked arithmetic of the balance itself refuses them.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Currency {

@@ -56,10 +56,10 @@ mod tests {
     use crate::domain::Currency;
     use crate::game::economy::shop::Catalogue;
     use crate::game::economy::EconomyCommand as E;
+    use crate::game::generation::job::{Job, JobStatus};
     use crate::game::generation::{allowance, credits};
     use crate::game::generation::{close_job, GenerationCommand as G};
     use crate::ids::UserKey;
-    use crate::job::{Job, JobStatus};
     use crate::reply::ErrorCode;
     use crate::state::UserState;
     use crate::writeset::{LedgerEntry, Write};

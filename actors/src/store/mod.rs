@@ -17,10 +17,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
-use crate::arena::{ArenaEntry, StoredEntry};
+use crate::game::arena::entry::{ArenaEntry, StoredEntry};
 use crate::game::economy::LeaderboardBy;
+use crate::game::generation::job::StoredJob;
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
-use crate::job::StoredJob;
 use crate::state::{RecentCommands, UserState};
 use crate::writeset::{CommitOutcome, Transfer, WriteSet};
 
@@ -283,7 +283,7 @@ impl Store {
     pub async fn load_collection(
         &self,
         key: UserKey,
-    ) -> Result<crate::state::Collection, StoreError> {
+    ) -> Result<crate::game::collection::owned::Collection, StoreError> {
         on_pool!(self, (p, q) => q::collection_sql::load(p, key).await)
     }
 

@@ -7,14 +7,14 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::{QueryBuilder, Row};
 
 use super::{user_key, LoadedUser, StoreError};
-use crate::arena::{ArenaEntry, EntryStatus, Fought, StoredEntry};
 use crate::command::{Command, CommandKind};
 use crate::domain::Currency;
+use crate::game::arena::entry::{ArenaEntry, EntryStatus, Fought, StoredEntry};
 use crate::game::economy::{EconomyCommand, LeaderboardBy};
+use crate::game::generation::job::{Job, JobStatus, StoredJob};
 use crate::game::generation::workflow::{self, Workflow};
 use crate::game::{self, Context};
 use crate::ids::{CommandId, GuildId, UserId, UserKey};
-use crate::job::{Job, JobStatus, StoredJob};
 use crate::reply::Reply;
 use crate::state::{RecentCommands, UserState};
 use crate::writeset::{CommitOutcome, Transfer, UserRow, Write, WriteSet};

@@ -4,13 +4,14 @@
 //! storage and the matchmaker, so the runtime answers it.
 
 pub mod battle;
+pub mod entry;
 pub(crate) mod sql;
 
 use serde_json::{json, Value};
 
-use crate::arena::{ArenaEntry, EntryStatus, Fought};
 use crate::args::{Args, ParseError};
 use crate::domain::Currency;
+use crate::game::arena::entry::{ArenaEntry, EntryStatus, Fought};
 use crate::game::draft::{Context, Draft, Refusal};
 use crate::ids::UserKey;
 use crate::reply::ErrorCode;

@@ -9,6 +9,7 @@
 //! a command needs it (`UserState::collection`); the rules refuse to run
 //! without it rather than write over what storage holds.
 
+pub mod owned;
 pub mod roster;
 pub(crate) mod sql;
 pub mod summon;
@@ -20,8 +21,9 @@ use crate::args::{Args, ParseError};
 use crate::domain::Currency;
 use crate::game::draft::{Context, Draft, Refusal};
 use crate::reply::ErrorCode;
-use crate::state::{Owned, UserState};
+use crate::state::UserState;
 use crate::writeset::{Summoned, Write};
+use owned::Owned;
 use roster::{Rarity, Roster, Upgrade, MAX_BANNER_ID, MAX_NAME_CHARS};
 
 /// Most characters in a team.

@@ -226,7 +226,7 @@ impl Roster {
                 return Err(at.at(b.name.span().start, "a banner needs a name"));
             }
             for (cost, what) in [(&b.cost, "cost"), (&b.ten_cost, "ten_cost")] {
-                if !(1..=crate::game::economy::MAX_AMOUNT).contains(cost.get_ref()) {
+                if !(1..=crate::domain::money::MAX_AMOUNT).contains(cost.get_ref()) {
                     return Err(at.at(
                         cost.span().start,
                         format!("{what} must be a positive number of gems"),

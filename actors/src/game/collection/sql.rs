@@ -9,7 +9,7 @@ macro_rules! collection_sql {
     () => {
         pub(crate) mod collection_sql {
             use super::*;
-            use crate::state::{Collection, Owned};
+            use crate::game::collection::owned::{Collection, Owned};
             use crate::writeset::Summoned;
 
             pub async fn load(pool: &Pool, key: UserKey) -> Result<Collection, StoreError> {

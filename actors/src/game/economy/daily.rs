@@ -1,11 +1,7 @@
 //! The `/daily` reward: once per UTC day, with a streak that grows when claims
 //! fall on consecutive days and resets after a missed day.
 
-/// Days since 1970-01-01 in UTC, the unit the daily claim is counted in.
-pub fn utc_day(now_ms: i64) -> i32 {
-    // div_euclid so instants before 1970 still land on the right day.
-    i32::try_from(now_ms.div_euclid(86_400_000)).unwrap_or(i32::MAX)
-}
+pub use crate::domain::day::utc_day;
 
 pub const BASE_GOLD: i64 = 100;
 /// Extra gold per day of streak beyond the first, capped at `MAX_STREAK_BONUS_DAYS`.

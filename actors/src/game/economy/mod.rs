@@ -18,10 +18,7 @@ use crate::state::UserState;
 use crate::writeset::{Transfer, Write};
 use shop::PurchaseError;
 
-/// Largest amount a single command may move. Far above any sane balance and
-/// far below `i64::MAX`, so sums of a few amounts cannot overflow before the
-/// checked arithmetic of the balance itself refuses them.
-pub const MAX_AMOUNT: i64 = 1_000_000_000_000;
+pub use crate::domain::money::MAX_AMOUNT;
 /// Largest quantity a single `buy` may ask for.
 pub const MAX_QUANTITY: i64 = 1_000;
 /// Longest item name accepted.

@@ -18,8 +18,8 @@
 
 use serde::Deserialize;
 
+use crate::domain::day::utc_day;
 use crate::game::data_file::{DataFileError, Pointer};
-use crate::game::economy::daily::utc_day;
 use crate::game::generation::workflow::{Workflow, WorkflowDef};
 
 pub const SHIPPED: &str = include_str!("../../../../assets/credits.toml");

@@ -6,6 +6,7 @@
 
 pub mod allowance;
 pub mod credits;
+pub mod job;
 pub mod lucky;
 pub mod packs;
 pub mod payment;
@@ -15,11 +16,11 @@ pub mod workflow;
 use serde_json::{json, Value};
 
 use crate::args::{Args, ParseError};
+use crate::domain::day::utc_day;
 use crate::domain::Currency;
 use crate::game::draft::{Context, Draft, Refusal};
-use crate::game::economy::daily;
+use crate::game::generation::job::{Job, JobStatus};
 use crate::ids::UserKey;
-use crate::job::{Job, JobStatus};
 use crate::reply::ErrorCode;
 use crate::state::UserState;
 use crate::writeset::{JobClose, Write};
@@ -278,7 +279,7 @@ fn job_id(a: &mut Args<'_>, name: &str) -> Result<String, ParseError> {
 
 /// Today's lucky discount, or 0 if the player has not drawn today.
 fn discount_today(d: &Draft, now_ms: i64) -> u8 {
-    if d.state.lucky_day == Some(daily::utc_day(now_ms)) {
+    if d.state.lucky_day == Some(utc_day(now_ms)) {
         d.state.lucky_pct
     } else {
         0
@@ -300,8 +301,7 @@ pub fn decide(
             let mut data = d.balances();
             with_holds(&mut data, &d);
             data["discount_pct"] = json!(discount);
-            data["lucky_drawn_today"] =
-                json!(d.state.lucky_day == Some(daily::utc_day(ctx.now_ms)));
+            data["lucky_drawn_today"] = json!(d.state.lucky_day == Some(utc_day(ctx.now_ms)));
             data["prices"] = prices(&ctx.generation.workflows, discount);
             let mut free = serde_json::Map::new();
             for w in ctx.generation.workflows.iter() {
@@ -363,7 +363,7 @@ pub fn decide(
             Ok(d.with(data, msg))
         }
         GenerationCommand::Lucky => {
-            let today = daily::utc_day(ctx.now_ms);
+            let today = utc_day(ctx.now_ms);
             if d.state.lucky_day == Some(today) {
                 let next_midnight = (i64::from(today) + 1) * 86_400_000;
                 return Err(Refusal::new(

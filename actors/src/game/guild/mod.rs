@@ -14,9 +14,9 @@ pub(crate) mod sql;
 use serde_json::{json, Value};
 
 use crate::args::{Args, ParseError};
+use crate::domain::money::MAX_AMOUNT;
 use crate::domain::Currency;
 use crate::game::draft::{Context, Draft, Refusal};
-use crate::game::economy::MAX_AMOUNT;
 use crate::ids::{UserId, UserKey};
 use crate::reply::ErrorCode;
 use crate::writeset::{AuditRow, Write};
