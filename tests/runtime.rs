@@ -777,3 +777,79 @@ both_backends!(
         db.drop_db().await;
     }
 );
+
+/// A recipient whose actor cannot hand over its half of a give in time (its
+/// state is still loading from a store that is held up) does not hold the
+/// give for ever: after two seconds the debit commits alone, the credit is
+/// delivered once the recipient can take it, and the give is answered only
+/// then, still visible. PostgreSQL only: a table lock holds every read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_whose_recipient_is_held_up_commits_alone_and_is_still_seen() {
+    use sqlx::{Connection, Executor, Row};
+    let db = TestDb::new(Backend::Postgres).await;
+    let rt = start(
+        &db,
+        RuntimeConfig {
+            starting_gold: 1_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    // The sender is resident; the recipient's actor is not yet.
+    assert!(rt.dispatch(cmd(1, "daily", json!({}))).await.ok);
+    let sender_before = gold(&rt.dispatch(cmd(1, "balance", json!({}))).await);
+
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let give = {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            rt.dispatch(cmd_with_id(
+                1,
+                "held-1",
+                "give",
+                json!({"to": "2", "amount": 40}),
+            ))
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert!(
+        !give.is_finished(),
+        "nothing can commit while the lock is held"
+    );
+    holder.execute("ROLLBACK").await.unwrap();
+
+    let reply = tokio::time::timeout(Duration::from_secs(20), give)
+        .await
+        .expect("the give is answered once the store lets go")
+        .unwrap();
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(gold(&reply), sender_before - 40);
+    // Seen at once by the recipient, and by storage.
+    assert_eq!(
+        gold(&rt.dispatch(cmd(2, "balance", json!({}))).await),
+        1_040
+    );
+    let audit = rt.audit().await.unwrap();
+    assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+    assert_eq!(audit.pending_transfers, 0);
+    // Credited by delivery after the half's patience ran out, not paired:
+    // a paired credit is written in the debit's own instant.
+    let row = sqlx::query("SELECT created_ms, credited_ms FROM transfers")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    let (created, credited): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        credited - created >= 2_000,
+        "the credit came {} ms after the debit was decided",
+        credited - created
+    );
+    drop(holder);
+    db.drop_db().await;
+}
