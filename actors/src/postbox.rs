@@ -80,9 +80,10 @@ pub(crate) struct Closed;
 pub(crate) struct Sender<T>(Arc<Shared<T>>);
 
 impl<T> Sender<T> {
-    /// Queues `item` now, or hands it back.
-    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        let waker = {
+    /// Queues `item` now, saying how many items are queued with it, or
+    /// hands it back.
+    pub fn try_send(&self, item: T) -> Result<usize, TrySendError<T>> {
+        let (depth, waker) = {
             let mut state = self.0.state();
             if state.receiver_gone {
                 return Err(TrySendError::Disconnected(item));
@@ -91,18 +92,13 @@ impl<T> Sender<T> {
                 return Err(TrySendError::Full(item));
             }
             state.queue.push_back(item);
-            state.waker.take()
+            (state.queue.len(), state.waker.take())
         };
         // Woken outside the lock: the receiver takes it at once.
         if let Some(w) = waker {
             w.wake();
         }
-        Ok(())
-    }
-
-    /// Items queued now.
-    pub fn len(&self) -> usize {
-        self.0.state().queue.len()
+        Ok(depth)
     }
 }
 
@@ -209,9 +205,11 @@ mod tests {
     #[test]
     fn a_full_channel_hands_the_item_back() {
         let (tx, rx) = bounded(2);
-        assert!(tx.try_send(1).is_ok() && tx.try_send(2).is_ok());
+        assert_eq!(
+            (tx.try_send(1).ok(), tx.try_send(2).ok()),
+            (Some(1), Some(2))
+        );
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
-        assert_eq!(tx.len(), 2);
         assert_eq!(rx.try_recv(), Some(1));
         assert!(tx.try_send(3).is_ok());
         assert_eq!(
@@ -282,7 +280,7 @@ mod tests {
                         let mut item = s * EACH + i;
                         loop {
                             match tx.try_send(item) {
-                                Ok(()) => break,
+                                Ok(_) => break,
                                 Err(TrySendError::Full(back)) => {
                                     item = back;
                                     tokio::task::yield_now().await;

@@ -160,9 +160,9 @@ impl Registry {
     }
 
     /// Asks the recipient's actor (activating it) for its half of a give,
-    /// or `None` when its mailbox is full or closed: the give then commits
-    /// its debit alone. A half asked for and never read (the recipient
-    /// passivated) closes the receiver, with the same meaning.
+    /// or `None` when its mailbox is full: the give is then answered `busy`
+    /// with nothing written. A half asked for and never read (the recipient
+    /// passivated) closes the receiver, and the debit commits alone.
     pub(crate) fn ask_half(
         self: &Arc<Self>,
         transfer: &Transfer,
@@ -174,12 +174,40 @@ impl Registry {
     }
 
     /// Puts `mail` in `key`'s mailbox (activating its actor) without
-    /// waiting, or hands it back when the mailbox is full or closed.
+    /// waiting, or hands it back when the mailbox is full.
     pub(crate) fn forward(self: &Arc<Self>, key: UserKey, mail: Mail) -> Result<(), Mail> {
-        let (mailbox, _) = self.address(key);
-        mailbox
-            .try_send(mail)
+        self.post(key, mail)
             .map_err(postbox::TrySendError::into_inner)
+    }
+
+    /// Puts `mail` in `key`'s mailbox, activating its actor. A slot whose
+    /// actor stopped without unregistering (it panicked) is cleared and the
+    /// mail goes to a new activation; a full mailbox hands it back, counted.
+    fn post(
+        self: &Arc<Self>,
+        key: UserKey,
+        mut mail: Mail,
+    ) -> Result<(), postbox::TrySendError<Mail>> {
+        for _ in 0..2 {
+            // The address is let go of before any wait: mail a passivating
+            // actor never read is dropped (answering NotDelivered) with it.
+            let (mailbox, generation) = self.address(key);
+            match mailbox.try_send(mail) {
+                Ok(depth) => {
+                    metrics::histogram!(m::MAILBOX_DEPTH).record(depth as f64);
+                    return Ok(());
+                }
+                Err(postbox::TrySendError::Disconnected(back)) => {
+                    self.unregister(key, generation);
+                    mail = back;
+                }
+                Err(full) => {
+                    metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "mailbox").increment(1);
+                    return Err(full);
+                }
+            }
+        }
+        Err(postbox::TrySendError::Disconnected(mail))
     }
 
     /// Credits a give's transfer and only then answers the give, so the
@@ -238,30 +266,15 @@ impl Registry {
     ) -> Result<Reply, ErrorCode> {
         for _ in 0..MAX_REDELIVERIES {
             let (tx, rx) = oneshot::channel::<Delivery>();
-            let (mailbox, generation) = self.address(key);
-            let sent = mailbox.try_send(mail(Unread::new(tx)));
-            if sent.is_ok() {
-                metrics::histogram!(m::MAILBOX_DEPTH).record(mailbox.len() as f64);
-            }
-            // Let go of the mailbox before waiting: mail a passivating actor
-            // never read is dropped (answering NotDelivered) only when the
-            // last handle to its mailbox is gone.
-            drop(mailbox);
-            match sent {
+            match self.post(key, mail(Unread::new(tx))) {
                 Ok(()) => match rx.await {
                     Ok(Ok(reply)) => return Ok(reply),
                     Ok(Err(NotDelivered)) => continue,
                     // The actor died while handling it: the outcome is unknown.
                     Err(_) => return Err(ErrorCode::Internal),
                 },
-                Err(postbox::TrySendError::Full(_)) => {
-                    metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "mailbox").increment(1);
-                    return Err(ErrorCode::Busy);
-                }
-                Err(postbox::TrySendError::Disconnected(_)) => {
-                    // A stopped actor not yet unregistered (it panicked): clear its slot.
-                    self.unregister(key, generation);
-                }
+                Err(postbox::TrySendError::Full(_)) => return Err(ErrorCode::Busy),
+                Err(postbox::TrySendError::Disconnected(_)) => continue,
             }
         }
         Err(ErrorCode::Busy)

@@ -142,23 +142,17 @@ impl UserActor {
                 // A give to a lower key is coordinated by the recipient.
                 match self.coordinator_of(&body) {
                     Some(recipient) => {
-                        match self
-                            .registry
-                            .forward(recipient, Mail::coordinate(body, reply, span))
+                        let coordinate = Mail::coordinate(body, reply, span);
+                        // The recipient's mailbox is full: the give could
+                        // not be seen when answered, so it is not taken;
+                        // the caller retries, as for any full mailbox.
+                        if let Err(Mail::Coordinate(back)) =
+                            self.registry.forward(recipient, coordinate)
                         {
-                            Ok(()) => Next::Continue,
-                            // The recipient's mailbox is full: the give
-                            // could not be seen when answered, so it is not
-                            // taken; the caller retries, as for any full mailbox.
-                            Err(Mail::Coordinate(back)) => {
-                                let Envelope { body, reply, .. } = *back;
-                                metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "mailbox")
-                                    .increment(1);
-                                reply.open().send(recipient_busy(body.kind.name()));
-                                Next::Continue
-                            }
-                            Err(_) => Next::Continue,
+                            let Envelope { body, reply, .. } = *back;
+                            reply.open().send(recipient_busy(body.kind.name()));
                         }
+                        Next::Continue
                     }
                     None => {
                         self.handle_command(body, reply.open(), None)
@@ -561,13 +555,7 @@ impl UserActor {
             // The sender stopped waiting and committed its debit alone.
             return Next::Continue;
         }
-        let decided = game::economy::receive_with_debit(
-            &self.state,
-            self.key,
-            &transfer,
-            &self.context(GuildSettings::fallback()),
-        );
-        let Draft { state, writes, .. } = match decided {
+        let Draft { state, writes, .. } = match self.decide_paired_credit(&transfer) {
             Ok(d) => d,
             Err(refusal) => {
                 let _ = reply.send(Err(refusal));
@@ -579,6 +567,16 @@ impl UserActor {
             return Next::Continue;
         }
         self.adopt_half(state, outcome.await)
+    }
+
+    /// This player's credit of a give committed with its debit.
+    fn decide_paired_credit(&self, transfer: &Transfer) -> Result<Draft, Refusal> {
+        game::economy::receive_with_debit(
+            &self.state,
+            self.key,
+            transfer,
+            &self.context(GuildSettings::fallback()),
+        )
     }
 
     /// Adopts this player's half of a give once the pair is durable;
@@ -770,9 +768,10 @@ impl UserActor {
     /// Commits a give's debit and, in the same transaction, the recipient's
     /// credit, which their actor decides and hands back (`handle_half`):
     /// once this answers, the recipient reads the gold. `true` if the credit
-    /// went with the debit; otherwise the debit committed alone (the
-    /// recipient's mailbox was full, or their half did not come) and the
-    /// credit follows by delivery.
+    /// went with the debit; otherwise the debit committed alone (their half
+    /// did not come in time, or was refused) and the credit follows by
+    /// delivery. A recipient whose mailbox is full gets nothing written:
+    /// the give is answered `busy`.
     ///
     /// Only towards a higher key: the sender waits for the recipient's actor
     /// here, and the recipient, while its half is out, waits only for a
@@ -787,9 +786,8 @@ impl UserActor {
         name: &str,
     ) -> Result<(CommitOutcome, bool), Failure> {
         let Some(asked) = self.registry.ask_half(transfer) else {
-            // The recipient's mailbox is full: nothing is written, the
-            // caller retries (a debit alone would be answered unseen).
-            metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "mailbox").increment(1);
+            // Nothing is written: the caller retries (a debit alone would
+            // be answered unseen).
             return Err(Failure::Reply(recipient_busy(name)));
         };
         let half = wait_for_half(asked).await;
@@ -822,20 +820,12 @@ impl UserActor {
             if let Some(p) = partner {
                 let _ = p.send(Err(CommitError::Unavailable("backlog full".into())));
             }
-            metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "backlog").increment(1);
-            return Err(Failure::Reply(Reply::error(
-                name,
-                ErrorCode::Busy,
-                "the server is busy; retry shortly",
-            )));
+            return Err(backlog_busy(name));
         };
         let durable = durable.await;
         if let Some(p) = partner {
             // The recipient adopts its half, forgets it, or reloads, as this says.
-            let _ = p.send(match &durable {
-                Ok(r) => r.clone(),
-                Err(_) => Err(CommitError::Unknown("group commit went away".into())),
-            });
+            let _ = p.send(as_told(&durable));
         }
         self.adopt(state, durable, name)
     }
@@ -868,14 +858,7 @@ impl UserActor {
                 metrics::counter!(m::GIVE_CREDITS_TOTAL, "path" => "after").increment(1);
                 self.commit(state, writes, name).await.map(|o| (o, false))
             }
-            Ok(Paired::Busy) => {
-                metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "backlog").increment(1);
-                Err(Failure::Reply(Reply::error(
-                    name,
-                    ErrorCode::Busy,
-                    "the server is busy; retry shortly",
-                )))
-            }
+            Ok(Paired::Busy) => Err(backlog_busy(name)),
             // The recipient's actor stopped holding the debit: it may have committed.
             Err(_) => Err(Failure::Unknown(Reply::error(
                 name,
@@ -914,17 +897,11 @@ impl UserActor {
             let _ = adopt.send(Paired::Alone(theirs));
             return Next::Continue;
         };
-        let decided = game::economy::receive_with_debit(
-            &self.state,
-            self.key,
-            &transfer,
-            &self.context(GuildSettings::fallback()),
-        );
         let Draft {
             state,
             writes: mine,
             ..
-        } = match decided {
+        } = match self.decide_paired_credit(&transfer) {
             Ok(d) => d,
             Err(refusal) => {
                 tracing::warn!(user = %self.key, reason = %refusal.message, "could not take a credit; the debit commits alone");
@@ -937,10 +914,7 @@ impl UserActor {
             return Next::Continue;
         };
         let durable = durable.await;
-        let _ = adopt.send(Paired::Committed(match &durable {
-            Ok(r) => r.clone(),
-            Err(_) => Err(CommitError::Unknown("group commit went away".into())),
-        }));
+        let _ = adopt.send(Paired::Committed(as_told(&durable)));
         self.adopt_half(state, durable)
     }
 
@@ -1023,6 +997,25 @@ impl UserActor {
                 None
             }
         }
+    }
+}
+
+/// Group commit's backlog is full: nothing was written.
+fn backlog_busy(name: &str) -> Failure {
+    metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "backlog").increment(1);
+    Failure::Reply(Reply::error(
+        name,
+        ErrorCode::Busy,
+        "the server is busy; retry shortly",
+    ))
+}
+
+/// What to tell the other half of a pair: group commit's answer, or
+/// "unknown" if group commit went away without one.
+fn as_told(durable: &Result<CommitResult, oneshot::error::RecvError>) -> CommitResult {
+    match durable {
+        Ok(r) => r.clone(),
+        Err(_) => Err(CommitError::Unknown("group commit went away".into())),
     }
 }
 
