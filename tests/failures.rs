@@ -330,6 +330,16 @@ async fn a_runtime_starts_only_after_a_dead_predecessors_last_commit() {
         .await
         .unwrap();
 
+    // Another kokoro's read-only snapshot (a backup) holds nothing up: it
+    // has written nothing to land.
+    let url = format!("{}?application_name=kokoro%204000000001%20", db.url);
+    let mut backup = sqlx::PgConnection::connect(&url).await.unwrap();
+    backup
+        .execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .unwrap();
+    backup.execute("SELECT count(*) FROM users").await.unwrap();
+
     let store = db.store().await;
     let starting = tokio::spawn(Runtime::start(store, RuntimeConfig::default()));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -340,7 +350,7 @@ async fn a_runtime_starts_only_after_a_dead_predecessors_last_commit() {
     predecessor.execute("COMMIT").await.unwrap();
     let rt = tokio::time::timeout(Duration::from_secs(5), starting)
         .await
-        .expect("the runtime starts once the predecessor's commit landed")
+        .expect("the runtime starts once the predecessor's commit landed, the backup still open")
         .unwrap()
         .unwrap();
     let after = gold(&rt.dispatch(cmd(1, "buy", json!({"item": "bait"}))).await);
@@ -353,5 +363,6 @@ async fn a_runtime_starts_only_after_a_dead_predecessors_last_commit() {
     assert!(audit.violations().is_empty(), "{:?}", audit.violations());
     rt.shutdown().await;
     drop(predecessor);
+    drop(backup);
     db.drop_db().await;
 }

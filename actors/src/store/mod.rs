@@ -166,7 +166,9 @@ impl Store {
     }
 
     /// PostgreSQL: waits until no other kokoro process has a transaction
-    /// open on this database, for at most `patience`.
+    /// open on this database that has written (a read-only one, such as
+    /// `kokoro backup`'s snapshot, cannot overwrite anything), for at most
+    /// `patience`.
     ///
     /// A process killed with SIGKILL leaves its sessions behind for a
     /// moment: a COMMIT it had sent is still read and applied by the server
@@ -187,7 +189,8 @@ impl Store {
                 "SELECT pid, application_name, state FROM pg_stat_activity \
                  WHERE datname = current_database() AND pid <> pg_backend_pid() \
                    AND application_name LIKE 'kokoro %' AND application_name NOT LIKE $1 \
-                   AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')",
+                   AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)') \
+                   AND backend_xid IS NOT NULL",
             )
             .bind(format!("{}%", application_name()))
             .fetch_all(pool)
