@@ -853,3 +853,92 @@ async fn a_give_whose_recipient_is_held_up_commits_alone_and_is_still_seen() {
     drop(holder);
     db.drop_db().await;
 }
+
+both_backends!(
+    a_give_storage_refuses_writes_neither_half_and_spoils_no_other,
+    |backend| {
+        let db = TestDb::new(backend).await;
+        let rt = start(
+            &db,
+            RuntimeConfig {
+                starting_gold: 1_000,
+                ..Default::default()
+            },
+        )
+        .await;
+        // Storage refuses any ledger row of 13 gold, which the rules allow:
+        // a batch holding such a give fails, and group commit splits it to
+        // find the bad WriteSets. A give's debit and credit must stay
+        // together through the split: refused together, or written together.
+        let refuse = match backend {
+            Backend::Postgres => {
+                "ALTER TABLE ledger ADD CONSTRAINT no_thirteen CHECK (amount NOT IN (13, -13))"
+            }
+            Backend::Sqlite => {
+                "CREATE TRIGGER no_thirteen BEFORE INSERT ON ledger WHEN NEW.amount IN (13, -13) \
+                 BEGIN SELECT RAISE(ABORT, 'no thirteen'); END"
+            }
+        };
+        support::sql(rt.store(), refuse).await;
+        // Both ways of pairing: upward (the sender asks for the credit)
+        // and downward (the recipient asks for the debit), 13 every fifth.
+        let gives: Vec<(i64, i64, i64)> = (1..=40)
+            .flat_map(|i: i64| {
+                let amount = if i % 5 == 0 { 13 } else { 7 };
+                [(i, 100 + i, amount), (200 + i, i, amount)]
+            })
+            .collect();
+        let replies = join_all(gives.iter().map(|&(from, to, amount)| {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                dispatch_retrying(
+                    &rt,
+                    cmd(
+                        from,
+                        "give",
+                        json!({"to": to.to_string(), "amount": amount}),
+                    ),
+                )
+                .await
+            })
+        }))
+        .await;
+        let mut expected: HashMap<i64, i64> = HashMap::new();
+        for (&(from, to, amount), reply) in gives.iter().zip(replies) {
+            let reply = reply.unwrap();
+            assert_eq!(
+                reply.ok,
+                amount != 13,
+                "give {from} -> {to} of {amount}: {reply:?}"
+            );
+            for u in [from, to] {
+                expected.entry(u).or_insert(1_000);
+            }
+            if reply.ok {
+                *expected.get_mut(&from).unwrap() -= amount;
+                *expected.get_mut(&to).unwrap() += amount;
+            }
+        }
+        for (&u, &want) in &expected {
+            assert_eq!(
+                gold(&rt.dispatch(cmd(u, "balance", json!({}))).await),
+                want,
+                "player {u}"
+            );
+        }
+        let store = rt.store();
+        for (&u, &want) in &expected {
+            let stored = store.load_user(key(u)).await.unwrap().state;
+            // A player never written keeps no row: the starting gold.
+            assert_eq!(
+                if stored.exists { stored.gold } else { 1_000 },
+                want,
+                "stored player {u}"
+            );
+        }
+        let audit = rt.audit().await.unwrap();
+        assert!(audit.violations().is_empty(), "{:?}", audit.violations());
+        assert_eq!(audit.pending_transfers, 0, "no half was left behind");
+        db.drop_db().await;
+    }
+);
