@@ -14,12 +14,7 @@ use crate::job_queue::{JobQueueConfig, Render};
 /// Unix time in milliseconds. Injected so tests can move days forward.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// The wall clock in Unix milliseconds.
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::domain::day::unix_ms;
 
 pub fn system_clock() -> Clock {
     Arc::new(unix_ms)

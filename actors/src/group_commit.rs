@@ -20,7 +20,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::config::unix_ms;
+use crate::domain::day::unix_ms;
 use crate::store::{Store, StoreError};
 use crate::system::{self, ActorSystem, PanicOnce};
 use crate::telemetry as m;

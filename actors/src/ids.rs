@@ -131,6 +131,16 @@ impl fmt::Display for CommandId {
     }
 }
 
+/// Whether `id` has the form of an upload id (`u` and 32 hex digits): a
+/// player's input image, kept by `uploads`.
+pub fn valid_upload_id(id: &str) -> bool {
+    id.len() == 33
+        && id.starts_with('u')
+        && id[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

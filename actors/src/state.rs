@@ -39,7 +39,7 @@ pub struct UserState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OnDemand {
     pub collection: Option<Collection>,
-    pub roleplay: Option<crate::game::roleplay::Roleplay>,
+    pub roleplay: Option<crate::game::roleplay::sheet::Roleplay>,
     pub allowance: Option<crate::game::generation::allowance::Allowance>,
 }
 
@@ -63,15 +63,15 @@ impl UserState {
     }
 
     /// The player's roleplay characters and day, if read.
-    pub fn roleplay(&self) -> Option<&crate::game::roleplay::Roleplay> {
+    pub fn roleplay(&self) -> Option<&crate::game::roleplay::sheet::Roleplay> {
         self.on_demand.as_ref()?.roleplay.as_ref()
     }
 
-    pub fn roleplay_mut(&mut self) -> Option<&mut crate::game::roleplay::Roleplay> {
+    pub fn roleplay_mut(&mut self) -> Option<&mut crate::game::roleplay::sheet::Roleplay> {
         self.on_demand.as_mut()?.roleplay.as_mut()
     }
 
-    pub fn set_roleplay(&mut self, r: crate::game::roleplay::Roleplay) {
+    pub fn set_roleplay(&mut self, r: crate::game::roleplay::sheet::Roleplay) {
         self.on_demand.get_or_insert_default().roleplay = Some(r);
     }
 

@@ -94,14 +94,7 @@ pub fn check(bytes: &[u8]) -> Result<(Format, usize, usize), UploadError> {
     Ok((format, width, height))
 }
 
-/// Whether `id` has the form of an upload id (`u` and 32 hex digits).
-pub fn valid_id(id: &str) -> bool {
-    id.len() == 33
-        && id.starts_with('u')
-        && id[1..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+pub use crate::ids::valid_upload_id as valid_id;
 
 /// Where uploads are kept.
 #[derive(Debug, Clone)]

@@ -128,7 +128,7 @@ pub enum Write {
         last_xp_reset: Option<String>,
     },
     /// Roleplay: a character as it now is (absolute values).
-    RpCharacter(crate::game::roleplay::RpCharacter),
+    RpCharacter(crate::game::roleplay::sheet::RpCharacter),
     /// Roleplay: a character deleted (its tallies stay, as history).
     RpDeleted(i64),
     /// Roleplay: a character's XP on one local day, absolute: what explains

@@ -27,7 +27,7 @@ pub struct Context<'a> {
     pub catalogue: &'a Catalogue,
     pub roster: &'a Roster,
     /// Workflows and lucky tiers.
-    pub generation: &'a crate::game::generation::GenerationData,
+    pub generation: &'a crate::game::generation::data::GenerationData,
     /// The player's guild's settings (`GuildSettings::fallback()` for the
     /// commands that do not read them).
     pub guild: &'a GuildSettings,

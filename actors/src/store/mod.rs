@@ -511,7 +511,7 @@ impl Store {
     pub async fn backup_to(&self, path: &Path) -> Result<backup::Manifest, StoreError> {
         let header = backup::Header {
             kokoro_backup: backup::FORMAT,
-            created_ms: crate::config::unix_ms(),
+            created_ms: crate::domain::day::unix_ms(),
             kokoro_version: env!("CARGO_PKG_VERSION").to_owned(),
             schema_version: self.migration_version().await?.unwrap_or(0),
             backend: format!("{:?}", self.backend()).to_lowercase(),
@@ -539,7 +539,7 @@ impl Store {
         new: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let at = crate::config::unix_ms();
+        let at = crate::domain::day::unix_ms();
         on_pool!(self, (p, q) => q::backup_sql::operator_audit(p, action, key, new, reason, at).await)
     }
 
@@ -596,7 +596,7 @@ impl Store {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let at = crate::config::unix_ms();
+        let at = crate::domain::day::unix_ms();
         on_pool!(self, (p, q) => q::backup_sql::import(p, rx, replace, &note, at).await)
     }
 

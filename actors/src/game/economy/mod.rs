@@ -21,8 +21,7 @@ use shop::PurchaseError;
 pub use crate::domain::money::MAX_AMOUNT;
 /// Largest quantity a single `buy` may ask for.
 pub const MAX_QUANTITY: i64 = 1_000;
-/// Longest item name accepted.
-pub const MAX_ITEM_LEN: usize = 40;
+pub use shop::MAX_ITEM_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaderboardBy {

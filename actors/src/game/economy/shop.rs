@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 use crate::domain::money::Currency;
 
+/// Longest item name accepted.
+pub const MAX_ITEM_LEN: usize = 40;
+
 /// The catalogue shipped with kokoro.
 pub const DEFAULT_CATALOGUE: &str = include_str!("../../../../assets/shop.toml");
 
@@ -68,7 +71,7 @@ impl Catalogue {
                 why: why.into(),
             };
             if r.id.is_empty()
-                || r.id.len() > super::MAX_ITEM_LEN
+                || r.id.len() > MAX_ITEM_LEN
                 || !r
                     .id
                     .bytes()
@@ -76,7 +79,7 @@ impl Catalogue {
             {
                 return Err(bad("id must be 1 to 40 of a-z, 0-9, '_'"));
             }
-            if r.price <= 0 || r.price > super::MAX_AMOUNT {
+            if r.price <= 0 || r.price > crate::domain::money::MAX_AMOUNT {
                 return Err(bad("price must be positive and at most 10^12"));
             }
             if r.limit < 0 {

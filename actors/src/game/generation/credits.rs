@@ -1,6 +1,9 @@
 //! Credits and generation jobs: how a discount applies to a price, how many
 //! jobs a player may have open, and the checks a prompt must pass.
 
+/// Most credits one payment may buy.
+pub const MAX_CREDITS: i64 = 1_000_000;
+
 /// Longest prompt accepted, in characters.
 pub const MAX_PROMPT_CHARS: usize = 500;
 

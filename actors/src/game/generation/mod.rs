@@ -6,6 +6,7 @@
 
 pub mod allowance;
 pub mod credits;
+pub mod data;
 pub mod job;
 pub mod lucky;
 pub mod packs;
@@ -24,32 +25,9 @@ use crate::ids::UserKey;
 use crate::reply::ErrorCode;
 use crate::state::UserState;
 use crate::writeset::{JobClose, Write};
-use allowance::{Allowance, CreditRules};
-use lucky::LuckyTiers;
+use allowance::Allowance;
+pub use data::GenerationData;
 use workflow::Workflows;
-
-/// The generation data operators tune: the workflows (`--workflows-dir`),
-/// the lucky draw's tiers (`--lucky-file`) and the free-job rules
-/// (`--credits-file`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerationData {
-    pub workflows: Workflows,
-    pub lucky: LuckyTiers,
-    pub rules: CreditRules,
-    /// Credit packs sold for Telegram Stars.
-    pub packs: packs::Packs,
-}
-
-impl Default for GenerationData {
-    fn default() -> Self {
-        Self {
-            workflows: Workflows::shipped().unwrap_or_default(),
-            lucky: LuckyTiers::default(),
-            rules: CreditRules::default(),
-            packs: packs::Packs::shipped(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GenerationCommand {
@@ -153,7 +131,7 @@ impl GenerationCommand {
                 },
                 image: match a.optional_str("image")? {
                     None => None,
-                    Some(id) if crate::uploads::valid_id(id) => Some(id.to_owned()),
+                    Some(id) if crate::ids::valid_upload_id(id) => Some(id.to_owned()),
                     Some(_) => {
                         return Err(ParseError::invalid(
                             "image must be an upload id as POST /v1/uploads returned it (u followed by hex digits)",

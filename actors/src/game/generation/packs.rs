@@ -7,7 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::game::data_file::{DataFileError, Pointer};
-use crate::game::generation::payment::MAX_CREDITS;
+use crate::game::generation::credits::MAX_CREDITS;
 
 pub const SHIPPED: &str = include_str!("../../../../assets/packs.toml");
 

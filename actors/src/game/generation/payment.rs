@@ -15,8 +15,7 @@ use crate::game::draft::{Draft, Refusal};
 use crate::ids::UserKey;
 use crate::writeset::{PaymentRefund, Write};
 
-/// Most credits one payment may buy.
-pub const MAX_CREDITS: i64 = 1_000_000;
+pub use crate::game::generation::credits::MAX_CREDITS;
 
 pub fn paid(mut d: Draft, key: UserKey, payment_id: &str, credits: i64) -> Result<Draft, Refusal> {
     d.credit(Currency::Credits, credits, "topup")?;

@@ -12,10 +12,10 @@
 //! roleplay command needs it, like the collection.
 
 pub mod day;
+pub mod sheet;
 pub(crate) mod sql;
 pub mod xp;
 
-use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde_json::{json, Value};
 
@@ -26,6 +26,8 @@ use crate::ids::{UserId, UserKey};
 use crate::reply::ErrorCode;
 use crate::state::UserState;
 use crate::writeset::{AuditRow, Write};
+
+pub use sheet::{name_key, Roleplay, RpCharacter};
 
 /// Characters one player may keep.
 pub const MAX_CHARACTERS: usize = 25;
@@ -39,65 +41,6 @@ pub const MAX_CHARS: i64 = 100_000;
 /// (a post then earns nothing, and says so). A daily cap of 100 reaches it
 /// in 27,000 years; the bound keeps every sum the checks take exact.
 pub const MAX_XP: i64 = 1_000_000_000;
-
-/// A player's roleplay characters and the day their counters belong to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Roleplay {
-    /// In the order they were created.
-    pub characters: Vec<RpCharacter>,
-    /// The id of the character that earns from the player's posts.
-    pub active: Option<i64>,
-    pub timezone: Tz,
-    /// The local day the daily counters were last reset (`None`: never).
-    pub last_xp_reset: Option<NaiveDate>,
-}
-
-impl Default for Roleplay {
-    fn default() -> Self {
-        Self {
-            characters: Vec::new(),
-            active: None,
-            timezone: Tz::UTC,
-            last_xp_reset: None,
-        }
-    }
-}
-
-/// One roleplay character, as stored (absolute values).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpCharacter {
-    pub id: i64,
-    pub name: String,
-    pub xp: i64,
-    /// XP from roleplay channels on the counting day.
-    pub daily_xp: i64,
-    /// XP from hf posts and successes on the counting day.
-    pub daily_hf: i64,
-    /// Characters written towards the next XP point.
-    pub char_buffer: i64,
-    pub image_url: Option<String>,
-    pub created_ms: i64,
-}
-
-impl Roleplay {
-    /// The character called `name`, ignoring case.
-    pub fn find(&self, name: &str) -> Option<usize> {
-        let key = name_key(name);
-        self.characters
-            .iter()
-            .position(|c| name_key(&c.name) == key)
-    }
-
-    pub fn active(&self) -> Option<usize> {
-        let id = self.active?;
-        self.characters.iter().position(|c| c.id == id)
-    }
-}
-
-/// What makes two names the same name.
-pub fn name_key(name: &str) -> String {
-    name.to_lowercase()
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleplayCommand {
