@@ -235,7 +235,8 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported_and_moves() {
     // The Discord and Telegram metrics exist only with their front door
     // running, the backup metrics only while `serve` takes backups:
     // tests/discord.rs, tests/telegram.rs, tests/operations.rs and
-    // tests/prometheus_e2e.rs prove those.
+    // tests/prometheus_e2e.rs prove those; the role metrics move only in
+    // guilds with role rules (tests/roles.rs).
     for (name, kind, _) in actors::telemetry::CATALOGUE
         .iter()
         .filter(|(n, _, _)| !only_while_serving(n))
@@ -368,12 +369,15 @@ async fn a_commands_trace_links_to_the_group_commit_that_made_it_durable() {
 /// Metrics that exist only with a front door running, or while `serve`
 /// takes scheduled backups.
 fn only_while_serving(name: &str) -> bool {
-    use actors::telemetry::{BACKUP_PREFIX, DISCORD_PREFIX, FRONT_DOOR_PREFIX, TELEGRAM_PREFIX};
+    use actors::telemetry::{
+        BACKUP_PREFIX, DISCORD_PREFIX, FRONT_DOOR_PREFIX, ROLE_PREFIX, TELEGRAM_PREFIX,
+    };
     [
         DISCORD_PREFIX,
         TELEGRAM_PREFIX,
         BACKUP_PREFIX,
         FRONT_DOOR_PREFIX,
+        ROLE_PREFIX,
     ]
     .iter()
     .any(|p| name.starts_with(p))

@@ -70,13 +70,14 @@ impl<'a> Args<'a> {
     }
 
     pub fn user_id(&mut self, name: &str) -> Result<UserId, ParseError> {
-        match self.required(name)? {
-            Value::String(s) => s
-                .parse()
-                .map_err(|e| ParseError::invalid(format!("{name} {e}"))),
-            _ => Err(ParseError::invalid(format!(
-                "{name} must be a decimal string (ids do not fit in a JSON number)"
-            ))),
+        user_id(name, self.required(name)?)
+    }
+
+    /// An id that may be left out (`null` counts as left out).
+    pub fn optional_user_id(&mut self, name: &str) -> Result<Option<UserId>, ParseError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => user_id(name, v).map(Some),
         }
     }
 
@@ -89,6 +90,17 @@ impl<'a> Args<'a> {
         Err(ParseError::invalid(format!(
             "unexpected argument(s) among {extra:?} for this command"
         )))
+    }
+}
+
+fn user_id(name: &str, v: &Value) -> Result<UserId, ParseError> {
+    match v {
+        Value::String(s) => s
+            .parse()
+            .map_err(|e| ParseError::invalid(format!("{name} {e}"))),
+        _ => Err(ParseError::invalid(format!(
+            "{name} must be a decimal string (ids do not fit in a JSON number)"
+        ))),
     }
 }
 

@@ -92,7 +92,9 @@ impl CommandKind {
     pub fn needs_guild_settings(&self) -> bool {
         matches!(
             self,
-            Self::Economy(crate::game::economy::EconomyCommand::Daily) | Self::Roleplay(_)
+            Self::Economy(crate::game::economy::EconomyCommand::Daily)
+                | Self::Roleplay(_)
+                | Self::Guild(GuildCommand::Roles { .. } | GuildCommand::RolesSync { .. })
         )
     }
 
@@ -115,8 +117,12 @@ impl CommandKind {
     pub fn is_admin(&self) -> bool {
         matches!(
             self,
-            Self::Guild(_)
-                | Self::Roleplay(RoleplayCommand::HfSuccess { .. })
+            Self::Guild(
+                GuildCommand::Show
+                    | GuildCommand::Set { .. }
+                    | GuildCommand::Grant { .. }
+                    | GuildCommand::RolesSync { .. }
+            ) | Self::Roleplay(RoleplayCommand::HfSuccess { .. })
                 | Self::Generation(
                     GenerationCommand::Vip { .. }
                         | GenerationCommand::Payment { .. }
@@ -156,6 +162,23 @@ impl CommandKind {
             | Self::Generation(GenerationCommand::Vip { user, by: b, .. }) => {
                 *b = Some(by);
                 Some(*user)
+            }
+            Self::Guild(
+                GuildCommand::Roles {
+                    user: Some(user),
+                    by: b,
+                }
+                | GuildCommand::RolesSync {
+                    user: Some(user),
+                    by: b,
+                },
+            ) => {
+                *b = Some(by);
+                Some(*user)
+            }
+            Self::Guild(GuildCommand::RolesSync { user: None, by: b }) => {
+                *b = Some(by);
+                None
             }
             _ => None,
         }

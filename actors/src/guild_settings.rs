@@ -115,6 +115,11 @@ impl Guilds {
             .flatten()
     }
 
+    /// The guild's settings if they were read already; never waits.
+    pub fn published(&self, guild: GuildId) -> Option<Arc<GuildSettings>> {
+        self.published.get(&guild).map(|s| s.clone())
+    }
+
     pub async fn set(&self, by: UserKey, id: Option<CommandId>, key: Key, value: String) -> Reply {
         let addr = self.actor(by.guild);
         system::ask(&addr, Set { by, id, key, value })

@@ -19,6 +19,7 @@ mod outbox_relay;
 mod postbox;
 mod registry;
 pub mod reply;
+pub mod role_desk;
 pub mod runtime;
 pub mod state;
 pub mod store;

@@ -43,6 +43,7 @@ pub(crate) struct Shared {
     pub queues: Queues,
     pub arena: ArenaQueue,
     pub guilds: crate::guild_settings::Guilds,
+    pub roles: Arc<crate::role_desk::RoleDesk>,
 }
 
 struct Slot {

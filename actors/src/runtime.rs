@@ -129,6 +129,7 @@ impl Runtime {
             queues: Queues::new(queues),
             arena,
             guilds,
+            roles: Arc::default(),
         });
         // The way back from the system actors to the players' actors.
         let job_tasks = vec![
@@ -163,6 +164,21 @@ impl Runtime {
             sweeper,
             job_tasks,
         })
+    }
+
+    /// A guild's settings (read from storage the first time it is seen;
+    /// `None` if storage did not answer in time).
+    pub async fn guild_settings(
+        &self,
+        guild: crate::ids::GuildId,
+    ) -> Option<Arc<crate::game::guild::settings::GuildSettings>> {
+        self.registry.shared.guilds.settings(guild).await
+    }
+
+    /// The role changes players' commits decide, for a front door to apply
+    /// (it calls `attach` first; without it nothing is kept).
+    pub fn role_desk(&self) -> &Arc<crate::role_desk::RoleDesk> {
+        &self.registry.shared.roles
     }
 
     pub fn store(&self) -> &Store {

@@ -93,6 +93,17 @@ pub const TELEGRAM_RETRY_AFTER_TOTAL: &str = "kokoro_telegram_retry_after_total"
 pub const TELEGRAM_PREFIX: &str = "kokoro_telegram_";
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "kokoro_build_info";
+/// The role-connection metrics share this prefix: they move only in guilds
+/// with `role_rules` (and the Discord door applying them).
+pub const ROLE_PREFIX: &str = "kokoro_role_";
+/// Members with a role change waiting for a front door to apply it.
+pub const ROLE_CHANGES_WAITING: &str = "kokoro_role_changes_waiting";
+/// Role changes a front door tried, by `action` (`add`, `remove`) and
+/// `outcome` (`ok`, `forbidden`, `failed`).
+pub const ROLE_CHANGES_TOTAL: &str = "kokoro_role_changes_total";
+/// Role changes the rules would have decided but could not, because the
+/// guild's settings were not read yet.
+pub const ROLE_RULES_UNREAD_TOTAL: &str = "kokoro_role_rules_unread_total";
 /// Process metrics (`kokoro_process_*`: memory, CPU seconds, open file
 /// descriptors) come from the `metrics-process` collector with this prefix.
 pub const PROCESS_PREFIX: &str = "kokoro_";
@@ -234,6 +245,21 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         "Jobs that left a queue, by queue and outcome (done, failed, cancelled).",
     ),
     (ARENA_BATTLES_TOTAL, Kind::Counter, "Arena battles fought."),
+    (
+        ROLE_CHANGES_WAITING,
+        Kind::Gauge,
+        "Members with a role change waiting for a front door to apply it.",
+    ),
+    (
+        ROLE_CHANGES_TOTAL,
+        Kind::Counter,
+        "Role changes a front door tried, by action (add, remove) and outcome (ok, forbidden, failed).",
+    ),
+    (
+        ROLE_RULES_UNREAD_TOTAL,
+        Kind::Counter,
+        "Commits whose role changes were not decided: the guild's settings were not read yet.",
+    ),
     (
         SYSTEM_ACTOR_RESTARTS_TOTAL,
         Kind::Counter,

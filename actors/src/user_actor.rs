@@ -22,7 +22,10 @@ use crate::game::arena::ArenaCommand;
 use crate::game::economy::EconomyCommand;
 use crate::game::generation::job::{JobStatus, Rendered};
 use crate::game::generation::GenerationCommand;
+use crate::game::guild::role_rules::{Needs, RoleChange};
+use crate::game::guild::roles;
 use crate::game::guild::settings::GuildSettings;
+use crate::game::guild::GuildCommand;
 use crate::game::{self, Draft, Refusal};
 use crate::group_commit::{Busy, CommitError, CommitResult};
 use crate::ids::UserKey;
@@ -44,6 +47,9 @@ pub(crate) struct UserActor {
     mailbox: postbox::Receiver<Mail>,
     state: UserState,
     recent: RecentCommands,
+    /// The roles the last adopted commit changed, for its reply (boxed:
+    /// most actors never have one).
+    roles_changed: Option<Box<RoleChange>>,
 }
 
 /// Why an actor stops; the label of the passivation metric.
@@ -90,6 +96,7 @@ impl UserActor {
             mailbox,
             state: UserState::default(),
             recent: RecentCommands::default(),
+            roles_changed: None,
         }
     }
 
@@ -113,6 +120,13 @@ impl UserActor {
             }
         }
         metrics::histogram!(m::ACTIVATION_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        // The guild's role rules are read after every commit (`adopt_state`),
+        // so its settings are read now, once per guild and process; if they
+        // cannot be, commits go on and the roles they change are counted.
+        let guilds = &self.registry.shared.guilds;
+        if guilds.published(self.key.guild).is_none() {
+            let _ = Box::pin(guilds.settings(self.key.guild)).await;
+        }
         // No timer here: the registry's sweeper sends `Passivate(Idle)` to
         // actors unused for the idle timeout, so an idle actor costs no timer.
         loop {
@@ -136,6 +150,20 @@ impl UserActor {
                 Why::Idle => Leave::Idle,
                 Why::Evicted => Leave::Evicted,
             }),
+            Mail::Passivate(_) => Next::Continue,
+            mail => {
+                if let Some(rules) = self.rules_needing_parts() {
+                    Box::pin(self.read_rule_parts(rules)).await;
+                }
+                self.handle_work(mail).await
+            }
+        }
+    }
+
+    /// Handles one mail that is not a passivation.
+    async fn handle_work(&mut self, mail: Mail) -> Next {
+        self.roles_changed = None;
+        match mail {
             Mail::Passivate(_) => Next::Continue,
             Mail::Command(envelope) => {
                 let Envelope { body, reply, span } = *envelope;
@@ -423,6 +451,16 @@ impl UserActor {
                 if let Some(fp) = fingerprint {
                     self.recent.remember(fp);
                 }
+                let mut reply = reply;
+                if let (Some(change), Some(data)) =
+                    (self.roles_changed.take(), reply.data.as_object_mut())
+                {
+                    data.insert("roles".to_owned(), change.to_json());
+                }
+                if let CommandKind::Guild(GuildCommand::RolesSync { .. }) = &command.kind {
+                    let all = roles::sync_change(&self.state, &self.context(&guild));
+                    self.registry.shared.roles.post(self.key, &all);
+                }
                 // The system actors hear first, then the player: a `jobs`
                 // or `arena_status` sent after this reply reaches their
                 // mailbox after the job or the entry (both are plain sends).
@@ -588,12 +626,70 @@ impl UserActor {
     ) -> Next {
         match outcome {
             Ok(Ok(CommitOutcome::Applied)) => {
-                self.state = state;
+                self.adopt_state(state);
                 Next::Continue
             }
             Ok(Ok(CommitOutcome::AlreadyApplied))
             | Ok(Err(CommitError::Unavailable(_) | CommitError::Rejected(_))) => Next::Continue,
             Ok(Err(CommitError::Unknown(_))) | Err(_) => Next::Leave(Leave::UnknownOutcome),
+        }
+    }
+
+    /// Takes `state` as the player's, once its commit is durable, and hands
+    /// the roles the guild's rules say it changes to the role desk, in the
+    /// order of this player's commits.
+    fn adopt_state(&mut self, state: UserState) {
+        let shared = &self.registry.shared;
+        match shared.guilds.published(self.key.guild) {
+            Some(g) => {
+                let now_ms = (shared.config.clock)();
+                let roster = &shared.config.roster;
+                if let Some(change) =
+                    roles::changed(&g.role_rules, &self.state, &state, roster, &g, now_ms)
+                {
+                    shared.roles.post(self.key, &change);
+                    self.roles_changed = Some(Box::new(change));
+                }
+            }
+            None => metrics::counter!(m::ROLE_RULES_UNREAD_TOTAL).increment(1),
+        }
+        self.state = state;
+    }
+
+    /// The guild's role rules, if they read a part of the state kept on
+    /// demand that this actor has not read yet.
+    fn rules_needing_parts(&self) -> Option<Needs> {
+        let g = self.registry.shared.guilds.published(self.key.guild)?;
+        let n = g.role_rules.needs();
+        ((n.collection && self.state.collection().is_none())
+            || (n.roleplay && self.state.roleplay().is_none())
+            || (n.allowance && self.state.allowance().is_none()))
+        .then_some(n)
+    }
+
+    /// Reads the parts the role rules need, so that a rule over them is
+    /// decided before and after each commit. A part that cannot be read
+    /// leaves its rules undecided (neither added nor removed) until it is.
+    async fn read_rule_parts(&mut self, n: Needs) {
+        let store = &self.registry.shared.store;
+        let result = async {
+            if n.collection && self.state.collection().is_none() {
+                let c = store.load_collection(self.key).await?;
+                self.state.set_collection(c);
+            }
+            if n.allowance && self.state.allowance().is_none() {
+                let a = store.load_allowance(self.key).await?;
+                self.state.set_allowance(a);
+            }
+            if n.roleplay && self.state.roleplay().is_none() {
+                let r = store.load_roleplay(self.key).await?;
+                self.state.set_roleplay(r);
+            }
+            Ok::<(), crate::store::StoreError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(user = %self.key, error = %e, "could not read what the role rules need");
         }
     }
 
@@ -929,7 +1025,7 @@ impl UserActor {
         match durable {
             Ok(Ok(outcome)) => {
                 if outcome == CommitOutcome::Applied {
-                    self.state = state;
+                    self.adopt_state(state);
                 }
                 Ok(outcome)
             }

@@ -446,6 +446,32 @@ pub async fn vip(
     super::run(ctx, "vip", args).await
 }
 
+/// The roles this server's role rules give you (or a member), and why
+#[poise::command(slash_command, guild_only)]
+pub async fn roles(
+    ctx: Ctx<'_>,
+    #[description = "Whose (default: yours)"] user: Option<poise::serenity_prelude::User>,
+) -> Result<(), Error> {
+    let args = match user {
+        Some(u) => json!({ "user": u.id.get().to_string() }),
+        None => json!({}),
+    };
+    super::run(ctx, "roles", args).await
+}
+
+/// Apply the role rules' roles to a member again (admins; audited)
+#[poise::command(slash_command, guild_only, default_member_permissions = "MANAGE_GUILD")]
+pub async fn roles_sync(
+    ctx: Ctx<'_>,
+    #[description = "Whose (default: yours)"] user: Option<poise::serenity_prelude::User>,
+) -> Result<(), Error> {
+    let args = match user {
+        Some(u) => json!({ "user": u.id.get().to_string() }),
+        None => json!({}),
+    };
+    super::run(ctx, "roles_sync", args).await
+}
+
 /// Every slash command, for registration.
 pub fn all() -> Vec<poise::Command<super::Data, Error>> {
     vec![
@@ -484,5 +510,7 @@ pub fn all() -> Vec<poise::Command<super::Data, Error>> {
         xp_timezone(),
         hf_success(),
         vip(),
+        roles(),
+        roles_sync(),
     ]
 }

@@ -11,6 +11,7 @@ mod commands;
 mod notices;
 mod posts;
 mod render;
+mod roles;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,9 +78,16 @@ pub async fn start(
         http: Arc::new(http(token, options).build()),
         links: links.clone(),
     }));
+    // Role changes go over the REST API too: the roles members' commits
+    // earn or lose are applied whether or not the gateway is connected.
+    let roles = tokio::spawn(roles::apply(
+        runtime.clone(),
+        roles::RoleApi::new(token, options.proxy.as_deref()),
+    ));
     let (token, options) = (token.to_owned(), options.clone());
     Ok(tokio::spawn(async move {
         let _notices = crate::notices::AbortOnDrop(notices);
+        let _roles = crate::notices::AbortOnDrop(roles);
         let mut backoff = crate::doors::Backoff::default();
         loop {
             let why = match connect(runtime.clone(), &token, &options, links.clone()).await {

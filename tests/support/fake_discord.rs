@@ -15,6 +15,10 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+/// Each member's roles, by (guild, user).
+pub type MemberRoles =
+    std::collections::HashMap<(String, String), std::collections::BTreeSet<String>>;
+
 /// A file the bot attached: (channel id, file name, bytes).
 pub type PostedFile = (String, String, Vec<u8>);
 
@@ -52,6 +56,20 @@ pub struct Fake {
     pub roles_added: Arc<Mutex<Vec<(String, String, String)>>>,
     /// Roles the bot may not give (Discord answers 403, code 50013).
     pub forbidden_roles: Arc<Mutex<Vec<String>>>,
+    /// Roles the bot removed: (guild, user, role).
+    pub roles_removed: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// Each member's roles as Discord holds them after every add and remove.
+    pub member_roles: Arc<Mutex<MemberRoles>>,
+    /// The member-role routes' bucket per guild, as Discord keeps one: at
+    /// most `limit` calls per `window`; a call beyond it is answered 429
+    /// with the time left (and changes nothing). `None`: no limit.
+    pub role_bucket: Arc<Mutex<Option<(u32, Duration)>>>,
+    role_windows: Arc<Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>>,
+    /// The bot's global bucket over every role call, which Discord does not
+    /// show in headers: a call beyond it is answered 429 with `global`.
+    pub global_bucket: Arc<Mutex<Option<(u32, Duration)>>>,
+    /// Role calls answered 429.
+    pub rate_limited: Arc<Mutex<u32>>,
     /// Close the gateway connection once, after this many dispatches.
     drop_after: usize,
 }
@@ -176,17 +194,100 @@ async fn session(f: Fake, mut socket: WebSocket) {
 
 /// `PUT /guilds/{g}/members/{u}/roles/{r}`: 204, or Discord's 403 when the
 /// bot lacks Manage Roles or the role is above its own.
-async fn add_role(
-    State(f): State<Fake>,
-    Path((guild, user, role)): Path<(String, String, String)>,
+/// Takes a call from `guild`'s bucket: `Err(seconds to wait)` when it is
+/// empty; `Ok(remaining, reset_after)` otherwise.
+fn take_from_bucket(f: &Fake, guild: &str) -> Result<Option<(u32, f64)>, f64> {
+    if let Some(global) = *f.global_bucket.lock().unwrap() {
+        take_from(f, "*global*", global)?;
+    }
+    let Some(bucket) = *f.role_bucket.lock().unwrap() else {
+        return Ok(None);
+    };
+    take_from(f, guild, bucket).map(Some)
+}
+
+fn take_from(f: &Fake, name: &str, (limit, window): (u32, Duration)) -> Result<(u32, f64), f64> {
+    let mut windows = f.role_windows.lock().unwrap();
+    let now = std::time::Instant::now();
+    let (start, used) = windows.entry(name.to_owned()).or_insert((now, 0));
+    if now.duration_since(*start) >= window {
+        (*start, *used) = (now, 0);
+    }
+    let left = (window.saturating_sub(now.duration_since(*start))).as_secs_f64();
+    if *used >= limit {
+        return Err(left);
+    }
+    *used += 1;
+    Ok((limit - *used, left))
+}
+
+/// `PUT` (add) and `DELETE` (remove) of a member's role, kept to the
+/// guild's bucket as Discord keeps it.
+async fn member_role(
+    f: Fake,
+    add: bool,
+    (guild, user, role): (String, String, String),
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let bucket = match take_from_bucket(&f, &guild) {
+        Ok(b) => b,
+        Err(wait) => {
+            *f.rate_limited.lock().unwrap() += 1;
+            let body = json!({"message": "You are being rate limited.", "retry_after": wait, "global": false});
+            let mut resp = (axum::http::StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            // Discord's header is whole seconds, rounded up.
+            let header = (wait.ceil() as u64).max(1).to_string();
+            resp.headers_mut()
+                .insert("retry-after", header.parse().unwrap());
+            return resp;
+        }
+    };
     if f.forbidden_roles.lock().unwrap().contains(&role) {
         let body = json!({"message": "Missing Permissions", "code": 50013});
         return (axum::http::StatusCode::FORBIDDEN, Json(body)).into_response();
     }
-    f.roles_added.lock().unwrap().push((guild, user, role));
-    axum::http::StatusCode::NO_CONTENT.into_response()
+    {
+        let mut members = f.member_roles.lock().unwrap();
+        let held = members.entry((guild.clone(), user.clone())).or_default();
+        if add {
+            held.insert(role.clone());
+        } else {
+            held.remove(&role);
+        }
+    }
+    let log = if add {
+        &f.roles_added
+    } else {
+        &f.roles_removed
+    };
+    log.lock().unwrap().push((guild, user, role));
+    let mut resp = axum::http::StatusCode::NO_CONTENT.into_response();
+    if let Some((remaining, reset_after)) = bucket {
+        let h = resp.headers_mut();
+        h.insert(
+            "x-ratelimit-remaining",
+            remaining.to_string().parse().unwrap(),
+        );
+        h.insert(
+            "x-ratelimit-reset-after",
+            format!("{reset_after:.3}").parse().unwrap(),
+        );
+    }
+    resp
+}
+
+async fn add_role(
+    State(f): State<Fake>,
+    Path(path): Path<(String, String, String)>,
+) -> axum::response::Response {
+    member_role(f, true, path).await
+}
+
+async fn remove_role(
+    State(f): State<Fake>,
+    Path(path): Path<(String, String, String)>,
+) -> axum::response::Response {
+    member_role(f, false, path).await
 }
 
 /// `POST /channels/{c}/messages`: answers with the message created. The
@@ -361,6 +462,12 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
         failing_gateway: Arc::default(),
         roles_added: Arc::default(),
         forbidden_roles: Arc::default(),
+        roles_removed: Arc::default(),
+        member_roles: Arc::default(),
+        role_bucket: Arc::default(),
+        role_windows: Arc::default(),
+        global_bucket: Arc::default(),
+        rate_limited: Arc::default(),
         drop_after,
     };
     let app = Router::new()
@@ -373,7 +480,7 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
         )
         .route(
             "/api/v10/guilds/{guild}/members/{user}/roles/{role}",
-            put(add_role),
+            put(add_role).delete(remove_role),
         )
         .route("/api/v10/channels/{channel}/messages", post(create_message))
         .route("/api/v10/webhooks/{app}/{token}", post(followup))

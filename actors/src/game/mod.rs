@@ -39,6 +39,10 @@ pub fn decide(
                 .with(serde_json::json!({ "earned": 0 }), "Nothing to earn here."));
         }
     }
+    // Looking at a member's roles changes nothing, not even creating them.
+    if let CommandKind::Guild(guild::GuildCommand::Roles { .. }) = kind {
+        return Ok(guild::roles::show(state, key, ctx));
+    }
     let d = Draft::begin(state, key, ctx, command_id)?;
     match kind {
         CommandKind::Economy(c) => economy::decide(d, key, c, ctx),

@@ -1,13 +1,17 @@
-//! Guild administration: `config_show`, `config_set {key, value}` and
-//! `grant {user, currency, amount, reason}`. Admins only (the runtime checks
-//! the caller; see `CommandKind::is_admin`), and every change writes an
-//! audit row in the same transaction as the change.
+//! Guild administration: `config_show`, `config_set {key, value}`,
+//! `grant {user, currency, amount, reason}` and `roles_sync {user?}`.
+//! Admins only (the runtime checks the caller; see `CommandKind::is_admin`),
+//! and every change writes an audit row in the same transaction as the
+//! change. `roles {user?}`, which anyone may ask, shows what the guild's
+//! role rules make of a member (`roles.rs`).
 //!
 //! A guild's settings are owned by its settings actor (`guild_settings.rs`),
 //! which answers `config_show` and `config_set`; players' actors read the
 //! snapshot it publishes. `grant` changes a player's balance, so it is
 //! decided by that player's actor, like every other balance change.
 
+pub mod role_rules;
+pub mod roles;
 pub mod settings;
 pub(crate) mod sql;
 
@@ -44,16 +48,31 @@ pub enum GuildCommand {
         /// command to the receiving player's actor.
         by: Option<UserId>,
     },
+    /// The roles the rules want a member (the caller, if `user` is absent)
+    /// to have, and why.
+    Roles {
+        user: Option<UserId>,
+        by: Option<UserId>,
+    },
+    /// Admin: hands every role the rules decide for a member to the front
+    /// door to apply again.
+    RolesSync {
+        user: Option<UserId>,
+        by: Option<UserId>,
+    },
 }
 
 impl GuildCommand {
-    pub const NAMES: &'static [&'static str] = &["config_show", "config_set", "grant"];
+    pub const NAMES: &'static [&'static str] =
+        &["config_show", "config_set", "grant", "roles", "roles_sync"];
 
     pub fn name(&self) -> &'static str {
         match self {
             Self::Show => "config_show",
             Self::Set { .. } => "config_set",
             Self::Grant { .. } => "grant",
+            Self::Roles { .. } => "roles",
+            Self::RolesSync { .. } => "roles_sync",
         }
     }
 
@@ -128,6 +147,14 @@ impl GuildCommand {
                     by: None,
                 }
             }
+            "roles" => Self::Roles {
+                user: a.optional_user_id("user")?,
+                by: None,
+            },
+            "roles_sync" => Self::RolesSync {
+                user: a.optional_user_id("user")?,
+                by: None,
+            },
             _ => return Ok(None),
         }))
     }
@@ -146,11 +173,15 @@ impl GuildCommand {
                 "user": user.to_string(), "currency": currency.as_str(),
                 "amount": amount, "reason": reason,
             }),
+            Self::Roles { user, .. } | Self::RolesSync { user, .. } => match user {
+                Some(u) => json!({ "user": u.to_string() }),
+                None => json!({}),
+            },
         }
     }
 
     pub fn writes_when_ok(&self) -> bool {
-        !matches!(self, Self::Show)
+        !matches!(self, Self::Show | Self::Roles { .. })
     }
 }
 
@@ -162,6 +193,9 @@ pub fn decide(
     c: &GuildCommand,
     _ctx: &Context<'_>,
 ) -> Result<Draft, Refusal> {
+    if let GuildCommand::RolesSync { by, .. } = c {
+        return roles::sync(d, key, *by, _ctx);
+    }
     let GuildCommand::Grant {
         currency,
         amount,

@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use crate::game::guild::role_rules::RoleRules;
+
 /// Most channels one channel list holds.
 pub const MAX_CHANNELS: usize = 50;
 /// Most level roles.
@@ -29,7 +31,19 @@ pub enum Key {
     DailyGold,
     CurrencyName,
     CurrencyEmoji,
+    RoleRules,
+    VerifyChannel,
+    VerifiedRole,
+    VerifyMinAccountAge,
+    VerifyQuestion,
+    VerifyAnswer,
+    AdminChannel,
 }
+
+/// Longest verification question, in characters.
+pub const MAX_QUESTION_CHARS: usize = 200;
+/// Longest verification answer, in characters.
+pub const MAX_ANSWER_CHARS: usize = 100;
 
 /// The range of each number setting, and its default.
 const fn numbers(key: Key) -> Option<(i64, i64, i64)> {
@@ -41,12 +55,13 @@ const fn numbers(key: Key) -> Option<(i64, i64, i64)> {
         Key::DailyHfCap => (0, 100_000, 50),
         Key::XpPerLevel => (1, 1_000_000, 100),
         Key::DailyGold => (0, 1_000_000, 100),
+        Key::VerifyMinAccountAge => (0, 3_650, 0),
         _ => return None,
     })
 }
 
 impl Key {
-    pub const ALL: [Key; 13] = [
+    pub const ALL: [Key; 20] = [
         Key::RpChannels,
         Key::HfChannels,
         Key::NoXpChannels,
@@ -60,6 +75,13 @@ impl Key {
         Key::DailyGold,
         Key::CurrencyName,
         Key::CurrencyEmoji,
+        Key::RoleRules,
+        Key::VerifyChannel,
+        Key::VerifiedRole,
+        Key::VerifyMinAccountAge,
+        Key::VerifyQuestion,
+        Key::VerifyAnswer,
+        Key::AdminChannel,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +99,13 @@ impl Key {
             Self::DailyGold => "daily_gold",
             Self::CurrencyName => "currency_name",
             Self::CurrencyEmoji => "currency_emoji",
+            Self::RoleRules => "role_rules",
+            Self::VerifyChannel => "verify_channel",
+            Self::VerifiedRole => "verified_role",
+            Self::VerifyMinAccountAge => "verify_min_account_age",
+            Self::VerifyQuestion => "verify_question",
+            Self::VerifyAnswer => "verify_answer",
+            Self::AdminChannel => "admin_channel",
         }
     }
 
@@ -97,6 +126,17 @@ impl Key {
                 "up to {MAX_LEVEL_ROLES} pairs level:role_id (or level:@role), separated by commas (empty: none)"
             ),
             Self::CurrencyName => "1 to 24 printable characters".to_owned(),
+            Self::RoleRules => format!(
+                "up to {} rules CONDITION => ROLE_ID, separated by ';' (a condition: level >= N, \
+                 rp_level >= N, owns C|R|SR|SSR, characters >= N, vip, gold >= N, streak >= N; \
+                 several joined by 'and'; empty: none)",
+                crate::game::guild::role_rules::MAX_RULES
+            ),
+            Self::VerifyChannel => "a channel id or #mention (empty: no verification)".to_owned(),
+            Self::AdminChannel => "a channel id or #mention (empty: none)".to_owned(),
+            Self::VerifiedRole => "a role id or @mention (empty: none)".to_owned(),
+            Self::VerifyQuestion => format!("up to {MAX_QUESTION_CHARS} printable characters (empty: no question)"),
+            Self::VerifyAnswer => format!("up to {MAX_ANSWER_CHARS} printable characters (empty: no answer)"),
             _ => "up to 32 printable characters (empty: none)".to_owned(),
         }
     }
@@ -125,6 +165,22 @@ pub struct GuildSettings {
     pub daily_gold: i64,
     pub currency_name: String,
     pub currency_emoji: String,
+    /// Roles given from what members achieve (role connections).
+    pub role_rules: RoleRules,
+    /// Where the verification message and its button are kept (`None`:
+    /// verification is off).
+    pub verify_channel: Option<u64>,
+    /// The role a verified member gets.
+    pub verified_role: Option<u64>,
+    /// Days a Discord account must have existed to verify.
+    pub verify_min_account_age: i64,
+    /// A question the member answers when verifying (empty: none).
+    pub verify_question: String,
+    /// The answer expected, compared ignoring case and outer spaces.
+    pub verify_answer: String,
+    /// Where kokoro tells the admins of a problem they can fix (a role it
+    /// may not give, a missing intent).
+    pub admin_channel: Option<u64>,
 }
 
 impl Default for GuildSettings {
@@ -144,6 +200,13 @@ impl Default for GuildSettings {
             daily_gold: n(Key::DailyGold),
             currency_name: "gold".to_owned(),
             currency_emoji: "🪙".to_owned(),
+            role_rules: RoleRules::default(),
+            verify_channel: None,
+            verified_role: None,
+            verify_min_account_age: n(Key::VerifyMinAccountAge),
+            verify_question: String::new(),
+            verify_answer: String::new(),
+            admin_channel: None,
         }
     }
 }
@@ -229,6 +292,22 @@ impl GuildSettings {
             Key::DailyGold => self.daily_gold.to_string(),
             Key::CurrencyName => self.currency_name.clone(),
             Key::CurrencyEmoji => self.currency_emoji.clone(),
+            Key::RoleRules => self.role_rules.to_string(),
+            Key::VerifyChannel => self
+                .verify_channel
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            Key::VerifiedRole => self
+                .verified_role
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            Key::VerifyMinAccountAge => self.verify_min_account_age.to_string(),
+            Key::VerifyQuestion => self.verify_question.clone(),
+            Key::VerifyAnswer => self.verify_answer.clone(),
+            Key::AdminChannel => self
+                .admin_channel
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
         }
     }
 
@@ -249,6 +328,7 @@ impl GuildSettings {
                 Key::HfSuccessXp => &mut self.hf_success_xp,
                 Key::DailyHfCap => &mut self.daily_hf_cap,
                 Key::XpPerLevel => &mut self.xp_per_level,
+                Key::VerifyMinAccountAge => &mut self.verify_min_account_age,
                 _ => &mut self.daily_gold,
             } = n;
             return Ok(());
@@ -264,6 +344,28 @@ impl GuildSettings {
             }
             Key::LevelRoles => self.level_roles = level_roles(value).ok_or_else(bad)?,
             Key::CurrencyName => self.currency_name = text(value, 1, 24).ok_or_else(bad)?,
+            Key::RoleRules => {
+                self.role_rules =
+                    RoleRules::parse(value).map_err(|e| format!("{}: {e}", key.as_str()))?
+            }
+            Key::VerifyChannel | Key::VerifiedRole | Key::AdminChannel => {
+                let id = if value.is_empty() {
+                    None
+                } else {
+                    Some(snowflake(value.trim_start_matches('@')).ok_or_else(bad)?)
+                };
+                *match key {
+                    Key::VerifyChannel => &mut self.verify_channel,
+                    Key::AdminChannel => &mut self.admin_channel,
+                    _ => &mut self.verified_role,
+                } = id;
+            }
+            Key::VerifyQuestion => {
+                self.verify_question = text(value, 0, MAX_QUESTION_CHARS).ok_or_else(bad)?
+            }
+            Key::VerifyAnswer => {
+                self.verify_answer = text(value, 0, MAX_ANSWER_CHARS).ok_or_else(bad)?
+            }
             _ => self.currency_emoji = text(value, 0, 32).ok_or_else(bad)?,
         }
         Ok(())
@@ -338,6 +440,18 @@ mod tests {
         s.set(Key::LevelRoles, "10:@30, 5:<@&20>").unwrap();
         s.set(Key::CharPerRp, "250").unwrap();
         s.set(Key::CurrencyName, "coins").unwrap();
+        s.set(
+            Key::RoleRules,
+            "level >= 5 and owns SSR => <@&40>; vip => 41",
+        )
+        .unwrap();
+        s.set(Key::VerifyChannel, "<#50>").unwrap();
+        s.set(Key::VerifiedRole, "@<@&51>").unwrap();
+        s.set(Key::VerifyMinAccountAge, "7").unwrap();
+        s.set(Key::VerifyQuestion, "Which planet do we live on?")
+            .unwrap();
+        s.set(Key::VerifyAnswer, "Earth").unwrap();
+        s.set(Key::AdminChannel, "52").unwrap();
         assert_eq!(s.rp_channels, [11, 12]);
         assert_eq!(s.level_roles, [(5, 20), (10, 30)]);
         let mut again = GuildSettings::default();
@@ -360,6 +474,10 @@ mod tests {
             (Key::LevelRoles, "5:1,5:2"),
             (Key::CurrencyName, ""),
             (Key::CurrencyEmoji, "\u{7}"),
+            (Key::RoleRules, "levl >= 2 => 5"),
+            (Key::VerifyChannel, "general"),
+            (Key::VerifiedRole, "1,2"),
+            (Key::VerifyMinAccountAge, "3651"),
         ] {
             let e = s.set(key, value).unwrap_err();
             assert!(e.starts_with(key.as_str()), "{e}");
