@@ -73,6 +73,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 &crate::discord::Options {
                     proxy: args.discord_proxy.clone(),
                     roleplay_posts: args.discord_roleplay_posts,
+                    verification: args.discord_verification,
+                    verify_look_every: None,
                     doors: doors.clone(),
                 },
                 links.clone(),
@@ -101,6 +103,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             jobs: days(args.jobs_retention_days),
         },
     ));
+
+    let linked_roles = linked_roles(&args, &runtime, discord.as_deref())?;
 
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
@@ -159,6 +163,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(webhook) = telegram.as_ref().and_then(|t| t.router.clone()) {
         app = app.merge(webhook);
     }
+    if let Some(linked) = linked_roles {
+        app = app.merge(crate::discord::linked_roles::routes(linked));
+    }
     crate::http::serve(
         listener,
         app,
@@ -203,4 +210,68 @@ async fn shutdown_signal() {
 
 fn days(n: u64) -> std::time::Duration {
     std::time::Duration::from_secs(n * 86_400)
+}
+
+/// Discord's Linked Roles, when every setting they need is there: its
+/// metadata registered and linked members kept current, both in the
+/// background. Some set and some not is refused, naming what is missing.
+fn linked_roles(
+    args: &ServeArgs,
+    runtime: &Arc<actors::Runtime>,
+    token: Option<&str>,
+) -> Result<Option<Arc<crate::discord::linked_roles::LinkedRoles>>, crate::settings::SettingsError>
+{
+    let secret = crate::settings::discord_client_secret();
+    let given = [
+        ("DISCORD_TOKEN", token.is_some()),
+        ("DISCORD_CLIENT_SECRET", secret.is_some()),
+        (
+            "--discord-application-id",
+            args.discord_application_id.is_some(),
+        ),
+        ("--linked-roles-guild", args.linked_roles_guild.is_some()),
+        ("--public-url", args.public_url.is_some()),
+    ];
+    // Only the last three ask for Linked Roles; a bot token alone does not.
+    if !given[1..4].iter().any(|(_, set)| *set) {
+        return Ok(None);
+    }
+    let missing: Vec<&str> = given
+        .iter()
+        .filter(|(_, set)| !set)
+        .map(|(n, _)| *n)
+        .collect();
+    let guild = args
+        .linked_roles_guild
+        .and_then(|g| actors::GuildId::new(g).ok());
+    let (Some(token), Some(secret), Some(application_id), Some(guild), Some(public_url)) = (
+        token,
+        secret,
+        args.discord_application_id,
+        guild,
+        args.public_url.clone(),
+    ) else {
+        let missing = if missing.is_empty() {
+            "a valid --linked-roles-guild".to_owned()
+        } else {
+            missing.join(", ")
+        };
+        return Err(crate::settings::SettingsError::LinkedRoles(missing));
+    };
+    let config = crate::discord::linked_roles::LinkedRolesConfig {
+        application_id,
+        client_secret: secret,
+        guild,
+        public_url,
+        refresh: std::time::Duration::from_secs(args.linked_roles_refresh_secs),
+    };
+    let linked = Arc::new(crate::discord::linked_roles::LinkedRoles::new(
+        runtime.clone(),
+        config,
+        token,
+        args.discord_proxy.as_deref(),
+    ));
+    tokio::spawn(linked.clone().register());
+    tokio::spawn(linked.clone().refresh_every());
+    Ok(Some(linked))
 }

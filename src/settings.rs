@@ -155,6 +155,8 @@ pub enum SettingsError {
     WeakToken,
     #[error("--renderer {0:?}: expected off, simulated, comfyui:http://host:8188, or the http:// URL of a render service")]
     Renderer(String),
+    #[error("Linked Roles need DISCORD_TOKEN, DISCORD_CLIENT_SECRET, --discord-application-id, --linked-roles-guild and --public-url; missing: {0}")]
+    LinkedRoles(String),
 }
 
 impl RuntimeArgs {
@@ -327,6 +329,29 @@ pub struct ServeArgs {
     #[arg(long, env = "KOKORO_DISCORD_ROLEPLAY_POSTS")]
     pub discord_roleplay_posts: bool,
 
+    /// Watch members join, for verification: joins are counted and a burst
+    /// of them (a raid) is told to the guild's admin_channel. Needs the
+    /// privileged Server Members intent: enable it for the bot in the
+    /// developer portal first, or Discord refuses the connection (the
+    /// verification button works without it).
+    #[arg(long, env = "KOKORO_DISCORD_VERIFICATION")]
+    pub discord_verification: bool,
+
+    /// The Discord application's id, for Linked Roles (with
+    /// DISCORD_CLIENT_SECRET, --linked-roles-guild and --public-url).
+    #[arg(long, env = "KOKORO_DISCORD_APPLICATION_ID")]
+    pub discord_application_id: Option<u64>,
+
+    /// The guild whose players' state kokoro's Linked Roles connection
+    /// shows (level, roleplay level, SSR characters, VIP).
+    #[arg(long, env = "KOKORO_LINKED_ROLES_GUILD")]
+    pub linked_roles_guild: Option<i64>,
+
+    /// How often every linked member's connection is written again.
+    #[arg(long, env = "KOKORO_LINKED_ROLES_REFRESH_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub linked_roles_refresh_secs: u64,
+
     /// Export spans to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318).
     /// Needs a build with `--features otel`.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -404,6 +429,14 @@ pub fn payment_secret() -> Option<String> {
 /// The Telegram bot token, from the environment only.
 pub fn telegram_token() -> Option<String> {
     std::env::var("TELEGRAM_BOT_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+/// The Discord application's OAuth2 client secret (Linked Roles), from
+/// the environment only.
+pub fn discord_client_secret() -> Option<String> {
+    std::env::var("DISCORD_CLIENT_SECRET")
         .ok()
         .filter(|t| !t.is_empty())
 }

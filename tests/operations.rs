@@ -347,11 +347,7 @@ both_backends!(migrating_a_store_with_data_backs_it_up_first, |backend| {
     // Undo the newest migration, as if this store were from the last release.
     let store = db.store().await;
     let newest = store.expected_migration_version().unwrap();
-    let undo = [
-        "DROP INDEX arena_to_notify",
-        "ALTER TABLE arena_entries DROP COLUMN notified_ms",
-        "ALTER TABLE arena_entries DROP COLUMN notify",
-    ];
+    let undo = ["DROP TABLE role_connections"];
     for statement in undo {
         sql(&store, statement).await;
     }

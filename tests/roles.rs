@@ -5,6 +5,7 @@
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actors::{Command, CommandKind, GuildId, Reply, Runtime, RuntimeConfig, UserId, UserKey};
@@ -419,3 +420,158 @@ async fn a_role_kokoro_may_not_give_is_told_to_the_admins_once_and_nothing_stops
     }
     db.drop_db().await;
 }
+
+// ---- Discord's Linked Roles ----
+
+both_backends!(
+    a_member_links_and_their_connection_follows_the_game,
+    |backend| {
+        use kokoro::discord::linked_roles::{LinkedRoles, LinkedRolesConfig};
+        use support::fake_discord::APP_ID;
+        let db = TestDb::new(backend).await;
+        let rt = db.runtime(config(100)).await;
+        let member = "175928847299117063";
+        let vip = |days: i64| json!({"user": member, "days": days});
+        assert!(admin(&rt, GUILD, "vip", vip(30)).await.ok);
+        let discord = fake_discord(usize::MAX).await;
+        *discord.fake.client_secret.lock().unwrap() = "client-secret-123".into();
+
+        // kokoro's own HTTP server, where Discord sends members.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let public = format!("http://{}", listener.local_addr().unwrap());
+        let linked = Arc::new(LinkedRoles::new(
+            rt.clone(),
+            LinkedRolesConfig {
+                application_id: APP_ID.parse().unwrap(),
+                client_secret: "client-secret-123".into(),
+                guild: GuildId::new(GUILD).unwrap(),
+                public_url: public.clone(),
+                refresh: Duration::from_millis(200),
+            },
+            "fake-token",
+            Some(&discord.base),
+        ));
+        tokio::spawn(linked.clone().register());
+        tokio::spawn(linked.clone().refresh_every());
+        tokio::spawn(kokoro::http::serve(
+            listener,
+            kokoro::discord::linked_roles::routes(linked.clone()),
+            Duration::from_secs(5),
+            std::future::pending(),
+        ));
+        let registered = || {
+            discord
+                .fake
+                .role_metadata
+                .lock()
+                .unwrap()
+                .as_array()
+                .map_or(0, Vec::len)
+        };
+        let mut waited = 0;
+        while registered() < 4 && waited < 100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert_eq!(registered(), 4, "level, rp_level, ssr and vip registered");
+
+        // The member starts from Discord: sent to the consent page with a state.
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let start = browser
+            .get(format!("{public}/discord/linked-roles"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(start.status(), 302);
+        let location = start.headers()["location"].to_str().unwrap().to_owned();
+        let cookie = start.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert!(
+            location.starts_with(&format!(
+                "{}/oauth2/authorize?client_id={APP_ID}&redirect_uri=",
+                discord.base
+            )) && location.contains("scope=role_connections.write%20identify"),
+            "{location}"
+        );
+        let state = location
+            .split("state=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_owned();
+
+        // Back with a state that is not theirs: refused, as the JSON error.
+        discord
+            .fake
+            .oauth_codes
+            .lock()
+            .unwrap()
+            .insert("code-1".into(), member.into());
+        let callback = |code: &str, state: &str, cookie: &str| {
+            browser
+                .get(format!(
+                    "{public}/discord/linked-roles/callback?code={code}&state={state}"
+                ))
+                .header("cookie", cookie.to_owned())
+                .send()
+        };
+        let forged = callback("code-1", "0123", &cookie).await.unwrap();
+        assert_eq!(forged.status(), 400);
+        let body: Value = forged.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_argument", "{body}");
+        // Back with the consent's code: linked, and the connection written.
+        let linked_ok = callback("code-1", &state, &cookie).await.unwrap();
+        assert_eq!(linked_ok.status(), 200);
+        let written = || {
+            discord
+                .fake
+                .connections
+                .lock()
+                .unwrap()
+                .get(member)
+                .cloned()
+        };
+        let first = written().expect("the connection is written on linking");
+        assert_eq!(first["platform_name"], "kokoro");
+        assert_eq!(
+            first["metadata"],
+            json!({"level": "0", "rp_level": "0", "ssr": "0", "vip": "1"})
+        );
+        // A code is good once: Discord refuses it again, and so does kokoro.
+        let again = callback("code-1", &state, &cookie).await.unwrap();
+        assert_eq!(again.status(), 400);
+        let body: Value = again.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Discord did not accept the code"),
+            "{body}"
+        );
+
+        // The game moves on: the connection follows at the next refresh.
+        assert!(admin(&rt, GUILD, "vip", vip(0)).await.ok);
+        let mut waited = 0;
+        while written().is_some_and(|c| c["metadata"]["vip"] == "1") && waited < 100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert_eq!(written().unwrap()["metadata"]["vip"], "0");
+        // The link is kept (a restart refreshes from it), its tokens hidden in logs.
+        let kept = rt.store().role_connections().await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].user_id.to_string(), member);
+        assert!(!format!("{:?}", kept[0]).contains(&kept[0].access_token));
+        db.drop_db().await;
+    }
+);

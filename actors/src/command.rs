@@ -83,7 +83,9 @@ impl CommandKind {
     pub fn needs_collection(&self) -> bool {
         matches!(
             self,
-            Self::Collection(_) | Self::Arena(ArenaCommand::Join { .. })
+            Self::Collection(_)
+                | Self::Arena(ArenaCommand::Join { .. })
+                | Self::Guild(GuildCommand::Roles { .. })
         )
     }
 
@@ -94,7 +96,11 @@ impl CommandKind {
             self,
             Self::Economy(crate::game::economy::EconomyCommand::Daily)
                 | Self::Roleplay(_)
-                | Self::Guild(GuildCommand::Roles { .. } | GuildCommand::RolesSync { .. })
+                | Self::Guild(
+                    GuildCommand::Roles { .. }
+                        | GuildCommand::RolesSync { .. }
+                        | GuildCommand::Verify { .. }
+                )
         )
     }
 
@@ -122,6 +128,7 @@ impl CommandKind {
                     | GuildCommand::Set { .. }
                     | GuildCommand::Grant { .. }
                     | GuildCommand::RolesSync { .. }
+                    | GuildCommand::Verify { user: Some(_), .. }
             ) | Self::Roleplay(RoleplayCommand::HfSuccess { .. })
                 | Self::Generation(
                     GenerationCommand::Vip { .. }
@@ -136,8 +143,12 @@ impl CommandKind {
     pub const EVENTS: &'static [&'static str] = &["message", "payment", "chargeback"];
 
     /// Whether deciding it reads the player's roleplay characters.
+    /// (`roles` reads every part: it shows every fact a rule can name.)
     pub fn needs_roleplay(&self) -> bool {
-        matches!(self, Self::Roleplay(_))
+        matches!(
+            self,
+            Self::Roleplay(_) | Self::Guild(GuildCommand::Roles { .. })
+        )
     }
 
     /// Whether deciding it reads the player's free jobs and VIP.
@@ -149,7 +160,7 @@ impl CommandKind {
                     | GenerationCommand::Choose { .. }
                     | GenerationCommand::Credits
                     | GenerationCommand::Vip { .. }
-            )
+            ) | Self::Guild(GuildCommand::Roles { .. })
         )
     }
 
@@ -171,6 +182,11 @@ impl CommandKind {
                 | GuildCommand::RolesSync {
                     user: Some(user),
                     by: b,
+                }
+                | GuildCommand::Verify {
+                    user: Some(user),
+                    by: b,
+                    ..
                 },
             ) => {
                 *b = Some(by);

@@ -26,6 +26,10 @@ pub enum ErrorCode {
     NameTaken,
     /// The server does not offer this (image generation with no renderer).
     Disabled,
+    /// A Discord account younger than the guild lets verify.
+    AccountTooNew,
+    /// The wrong answer to the guild's verification question.
+    WrongAnswer,
     RateLimited,
     Busy,
     StorageUnavailable,
@@ -47,6 +51,8 @@ impl ErrorCode {
             Self::AlreadyFinished => "already_finished",
             Self::NameTaken => "name_taken",
             Self::Disabled => "disabled",
+            Self::AccountTooNew => "account_too_new",
+            Self::WrongAnswer => "wrong_answer",
             Self::RateLimited => "rate_limited",
             Self::Busy => "busy",
             Self::StorageUnavailable => "storage_unavailable",
@@ -67,6 +73,8 @@ impl ErrorCode {
                 | Self::AlreadyFinished
                 | Self::NameTaken
                 | Self::Disabled
+                | Self::AccountTooNew
+                | Self::WrongAnswer
         )
     }
 

@@ -27,6 +27,8 @@ pub struct UserState {
     pub open_jobs: u8,
     /// Has an arena entry waiting or matched (at most one at a time).
     pub in_arena: bool,
+    /// Has verified in the guild (see `game/guild/verify.rs`).
+    pub verified: bool,
     /// Items owned, sorted by item id.
     pub inventory: Inventory,
     /// What is read from storage only the first time a command needs it

@@ -96,6 +96,9 @@ pub const BUILD_INFO: &str = "kokoro_build_info";
 /// The role-connection metrics share this prefix: they move only in guilds
 /// with `role_rules` (and the Discord door applying them).
 pub const ROLE_PREFIX: &str = "kokoro_role_";
+/// Members who joined a guild (with `--discord-verification`, which asks
+/// for the Server Members intent).
+pub const DISCORD_MEMBER_JOINS_TOTAL: &str = "kokoro_discord_member_joins_total";
 /// Members with a role change waiting for a front door to apply it.
 pub const ROLE_CHANGES_WAITING: &str = "kokoro_role_changes_waiting";
 /// Role changes a front door tried, by `action` (`add`, `remove`) and
@@ -245,6 +248,11 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         "Jobs that left a queue, by queue and outcome (done, failed, cancelled).",
     ),
     (ARENA_BATTLES_TOTAL, Kind::Counter, "Arena battles fought."),
+    (
+        DISCORD_MEMBER_JOINS_TOTAL,
+        Kind::Counter,
+        "Members who joined a guild (needs --discord-verification and the Server Members intent).",
+    ),
     (
         ROLE_CHANGES_WAITING,
         Kind::Gauge,

@@ -419,6 +419,7 @@ impl UserActor {
         } = draft;
         let reply = Reply::ok(name, data, message);
         if writes.is_empty() {
+            self.hand_roles(&command.kind, &guild);
             answer.send(reply);
             return Next::Continue;
         }
@@ -457,10 +458,7 @@ impl UserActor {
                 {
                     data.insert("roles".to_owned(), change.to_json());
                 }
-                if let CommandKind::Guild(GuildCommand::RolesSync { .. }) = &command.kind {
-                    let all = roles::sync_change(&self.state, &self.context(&guild));
-                    self.registry.shared.roles.post(self.key, &all);
-                }
+                self.hand_roles(&command.kind, &guild);
                 // The system actors hear first, then the player: a `jobs`
                 // or `arena_status` sent after this reply reaches their
                 // mailbox after the job or the entry (both are plain sends).
@@ -654,6 +652,29 @@ impl UserActor {
             None => metrics::counter!(m::ROLE_RULES_UNREAD_TOTAL).increment(1),
         }
         self.state = state;
+    }
+
+    /// The roles a command hands the front door besides those its commit
+    /// changed: every role the rules decide (`roles_sync`), the verified
+    /// role (`verify`, also when already verified: it may have been taken
+    /// away by hand).
+    fn hand_roles(&self, kind: &CommandKind, guild: &GuildSettings) {
+        let change = match kind {
+            CommandKind::Guild(GuildCommand::RolesSync { .. }) => {
+                roles::sync_change(&self.state, &self.context(guild))
+            }
+            CommandKind::Guild(GuildCommand::Verify { .. }) if self.state.verified => {
+                match guild.verified_role {
+                    Some(role) => RoleChange {
+                        add: vec![role],
+                        remove: Vec::new(),
+                    },
+                    None => return,
+                }
+            }
+            _ => return,
+        };
+        self.registry.shared.roles.post(self.key, &change);
     }
 
     /// The guild's role rules, if they read a part of the state kept on

@@ -21,6 +21,7 @@ pub struct UserRow {
     pub credits: i64,
     pub lucky_day: Option<i32>,
     pub lucky_pct: u8,
+    pub verified: bool,
 }
 
 /// One balance change. Per player and currency, the ledger sums to the balance.

@@ -446,17 +446,21 @@ pub async fn vip(
     super::run(ctx, "vip", args).await
 }
 
+/// `{user}` for a member named, `{}` for the caller.
+fn member(user: Option<poise::serenity_prelude::User>) -> Value {
+    match user {
+        Some(u) => json!({ "user": u.id.get().to_string() }),
+        None => json!({}),
+    }
+}
+
 /// The roles this server's role rules give you (or a member), and why
 #[poise::command(slash_command, guild_only)]
 pub async fn roles(
     ctx: Ctx<'_>,
     #[description = "Whose (default: yours)"] user: Option<poise::serenity_prelude::User>,
 ) -> Result<(), Error> {
-    let args = match user {
-        Some(u) => json!({ "user": u.id.get().to_string() }),
-        None => json!({}),
-    };
-    super::run(ctx, "roles", args).await
+    super::run(ctx, "roles", member(user)).await
 }
 
 /// Apply the role rules' roles to a member again (admins; audited)
@@ -465,11 +469,16 @@ pub async fn roles_sync(
     ctx: Ctx<'_>,
     #[description = "Whose (default: yours)"] user: Option<poise::serenity_prelude::User>,
 ) -> Result<(), Error> {
-    let args = match user {
-        Some(u) => json!({ "user": u.id.get().to_string() }),
-        None => json!({}),
-    };
-    super::run(ctx, "roles_sync", args).await
+    super::run(ctx, "roles_sync", member(user)).await
+}
+
+/// Verify a member without the button (admins; audited)
+#[poise::command(slash_command, guild_only, default_member_permissions = "MANAGE_GUILD")]
+pub async fn verify(
+    ctx: Ctx<'_>,
+    #[description = "Who"] user: poise::serenity_prelude::User,
+) -> Result<(), Error> {
+    super::run(ctx, "verify", json!({ "user": user.id.get().to_string() })).await
 }
 
 /// Every slash command, for registration.
@@ -512,5 +521,6 @@ pub fn all() -> Vec<poise::Command<super::Data, Error>> {
         vip(),
         roles(),
         roles_sync(),
+        verify(),
     ]
 }

@@ -8,10 +8,12 @@
 //! reconnects, from the shard manager and stage-change events.
 
 mod commands;
+pub mod linked_roles;
 mod notices;
 mod posts;
 mod render;
 mod roles;
+mod verification;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,8 @@ pub struct Data {
     links: crate::results::ResultLinks,
     /// Fetches pictures players attach.
     client: reqwest::Client,
+    /// The verification message and its button.
+    verification: Arc<verification::Verification>,
 }
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -50,6 +54,14 @@ pub struct Options {
     /// message-content intent, enabled for the bot in the developer portal
     /// (Discord refuses the connection otherwise).
     pub roleplay_posts: bool,
+    /// Watch members join, for verification (raids told to the admins).
+    /// Needs the privileged Server Members intent, enabled for the bot in
+    /// the developer portal (Discord refuses the connection otherwise). The
+    /// button works without it.
+    pub verification: bool,
+    /// How often each guild's verification message is looked for (and
+    /// posted again if it was deleted). `None`: every 5 minutes.
+    pub verify_look_every: Option<std::time::Duration>,
     /// Where the door says whether it is up.
     pub doors: crate::doors::Doors,
 }
@@ -92,12 +104,38 @@ pub async fn start(
         loop {
             let why = match connect(runtime.clone(), &token, &options, links.clone()).await {
                 Ok(()) => "the gateway connection ended".to_owned(),
-                Err(e) => e.to_string(),
+                Err(e) => explain(&e, &options),
             };
             options.doors.down(DOOR, "connect", why);
             backoff.wait().await;
         }
     }))
+}
+
+/// A connection's failure as the operator is to read it: a refused
+/// privileged intent names the switch in the developer portal.
+fn explain(e: &anyhow::Error, options: &Options) -> String {
+    let disallowed = matches!(
+        e.downcast_ref::<serenity::Error>(),
+        Some(serenity::Error::Gateway(
+            serenity::GatewayError::DisallowedGatewayIntents
+        ))
+    );
+    if !disallowed {
+        return e.to_string();
+    }
+    let mut wanted = Vec::new();
+    if options.verification {
+        wanted.push("Server Members Intent (for --discord-verification)");
+    }
+    if options.roleplay_posts {
+        wanted.push("Message Content Intent (for --discord-roleplay-posts)");
+    }
+    format!(
+        "Discord refused a privileged intent: enable {} for the bot in the developer portal \
+         (Bot → Privileged Gateway Intents), or turn the option off",
+        wanted.join(" and ")
+    )
 }
 
 fn http(token: &str, options: &Options) -> serenity::HttpBuilder {
@@ -121,6 +159,9 @@ async fn connect(
     // The registration task lives no longer than this connection: the
     // guard is dropped (and the task aborted) when `connect` returns.
     let registering: Arc<std::sync::Mutex<Option<crate::notices::AbortOnDrop>>> = Arc::default();
+    let verification = Arc::new(verification::Verification::new(runtime.clone()));
+    // Likewise the periodic look at verification messages.
+    let looking: Arc<std::sync::Mutex<Option<crate::notices::AbortOnDrop>>> = Arc::default();
     let framework = poise::Framework::builder()
         .options(poise::FrameworkOptions {
             commands: commands::all(),
@@ -131,6 +172,9 @@ async fn connect(
             let runtime = runtime.clone();
             let links = links.clone();
             let registering = registering.clone();
+            let verification = verification.clone();
+            let looking_slot = looking.clone();
+            let verify_every = options.verify_look_every;
             move |ctx, ready, _framework| {
                 Box::pin(async move {
                     tracing::info!(
@@ -142,28 +186,42 @@ async fn connect(
                     // Registered until Discord takes them; interactions are
                     // served meanwhile (Data is ready either way).
                     let task = tokio::spawn(register(ctx.http.clone(), doors));
+                    let looking =
+                        tokio::spawn(verification.clone().look_every(ctx.clone(), verify_every));
                     if let Ok(mut slot) = registering.lock() {
                         *slot = Some(crate::notices::AbortOnDrop(task));
+                    }
+                    if let Ok(mut slot) = looking_slot.lock() {
+                        *slot = Some(crate::notices::AbortOnDrop(looking));
                     }
                     Ok(Data {
                         runtime,
                         links,
                         client: reqwest::Client::new(),
+                        verification,
                     })
                 })
             }
         })
         .build();
-    // Slash commands need no privileged intent; a post's length needs its
-    // text, which only the message-content intent brings (posts.rs).
+    // Slash commands and the verification button need no privileged
+    // intent; a post's length needs its text, which only the
+    // message-content intent brings (posts.rs), and joins need the members
+    // intent (verification.rs). A deleted verification message is seen at
+    // once with guild messages, else by the door's periodic look.
     let mut intents = serenity::GatewayIntents::GUILDS;
+    if options.verification {
+        intents |=
+            serenity::GatewayIntents::GUILD_MEMBERS | serenity::GatewayIntents::GUILD_MESSAGES;
+    }
     if options.roleplay_posts {
         intents |=
             serenity::GatewayIntents::GUILD_MESSAGES | serenity::GatewayIntents::MESSAGE_CONTENT;
     }
     let mut builder = serenity::ClientBuilder::new_with_http(http(token, options).build(), intents)
         .framework(framework)
-        .event_handler(ShardWatch::default());
+        .event_handler(ShardWatch::default())
+        .event_handler(verification::VerificationEvents(verification));
     if options.roleplay_posts {
         builder = builder.event_handler(posts::RoleplayPosts {
             runtime: runtime.clone(),
@@ -226,6 +284,15 @@ async fn run(ctx: Ctx<'_>, name: &str, args: Value) -> Result<(), Error> {
         }
     };
     ctx.send(render::reply(&reply)).await?;
+    // A verification channel set (or changed) gets its message at once.
+    if name == "config_set" && reply.ok && args["key"] == "verify_channel" {
+        if let Some(guild) = ctx.guild_id() {
+            ctx.data()
+                .verification
+                .ensure(ctx.serenity_context(), guild)
+                .await;
+        }
+    }
     Ok(())
 }
 

@@ -145,6 +145,8 @@ fn record(
         credits: 0,
         lucky_day: None,
         lucky_pct: 0,
+        // The legacy bots kept no verification.
+        verified: false,
     });
     for (currency, amount) in [(Currency::Gold, gold), (Currency::Gems, gems)] {
         if amount > 0 {

@@ -240,6 +240,8 @@ fn player(
         credits: 0,
         lucky_day: None,
         lucky_pct: 0,
+        // The legacy bots kept no verification.
+        verified: false,
     });
     let mut names: HashSet<String> = HashSet::new();
     let mut active = None;

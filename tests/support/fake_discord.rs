@@ -70,6 +70,32 @@ pub struct Fake {
     pub global_bucket: Arc<Mutex<Option<(u32, Duration)>>>,
     /// Role calls answered 429.
     pub rate_limited: Arc<Mutex<u32>>,
+    /// Ids of the bot's messages someone deleted.
+    pub deleted: Arc<Mutex<Vec<String>>>,
+    /// Intents the bot may not ask for: an identify with any of them is
+    /// closed with 4014, as Discord does when a privileged intent is not
+    /// enabled in the developer portal.
+    pub disallowed_intents: Arc<Mutex<u64>>,
+    /// Every event dispatched, by sequence number, as Discord keeps them
+    /// for a session: a resume gets those after the client's last one.
+    dispatched_log: Arc<Mutex<Vec<(u64, Value)>>>,
+    seq: Arc<Mutex<u64>>,
+    /// Sessions resumed.
+    pub resumes: Arc<Mutex<u32>>,
+    /// The heartbeat interval the hello asks for: 300 ms by default, so
+    /// tests see latency quickly; Discord's own is 41,250 ms.
+    pub heartbeat_ms: Arc<Mutex<u64>>,
+    /// Linked Roles: the metadata the application registered.
+    pub role_metadata: Arc<Mutex<Value>>,
+    /// OAuth2 codes a consent would hand out: code → user id. Each is
+    /// taken once, as Discord's are.
+    pub oauth_codes: Arc<Mutex<std::collections::HashMap<String, String>>>,
+    /// The application's client secret the token endpoint accepts.
+    pub client_secret: Arc<Mutex<String>>,
+    /// Access and refresh tokens handed out: token → user id.
+    pub oauth_tokens: Arc<Mutex<std::collections::HashMap<String, String>>>,
+    /// Each user's role connection as the application last wrote it.
+    pub connections: Arc<Mutex<std::collections::HashMap<String, Value>>>,
     /// Close the gateway connection once, after this many dispatches.
     drop_after: usize,
 }
@@ -137,11 +163,16 @@ fn text(v: Value) -> Message {
 /// One gateway connection: hello, then identify or resume, heartbeats
 /// acknowledged, and queued interactions dispatched.
 async fn session(f: Fake, mut socket: WebSocket) {
-    let hello = json!({"op": 10, "d": {"heartbeat_interval": 300}});
+    let interval = *f.heartbeat_ms.lock().unwrap();
+    let hello = json!({"op": 10, "d": {"heartbeat_interval": interval}});
     if socket.send(text(hello)).await.is_err() {
         return;
     }
-    let mut seq = 0u64;
+    let next_seq = |f: &Fake| {
+        let mut s = f.seq.lock().unwrap();
+        *s += 1;
+        *s
+    };
     let mut dispatched = 0usize;
     let mut ready = false;
     let mut rx = f.to_send.lock().await;
@@ -154,9 +185,15 @@ async fn session(f: Fake, mut socket: WebSocket) {
                     Some(1) => { let _ = socket.send(text(json!({"op": 11}))).await; }
                     Some(2) => {
                         *f.identifies.lock().unwrap() += 1;
-                        *f.intents.lock().unwrap() = v["d"]["intents"].as_u64().unwrap_or(0);
-                        seq += 1;
-                        let ready_event = json!({"op": 0, "t": "READY", "s": seq, "d": {
+                        let intents = v["d"]["intents"].as_u64().unwrap_or(0);
+                        *f.intents.lock().unwrap() = intents;
+                        if intents & *f.disallowed_intents.lock().unwrap() != 0 {
+                            let _ = socket.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                                code: 4014, reason: "Disallowed intent(s).".into(),
+                            }))).await;
+                            return;
+                        }
+                        let ready_event = json!({"op": 0, "t": "READY", "s": next_seq(&f), "d": {
                             "v": 10,
                             "user": {"id": BOT_ID, "username": "kokoro", "discriminator": "0", "avatar": null, "bot": true, "global_name": null},
                             "guilds": [], "session_id": "session-1",
@@ -167,8 +204,15 @@ async fn session(f: Fake, mut socket: WebSocket) {
                         ready = true;
                     }
                     Some(6) => {
-                        seq += 1;
-                        let _ = socket.send(text(json!({"op": 0, "t": "RESUMED", "s": seq, "d": {}}))).await;
+                        // Discord replays what the client missed, then says RESUMED.
+                        *f.resumes.lock().unwrap() += 1;
+                        let last = v["d"]["seq"].as_u64().unwrap_or(0);
+                        let missed: Vec<Value> = f.dispatched_log.lock().unwrap().iter()
+                            .filter(|(s, _)| *s > last).map(|(_, e)| e.clone()).collect();
+                        for event in missed {
+                            if socket.send(text(event)).await.is_err() { return; }
+                        }
+                        let _ = socket.send(text(json!({"op": 0, "t": "RESUMED", "s": next_seq(&f), "d": {}}))).await;
                         ready = true;
                     }
                     _ => {}
@@ -176,8 +220,9 @@ async fn session(f: Fake, mut socket: WebSocket) {
             }
             next = rx.recv(), if ready => {
                 let Some((name, payload)) = next else { return };
-                seq += 1;
-                let event = json!({"op": 0, "t": name, "s": seq, "d": payload});
+                let s = next_seq(&f);
+                let event = json!({"op": 0, "t": name, "s": s, "d": payload});
+                f.dispatched_log.lock().unwrap().push((s, event.clone()));
                 if socket.send(text(event)).await.is_err() { return; }
                 dispatched += 1;
                 if dispatched == f.drop_after {
@@ -373,6 +418,168 @@ async fn create_message(
     Json(m).into_response()
 }
 
+/// A message the bot posted, as `GET` returns it: its content, embeds and
+/// components as posted.
+fn posted_message(n: usize, channel: &str, body: &Value) -> Value {
+    let id = format!("{}", 950000000000000000u64 + n as u64);
+    let mut m = message(
+        &id,
+        channel,
+        None,
+        &user(BOT_ID),
+        body["content"].as_str().unwrap_or_default(),
+    );
+    m["author"]["bot"] = json!(true);
+    for field in ["embeds", "components"] {
+        if let Some(v) = body.get(field) {
+            m[field] = v.clone();
+        }
+    }
+    // Discord fills in a button's defaults; serenity needs them to read it.
+    if let Some(rows) = m["components"].as_array_mut() {
+        for row in rows {
+            for c in row["components"].as_array_mut().into_iter().flatten() {
+                if c.get("disabled").is_none() {
+                    c["disabled"] = json!(false);
+                }
+            }
+        }
+    }
+    m
+}
+
+/// `GET /channels/{c}/messages`: the bot's messages there, newest first,
+/// without those deleted.
+async fn list_messages(State(f): State<Fake>, Path(channel): Path<String>) -> Json<Value> {
+    let deleted = f.deleted.lock().unwrap().clone();
+    let posted = f.posted.lock().unwrap();
+    let mut out: Vec<Value> = posted
+        .iter()
+        .enumerate()
+        .filter(|(_, (c, _))| *c == channel)
+        .map(|(i, (c, b))| posted_message(i + 1, c, b))
+        .filter(|m| !deleted.iter().any(|d| m["id"] == json!(d)))
+        .collect();
+    out.reverse();
+    Json(Value::Array(out))
+}
+
+/// `GET /channels/{c}/messages/{id}`: the message, or Discord's 404.
+async fn get_message(
+    State(f): State<Fake>,
+    Path((channel, id)): Path<(String, String)>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Json(all) = list_messages(State(f), Path(channel)).await;
+    match all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["id"] == json!(id))
+    {
+        Some(m) => Json(m.clone()).into_response(),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(json!({"message": "Unknown Message", "code": 10008})),
+        )
+            .into_response(),
+    }
+}
+
+/// `PUT /applications/{app}/role-connections/metadata` (bot token).
+async fn put_metadata(State(f): State<Fake>, Json(body): Json<Value>) -> Json<Value> {
+    *f.role_metadata.lock().unwrap() = body.clone();
+    Json(body)
+}
+
+/// `POST /oauth2/token`: a code (once) or a refresh token for new tokens,
+/// with the right client secret; Discord's `invalid_grant` otherwise.
+async fn oauth_token(
+    State(f): State<Fake>,
+    axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if form.get("client_secret") != Some(&*f.client_secret.lock().unwrap()) {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client"})),
+        )
+            .into_response();
+    }
+    let user = match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => form
+            .get("code")
+            .and_then(|c| f.oauth_codes.lock().unwrap().remove(c)),
+        Some("refresh_token") => form
+            .get("refresh_token")
+            .and_then(|t| f.oauth_tokens.lock().unwrap().get(t).cloned()),
+        _ => None,
+    };
+    let Some(user) = user else {
+        let body =
+            json!({"error": "invalid_grant", "error_description": "Invalid \"code\" in request."});
+        return (axum::http::StatusCode::BAD_REQUEST, Json(body)).into_response();
+    };
+    let n = f.oauth_tokens.lock().unwrap().len();
+    let (access, refresh) = (format!("at-{user}-{n}"), format!("rt-{user}-{n}"));
+    {
+        let mut tokens = f.oauth_tokens.lock().unwrap();
+        tokens.insert(access.clone(), user.clone());
+        tokens.insert(refresh.clone(), user);
+    }
+    Json(
+        json!({"access_token": access, "refresh_token": refresh, "expires_in": 604800,
+                "token_type": "Bearer", "scope": "identify role_connections.write"}),
+    )
+    .into_response()
+}
+
+fn bearer_user(f: &Fake, headers: &axum::http::HeaderMap) -> Option<String> {
+    let token = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    f.oauth_tokens.lock().unwrap().get(token).cloned()
+}
+
+fn unauthorized() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        Json(json!({"message": "401: Unauthorized", "code": 0})),
+    )
+        .into_response()
+}
+
+/// `GET /users/@me` with a member's access token.
+async fn users_me(
+    State(f): State<Fake>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match bearer_user(&f, &headers) {
+        Some(id) => Json(user(&id)).into_response(),
+        None => unauthorized(),
+    }
+}
+
+/// `PUT /users/@me/applications/{app}/role-connection` with a member's token.
+async fn put_connection(
+    State(f): State<Fake>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match bearer_user(&f, &headers) {
+        Some(id) => {
+            f.connections.lock().unwrap().insert(id, body.clone());
+            Json(body).into_response()
+        }
+        None => unauthorized(),
+    }
+}
+
 /// Discord's 400 for a malformed request: `{"message", "code": 50035}`.
 fn bad_request(why: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
@@ -468,6 +675,17 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
         role_windows: Arc::default(),
         global_bucket: Arc::default(),
         rate_limited: Arc::default(),
+        deleted: Arc::default(),
+        disallowed_intents: Arc::default(),
+        dispatched_log: Arc::default(),
+        seq: Arc::default(),
+        resumes: Arc::default(),
+        heartbeat_ms: Arc::new(Mutex::new(300)),
+        role_metadata: Arc::default(),
+        oauth_codes: Arc::default(),
+        client_secret: Arc::default(),
+        oauth_tokens: Arc::default(),
+        connections: Arc::default(),
         drop_after,
     };
     let app = Router::new()
@@ -482,7 +700,24 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
             "/api/v10/guilds/{guild}/members/{user}/roles/{role}",
             put(add_role).delete(remove_role),
         )
-        .route("/api/v10/channels/{channel}/messages", post(create_message))
+        .route(
+            "/api/v10/channels/{channel}/messages",
+            post(create_message).get(list_messages),
+        )
+        .route(
+            "/api/v10/channels/{channel}/messages/{id}",
+            get(get_message),
+        )
+        .route(
+            "/api/v10/applications/{app}/role-connections/metadata",
+            put(put_metadata),
+        )
+        .route("/api/v10/oauth2/token", post(oauth_token))
+        .route("/api/v10/users/@me", get(users_me))
+        .route(
+            "/api/v10/users/@me/applications/{app}/role-connection",
+            put(put_connection),
+        )
         .route("/api/v10/webhooks/{app}/{token}", post(followup))
         .route("/attachments/{name}", get(attachment))
         .route("/gateway", get(gateway))
@@ -513,7 +748,45 @@ pub fn interaction(id: &str, user_id: &str, name: &str, options: Value, resolved
     })
 }
 
+/// A press of a message's button, as Discord sends it (type 3).
+pub fn press(id: &str, user_id: &str, guild: &str, message_id: &str, custom_id: &str) -> Value {
+    let mut i = interaction(id, user_id, "", json!([]), json!({}));
+    i["type"] = json!(3);
+    i["guild_id"] = json!(guild);
+    i["message"] = message(message_id, "700000000000000002", None, &user(BOT_ID), "");
+    i["data"] = json!({"custom_id": custom_id, "component_type": 2});
+    i
+}
+
+/// A form submitted, with one text input's value (type 5).
+pub fn submit(
+    id: &str,
+    user_id: &str,
+    guild: &str,
+    custom_id: &str,
+    input: &str,
+    value: &str,
+) -> Value {
+    let mut i = interaction(id, user_id, "", json!([]), json!({}));
+    i["type"] = json!(5);
+    i["guild_id"] = json!(guild);
+    i["data"] = json!({"custom_id": custom_id, "components": [
+        {"type": 1, "components": [{"type": 4, "custom_id": input, "value": value}]}
+    ]});
+    i
+}
+
 impl FakeDiscord {
+    /// Deletes a message the bot posted, as a member with Manage Messages
+    /// would; the gateway tells the bot.
+    pub fn delete_message(&self, channel: &str, id: &str, guild: &str) {
+        self.fake.deleted.lock().unwrap().push(id.to_owned());
+        self.event(
+            "MESSAGE_DELETE",
+            json!({"id": id, "channel_id": channel, "guild_id": guild}),
+        );
+    }
+
     /// Keeps `bytes` as a member's attachment; its `resolved.attachments`
     /// entry, as an interaction carries it.
     pub fn attach(&self, id: &str, name: &str, bytes: &[u8]) -> Value {
@@ -535,6 +808,22 @@ impl FakeDiscord {
     /// Dispatches any gateway event.
     pub fn event(&self, name: &str, v: Value) {
         self.tx.send((name.to_owned(), v)).unwrap();
+    }
+
+    pub fn identifies_count(&self) -> u32 {
+        *self.fake.identifies.lock().unwrap()
+    }
+
+    /// Every answer so far whose interaction id starts with `prefix`.
+    pub fn answers_of_prefix(&self, prefix: &str) -> Vec<(String, Value)> {
+        self.fake
+            .answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(i, _)| i.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     /// Waits for the answer to interaction `id` (the `n`th answer to it, from 1).

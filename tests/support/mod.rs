@@ -254,3 +254,42 @@ pub async fn sql(store: &actors::Store, statement: &str) {
     }
     .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }
+
+/// kokoro's HTTP API over `runtime` on a free loopback port, with `token`
+/// as the API token and `admin` as the admin token; its base URL.
+pub async fn http_api(
+    runtime: std::sync::Arc<actors::Runtime>,
+    token: &str,
+    admin: &str,
+) -> String {
+    let app = kokoro::http::router(kokoro::http::AppState {
+        runtime,
+        token: Some(std::sync::Arc::from(token)),
+        admin_token: Some(std::sync::Arc::from(admin)),
+        payment_secret: None,
+        results: None,
+        doors: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(kokoro::http::serve(
+        listener,
+        app,
+        std::time::Duration::from_secs(5),
+        std::future::pending(),
+    ));
+    base
+}
+
+/// POSTs a command with `token`: the status and the JSON reply.
+pub async fn post_with(base: &str, token: &str, body: &Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/commands"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("the server answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("a JSON reply"))
+}

@@ -131,6 +131,7 @@ impl Draft {
             credits: s.credits,
             lucky_day: s.lucky_day,
             lucky_pct: s.lucky_pct,
+            verified: s.verified,
         });
     }
 

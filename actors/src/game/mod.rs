@@ -43,6 +43,12 @@ pub fn decide(
     if let CommandKind::Guild(guild::GuildCommand::Roles { .. }) = kind {
         return Ok(guild::roles::show(state, key, ctx));
     }
+    // Verifying twice writes nothing the second time.
+    if let CommandKind::Guild(guild::GuildCommand::Verify { .. }) = kind {
+        if let Some(d) = guild::verify::already(state, key, ctx) {
+            return Ok(d);
+        }
+    }
     let d = Draft::begin(state, key, ctx, command_id)?;
     match kind {
         CommandKind::Economy(c) => economy::decide(d, key, c, ctx),

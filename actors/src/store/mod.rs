@@ -71,6 +71,27 @@ impl Default for StoreOptions {
     }
 }
 
+/// A member's Linked Roles tokens (see the front door's `linked_roles.rs`).
+/// The tokens are secrets: `Debug` leaves them out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RoleConnection {
+    pub user_id: i64,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_ms: i64,
+    pub linked_ms: i64,
+}
+
+impl std::fmt::Debug for RoleConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleConnection")
+            .field("user_id", &self.user_id)
+            .field("expires_ms", &self.expires_ms)
+            .field("linked_ms", &self.linked_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A player's state as stored, plus the ids of their recent commands.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedUser {
@@ -312,6 +333,16 @@ impl Store {
         guild: GuildId,
     ) -> Result<crate::game::guild::settings::GuildSettings, StoreError> {
         on_pool!(self, (p, q) => q::guild_sql::load(p, guild).await)
+    }
+
+    /// Keeps a member's Linked Roles tokens.
+    pub async fn save_role_connection(&self, c: &RoleConnection) -> Result<(), StoreError> {
+        on_pool!(self, (p, q) => q::save_role_connection(p, c).await)
+    }
+
+    /// Every member who linked kokoro's connection.
+    pub async fn role_connections(&self) -> Result<Vec<RoleConnection>, StoreError> {
+        on_pool!(self, (p, q) => q::role_connections(p).await)
     }
 
     /// A guild's newest audit rows, newest first.

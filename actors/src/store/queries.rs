@@ -279,7 +279,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
             async fn load_user_on(conn: &mut Conn, key: UserKey) -> Result<LoadedUser, StoreError> {
                 let (g, u) = (key.guild.get(), key.user.get());
                 let row = sqlx::query(
-                    "SELECT gold, gems, xp, level, daily_day, daily_streak, credits, lucky_day, lucky_pct, \
+                    "SELECT gold, gems, xp, level, daily_day, daily_streak, credits, lucky_day, lucky_pct, verified, \
                      (SELECT COUNT(*) FROM jobs j WHERE j.guild_id = $1 AND j.user_id = $2 AND j.status = 'queued'), \
                      (SELECT COUNT(*) FROM arena_entries a WHERE a.guild_id = $1 AND a.user_id = $2 AND a.status IN ('waiting', 'matched')), \
                      (SELECT CAST(COALESCE(SUM(cost), 0) AS BIGINT) FROM jobs j WHERE j.guild_id = $1 AND j.user_id = $2 AND j.status = 'queued' AND j.held = 1) \
@@ -303,9 +303,10 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     credits: row.try_get(6)?,
                     lucky_day: to_i32(row.try_get(7)?),
                     lucky_pct: u8::try_from(row.try_get::<i64, _>(8)?).unwrap_or(0),
-                    open_jobs: u8::try_from(row.try_get::<i64, _>(9)?).unwrap_or(u8::MAX),
-                    in_arena: row.try_get::<i64, _>(10)? > 0,
-                    credits_held: row.try_get(11)?,
+                    verified: row.try_get::<i64, _>(9)? != 0,
+                    open_jobs: u8::try_from(row.try_get::<i64, _>(10)?).unwrap_or(u8::MAX),
+                    in_arena: row.try_get::<i64, _>(11)? > 0,
+                    credits_held: row.try_get(12)?,
                     inventory: crate::state::Inventory::default(),
                 };
                 let items = sqlx::query(
@@ -497,11 +498,12 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 insert_chunked!(
                     tx,
                     "INSERT INTO users (guild_id, user_id, gold, gems, xp, level, daily_day, daily_streak, \
-                     credits, lucky_day, lucky_pct, created_ms, updated_ms) ",
+                     credits, lucky_day, lucky_pct, verified, created_ms, updated_ms) ",
                     " ON CONFLICT (guild_id, user_id) DO UPDATE SET gold = excluded.gold, gems = excluded.gems, \
                       xp = excluded.xp, level = excluded.level, daily_day = excluded.daily_day, \
                       daily_streak = excluded.daily_streak, credits = excluded.credits, \
-                      lucky_day = excluded.lucky_day, lucky_pct = excluded.lucky_pct, updated_ms = excluded.updated_ms",
+                      lucky_day = excluded.lucky_day, lucky_pct = excluded.lucky_pct, \
+                      verified = excluded.verified, updated_ms = excluded.updated_ms",
                     users,
                     |b, r| {
                         let (key, row, at) = r;
@@ -516,6 +518,7 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                             .push_bind(row.credits)
                             .push_bind(row.lucky_day.map(i64::from))
                             .push_bind(i64::from(row.lucky_pct))
+                            .push_bind(i64::from(row.verified))
                             .push_bind(*at)
                             .push_bind(*at);
                     }
@@ -685,6 +688,44 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     .await?;
                 row.map(|r| Ok((user_key(r.try_get(0)?, r.try_get(1)?)?, r.try_get(2)?, r.try_get(3)?)))
                     .transpose()
+            }
+
+            /// Keeps a member's Linked Roles tokens (the newest replace the old).
+            pub async fn save_role_connection(pool: &Pool, c: &crate::store::RoleConnection) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO role_connections (user_id, access_token, refresh_token, expires_ms, linked_ms) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO UPDATE SET \
+                     access_token = excluded.access_token, refresh_token = excluded.refresh_token, \
+                     expires_ms = excluded.expires_ms, linked_ms = excluded.linked_ms",
+                )
+                .bind(c.user_id)
+                .bind(&c.access_token)
+                .bind(&c.refresh_token)
+                .bind(c.expires_ms)
+                .bind(c.linked_ms)
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
+
+            /// Every member who linked, oldest link first.
+            pub async fn role_connections(pool: &Pool) -> Result<Vec<crate::store::RoleConnection>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT user_id, access_token, refresh_token, expires_ms, linked_ms FROM role_connections ORDER BY linked_ms, user_id",
+                )
+                .fetch_all(pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(crate::store::RoleConnection {
+                            user_id: r.try_get(0)?,
+                            access_token: r.try_get(1)?,
+                            refresh_token: r.try_get(2)?,
+                            expires_ms: r.try_get(3)?,
+                            linked_ms: r.try_get(4)?,
+                        })
+                    })
+                    .collect()
             }
 
             /// Audit rows since `since_ms`, newest first, across guilds.

@@ -14,6 +14,7 @@ pub mod role_rules;
 pub mod roles;
 pub mod settings;
 pub(crate) mod sql;
+pub mod verify;
 
 use serde_json::{json, Value};
 
@@ -60,11 +61,25 @@ pub enum GuildCommand {
         user: Option<UserId>,
         by: Option<UserId>,
     },
+    /// A member's press of the verification button (with their answer to
+    /// the guild's question), or, with `user`, an admin's or integration's
+    /// word that the member is verified.
+    Verify {
+        user: Option<UserId>,
+        answer: Option<String>,
+        by: Option<UserId>,
+    },
 }
 
 impl GuildCommand {
-    pub const NAMES: &'static [&'static str] =
-        &["config_show", "config_set", "grant", "roles", "roles_sync"];
+    pub const NAMES: &'static [&'static str] = &[
+        "config_show",
+        "config_set",
+        "grant",
+        "roles",
+        "roles_sync",
+        "verify",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -73,6 +88,7 @@ impl GuildCommand {
             Self::Grant { .. } => "grant",
             Self::Roles { .. } => "roles",
             Self::RolesSync { .. } => "roles_sync",
+            Self::Verify { .. } => "verify",
         }
     }
 
@@ -155,6 +171,24 @@ impl GuildCommand {
                 user: a.optional_user_id("user")?,
                 by: None,
             },
+            "verify" => {
+                let user = a.optional_user_id("user")?;
+                let answer = a.optional_str("answer")?.map(str::trim).map(str::to_owned);
+                if answer.as_ref().is_some_and(|s| {
+                    s.chars().count() > settings::MAX_ANSWER_CHARS
+                        || s.chars().any(char::is_control)
+                }) {
+                    return Err(ParseError::invalid(format!(
+                        "answer must be at most {} printable characters",
+                        settings::MAX_ANSWER_CHARS
+                    )));
+                }
+                Self::Verify {
+                    user,
+                    answer,
+                    by: None,
+                }
+            }
             _ => return Ok(None),
         }))
     }
@@ -177,6 +211,16 @@ impl GuildCommand {
                 Some(u) => json!({ "user": u.to_string() }),
                 None => json!({}),
             },
+            Self::Verify { user, answer, .. } => {
+                let mut a = serde_json::Map::new();
+                if let Some(u) = user {
+                    a.insert("user".into(), json!(u.to_string()));
+                }
+                if let Some(x) = answer {
+                    a.insert("answer".into(), json!(x));
+                }
+                Value::Object(a)
+            }
         }
     }
 
@@ -193,8 +237,12 @@ pub fn decide(
     c: &GuildCommand,
     _ctx: &Context<'_>,
 ) -> Result<Draft, Refusal> {
-    if let GuildCommand::RolesSync { by, .. } = c {
-        return roles::sync(d, key, *by, _ctx);
+    match c {
+        GuildCommand::RolesSync { by, .. } => return roles::sync(d, key, *by, _ctx),
+        GuildCommand::Verify { answer, by, .. } => {
+            return verify::decide(d, key, answer.as_deref(), *by, _ctx)
+        }
+        _ => {}
     }
     let GuildCommand::Grant {
         currency,

@@ -40,8 +40,9 @@ pub enum Key {
     AdminChannel,
 }
 
-/// Longest verification question, in characters.
-pub const MAX_QUESTION_CHARS: usize = 200;
+/// Longest verification question, in characters: Discord shows it as the
+/// label of the answer form's field, which holds at most 45.
+pub const MAX_QUESTION_CHARS: usize = 45;
 /// Longest verification answer, in characters.
 pub const MAX_ANSWER_CHARS: usize = 100;
 
