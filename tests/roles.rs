@@ -146,8 +146,25 @@ both_backends!(
         assert_eq!(gold(&exists), 250, "looking created no welcome twice");
 
         // `roles_sync` is for admins, says every role, and is audited.
-        let refused = rt.dispatch(cmd(1, "roles_sync", json!({}))).await;
-        assert_eq!(refused.code(), Some(actors::ErrorCode::Forbidden));
+        // Over HTTP, as an integration calls them: the API token may look,
+        // only the admin token may sync.
+        let (token, admin_token) = ("roles-api-token-0123456789", "roles-admin-token-0123456789");
+        let base = http_api(rt.clone(), token, admin_token).await;
+        let body = |command: &str| json!({"guild_id": GUILD.to_string(), "user_id": "2", "command": command, "args": {"user": "1"}});
+        let (status, looked) = post_with(&base, token, &body("roles")).await;
+        assert_eq!(
+            (status, looked["data"]["wanted"].clone()),
+            (200, json!([STREAK.to_string()])),
+            "{looked}"
+        );
+        let (status, refused) = post_with(&base, token, &body("roles_sync")).await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{refused}"
+        );
+        let (status, synced) = post_with(&base, admin_token, &body("roles_sync")).await;
+        assert_eq!(status, 200, "{synced}");
         let sync = admin(&rt, GUILD, "roles_sync", json!({"user": "1"})).await;
         assert!(sync.ok, "{sync:?}");
         assert_eq!(
