@@ -25,7 +25,6 @@ use crate::game::generation::GenerationCommand;
 use crate::game::guild::role_rules::{Needs, RoleChange};
 use crate::game::guild::roles;
 use crate::game::guild::settings::GuildSettings;
-use crate::game::guild::GuildCommand;
 use crate::game::{self, Draft, Refusal};
 use crate::group_commit::{Busy, CommitError, CommitResult};
 use crate::ids::UserKey;
@@ -416,10 +415,11 @@ impl UserActor {
             mut writes,
             data,
             message,
+            roles: handed,
         } = draft;
-        let reply = Reply::ok(name, data, message);
+        let mut reply = Reply::ok(name, data, message);
         if writes.is_empty() {
-            self.hand_roles(&command.kind, &guild);
+            self.hand_roles(&mut reply, None, &handed);
             answer.send(reply);
             return Next::Continue;
         }
@@ -452,13 +452,8 @@ impl UserActor {
                 if let Some(fp) = fingerprint {
                     self.recent.remember(fp);
                 }
-                let mut reply = reply;
-                if let (Some(change), Some(data)) =
-                    (self.roles_changed.take(), reply.data.as_object_mut())
-                {
-                    data.insert("roles".to_owned(), change.to_json());
-                }
-                self.hand_roles(&command.kind, &guild);
+                let changed = self.roles_changed.take();
+                self.hand_roles(&mut reply, changed, &handed);
                 // The system actors hear first, then the player: a `jobs`
                 // or `arena_status` sent after this reply reaches their
                 // mailbox after the job or the entry (both are plain sends).
@@ -557,11 +552,13 @@ impl UserActor {
         decided: Result<Draft, Refusal>,
         answer: Answer,
     ) -> Next {
+        // Battles and jobs hand no roles of their own: only their state's.
         let Draft {
             state,
             writes,
             data,
             message,
+            ..
         } = match decided {
             Ok(d) => d,
             Err(refusal) => {
@@ -654,27 +651,18 @@ impl UserActor {
         self.state = state;
     }
 
-    /// The roles a command hands the front door besides those its commit
-    /// changed: every role the rules decide (`roles_sync`), the verified
-    /// role (`verify`, also when already verified: it may have been taken
-    /// away by hand).
-    fn hand_roles(&self, kind: &CommandKind, guild: &GuildSettings) {
-        let change = match kind {
-            CommandKind::Guild(GuildCommand::RolesSync { .. }) => {
-                roles::sync_change(&self.state, &self.context(guild))
-            }
-            CommandKind::Guild(GuildCommand::Verify { .. }) if self.state.verified => {
-                match guild.verified_role {
-                    Some(role) => RoleChange {
-                        add: vec![role],
-                        remove: Vec::new(),
-                    },
-                    None => return,
-                }
-            }
-            _ => return,
-        };
-        self.registry.shared.roles.post(self.key, &change);
+    /// Hands the front door the roles a command's draft names (its new
+    /// state's changes, `changed`, went already, in `adopt_state`), and
+    /// tells the caller both in `data.roles`.
+    fn hand_roles(&self, reply: &mut Reply, changed: Option<Box<RoleChange>>, handed: &RoleChange) {
+        let mut told = changed.map(|c| *c).unwrap_or_default();
+        if !handed.is_empty() {
+            self.registry.shared.roles.post(self.key, handed);
+            told.then(handed);
+        }
+        if let (false, Some(data)) = (told.is_empty(), reply.data.as_object_mut()) {
+            data.insert("roles".to_owned(), told.to_json());
+        }
     }
 
     /// The guild's role rules, if they read a part of the state kept on

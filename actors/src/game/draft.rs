@@ -14,6 +14,7 @@ use crate::domain::money::{self, MoneyError};
 use crate::domain::Currency;
 use crate::game::collection::roster::Roster;
 use crate::game::economy::shop::Catalogue;
+use crate::game::guild::role_rules::RoleChange;
 use crate::game::guild::settings::GuildSettings;
 use crate::ids::{CommandId, UserKey};
 use crate::reply::ErrorCode;
@@ -76,6 +77,11 @@ pub struct Draft {
     pub writes: WriteSet,
     pub data: Value,
     pub message: String,
+    /// Roles the command hands the front door besides those its new state
+    /// changes (which the player's actor works out from the guild's rules):
+    /// every role the rules decide for `roles_sync`, the verified role for
+    /// `verify`. Handed on once the writes are durable.
+    pub roles: RoleChange,
 }
 
 impl Draft {
@@ -92,6 +98,7 @@ impl Draft {
             writes: WriteSet::new(key, ctx.now_ms, command_id),
             data: Value::Null,
             message: String::new(),
+            roles: RoleChange::default(),
         };
         if !d.state.exists {
             d.state.exists = true;
@@ -116,6 +123,7 @@ impl Draft {
             writes: WriteSet::new(key, ctx.now_ms, None),
             data: Value::Null,
             message: String::new(),
+            roles: RoleChange::default(),
         }
     }
 

@@ -132,6 +132,7 @@ pub fn sync(
     let mut data = explain(rules, &f);
     data["user"] = json!(key.user.to_string());
     data["roles"] = change.to_json();
+    d.roles = change.clone();
     d.write(Write::Audit(AuditRow {
         by: by.unwrap_or(key.user),
         action: "roles_sync",
@@ -148,11 +149,4 @@ pub fn sync(
         change.remove.len()
     );
     Ok(d.with(data, msg))
-}
-
-/// What `roles_sync` hands the front door: every role the rules decide.
-pub fn sync_change(state: &UserState, ctx: &Context<'_>) -> RoleChange {
-    ctx.guild
-        .role_rules
-        .sync(&facts(state, ctx.roster, ctx.guild, ctx.now_ms))
 }

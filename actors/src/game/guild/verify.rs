@@ -11,6 +11,7 @@
 use serde_json::json;
 
 use crate::game::draft::{Context, Draft, Refusal};
+use crate::game::guild::role_rules::RoleChange;
 use crate::ids::{UserId, UserKey};
 use crate::reply::ErrorCode;
 use crate::state::UserState;
@@ -34,11 +35,21 @@ pub fn same_answer(given: &str, expected: &str) -> bool {
 /// door may still give the role again (someone may have removed it).
 pub fn already(state: &UserState, key: UserKey, ctx: &Context<'_>) -> Option<Draft> {
     state.verified.then(|| {
-        Draft::unchanged(state, key, ctx).with(
+        let mut d = Draft::unchanged(state, key, ctx);
+        d.roles = verified_role(ctx);
+        d.with(
             json!({ "verified": true, "already": true, "role_id": role(ctx) }),
             "You are already verified.",
         )
     })
+}
+
+/// The guild's verified role, to hand the front door.
+fn verified_role(ctx: &Context<'_>) -> RoleChange {
+    RoleChange {
+        add: ctx.guild.verified_role.into_iter().collect(),
+        remove: Vec::new(),
+    }
 }
 
 fn role(ctx: &Context<'_>) -> Option<String> {
@@ -84,6 +95,7 @@ pub fn decide(
     }
     d.state.verified = true;
     d.touch();
+    d.roles = verified_role(ctx);
     d.write(Write::Audit(AuditRow {
         by: by.unwrap_or(key.user),
         action: "verify",
