@@ -64,6 +64,9 @@ async fn slash_commands_go_down_the_one_dispatch_path() {
     discord.send(interaction("1001", alice, "daily", json!([]), json!({})));
     let again = discord.answer("1001", 2).await;
     assert_eq!(shown(&again), shown(&daily), "the first reply again");
+    // Discord takes one answer per interaction: the second is refused, and
+    // the bot goes on (it is a log line, not a failure).
+    assert_eq!(*discord.fake.refused_callbacks.lock().unwrap(), 1);
 
     let give = interaction(
         "1002",

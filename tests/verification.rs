@@ -319,6 +319,11 @@ both_backends!(
         ));
         let again = discord.answer("5002", 2).await;
         assert!(content(&again).contains("You are verified"), "{again}");
+        assert_eq!(
+            *discord.fake.refused_callbacks.lock().unwrap(),
+            1,
+            "Discord refuses the second answer to one interaction"
+        );
         // A ten-day-old account is told why, privately.
         let young = account_made(10);
         discord.send(press(

@@ -82,6 +82,8 @@ pub struct Fake {
     seq: Arc<Mutex<u64>>,
     /// Sessions resumed.
     pub resumes: Arc<Mutex<u32>>,
+    /// Second answers to one interaction, refused (40060).
+    pub refused_callbacks: Arc<Mutex<u32>>,
     /// The heartbeat interval the hello asks for: 300 ms by default, so
     /// tests see latency quickly; Discord's own is 41,250 ms.
     pub heartbeat_ms: Arc<Mutex<u64>>,
@@ -143,13 +145,27 @@ async fn register(State(f): State<Fake>, Json(body): Json<Value>) -> axum::respo
     Json(json!([])).into_response()
 }
 
+/// `POST /interactions/{id}/{token}/callback`: the first answer is taken;
+/// a second one to the same interaction (a redelivered event answered
+/// again) is refused as Discord refuses it, 400 with code 40060. Both are
+/// kept in `answers`, so tests see what the bot said.
 async fn callback(
     State(f): State<Fake>,
     Path((id, _token)): Path<(String, String)>,
     Json(body): Json<Value>,
-) -> axum::http::StatusCode {
-    f.answers.lock().unwrap().push((id, body));
-    axum::http::StatusCode::NO_CONTENT
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut answers = f.answers.lock().unwrap();
+    let answered = answers
+        .iter()
+        .any(|(i, b)| *i == id && b["type"] != "followup");
+    answers.push((id, body));
+    if answered {
+        *f.refused_callbacks.lock().unwrap() += 1;
+        let body = json!({"message": "Interaction has already been acknowledged.", "code": 40060});
+        return (axum::http::StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    axum::http::StatusCode::NO_CONTENT.into_response()
 }
 
 async fn gateway(State(f): State<Fake>, ws: WebSocketUpgrade) -> axum::response::Response {
@@ -680,6 +696,7 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
         dispatched_log: Arc::default(),
         seq: Arc::default(),
         resumes: Arc::default(),
+        refused_callbacks: Arc::default(),
         heartbeat_ms: Arc::new(Mutex::new(300)),
         role_metadata: Arc::default(),
         oauth_codes: Arc::default(),
