@@ -492,9 +492,7 @@ both_backends!(
             results: Some(links),
             doors: Default::default(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let base = serve_app(app, std::time::Duration::from_secs(5)).await;
 
         let id = generate(&rt, 1, "a paper boat").await;
         wait_for(&rt, 1, &id, "done", Duration::from_secs(10)).await;

@@ -37,15 +37,8 @@ async fn serve(db: &TestDb, token: Option<&str>) -> Server {
         results: Some(kokoro::results::ResultLinks::new(db.dir.path(), None, "").unwrap()),
         doors: Default::default(),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     // kokoro's own accept loop, with a short header-read timeout.
-    tokio::spawn(kokoro::http::serve(
-        listener,
-        app,
-        std::time::Duration::from_secs(1),
-        std::future::pending(),
-    ));
+    let base = serve_app(app, std::time::Duration::from_secs(1)).await;
     Server {
         base,
         client: reqwest::Client::new(),

@@ -143,9 +143,7 @@ async fn the_http_target_drives_a_running_server() {
         results: None,
         doors: Default::default(),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = serve_app(app, std::time::Duration::from_secs(5)).await;
 
     let mut scenario = smoke(1.0);
     scenario.model = LoadModel::Closed {

@@ -270,12 +270,19 @@ pub async fn http_api(
         results: None,
         doors: Default::default(),
     });
+    serve_app(app, std::time::Duration::from_secs(5)).await
+}
+
+/// Serves `app` with kokoro's own accept loop (closing connections that
+/// send no request headers within `header_timeout`) on a free loopback
+/// port; its base URL.
+pub async fn serve_app(app: axum::Router, header_timeout: std::time::Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(kokoro::http::serve(
         listener,
         app,
-        std::time::Duration::from_secs(5),
+        header_timeout,
         std::future::pending(),
     ));
     base
