@@ -511,21 +511,21 @@ both_backends!(
             .next()
             .unwrap()
             .to_owned();
-        assert!(
-            location.starts_with(&format!(
-                "{}/oauth2/authorize?client_id={APP_ID}&redirect_uri=",
-                discord.base
-            )) && location.contains("scope=role_connections.write%20identify"),
-            "{location}"
+        let consent = reqwest::Url::parse(&location).unwrap();
+        assert_eq!(
+            consent.as_str().split('?').next(),
+            Some(format!("{}/oauth2/authorize", discord.base).as_str())
         );
-        let state = location
-            .split("state=")
-            .nth(1)
-            .unwrap()
-            .split('&')
-            .next()
-            .unwrap()
-            .to_owned();
+        let query: HashMap<String, String> = consent.query_pairs().into_owned().collect();
+        assert_eq!(query["client_id"], APP_ID, "{location}");
+        assert_eq!(
+            query["redirect_uri"],
+            format!("{public}/discord/linked-roles/callback")
+        );
+        assert_eq!(query["scope"], "role_connections.write identify");
+        assert_eq!(query["response_type"], "code");
+        let state = query["state"].clone();
+        assert_eq!(state.len(), 32, "a fresh random state: {state}");
 
         // Back with a state that is not theirs: refused, as the JSON error.
         discord

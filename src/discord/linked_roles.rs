@@ -153,16 +153,20 @@ impl LinkedRoles {
     }
 
     /// Discord's consent page for `state`.
-    pub fn authorize_url(&self, state: &str) -> String {
-        let q = |s: &str| url_escape(s);
-        format!(
-            "{}?client_id={}&redirect_uri={}&response_type=code&scope={}&state={}&prompt=consent",
-            self.authorize,
-            self.config.application_id,
-            q(&self.redirect_uri()),
-            q("role_connections.write identify"),
-            q(state)
-        )
+    /// `None` if the consent page's address (from `--discord-proxy`) is
+    /// not a URL.
+    pub fn authorize_url(&self, state: &str) -> Option<String> {
+        let params = [
+            ("client_id", self.config.application_id.to_string()),
+            ("redirect_uri", self.redirect_uri()),
+            ("response_type", "code".to_owned()),
+            ("scope", "role_connections.write identify".to_owned()),
+            ("state", state.to_owned()),
+            ("prompt", "consent".to_owned()),
+        ];
+        reqwest::Url::parse_with_params(&self.authorize, &params)
+            .ok()
+            .map(String::from)
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> Result<Value, LinkError> {
@@ -353,23 +357,8 @@ impl LinkedRoles {
     }
 }
 
-/// `a-z0-9` and a few marks as they are, the rest percent-encoded.
-fn url_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn error(status: StatusCode, code: actors::ErrorCode, message: impl Into<String>) -> Response {
-    let body =
-        json!({ "ok": false, "error": { "code": code.as_str(), "message": message.into() } });
-    (status, axum::Json(body)).into_response()
+    crate::http::refuse(status, "", code, message)
 }
 
 /// `GET /discord/linked-roles`: to Discord's consent, with a fresh state
@@ -384,12 +373,17 @@ async fn start(State(lr): State<Arc<LinkedRoles>>) -> Response {
     let cookie = format!(
         "{STATE_COOKIE}={state}; Path=/discord/linked-roles; Max-Age={STATE_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}"
     );
+    let Some(consent) = lr.authorize_url(&state) else {
+        tracing::error!("Discord's consent page address is not a URL (check --discord-proxy)");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            actors::ErrorCode::Internal,
+            "kokoro cannot reach Discord's consent page; the operator is told",
+        );
+    };
     (
         StatusCode::FOUND,
-        [
-            (header::LOCATION, lr.authorize_url(&state)),
-            (header::SET_COOKIE, cookie),
-        ],
+        [(header::LOCATION, consent), (header::SET_COOKIE, cookie)],
     )
         .into_response()
 }
