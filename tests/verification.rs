@@ -245,7 +245,13 @@ async fn bot(
     let options = kokoro::discord::Options {
         proxy: Some(discord.base.clone()),
         verification,
-        verify_look_every: Some(Duration::from_millis(100)),
+        // With the members intent the door hears of deletes at once: its
+        // periodic look is put out of the way, so a test sees the event.
+        verify_look_every: Some(if verification {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(100)
+        }),
         doors: doors.clone(),
         ..Default::default()
     };
@@ -522,3 +528,31 @@ both_backends!(
         db.drop_db().await;
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_members_intent_a_deleted_message_is_posted_again_at_once() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let rt = db.runtime(actors::RuntimeConfig::default()).await;
+    let discord = fake_discord(usize::MAX).await;
+    let _doors = bot(&db, &rt, &discord, true).await;
+    discord.send(interaction(
+        "7001",
+        "600000000000000009",
+        "config_set",
+        json!([{"name": "key", "type": 3, "value": "verify_channel"}, {"name": "value", "type": 3, "value": CHANNEL}]),
+        json!({}),
+    ));
+    discord.answer("7001", 1).await;
+    assert!(
+        wait_until(|| buttons(&discord).len() == 1).await,
+        "posted when set"
+    );
+    let first = format!("{}", 950000000000000000u64 + buttons(&discord)[0] as u64);
+    discord.delete_message(CHANNEL, &first, DISCORD_GUILD);
+    // The periodic look is an hour away: only MESSAGE_DELETE can bring it back.
+    assert!(
+        wait_for_secs(5, || buttons(&discord).len() == 2).await,
+        "posted again on the delete event"
+    );
+    db.drop_db().await;
+}
