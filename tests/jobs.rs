@@ -211,19 +211,8 @@ both_backends!(closing_a_job_twice_charges_it_once, |backend| {
         .expect("the job is stored");
     assert_eq!(stored.status, JobStatus::Queued);
     let loaded = rt.store().load_user(key(1)).await.unwrap();
-    let catalogue = actors::game::economy::shop::Catalogue::shipped();
-    let ctx = actors::game::Context {
-        now_ms: 1,
-        catalogue: &catalogue,
-        roster: &actors::game::collection::roster::Roster::default(),
-        generation: &Default::default(),
-        guild: actors::game::guild::settings::GuildSettings::fallback(),
-        starting_gold: 0,
-        starting_credits: 0,
-        starting_gems: 0,
-        fresh_id: 1,
-        draw: 0,
-    };
+    let rules = Rules::default();
+    let ctx = rules.context(1);
     let close = actors::game::generation::close_job(
         &loaded.state,
         &stored.job,

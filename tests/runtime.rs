@@ -293,19 +293,8 @@ both_backends!(
             rt.dispatch(cmd(u, "balance", json!({}))).await;
         }
         let store = rt.store();
-        let catalogue = actors::game::economy::shop::Catalogue::shipped();
-        let ctx = actors::game::Context {
-            now_ms: 1,
-            catalogue: &catalogue,
-            roster: &actors::game::collection::roster::Roster::default(),
-            generation: &Default::default(),
-            guild: actors::game::guild::settings::GuildSettings::fallback(),
-            starting_gold: 0,
-            starting_credits: 0,
-            starting_gems: 0,
-            fresh_id: 7,
-            draw: 0,
-        };
+        let rules = Rules::default();
+        let ctx = rules.context(7);
         let give = cmd_with_id(1, "pair-1", "give", json!({"to": "2", "amount": 5}));
         let sender = store.load_user(key(1)).await.unwrap().state;
         let mut debit = actors::game::decide(&sender, key(1), &give.kind, give.id.clone(), &ctx)

@@ -300,3 +300,40 @@ pub async fn post_with(base: &str, token: &str, body: &Value) -> (u16, Value) {
     let status = resp.status().as_u16();
     (status, resp.json().await.expect("a JSON reply"))
 }
+
+/// The data a decision reads (the shipped shop, an empty roster, the
+/// default generation data), for tests that call the game's rules
+/// directly: `Rules::default().context(id)` is what a player's actor
+/// would pass, at instant 1 with no guild settings and no starting gold.
+pub struct Rules {
+    catalogue: actors::game::economy::shop::Catalogue,
+    roster: actors::game::collection::roster::Roster,
+    generation: actors::game::generation::GenerationData,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            catalogue: actors::game::economy::shop::Catalogue::shipped(),
+            roster: actors::game::collection::roster::Roster::default(),
+            generation: actors::game::generation::GenerationData::default(),
+        }
+    }
+}
+
+impl Rules {
+    pub fn context(&self, fresh_id: u128) -> actors::game::Context<'_> {
+        actors::game::Context {
+            now_ms: 1,
+            catalogue: &self.catalogue,
+            roster: &self.roster,
+            generation: &self.generation,
+            guild: actors::game::guild::settings::GuildSettings::fallback(),
+            starting_gold: 0,
+            starting_credits: 0,
+            starting_gems: 0,
+            fresh_id,
+            draw: 0,
+        }
+    }
+}
