@@ -466,18 +466,36 @@ fn posted_message(n: usize, channel: &str, body: &Value) -> Value {
 
 /// `GET /channels/{c}/messages`: the bot's messages there, newest first,
 /// without those deleted.
-async fn list_messages(State(f): State<Fake>, Path(channel): Path<String>) -> Json<Value> {
+/// The bot's messages in `channel`, newest first, without those deleted.
+fn channel_messages(f: &Fake, channel: &str) -> Vec<Value> {
     let deleted = f.deleted.lock().unwrap().clone();
     let posted = f.posted.lock().unwrap();
     let mut out: Vec<Value> = posted
         .iter()
         .enumerate()
-        .filter(|(_, (c, _))| *c == channel)
+        .filter(|(_, (c, _))| c == channel)
         .map(|(i, (c, b))| posted_message(i + 1, c, b))
         .filter(|m| !deleted.iter().any(|d| m["id"] == json!(d)))
         .collect();
     out.reverse();
-    Json(Value::Array(out))
+    out
+}
+
+/// `GET /channels/{c}/messages?limit=N`: the newest N (1 to 100, default
+/// 50), as Discord pages history; older ones are not in the answer.
+async fn list_messages(
+    State(f): State<Fake>,
+    Path(channel): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Json<Value> {
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(50)
+        .clamp(1, 100);
+    let mut all = channel_messages(&f, &channel);
+    all.truncate(limit);
+    Json(Value::Array(all))
 }
 
 /// `GET /channels/{c}/messages/{id}`: the message, or Discord's 404.
@@ -486,14 +504,11 @@ async fn get_message(
     Path((channel, id)): Path<(String, String)>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let Json(all) = list_messages(State(f), Path(channel)).await;
-    match all
-        .as_array()
+    match channel_messages(&f, &channel)
         .into_iter()
-        .flatten()
         .find(|m| m["id"] == json!(id))
     {
-        Some(m) => Json(m.clone()).into_response(),
+        Some(m) => Json(m).into_response(),
         None => (
             axum::http::StatusCode::NOT_FOUND,
             Json(json!({"message": "Unknown Message", "code": 10008})),
