@@ -141,6 +141,20 @@ impl Verification {
         }
     }
 
+    async fn in_verify_channel(
+        &self,
+        guild: serenity::GuildId,
+        channel: serenity::ChannelId,
+    ) -> bool {
+        let Some(g) = game_guild(guild) else {
+            return false;
+        };
+        self.runtime
+            .guild_settings(g)
+            .await
+            .is_some_and(|s| s.verify_channel == Some(channel.get()))
+    }
+
     /// The guild's message, if one is known.
     fn known(
         &self,
@@ -375,14 +389,16 @@ impl serenity::EventHandler for VerificationEvents {
     async fn message_delete(
         &self,
         ctx: serenity::Context,
-        _channel: serenity::ChannelId,
+        channel: serenity::ChannelId,
         deleted: serenity::MessageId,
         guild: Option<serenity::GuildId>,
     ) {
-        if let Some(guild) = guild {
-            if self.0.deleted(guild, deleted) {
-                self.0.ensure(&ctx, guild).await;
-            }
+        let Some(guild) = guild else { return };
+        // Ours, or any in the verification channel: a delete can arrive
+        // while the message is being posted, before its id is known here;
+        // `look` asks Discord whether the known one is still there.
+        if self.0.deleted(guild, deleted) || self.0.in_verify_channel(guild, channel).await {
+            self.0.look(&ctx, guild).await;
         }
     }
 
