@@ -223,7 +223,7 @@ both_backends!(
         // Buckets as tight as Discord's: per guild (in the headers) and one for
         // the whole bot (not in them, as Discord's global limit): 429s come.
         *discord.fake.role_bucket.lock().unwrap() = Some((10, Duration::from_millis(100)));
-        *discord.fake.global_bucket.lock().unwrap() = Some((8, Duration::from_millis(100)));
+        *discord.fake.global_bucket.lock().unwrap() = Some((3, Duration::from_millis(100)));
         let options = kokoro::discord::Options {
             proxy: Some(discord.base.clone()),
             ..Default::default()
