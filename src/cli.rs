@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `check`, `backup`, `verify`,
-//! `restore`, `audit`, `bench`, `loadtest`.
+//! `restore`, `audit`, `bench`, `loadtest`, `cluster status`.
 
 use std::process::ExitCode;
 
@@ -53,6 +53,17 @@ pub enum Cmd {
     Bench(crate::bench::BenchArgs),
     /// Simulate players from a scenario file, check the invariants, report.
     Loadtest(crate::loadtest::LoadtestArgs),
+    /// Cluster mode: where every slot is.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// The nodes (last heartbeat, slots each), the slots without an owner
+    /// (`unowned`), and with --slots every lease; exit 1 if a slot has no
+    /// owner.
+    Status(crate::cluster::StatusArgs),
 }
 
 /// Secrets are read from the environment only, never from flags, so they
@@ -160,5 +171,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Bench(args) => crate::bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Cmd::Loadtest(args) => crate::loadtest::run(args).await,
+        Cmd::Cluster(ClusterCmd::Status(args)) => crate::cluster::status(args).await,
     }
 }

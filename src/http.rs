@@ -320,6 +320,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
             Some(true) => "up",
             Some(false) => "unreachable: generation jobs wait",
         },
+        "cluster": r.cluster.as_ref().map(|c| json!({
+            "node": c.node,
+            "slots_served": c.slots_served,
+            "slots": c.slots,
+            "routing": match &c.routing {
+                Ok(()) => "up".to_owned(),
+                Err(e) => format!("down: {e}; commands for other nodes' guilds answer busy"),
+            },
+        })),
         "doors": state
             .doors
             .all()

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod comfyui;
 pub mod discord;
 pub mod doors;

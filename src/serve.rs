@@ -30,7 +30,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if admin.is_some() && admin == token {
         anyhow::bail!("KOKORO_ADMIN_TOKEN must differ from KOKORO_API_TOKEN");
     }
-    let config = args.runtime.runtime_config(&args.storage.data_dir)?;
+    let mut config = args.runtime.runtime_config(&args.storage.data_dir)?;
+    config.cluster = args.cluster.cluster_config();
+    if config.cluster.is_some() {
+        // Not yet cluster-wide: each would run once per node.
+        let alone = [
+            ("DISCORD_TOKEN", discord_token().is_some()),
+            (
+                "TELEGRAM_BOT_TOKEN",
+                crate::settings::telegram_token().is_some(),
+            ),
+            ("--renderer", config.jobs.render.is_some()),
+        ];
+        if let Some((what, _)) = alone.iter().find(|(_, set)| *set) {
+            anyhow::bail!(
+                "{what} is not served in cluster mode yet (--nats-url): run the chat front doors and the renderer on a single-node kokoro"
+            );
+        }
+    }
     crate::telemetry::prometheus();
     crate::telemetry::spawn_upkeep();
 
@@ -57,6 +74,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("starting the runtime")?,
     );
     let migration = runtime.store().migration_version().await.ok().flatten();
+    if let (Some(url), Some(cluster)) = (&args.cluster.nats_url, runtime.cluster()) {
+        let c = cluster.config();
+        let route = crate::cluster::NatsRoute::connect(url, &c.name, &c.node_id).await?;
+        runtime.set_forward(route.clone());
+        tokio::spawn(route.serve_slots(Arc::downgrade(&runtime)));
+        tracing::info!(
+            cluster = %c.name,
+            node = %c.node_id,
+            slots = c.slots,
+            lease_ttl = ?c.lease_ttl,
+            serving = cluster.served().len(),
+            nats = %crate::render::describe(url),
+            "cluster mode"
+        );
+    }
     let links = crate::results::ResultLinks::new(
         &args.storage.data_dir,
         crate::settings::result_secret().as_deref(),
@@ -170,7 +202,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener,
         app,
         std::time::Duration::from_secs(args.http_header_timeout_secs),
-        shutdown_signal(),
+        handover_then(shutdown_signal(), runtime.clone()),
     )
     .await
     .context("serving HTTP")?;
@@ -188,6 +220,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rt.shutdown().await;
     }
     Ok(())
+}
+
+/// Cluster mode: once `signal` comes, hands this node's slots over (the
+/// HTTP API still serving meanwhile, forwarding to their new owners), and
+/// only then lets the HTTP server stop.
+async fn handover_then(signal: impl std::future::Future<Output = ()>, runtime: Arc<Runtime>) {
+    signal.await;
+    if let Some(c) = runtime.cluster() {
+        tracing::info!("handing this node's slots over before stopping");
+        c.leave().await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -260,6 +260,68 @@ impl RuntimeArgs {
     }
 }
 
+/// Cluster mode: several nodes over one PostgreSQL database, commands
+/// routed over NATS. On when `--nats-url` is given.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// NATS server of the cluster (`nats://host:4222`); unset: one node.
+    #[arg(long, env = "KOKORO_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+
+    /// This node's name in the cluster (letters, digits, '-', '_'); default:
+    /// the host name and the process id.
+    #[arg(long, env = "KOKORO_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// The cluster's name: the prefix of its NATS subjects and the key of
+    /// its rows. Nodes of one cluster share one database.
+    #[arg(long = "cluster", env = "KOKORO_CLUSTER", default_value = "kokoro")]
+    pub cluster: String,
+
+    /// How long a slot's lease lasts without renewal (2s to 300s; renewed
+    /// every third, at most every second). A dead node's slots are taken
+    /// again about this long after it stopped.
+    #[arg(long, env = "KOKORO_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// Slots guilds are spread over (1 to 65536), fixed when the cluster is
+    /// first made: a node started with another number refuses to start.
+    #[arg(long, env = "KOKORO_SLOTS", default_value_t = 1024)]
+    pub slots: u32,
+}
+
+impl ClusterArgs {
+    /// The runtime's cluster settings, or `None` outside cluster mode.
+    pub fn cluster_config(&self) -> Option<actors::cluster::ClusterConfig> {
+        self.nats_url.as_ref()?;
+        Some(actors::cluster::ClusterConfig {
+            name: self.cluster.clone(),
+            node_id: self
+                .node_id
+                .clone()
+                .unwrap_or_else(actors::cluster::ClusterConfig::default_node_id),
+            slots: self.slots,
+            lease_ttl: self.lease_ttl,
+        })
+    }
+}
+
+/// A duration as operators write it: `10s`, `1500ms`, `2m`, or bare seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 10s, 1500ms, 2m)"))?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{s:?}: the unit must be ms, s or m")),
+    };
+    Ok(d)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable on a terminal, JSON lines otherwise.
@@ -289,6 +351,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 
     /// Log format on stderr.
     #[arg(long, env = "KOKORO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]

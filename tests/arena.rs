@@ -300,7 +300,15 @@ both_backends!(
             .await
             .unwrap();
         assert!(store
-            .arena_match(&a[0].entry, &b[0].entry, "b-crash", true, arena::prize(), 1)
+            .arena_match(
+                &a[0].entry,
+                &b[0].entry,
+                "b-crash",
+                true,
+                arena::prize(),
+                1,
+                None
+            )
             .await
             .unwrap());
         store.close().await;

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::game::arena::battle as arena;
 // The entry's types are the arena feature's; named here too for the application.
+use crate::cluster::Cluster;
 pub use crate::game::arena::entry::{ArenaEntry, EntryStatus, Fought, StoredEntry};
 use crate::ids::GuildId;
 use crate::store::{Store, StoreError};
@@ -57,14 +58,19 @@ impl ArenaQueue {
     /// Starts the arena under a supervisor; each side of each battle goes to
     /// `fought`. At start (and after a restart) it reads storage: waiting
     /// players wait again, and battles fought but not yet paid are sent on.
+    /// In cluster mode (`cluster`) it keeps only the lines of the guilds
+    /// whose slots this node serves, and reads them again (`reload`) when
+    /// those change.
     pub fn start(
         system: &ActorSystem,
         store: Store,
         fought: mpsc::UnboundedSender<Fought>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         let published = Arc::new(DashMap::new());
         let actor = ArenaActor {
             store,
+            cluster,
             io: system.io().clone(),
             waiting: HashMap::new(),
             published: published.clone(),
@@ -96,6 +102,12 @@ impl ArenaQueue {
         system::ask(&self.addr, Loaded).await;
     }
 
+    /// Cluster mode: the slots this node serves changed; the lines are read
+    /// again from storage for the guilds it serves now.
+    pub fn reload(&self) {
+        self.addr.do_send(Reload);
+    }
+
     /// Test hook: makes the actor's next handler panic.
     #[doc(hidden)]
     pub fn panic_once(&self) {
@@ -103,8 +115,21 @@ impl ArenaQueue {
     }
 }
 
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Reload;
+
+impl Handler<Reload> for ArenaActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Reload, ctx: &mut Self::Context) {
+        system::reload(self, ctx);
+    }
+}
+
 struct ArenaActor {
     store: Store,
+    cluster: Option<Arc<Cluster>>,
     io: tokio::runtime::Handle,
     waiting: HashMap<GuildId, VecDeque<(ArenaEntry, Instant)>>,
     /// Each guild's line length, for the handle to read.
@@ -207,6 +232,15 @@ impl Handler<PanicOnce> for ArenaActor {
 }
 
 impl ArenaActor {
+    /// Whether this arena serves `guild`'s line: `Some(None)` outside
+    /// cluster mode, `Some(Some(epoch))` while this node serves its slot.
+    fn lease_of(&self, guild: GuildId) -> Option<Option<i64>> {
+        match &self.cluster {
+            None => Some(None),
+            Some(c) => c.serving(c.slot_of(guild)).map(Some),
+        }
+    }
+
     /// Puts `entry` in its guild's line unless it is there already (an entry
     /// sent again after a reload). Says whether it was added.
     fn line_up(&mut self, entry: ArenaEntry) -> bool {
@@ -223,9 +257,13 @@ impl ArenaActor {
     /// meanwhile); battles fought but not paid go to the players' actors,
     /// which pay each once.
     fn resume(&mut self, open: Vec<StoredEntry>, ctx: &mut Context<Self>) {
-        let arrived = std::mem::take(&mut self.waiting);
+        let mut arrived = std::mem::take(&mut self.waiting);
+        arrived.retain(|guild, _| self.lease_of(*guild).is_some());
         let mut guilds = Vec::new();
         for stored in open {
+            if self.lease_of(stored.entry.key.guild).is_none() {
+                continue;
+            }
             match (stored.status, stored.fought) {
                 (EntryStatus::Waiting, _) => {
                     guilds.push(stored.entry.key.guild);
@@ -254,6 +292,12 @@ impl ArenaActor {
     /// The mailbox waits while the match is written, then the next pair is
     /// tried: one battle at a time, as the match transaction requires.
     fn match_in(&mut self, guild: GuildId, ctx: &mut Context<Self>) {
+        let Some(epoch) = self.lease_of(guild) else {
+            // Another node's now: it read this line from storage.
+            self.waiting.remove(&guild);
+            self.report();
+            return;
+        };
         let Some(line) = self.waiting.get_mut(&guild) else {
             return;
         };
@@ -273,6 +317,11 @@ impl ArenaActor {
             b,
         };
         let store = self.store.clone();
+        let fence = self
+            .cluster
+            .as_ref()
+            .zip(epoch)
+            .map(|(c, epoch)| (c.fence(), epoch));
         let (ea, eb, id, a_won) = (
             battle.a.0.clone(),
             battle.b.0.clone(),
@@ -282,7 +331,15 @@ impl ArenaActor {
         let write = async move {
             let at = crate::config::unix_ms();
             let matched = store
-                .arena_match(&ea, &eb, &id, a_won, arena::prize(), at)
+                .arena_match(
+                    &ea,
+                    &eb,
+                    &id,
+                    a_won,
+                    arena::prize(),
+                    at,
+                    fence.as_ref().map(|(f, e)| (f, *e)),
+                )
                 .await;
             // Who is still waiting, if one of them left first.
             let still = match &matched {

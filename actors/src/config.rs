@@ -49,6 +49,8 @@ pub struct RuntimeConfig {
     pub generation: Arc<GenerationData>,
     /// Where players' input pictures are kept (`None`: uploads are off).
     pub uploads: Option<crate::uploads::Uploads>,
+    /// Cluster mode (`None`: this process serves every guild alone).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The generation queues: off unless a renderer is configured. Each
@@ -87,6 +89,7 @@ impl Default for RuntimeConfig {
             jobs: JobsConfig::default(),
             generation: Arc::new(GenerationData::default()),
             uploads: None,
+            cluster: None,
         }
     }
 }

@@ -20,8 +20,9 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::cluster::Cluster;
 use crate::domain::day::unix_ms;
-use crate::store::{Store, StoreError};
+use crate::store::{Fence, Store, StoreError};
 use crate::system::{self, ActorSystem, PanicOnce};
 use crate::telemetry as m;
 use crate::writeset::{CommitOutcome, WriteSet};
@@ -72,6 +73,11 @@ pub enum CommitError {
     /// Never retried (that could apply them twice); the writer must reload.
     #[error("the outcome is unknown: {0}")]
     Unknown(String),
+    /// Cluster mode: the slot's lease moved to another epoch (another node
+    /// took it, or this one handed it over) after the WriteSet was decided.
+    /// Nothing was written; its actor's state may be behind storage.
+    #[error("this node no longer owns the guild's slot")]
+    Fenced,
 }
 
 /// The backlog is full.
@@ -134,12 +140,20 @@ pub struct GroupCommit {
     backlog: Arc<AtomicUsize>,
     limit: usize,
     progress: Arc<CommitProgress>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl GroupCommit {
     /// Starts the persistence actor on the system thread; its transactions
     /// run on the main runtime.
-    pub fn start(system: &ActorSystem, store: Store, mut config: GroupCommitConfig) -> Self {
+    /// In cluster mode (`cluster`), every WriteSet with an epoch commits
+    /// only while its slot's lease still has that epoch (`Fence`).
+    pub fn start(
+        system: &ActorSystem,
+        store: Store,
+        mut config: GroupCommitConfig,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         if config.parallel == 0 {
             config.parallel = match store.backend() {
                 crate::store::Backend::Sqlite => 1,
@@ -160,6 +174,8 @@ impl GroupCommit {
                 incoming,
                 backlog: backlog.clone(),
                 seen: AtomicU64::new(0),
+                fence: cluster.as_ref().map(|c| c.fence()),
+                cluster: cluster.clone(),
             }),
             pending: VecDeque::new(),
             bell: bell.clone(),
@@ -175,6 +191,7 @@ impl GroupCommit {
             backlog,
             limit,
             progress,
+            cluster,
         }
     }
 
@@ -204,6 +221,14 @@ impl GroupCommit {
         if self.backlog.fetch_add(n, Ordering::Relaxed) >= self.limit {
             self.backlog.fetch_sub(n, Ordering::Relaxed);
             return Err(Busy);
+        }
+        if let Some(c) = &self.cluster {
+            // A handover waits for these (see `Writer::commit_batch`).
+            for ws in std::iter::once(&writes).chain(partner.as_ref()) {
+                if ws.epoch.is_some() {
+                    c.write_started(ws.key.guild.slot(c.config().slots));
+                }
+            }
         }
         let (done, rx) = oneshot::channel();
         // Past the admission above nothing refuses: the channel is unbounded.
@@ -463,6 +488,9 @@ struct Writer {
     backlog: Arc<AtomicUsize>,
     /// WriteSets seen, for `lose_every`.
     seen: AtomicU64,
+    /// Cluster mode: the leases WriteSets are checked against.
+    fence: Option<Fence>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Transient errors are worth retrying; anything else is the data's fault.
@@ -543,6 +571,23 @@ impl Writer {
         if ended > 0 {
             p.jobs_ended.send_modify(|n| *n += ended);
         }
+        if let Some(c) = &self.cluster {
+            let slots = c.config().slots;
+            let mut fenced: Option<(u32, usize)> = None;
+            for (ws, r) in batch.writes.iter().zip(&results) {
+                if ws.epoch.is_some() {
+                    let slot = ws.key.guild.slot(slots);
+                    c.write_ended(slot);
+                    if matches!(r, Err(CommitError::Fenced)) {
+                        let (_, n) = fenced.get_or_insert((slot, 0));
+                        *n += 1;
+                    }
+                }
+            }
+            if let Some((slot, n)) = fenced {
+                c.count_fenced(slot, n);
+            }
+        }
         for (done, result) in batch.dones.into_iter().zip(results) {
             // The caller may have gone away; its write stands regardless.
             if let Some(done) = done {
@@ -581,8 +626,13 @@ impl Writer {
         let mut pause = self.config.retry_backoff;
         let mut attempt = 1;
         loop {
-            match self.store.commit(writes).await {
-                Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+            match self.store.commit_fenced(writes, self.fence.as_ref()).await {
+                Ok(outcomes) => {
+                    return outcomes
+                        .into_iter()
+                        .map(|o| o.ok_or(CommitError::Fenced))
+                        .collect()
+                }
                 Err(StoreError::Ambiguous(e)) => {
                     metrics::counter!(m::COMMIT_FAILURES_TOTAL, "kind" => "unknown").increment(1);
                     tracing::error!(error = %e, batch = writes.len(), "group commit's outcome unknown; its writers reload");

@@ -21,6 +21,7 @@ use dashmap::DashMap;
 use futures::future::BoxFuture;
 use serde_json::json;
 
+use crate::cluster::Cluster;
 use crate::config::Clock;
 use crate::game::guild::settings::{GuildSettings, Key};
 use crate::game::guild::{self, CHANGES_SHOWN};
@@ -43,6 +44,8 @@ struct Snapshot;
 #[derive(Message)]
 #[rtype(result = "Reply")]
 struct Set {
+    /// Cluster mode: the epoch of the guild's slot the change is decided under.
+    epoch: Option<i64>,
     by: UserKey,
     id: Option<CommandId>,
     key: Key,
@@ -65,11 +68,19 @@ pub struct Guilds {
     actors: Arc<DashMap<GuildId, Addr<GuildSettingsActor>>>,
     /// Each guild's settings as its actor last published them.
     published: Arc<DashMap<GuildId, Arc<GuildSettings>>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Guilds {
-    pub fn new(system: &ActorSystem, store: Store, commit: GroupCommit, clock: Clock) -> Self {
+    pub fn new(
+        system: &ActorSystem,
+        store: Store,
+        commit: GroupCommit,
+        clock: Clock,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         Self {
+            cluster,
             arbiter: system.arbiter().clone(),
             io: system.io().clone(),
             store,
@@ -121,8 +132,27 @@ impl Guilds {
     }
 
     pub async fn set(&self, by: UserKey, id: Option<CommandId>, key: Key, value: String) -> Reply {
+        let epoch =
+            match &self.cluster {
+                None => None,
+                Some(c) => match c.serving(c.slot_of(by.guild)) {
+                    Some(epoch) => Some(epoch),
+                    None => return Reply::error(
+                        "config_set",
+                        ErrorCode::Busy,
+                        "this server is moving to another node; nothing was changed, retry shortly",
+                    ),
+                },
+            };
         let addr = self.actor(by.guild);
-        system::ask(&addr, Set { by, id, key, value })
+        let set = Set {
+            epoch,
+            by,
+            id,
+            key,
+            value,
+        };
+        system::ask(&addr, set)
             .await
             .unwrap_or_else(|| lost("config_set"))
     }
@@ -132,6 +162,14 @@ impl Guilds {
         system::ask(&addr, Show)
             .await
             .unwrap_or_else(|| lost("config_show"))
+    }
+
+    /// Cluster mode: forgets the settings of every guild `served` says this
+    /// node no longer serves, stopping their actors; a guild served again
+    /// later is read again from storage, where its last owner left it.
+    pub fn keep_only(&self, served: impl Fn(GuildId) -> bool) {
+        self.actors.retain(|g, _| served(*g));
+        self.published.retain(|g, _| served(*g));
     }
 
     /// Test hook: makes the guild's actor panic once; returns once it has
@@ -250,6 +288,7 @@ impl Handler<Set> for GuildSettingsActor {
         let reply = Reply::ok("config_set", data, message);
         let mut ws = WriteSet::new(m.by, (self.clock)(), m.id.clone());
         ws.writes = writes;
+        ws.epoch = m.epoch;
         if m.id.is_some() {
             ws.reply_json = serde_json::to_string(&reply).ok();
         }
@@ -275,6 +314,11 @@ impl Handler<Set> for GuildSettingsActor {
                     "config_set",
                     ErrorCode::StorageUnavailable,
                     "storage is unavailable; nothing was changed, retry shortly",
+                )),
+                Ok(Err(CommitError::Fenced)) => Committed::Unknown(Reply::error(
+                    "config_set",
+                    ErrorCode::Busy,
+                    "this server is moving to another node; nothing was changed, retry shortly",
                 )),
                 Ok(Err(CommitError::Unknown(_))) => Committed::Unknown(Reply::error(
                     "config_set",

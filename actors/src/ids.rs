@@ -69,6 +69,15 @@ snowflake!(
     UserId
 );
 
+impl GuildId {
+    /// The guild's slot in a cluster of `slots` slots: the slot of its
+    /// Discord shard when the shard count divides the slot count (Discord
+    /// routes a guild to shard `(id >> 22) % shards`).
+    pub fn slot(self, slots: u32) -> u32 {
+        ((self.0 as u64 >> 22) % u64::from(slots.max(1))) as u32
+    }
+}
+
 /// One player: a user within a guild. This is what an actor is keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserKey {

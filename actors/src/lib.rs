@@ -6,6 +6,7 @@
 
 pub mod arena;
 pub mod args;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod domain;

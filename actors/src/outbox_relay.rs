@@ -78,8 +78,11 @@ pub(crate) async fn relay_pending(
             .pending_transfers(before_ms, PAGE as i64)
             .await?;
         let n = pending.len();
-        let results =
-            futures::future::join_all(pending.into_iter().map(|t| registry.deliver(t))).await;
+        // Cluster mode: another node's transfers are its relay's.
+        let mine = pending
+            .into_iter()
+            .filter(|t| registry.serves(crate::ids::UserKey::new(t.guild, t.to)));
+        let results = futures::future::join_all(mine.map(|t| registry.deliver(t))).await;
         let ok = results.iter().filter(|r| r.is_ok()).count();
         credited += ok;
         metrics::counter!(m::TRANSFERS_REDELIVERED_TOTAL).increment(ok as u64);

@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub arena: ArenaQueue,
     pub guilds: crate::guild_settings::Guilds,
     pub roles: Arc<crate::role_desk::RoleDesk>,
+    /// Cluster mode: the slots this node serves.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 struct Slot {
@@ -181,6 +183,15 @@ impl Registry {
             .map_err(postbox::TrySendError::into_inner)
     }
 
+    /// Whether this node takes mail for `key` now (always, outside cluster
+    /// mode).
+    pub(crate) fn serves(&self, key: UserKey) -> bool {
+        self.shared
+            .cluster
+            .as_ref()
+            .is_none_or(|c| c.serving(c.slot_of(key.guild)).is_some())
+    }
+
     /// Puts `mail` in `key`'s mailbox, activating its actor. A slot whose
     /// actor stopped without unregistering (it panicked) is cleared and the
     /// mail goes to a new activation; a full mailbox hands it back, counted.
@@ -189,6 +200,12 @@ impl Registry {
         key: UserKey,
         mut mail: Mail,
     ) -> Result<(), postbox::TrySendError<Mail>> {
+        if !self.serves(key) {
+            // Another node's, or moving: answered `busy` (see `send`), and
+            // no actor is activated for a player this node may not write.
+            metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "moving").increment(1);
+            return Err(postbox::TrySendError::Full(mail));
+        }
         for _ in 0..2 {
             // The address is let go of before any wait: mail a passivating
             // actor never read is dropped (answering NotDelivered) with it.
@@ -299,7 +316,12 @@ impl Registry {
             Entry::Vacant(e) => {
                 let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = postbox::bounded(self.shared.config.mailbox_capacity.max(1));
-                let actor = UserActor::new(key, generation, self.clone(), rx);
+                let epoch = self
+                    .shared
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.serving(c.slot_of(key.guild)));
+                let actor = UserActor::new(key, generation, self.clone(), rx, epoch);
                 e.insert(Slot {
                     mailbox: tx.clone(),
                     generation,

@@ -33,6 +33,9 @@ use crate::telemetry as m;
 
 pub struct Runtime {
     registry: Arc<Registry>,
+    /// Cluster mode: how a command reaches its slot's owner (set by the
+    /// application once its NATS client is up; until then, `busy`).
+    forward: std::sync::OnceLock<Arc<dyn Forward>>,
     /// Group commit, the queues, the arena and the outbox relay: actix
     /// actors on their own thread.
     system: ActorSystem,
@@ -41,11 +44,46 @@ pub struct Runtime {
     job_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Cluster mode: carries a command to the node that serves its guild's
+/// slot and brings its reply back (the application's NATS client). The
+/// owner answers it with `Runtime::dispatch_here`.
+pub trait Forward: Send + Sync {
+    fn forward(
+        &self,
+        slot: u32,
+        command: Command,
+        admin: bool,
+    ) -> futures::future::BoxFuture<'static, Reply>;
+
+    /// Whether commands can be carried now (`Err`: why not, for `/readyz`).
+    fn up(&self) -> Result<(), String>;
+}
+
+/// The answer to a command for a guild no node serves right now (a
+/// takeover or a handover in progress): retried with the same id, it is
+/// safe.
+pub fn moving(name: &str) -> Reply {
+    Reply::error(
+        name,
+        ErrorCode::Busy,
+        "this server is moving between nodes; retry shortly with the same id",
+    )
+}
+
 /// Who sent a command, as the front door established it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Caller {
     Player,
     Admin,
+}
+
+/// Where a command may be answered (cluster mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Here if this node serves its guild, else forwarded to the owner.
+    ToOwner,
+    /// Here or not at all: it was forwarded here already.
+    HereOnly,
 }
 
 /// What `/readyz` reports.
@@ -64,6 +102,20 @@ pub struct Readiness {
     /// part of readiness: while it is down generation jobs wait, and every
     /// other command is served as usual.
     pub renderer_up: Option<bool>,
+    /// Cluster mode: this node's share, and whether it reaches the others.
+    /// Reported, not part of readiness: without NATS a node still serves
+    /// the slots it owns, and commands for the others answer `busy`.
+    pub cluster: Option<ClusterReadiness>,
+}
+
+/// What `/readyz` says of cluster mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterReadiness {
+    pub node: String,
+    pub slots_served: usize,
+    pub slots: u32,
+    /// `Err`: why commands cannot be forwarded to other nodes now.
+    pub routing: Result<(), String>,
 }
 
 impl Readiness {
@@ -92,12 +144,36 @@ impl Runtime {
     /// previous run are credited before this returns.
     pub async fn start(store: Store, config: RuntimeConfig) -> Result<Self, StoreError> {
         store.migrate().await?;
-        // Nothing is loaded before a killed predecessor's last commit lands.
-        store.await_predecessors(PREDECESSOR_PATIENCE).await?;
+        let cluster = match &config.cluster {
+            // Peers write the same database: fencing, not waiting, keeps
+            // a predecessor's late commit from being overwritten.
+            Some(c) => {
+                if config.jobs.render.is_some() {
+                    return Err(StoreError::Config(
+                        "generation queues do not run in cluster mode yet: serve the renderer from a single-node kokoro".into(),
+                    ));
+                }
+                Some(
+                    crate::cluster::Cluster::join(&store, c.clone())
+                        .await
+                        .map_err(|e| StoreError::Config(e.to_string()))?,
+                )
+            }
+            None => {
+                // Nothing is loaded before a killed predecessor's last commit lands.
+                store.await_predecessors(PREDECESSOR_PATIENCE).await?;
+                None
+            }
+        };
         register_counters();
         let system = ActorSystem::start()
             .map_err(|e| StoreError::Config(format!("could not start the system actors: {e}")))?;
-        let commit = GroupCommit::start(&system, store.clone(), config.commit.clone());
+        let commit = GroupCommit::start(
+            &system,
+            store.clone(),
+            config.commit.clone(),
+            cluster.clone(),
+        );
         let relay_interval = config.relay_interval;
         let (finished_tx, finished_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut queues = Vec::new();
@@ -120,8 +196,14 @@ impl Runtime {
             warn_if_jobs_wait(&store).await?;
         }
         let (fought_tx, fought_rx) = tokio::sync::mpsc::unbounded_channel();
-        let arena = ArenaQueue::start(&system, store.clone(), fought_tx);
-        let guilds = Guilds::new(&system, store.clone(), commit.clone(), config.clock.clone());
+        let arena = ArenaQueue::start(&system, store.clone(), fought_tx, cluster.clone());
+        let guilds = Guilds::new(
+            &system,
+            store.clone(),
+            commit.clone(),
+            config.clock.clone(),
+            cluster.clone(),
+        );
         let registry = Registry::new(Shared {
             store,
             commit,
@@ -130,20 +212,27 @@ impl Runtime {
             arena,
             guilds,
             roles: Arc::default(),
+            cluster,
         });
         // The way back from the system actors to the players' actors.
         let job_tasks = vec![
             tokio::spawn(hand_on(
                 registry.clone(),
                 finished_rx,
+                |f: &crate::job_queue::Finished| f.job.key,
                 |r: Arc<Registry>, f| async move { r.close_job(f).await },
             )),
             tokio::spawn(hand_on(
                 registry.clone(),
                 fought_rx,
+                |f: &crate::game::arena::entry::Fought| f.entry.key,
                 |r: Arc<Registry>, f| async move { r.pay_battle(f).await },
             )),
         ];
+        let mut job_tasks = job_tasks;
+        if let Some(c) = &registry.shared.cluster {
+            job_tasks.push(tokio::spawn(follow_slots(registry.clone(), c.changes())));
+        }
         // The queues and the arena read their state back before we serve.
         for queue in registry.shared.queues.iter() {
             queue.loaded().await;
@@ -160,6 +249,7 @@ impl Runtime {
         let sweeper = tokio::spawn(registry.clone().sweep_idle());
         Ok(Self {
             registry,
+            forward: std::sync::OnceLock::new(),
             system,
             sweeper,
             job_tasks,
@@ -179,6 +269,25 @@ impl Runtime {
     /// (it calls `attach` first; without it nothing is kept).
     pub fn role_desk(&self) -> &Arc<crate::role_desk::RoleDesk> {
         &self.registry.shared.roles
+    }
+
+    /// Cluster mode: this node's view of the slots (`None`: single node).
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.registry.shared.cluster.as_ref()
+    }
+
+    /// Cluster mode: how commands for other nodes' slots are carried. Set
+    /// once; later calls are ignored.
+    pub fn set_forward(&self, forward: Arc<dyn Forward>) {
+        let _ = self.forward.set(forward);
+    }
+
+    /// Cluster mode: a command forwarded by another node. Answered here if
+    /// this node serves its slot, `busy` if not (never forwarded again: the
+    /// sender retries and finds the new owner).
+    pub async fn dispatch_here(&self, command: Command, admin: bool) -> Reply {
+        let caller = if admin { Caller::Admin } else { Caller::Player };
+        self.dispatch_as(command, caller, Route::HereOnly).await
     }
 
     pub fn store(&self) -> &Store {
@@ -209,16 +318,18 @@ impl Runtime {
     /// Answers one command from a player: the single path every front door
     /// uses. Admin commands are refused (`forbidden`) on this path.
     pub async fn dispatch(&self, command: Command) -> Reply {
-        self.dispatch_as(command, Caller::Player).await
+        self.dispatch_as(command, Caller::Player, Route::ToOwner)
+            .await
     }
 
     /// Answers one command from a guild admin (Discord checked Manage
     /// Guild; HTTP the admin token): the same path, admin commands allowed.
     pub async fn dispatch_admin(&self, command: Command) -> Reply {
-        self.dispatch_as(command, Caller::Admin).await
+        self.dispatch_as(command, Caller::Admin, Route::ToOwner)
+            .await
     }
 
-    async fn dispatch_as(&self, command: Command, caller: Caller) -> Reply {
+    async fn dispatch_as(&self, command: Command, caller: Caller, route: Route) -> Reply {
         let name = command.kind.name();
         let span = tracing::info_span!(
             "command",
@@ -228,7 +339,10 @@ impl Runtime {
             command_id = command.id.as_ref().map(|c| c.as_str()),
         );
         let started = Instant::now();
-        let reply = self.answer(command, caller).instrument(span.clone()).await;
+        let reply = self
+            .answer(command, caller, route)
+            .instrument(span.clone())
+            .await;
         metrics::histogram!(m::COMMAND_DURATION_SECONDS, "command" => name)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!(m::COMMANDS_TOTAL, "command" => name, "outcome" => reply.outcome())
@@ -241,7 +355,7 @@ impl Runtime {
         reply
     }
 
-    async fn answer(&self, mut command: Command, caller: Caller) -> Reply {
+    async fn answer(&self, mut command: Command, caller: Caller, route: Route) -> Reply {
         let shared = &self.registry.shared;
         let name = command.kind.name();
         if command.kind.is_admin() && caller != Caller::Admin {
@@ -250,6 +364,23 @@ impl Runtime {
                 ErrorCode::Forbidden,
                 "only the server's admins may use this command",
             );
+        }
+        if let Some(cluster) = &shared.cluster {
+            let slot = cluster.slot_of(command.key.guild);
+            let anywhere = matches!(
+                command.kind,
+                CommandKind::Economy(EconomyCommand::Shop | EconomyCommand::Leaderboard { .. })
+            );
+            if !anywhere && cluster.serving(slot).is_none() {
+                return match (route, self.forward.get()) {
+                    (Route::ToOwner, Some(forward)) => {
+                        forward
+                            .forward(slot, command, caller == Caller::Admin)
+                            .await
+                    }
+                    _ => moving(name),
+                };
+            }
         }
         match &command.kind {
             CommandKind::Guild(GuildCommand::Show) => {
@@ -433,6 +564,15 @@ impl Runtime {
             stalled_ms,
             commits_failing: self.commits_failing(),
             renderer_up: self.config().jobs.render.as_ref().map(|r| r.available()),
+            cluster: self.cluster().map(|c| ClusterReadiness {
+                node: c.config().node_id.clone(),
+                slots_served: c.served().len(),
+                slots: c.config().slots,
+                routing: match self.forward.get() {
+                    Some(f) => f.up(),
+                    None => Err("not started".to_owned()),
+                },
+            }),
         }
     }
 
@@ -494,7 +634,12 @@ impl Runtime {
     }
 
     /// Stops the background tasks; what was acknowledged is already durable.
+    /// In cluster mode the node first hands every slot over (draining each),
+    /// so the other nodes take them at once rather than after a lease.
     pub async fn shutdown(self) {
+        if let Some(c) = &self.registry.shared.cluster {
+            c.leave().await;
+        }
         self.sweeper.abort();
         for task in self.job_tasks {
             task.abort();
@@ -504,10 +649,25 @@ impl Runtime {
     }
 }
 
+/// Cluster mode: whenever the slots this node serves change, the guilds'
+/// settings and the arena's lines of slots it no longer serves are let go,
+/// and the arena reads the lines of the slots it serves now.
+async fn follow_slots(registry: Arc<Registry>, mut changes: tokio::sync::watch::Receiver<u64>) {
+    while changes.changed().await.is_ok() {
+        let shared = &registry.shared;
+        if let Some(c) = &shared.cluster {
+            shared
+                .guilds
+                .keep_only(|g| c.serving(c.slot_of(g)).is_some());
+        }
+        shared.arena.reload();
+    }
+}
+
 /// Registers the counters of rare events at zero, so their `rate()` reads 0
 /// in a healthy system instead of no data.
 fn register_counters() {
-    for stage in ["mailbox", "backlog"] {
+    for stage in ["mailbox", "backlog", "moving"] {
         metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => stage).increment(0);
     }
     for reason in [
@@ -517,6 +677,7 @@ fn register_counters() {
         "load_failed",
         "unknown_outcome",
         "closed",
+        "moved",
     ] {
         metrics::counter!(m::PASSIVATIONS_TOTAL, "reason" => reason).increment(0);
     }
@@ -643,6 +804,7 @@ async fn refund_orphans(
 async fn hand_on<T, F, Fut>(
     registry: Arc<Registry>,
     mut results: tokio::sync::mpsc::UnboundedReceiver<T>,
+    key: fn(&T) -> UserKey,
     deliver: F,
 ) where
     T: Clone + Send + 'static,
@@ -655,6 +817,11 @@ async fn hand_on<T, F, Fut>(
             async move {
                 let mut pause = Duration::from_millis(50);
                 loop {
+                    if !registry.serves(key(&result)) {
+                        // Cluster mode: the player's guild moved; its new
+                        // owner reads the result from storage and hands it on.
+                        return;
+                    }
                     match deliver(registry.clone(), result.clone()).await {
                         Ok(_) => return,
                         Err(code) if code.is_retryable() || code == ErrorCode::Internal => {

@@ -107,6 +107,22 @@ pub const ROLE_CHANGES_TOTAL: &str = "kokoro_role_changes_total";
 /// Role changes the rules would have decided but could not, because the
 /// guild's settings were not read yet.
 pub const ROLE_RULES_UNREAD_TOTAL: &str = "kokoro_role_rules_unread_total";
+/// Cluster mode: slots whose lease this node holds and serves.
+pub const CLUSTER_SLOTS_OWNED: &str = "kokoro_cluster_slots_owned";
+/// Cluster mode: slots this node took from another node whose lease ran out.
+pub const CLUSTER_TAKEOVERS_TOTAL: &str = "kokoro_cluster_takeovers_total";
+/// Cluster mode: WriteSets refused because their slot's lease moved on.
+pub const CLUSTER_FENCED_TOTAL: &str = "kokoro_cluster_fenced_total";
+/// Cluster mode: commands sent to the slot's owner over NATS, by outcome.
+pub const CLUSTER_FORWARDED_TOTAL: &str = "kokoro_cluster_forwarded_total";
+/// Cluster mode: round trip of a forwarded command.
+pub const CLUSTER_FORWARD_SECONDS: &str = "kokoro_cluster_forward_seconds";
+/// Cluster mode: one lease renewal (heartbeat and renew, one transaction).
+pub const CLUSTER_LEASE_RENEWAL_SECONDS: &str = "kokoro_cluster_lease_renewal_seconds";
+/// Cluster mode: lease renewals, takes and releases that failed.
+pub const CLUSTER_LEASE_FAILURES_TOTAL: &str = "kokoro_cluster_lease_failures_total";
+/// Cluster mode: 1 while this node reaches NATS.
+pub const CLUSTER_NATS_CONNECTED: &str = "kokoro_cluster_nats_connected";
 /// Process metrics (`kokoro_process_*`: memory, CPU seconds, open file
 /// descriptors) come from the `metrics-process` collector with this prefix.
 pub const PROCESS_PREFIX: &str = "kokoro_";
@@ -332,6 +348,46 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         DISCORD_UNREADABLE_ANSWERS_TOTAL,
         Kind::Counter,
         "Discord notices delivered (2xx) whose answer could not be read.",
+    ),
+    (
+        CLUSTER_SLOTS_OWNED,
+        Kind::Gauge,
+        "Cluster mode: slots whose lease this node holds and serves.",
+    ),
+    (
+        CLUSTER_TAKEOVERS_TOTAL,
+        Kind::Counter,
+        "Cluster mode: slots taken from a node whose lease ran out.",
+    ),
+    (
+        CLUSTER_FENCED_TOTAL,
+        Kind::Counter,
+        "Cluster mode: WriteSets refused because their slot's lease had moved to another epoch.",
+    ),
+    (
+        CLUSTER_FORWARDED_TOTAL,
+        Kind::Counter,
+        "Cluster mode: commands forwarded to their slot's owner over NATS, by outcome (ok, busy, no_owner, timeout, failed).",
+    ),
+    (
+        CLUSTER_FORWARD_SECONDS,
+        Kind::Histogram,
+        "Cluster mode: round trip of a command forwarded over NATS.",
+    ),
+    (
+        CLUSTER_LEASE_RENEWAL_SECONDS,
+        Kind::Histogram,
+        "Cluster mode: one heartbeat and lease renewal.",
+    ),
+    (
+        CLUSTER_LEASE_FAILURES_TOTAL,
+        Kind::Counter,
+        "Cluster mode: lease renewals, takes and releases that failed.",
+    ),
+    (
+        CLUSTER_NATS_CONNECTED,
+        Kind::Gauge,
+        "Cluster mode: 1 while this node is connected to NATS.",
     ),
     (READY, Kind::Gauge, "1 when /readyz answers ready."),
     (

@@ -49,6 +49,11 @@ pub(crate) struct UserActor {
     /// The roles the last adopted commit changed, for its reply (boxed:
     /// most actors never have one).
     roles_changed: Option<Box<RoleChange>>,
+    /// Cluster mode: the epoch of the slot's lease this actor was activated
+    /// under. Its WriteSets carry it, and commit only while the lease does;
+    /// once this node serves the slot under another epoch (or not at all)
+    /// the actor leaves at its next mail.
+    epoch: Option<i64>,
 }
 
 /// Why an actor stops; the label of the passivation metric.
@@ -60,6 +65,9 @@ enum Leave {
     LoadFailed,
     UnknownOutcome,
     Closed,
+    /// Cluster mode: the guild's slot is no longer served by this node, or
+    /// is served under another epoch than the one this actor loaded under.
+    Moved,
 }
 
 impl Leave {
@@ -71,6 +79,7 @@ impl Leave {
             Self::LoadFailed => "load_failed",
             Self::UnknownOutcome => "unknown_outcome",
             Self::Closed => "closed",
+            Self::Moved => "moved",
         }
     }
 }
@@ -87,6 +96,7 @@ impl UserActor {
         generation: u64,
         registry: Arc<Registry>,
         mailbox: postbox::Receiver<Mail>,
+        epoch: Option<i64>,
     ) -> Self {
         Self {
             key,
@@ -96,7 +106,24 @@ impl UserActor {
             state: UserState::default(),
             recent: RecentCommands::default(),
             roles_changed: None,
+            epoch,
         }
+    }
+
+    /// `writes`, marked with this actor's lease epoch (cluster mode).
+    fn stamped(&self, mut writes: WriteSet) -> WriteSet {
+        writes.epoch = self.epoch;
+        writes
+    }
+
+    /// Cluster mode: this node no longer serves the player's slot under
+    /// the epoch this actor loaded under.
+    fn moved(&self) -> bool {
+        self.registry
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.serving(c.slot_of(self.key.guild)) != self.epoch)
     }
 
     pub(crate) async fn run(mut self) {
@@ -150,6 +177,12 @@ impl UserActor {
                 Why::Evicted => Leave::Evicted,
             }),
             Mail::Passivate(_) => Next::Continue,
+            // Dropped unread (`NotDelivered`): its sender tries again, and
+            // finds the slot's new owner or is told `busy`.
+            mail if self.moved() => {
+                drop(mail);
+                Next::Leave(Leave::Moved)
+            }
             mail => {
                 if let Some(rules) = self.rules_needing_parts() {
                     Box::pin(self.read_rule_parts(rules)).await;
@@ -596,6 +629,7 @@ impl UserActor {
             }
         };
         let (adopt, outcome) = oneshot::channel();
+        let writes = self.stamped(writes);
         if reply.send(Ok(Half { writes, adopt })).is_err() {
             return Next::Continue;
         }
@@ -627,6 +661,7 @@ impl UserActor {
             Ok(Ok(CommitOutcome::AlreadyApplied))
             | Ok(Err(CommitError::Unavailable(_) | CommitError::Rejected(_))) => Next::Continue,
             Ok(Err(CommitError::Unknown(_))) | Err(_) => Next::Leave(Leave::UnknownOutcome),
+            Ok(Err(CommitError::Fenced)) => Next::Leave(Leave::Moved),
         }
     }
 
@@ -866,7 +901,7 @@ impl UserActor {
         writes: WriteSet,
         name: &str,
     ) -> Result<CommitOutcome, Failure> {
-        let durable = self.registry.shared.commit.submit(writes);
+        let durable = self.registry.shared.commit.submit(self.stamped(writes));
         self.settle(state, durable, name, None).await
     }
 
@@ -905,7 +940,11 @@ impl UserActor {
             return self.commit(state, writes, name).await.map(|o| (o, false));
         };
         metrics::counter!(m::GIVE_CREDITS_TOTAL, "path" => "paired").increment(1);
-        let durable = self.registry.shared.commit.submit_pair(writes, theirs);
+        let durable = self
+            .registry
+            .shared
+            .commit
+            .submit_pair(self.stamped(writes), theirs);
         self.settle(state, durable, name, Some(adopt))
             .await
             .map(|o| (o, true))
@@ -946,6 +985,7 @@ impl UserActor {
         name: &str,
     ) -> Result<(CommitOutcome, bool), Failure> {
         let (adopt, outcome) = oneshot::channel();
+        let writes = self.stamped(writes);
         if let Err(back) = coordinator.send(DebitHalf { writes, adopt }) {
             // The recipient stopped waiting.
             metrics::counter!(m::GIVE_CREDITS_TOTAL, "path" => "after").increment(1);
@@ -1014,6 +1054,7 @@ impl UserActor {
                 return Next::Continue;
             }
         };
+        let mine = self.stamped(mine);
         let Ok(durable) = self.registry.shared.commit.submit_pair(theirs, mine) else {
             let _ = adopt.send(Paired::Busy);
             return Next::Continue;
@@ -1055,6 +1096,9 @@ impl UserActor {
                 ErrorCode::Internal,
                 "storage refused the change; nothing was changed",
             ))),
+            // Another node serves this guild now: nothing was written, and
+            // this actor, which may be behind storage, goes away.
+            Ok(Err(CommitError::Fenced)) => Err(Failure::Unknown(moved(name))),
             // Group commit went away mid-batch: whether it landed is unknown, so
             // this actor must not go on from its in-memory state.
             Err(_) => Err(Failure::Unknown(Reply::error(
@@ -1103,6 +1147,16 @@ impl UserActor {
             }
         }
     }
+}
+
+/// The answer to a command whose guild moved to another node while it was
+/// decided: nothing was written; the same command retried finds the owner.
+fn moved(name: &str) -> Reply {
+    Reply::error(
+        name,
+        ErrorCode::Busy,
+        "this server is moving to another node; nothing was changed, retry shortly",
+    )
 }
 
 /// Group commit's backlog is full: nothing was written.

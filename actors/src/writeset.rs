@@ -64,6 +64,10 @@ pub struct WriteSet {
     /// all or nothing: a give's credit beside its debit. Group commit keeps
     /// the two adjacent and in one transaction.
     pub paired: bool,
+    /// Cluster mode: the epoch of the slot's lease under which its actor
+    /// decided it. Committed only while the lease still has that epoch and
+    /// this node as owner (`store::Fence`); `None` outside cluster mode.
+    pub epoch: Option<i64>,
 }
 
 /// One typed write of a feature.
@@ -223,6 +227,7 @@ impl WriteSet {
             ledger: Vec::new(),
             writes: Vec::new(),
             paired: false,
+            epoch: None,
         }
     }
 

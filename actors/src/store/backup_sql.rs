@@ -11,10 +11,15 @@ macro_rules! backup_sql {
             use serde_json::Value;
 
             /// kokoro's tables, sorted; sqlx's bookkeeping is not kokoro's
-            /// data (a restored store is migrated by this kokoro itself).
+            /// data (a restored store is migrated by this kokoro itself),
+            /// nor are cluster mode's leases and members (who serves a
+            /// slot now: restored, they would name nodes long gone).
             async fn tables(conn: &mut Conn) -> Result<Vec<String>, StoreError> {
                 let names: Vec<String> = sqlx::query_scalar($tables_sql).fetch_all(&mut *conn).await?;
-                Ok(names.into_iter().filter(|n| valid_identifier(n) && !n.starts_with("_sqlx")).collect())
+                Ok(names
+                    .into_iter()
+                    .filter(|n| valid_identifier(n) && !n.starts_with("_sqlx") && !n.starts_with("cluster_"))
+                    .collect())
             }
 
             async fn columns(conn: &mut Conn, table: &str) -> Result<Vec<String>, StoreError> {

@@ -92,6 +92,20 @@ impl std::fmt::Debug for RoleConnection {
     }
 }
 
+/// What a commit checks in cluster mode: WriteSets carrying an epoch
+/// apply only while `node` holds their slot's lease of `cluster` with that
+/// epoch, checked and locked (`FOR SHARE`) in the commit's transaction.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub cluster: String,
+    pub node: String,
+    pub slots: u32,
+    /// The lease TTL in ms: a fenced transaction left idle this long (its
+    /// process paused mid-commit) is ended by the server, so the share
+    /// locks it holds cannot keep another node from taking the slots.
+    pub idle_limit_ms: u64,
+}
+
 /// A player's state as stored, plus the ids of their recent commands.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedUser {
@@ -364,7 +378,19 @@ impl Store {
 
     /// Commits a batch of WriteSets in one transaction: all or nothing.
     pub async fn commit(&self, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
-        on_pool!(self, (p, q) => q::commit(p, batch).await)
+        let outcomes = self.commit_fenced(batch, None).await?;
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// `commit`, in cluster mode: each WriteSet's outcome, or `None` for
+    /// one refused by `fence` (its slot's lease moved on), which wrote
+    /// nothing. The rest of the batch commits as usual.
+    pub async fn commit_fenced(
+        &self,
+        batch: &[WriteSet],
+        fence: Option<&Fence>,
+    ) -> Result<Vec<Option<CommitOutcome>>, StoreError> {
+        on_pool!(self, (p, q) => q::commit(p, batch, fence).await)
     }
 
     /// Applies a batch as `commit` would, then rolls it back.
@@ -391,6 +417,9 @@ impl Store {
     }
 
     /// Moves two waiting arena entries to `matched`, only if both still wait.
+    /// Cluster mode: `fence` and the epoch the arena serves the guild's
+    /// slot under; nothing is written unless the lease still has it.
+    #[allow(clippy::too_many_arguments)] // one battle's facts, and its lease
     pub async fn arena_match(
         &self,
         a: &ArenaEntry,
@@ -399,8 +428,9 @@ impl Store {
         a_won: bool,
         prize: i64,
         at_ms: i64,
+        fence: Option<(&Fence, i64)>,
     ) -> Result<bool, StoreError> {
-        on_pool!(self, (p, q) => q::arena_match(p, a, b, battle_id, a_won, prize, at_ms).await)
+        on_pool!(self, (p, q) => q::arena_match(p, a, b, battle_id, a_won, prize, at_ms, fence).await)
     }
 
     /// Arena entries waiting or matched and not yet paid.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{user_key, LoadedUser, StoreError};
+use super::{user_key, Fence, LoadedUser, StoreError};
 use crate::command::{Command, CommandKind};
 use crate::domain::Currency;
 use crate::game::arena::entry::{ArenaEntry, EntryStatus, Fought, StoredEntry};
@@ -352,11 +352,31 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 Ok(row.map(|r| r.try_get(0)).transpose()?)
             }
 
-            pub async fn commit(pool: &Pool, batch: &[WriteSet]) -> Result<Vec<CommitOutcome>, StoreError> {
+            pub async fn commit(pool: &Pool, batch: &[WriteSet], fence: Option<&Fence>) -> Result<Vec<Option<CommitOutcome>>, StoreError> {
                 let mut conn = pool.acquire().await?;
                 let done = async {
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                    let outcomes = commit_on(&mut tx, batch).await?;
+                    let refused = match fence {
+                        Some(f) => fenced_in(&mut tx, f, batch).await?,
+                        None => None,
+                    };
+                    let outcomes = match refused {
+                        None => commit_on(&mut tx, batch).await?.into_iter().map(Some).collect(),
+                        Some(refused) => {
+                            let kept: Vec<WriteSet> = batch
+                                .iter()
+                                .zip(&refused)
+                                .filter(|(_, r)| !**r)
+                                .map(|(w, _)| w.clone())
+                                .collect();
+                            let mut applied = if kept.is_empty() {
+                                Vec::new().into_iter()
+                            } else {
+                                commit_on(&mut tx, &kept).await?.into_iter()
+                            };
+                            refused.iter().map(|r| if *r { None } else { applied.next() }).collect()
+                        }
+                    };
                     // An answer from the database means it did not commit;
                     // a connection lost on the way leaves it unknown.
                     tx.commit().await.map_err(|e| match e {
@@ -375,6 +395,54 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                     let _ = sqlx::Connection::close(conn.detach()).await;
                 }
                 done
+            }
+
+            /// Cluster mode: which WriteSets of `batch` their slot's lease
+            /// refuses (another epoch, another owner), `None` if none is.
+            /// The leases are locked `FOR SHARE`, in slot order, until the
+            /// transaction ends: a takeover waits for this commit.
+            async fn fenced_in(tx: &mut Conn, fence: &Fence, batch: &[WriteSet]) -> Result<Option<Vec<bool>>, StoreError> {
+                let mut slots: Vec<u32> = batch
+                    .iter()
+                    .filter(|w| w.epoch.is_some())
+                    .map(|w| w.key.guild.slot(fence.slots))
+                    .collect();
+                slots.sort_unstable();
+                slots.dedup();
+                if slots.is_empty() {
+                    return Ok(None);
+                }
+                // Numbers only: the list is built, not bound, so the same
+                // SQL serves both backends (SQLite binds no arrays).
+                let limit = format!("SET LOCAL idle_in_transaction_session_timeout = {}", fence.idle_limit_ms);
+                sqlx::query(&limit).persistent(false).execute(&mut *tx).await?;
+                let list = slots.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+                let sql = format!(
+                    "SELECT slot, epoch FROM cluster_leases WHERE cluster = $1 AND owner = $2 \
+                     AND slot IN ({list}) ORDER BY slot FOR SHARE"
+                );
+                let rows = sqlx::query(&sql)
+                    .persistent(false)
+                    .bind(&fence.cluster)
+                    .bind(&fence.node)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut held = HashMap::with_capacity(rows.len());
+                for r in &rows {
+                    held.insert(r.try_get::<i32, _>(0)? as u32, r.try_get::<i64, _>(1)?);
+                }
+                let mut refused: Vec<bool> = batch
+                    .iter()
+                    .map(|w| w.epoch.is_some_and(|e| held.get(&w.key.guild.slot(fence.slots)) != Some(&e)))
+                    .collect();
+                // A pair goes together, refused or not.
+                for i in 1..batch.len() {
+                    if batch[i].paired && (refused[i] || refused[i - 1]) {
+                        refused[i] = true;
+                        refused[i - 1] = true;
+                    }
+                }
+                Ok(refused.iter().any(|r| *r).then_some(refused))
             }
 
             /// A batch applied and rolled back: what `commit` would do and
@@ -559,10 +627,29 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
 
             /// Moves two waiting entries to `matched` with the battle's
             /// result, in one transaction, only if both are still waiting.
+            #[allow(clippy::too_many_arguments)]
             pub async fn arena_match(
                 pool: &Pool, a: &ArenaEntry, b: &ArenaEntry, battle_id: &str, a_won: bool, prize: i64, at: i64,
+                fence: Option<(&Fence, i64)>,
             ) -> Result<bool, StoreError> {
                 let mut tx = pool.begin().await?;
+                if let Some((fence, epoch)) = fence {
+                    let limit = format!("SET LOCAL idle_in_transaction_session_timeout = {}", fence.idle_limit_ms);
+                    sqlx::query(&limit).persistent(false).execute(&mut *tx).await?;
+                    let held = sqlx::query(
+                        "SELECT 1 FROM cluster_leases WHERE cluster = $1 AND owner = $2 AND slot = $3 AND epoch = $4 FOR SHARE",
+                    )
+                    .bind(&fence.cluster)
+                    .bind(&fence.node)
+                    .bind(a.key.guild.slot(fence.slots) as i32)
+                    .bind(epoch)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if held.is_none() {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                }
                 for (me, them, won) in [(a, b, a_won), (b, a, !a_won)] {
                     let row = sqlx::query(
                         "UPDATE arena_entries SET status = 'matched', battle_id = $1, opponent_id = $2, won = $3, \

@@ -1,0 +1,738 @@
+//! Cluster mode, on loopback: several real `kokoro serve` processes over
+//! one real PostgreSQL database, commands routed over real NATS (the
+//! machine's server with a cluster name of the test's own, or a
+//! `nats-server` the test starts and stops). Load goes to every node, each
+//! command with its own id, retried on `busy` or a dead node at another
+//! node; one node is killed, one paused past its lease, all restarted one
+//! by one. Afterwards every command's outcome is settled by asking its id
+//! again, every balance is what the acknowledged gives imply, gold is
+//! conserved, and `kokoro verify` passes.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+const TOKEN: &str = "cluster-test-token-0123456789";
+const SLOTS: u32 = 16;
+const TTL_SECS: u64 = 3;
+const GUILDS: u64 = 8;
+const PLAYERS: u64 = 6;
+const STARTING_GOLD: i64 = 1000;
+
+fn nats_url() -> String {
+    std::env::var("KOKORO_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Guild `k`'s id: its slot is `2k`, so the guilds spread over the slots.
+fn guild(k: u64) -> u64 {
+    ((2 * k) << 22) | 1
+}
+
+fn cluster_name() -> String {
+    format!("t{:08x}", rand::random::<u32>())
+}
+
+/// One node: a `kokoro serve` process in cluster mode.
+struct Node {
+    id: String,
+    child: tokio::process::Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+async fn start_node(db: &TestDb, cluster: &str, id: &str, nats: &str, extra: &[&str]) -> Node {
+    let data = tempfile::tempdir().unwrap();
+    let mut command = kokoro_binary(db, TOKEN);
+    command.env("KOKORO_DATA_DIR", data.path());
+    let ttl = format!("{TTL_SECS}s");
+    let slots = SLOTS.to_string();
+    let mut flags = vec![
+        "--nats-url",
+        nats,
+        "--node-id",
+        id,
+        "--cluster",
+        cluster,
+        "--lease-ttl",
+        &ttl,
+        "--slots",
+        &slots,
+    ];
+    flags.extend_from_slice(extra);
+    let (child, base) = serve_binary(command, &flags).await;
+    Node {
+        id: id.to_owned(),
+        child,
+        base,
+        _data: data,
+    }
+}
+
+fn signal(node: &Node, sig: &str) {
+    let pid = node.child.id().expect("running");
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Who owns which slot now, from the database: live leases per owner,
+/// and the slots with no live lease.
+async fn owners(db: &TestDb, cluster: &str) -> (HashMap<String, usize>, usize) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let rows: Vec<(Option<String>, bool)> =
+        sqlx::query_as("SELECT owner, expires_at > now() FROM cluster_leases WHERE cluster = $1")
+            .bind(cluster)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let mut by = HashMap::new();
+    let mut unowned = 0;
+    for (owner, live) in rows {
+        match (owner, live) {
+            (Some(o), true) => *by.entry(o).or_insert(0) += 1,
+            _ => unowned += 1,
+        }
+    }
+    (by, unowned)
+}
+
+/// Waits until every slot has a live owner and `ok` holds of the owners;
+/// how long it took.
+async fn await_owners(
+    db: &TestDb,
+    cluster: &str,
+    within: Duration,
+    ok: impl Fn(&HashMap<String, usize>) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (by, unowned) = owners(db, cluster).await;
+        if unowned == 0 && ok(&by) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "slots not owned as wanted within {within:?}: {by:?}, {unowned} unowned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the load saw: every request sent, each command's last definitive
+/// reply, and every error code met on the way (retried or not).
+#[derive(Default)]
+struct Seen {
+    sent: Vec<Value>,
+    codes: Vec<String>,
+}
+
+/// Answers that are the command's outcome (not "try again").
+fn definitive(reply: &Value) -> bool {
+    reply["ok"] == true
+        || matches!(
+            reply["error"]["code"].as_str(),
+            Some("insufficient_funds" | "invalid_argument" | "not_found")
+        )
+}
+
+/// Sends `req` until it has a definitive answer, trying the nodes in turn
+/// from `first` (a node that is down or answers `busy` is passed over).
+async fn until_settled(
+    http: &reqwest::Client,
+    bases: &[String],
+    first: usize,
+    req: &Value,
+    codes: &Mutex<Vec<String>>,
+    patience: Duration,
+) -> Option<Value> {
+    let started = Instant::now();
+    let mut n = first;
+    let mut pause = Duration::from_millis(20);
+    while started.elapsed() < patience {
+        let base = &bases[n % bases.len()];
+        n += 1;
+        let answer = http
+            .post(format!("{base}/v1/commands"))
+            .bearer_auth(TOKEN)
+            .json(req)
+            .send()
+            .await;
+        match answer {
+            Ok(r) => match r.json::<Value>().await {
+                Ok(reply) if definitive(&reply) => return Some(reply),
+                Ok(reply) => codes
+                    .lock()
+                    .unwrap()
+                    .push(reply["error"]["code"].as_str().unwrap_or("?").to_owned()),
+                Err(_) => codes.lock().unwrap().push("unreadable".into()),
+            },
+            Err(_) => codes.lock().unwrap().push("connection".into()),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(400));
+    }
+    None
+}
+
+/// Gives between the players of each guild from `clients` tasks, over every
+/// node of `bases` (shared, so a test can swap a restarted node's address
+/// in), until `stop`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    seen: Arc<Mutex<Seen>>,
+    codes: Arc<Mutex<Vec<String>>>,
+    acked: Arc<AtomicUsize>,
+}
+
+impl Load {
+    fn start(bases: Arc<Mutex<Vec<String>>>, run: &str, clients: usize) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let stop: Arc<AtomicBool> = Arc::default();
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let codes: Arc<Mutex<Vec<String>>> = Arc::default();
+        let acked: Arc<AtomicUsize> = Arc::default();
+        let tasks = (0..clients)
+            .map(|c| {
+                let (http, bases, run) = (http.clone(), bases.clone(), run.to_owned());
+                let (stop, seen, codes, acked) =
+                    (stop.clone(), seen.clone(), codes.clone(), acked.clone());
+                tokio::spawn(async move {
+                    let mut rng =
+                        <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(c as u64 * 7919);
+                    for i in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let g = guild(rand::Rng::random_range(&mut rng, 0..GUILDS));
+                        let from = rand::Rng::random_range(&mut rng, 1..=PLAYERS);
+                        let to = from % PLAYERS + 1;
+                        let amount = rand::Rng::random_range(&mut rng, 1..=40);
+                        let req = json!({
+                            "id": format!("{run}-{c}-{i}"), "guild_id": g.to_string(),
+                            "user_id": from.to_string(), "command": "give",
+                            "args": {"to": to.to_string(), "amount": amount},
+                        });
+                        seen.lock().unwrap().sent.push(req.clone());
+                        let now: Vec<String> = bases.lock().unwrap().clone();
+                        let reply = until_settled(
+                            &http,
+                            &now,
+                            c + i,
+                            &req,
+                            &codes,
+                            Duration::from_secs(20),
+                        )
+                        .await;
+                        if reply.is_some_and(|r| r["ok"] == true) {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            tasks,
+            seen,
+            codes,
+            acked,
+        }
+    }
+
+    async fn await_acked(&self, n: usize, within: Duration) {
+        let started = Instant::now();
+        while self.acked.load(Ordering::Relaxed) < n {
+            assert!(
+                started.elapsed() < within,
+                "only {} acknowledged within {within:?}",
+                self.acked.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn finish(self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let mut seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        seen.codes = std::mem::take(&mut *self.codes.lock().unwrap());
+        seen
+    }
+}
+
+/// Settles every command sent by asking its id again (a command never
+/// applied is applied now, once), then checks the books: each player's
+/// gold is what the settled gives imply, gold is conserved, and
+/// `kokoro verify` passes.
+async fn assert_books(db: &TestDb, bases: &[String], sent: &[Value]) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let codes = Mutex::new(Vec::new());
+    let mut expected: HashMap<(u64, u64), i64> = HashMap::new();
+    for k in 0..GUILDS {
+        for p in 1..=PLAYERS {
+            expected.insert((guild(k), p), STARTING_GOLD);
+        }
+    }
+    let mut ok = 0;
+    for (i, req) in sent.iter().enumerate() {
+        let reply = until_settled(&http, bases, i, req, &codes, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("command {} never settled", req["id"]));
+        if reply["ok"] == true {
+            ok += 1;
+            let g: u64 = req["guild_id"].as_str().unwrap().parse().unwrap();
+            let from: u64 = req["user_id"].as_str().unwrap().parse().unwrap();
+            let to: u64 = req["args"]["to"].as_str().unwrap().parse().unwrap();
+            let amount = req["args"]["amount"].as_i64().unwrap();
+            *expected.get_mut(&(g, from)).unwrap() -= amount;
+            *expected.get_mut(&(g, to)).unwrap() += amount;
+        }
+    }
+    assert!(ok > 0, "no give of {} went through", sent.len());
+    // A give's credit may still be on its way (the outbox relay of the
+    // slot's new owner): the books must come right, and stay right.
+    let started = Instant::now();
+    loop {
+        let mut wrong = Vec::new();
+        for ((g, p), want) in &expected {
+            let req =
+                json!({"guild_id": g.to_string(), "user_id": p.to_string(), "command": "balance"});
+            let reply = until_settled(&http, bases, 0, &req, &codes, Duration::from_secs(10))
+                .await
+                .expect("balance answers");
+            let gold = reply["data"]["gold"].as_i64().unwrap();
+            if gold != *want {
+                wrong.push(format!("guild {g} player {p}: {gold}, expected {want}"));
+            }
+        }
+        if wrong.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "balances differ from what the acknowledged gives imply:\n{}",
+            wrong.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let total: i64 = expected.values().sum();
+    assert_eq!(
+        total,
+        STARTING_GOLD * (GUILDS * PLAYERS) as i64,
+        "gold is conserved"
+    );
+    let out = kokoro_binary(db, TOKEN)
+        .arg("verify")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kokoro verify failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A counter's value from a node's `/metrics`.
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The only errors a player may meet on the way are "try again" ones.
+fn assert_only_retried(codes: &[String]) {
+    let bad: Vec<&String> = codes
+        .iter()
+        .filter(|c| !matches!(c.as_str(), "busy" | "connection"))
+        .collect();
+    assert!(bad.is_empty(), "errors other than a retried busy: {bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_survive_a_kill_9_under_load() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let cluster = cluster_name();
+    let nats = nats_url();
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(start_node(&db, &cluster, id, &nats, &[]).await);
+    }
+    await_owners(&db, &cluster, Duration::from_secs(15), |by| {
+        by.len() == 3 && by.values().all(|n| *n >= 4)
+    })
+    .await;
+    let bases = Arc::new(Mutex::new(
+        nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>(),
+    ));
+    let load = Load::start(bases.clone(), "kill", 12);
+    load.await_acked(150, Duration::from_secs(30)).await;
+    let victim = nodes.remove(1);
+    let killed = Instant::now();
+    let mut victim_child = victim.child;
+    victim_child.start_kill().unwrap();
+    victim_child.wait().await.unwrap();
+    let victim_id = victim.id.clone();
+    let reowned = await_owners(&db, &cluster, Duration::from_secs(TTL_SECS + 2), |by| {
+        !by.contains_key(&victim_id)
+    })
+    .await;
+    println!(
+        "slots of the killed node owned again {:?} after the kill",
+        killed.elapsed().max(reowned)
+    );
+    let before = load.acked.load(Ordering::Relaxed);
+    load.await_acked(before + 150, Duration::from_secs(30))
+        .await;
+    let seen = load.finish().await;
+    let live: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    assert_books(&db, &live, &seen.sent).await;
+    assert_only_retried(&seen.codes);
+    let takeovers = metric(&live[0], "kokoro_cluster_takeovers_total").await
+        + metric(&live[1], "kokoro_cluster_takeovers_total").await;
+    assert!(takeovers >= 1.0, "the survivors count their takeovers");
+    drop(nodes);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_paused_past_its_lease_writes_nothing_after_the_takeover() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let cluster = cluster_name();
+    let nats = nats_url();
+    // The paused node holds its batches open for 200 ms: whatever it has
+    // decided when it stops is still waiting to commit when it wakes.
+    let mut nodes = vec![
+        start_node(
+            &db,
+            &cluster,
+            "p",
+            &nats,
+            &["--commit-max-wait-us", "200000"],
+        )
+        .await,
+    ];
+    for id in ["q", "r"] {
+        nodes.push(start_node(&db, &cluster, id, &nats, &[]).await);
+    }
+    await_owners(&db, &cluster, Duration::from_secs(15), |by| by.len() == 3).await;
+    // All of the load enters at the node that will be paused: its own
+    // slots' commands are decided there, the others' forwarded.
+    let bases = Arc::new(Mutex::new(vec![nodes[0].base.clone()]));
+    let load = Load::start(bases.clone(), "pause", 16);
+    load.await_acked(100, Duration::from_secs(30)).await;
+    // From now on, the load's retries go to the nodes that stay awake.
+    *bases.lock().unwrap() = vec![nodes[1].base.clone(), nodes[2].base.clone()];
+    signal(&nodes[0], "-STOP");
+    let paused = nodes[0].id.clone();
+    await_owners(&db, &cluster, Duration::from_secs(TTL_SECS * 3), |by| {
+        !by.contains_key(&paused)
+    })
+    .await;
+    let before = load.acked.load(Ordering::Relaxed);
+    load.await_acked(before + 100, Duration::from_secs(30))
+        .await;
+    signal(&nodes[0], "-CONT");
+    // It wakes, finds its leases gone, and refuses what it had decided.
+    let started = Instant::now();
+    let fenced = loop {
+        let n = metric(&nodes[0].base, "kokoro_cluster_fenced_total").await;
+        if n > 0.0 || started.elapsed() > Duration::from_secs(10) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        fenced > 0.0,
+        "the woken node refused its stale writes (kokoro_cluster_fenced_total)"
+    );
+    // Then it takes its share again, and the load spreads over all three.
+    await_owners(&db, &cluster, Duration::from_secs(TTL_SECS * 4), |by| {
+        by.len() == 3
+    })
+    .await;
+    *bases.lock().unwrap() = nodes.iter().map(|n| n.base.clone()).collect();
+    let before = load.acked.load(Ordering::Relaxed);
+    load.await_acked(before + 100, Duration::from_secs(30))
+        .await;
+    let seen = load.finish().await;
+    let all: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    assert_books(&db, &all, &seen.sent).await;
+    assert_only_retried(&seen.codes);
+    drop(nodes);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_and_a_fourth_node_lose_nothing() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let cluster = cluster_name();
+    let nats = nats_url();
+    let mut nodes = Vec::new();
+    for id in ["x", "y", "z"] {
+        nodes.push(start_node(&db, &cluster, id, &nats, &[]).await);
+    }
+    await_owners(&db, &cluster, Duration::from_secs(15), |by| by.len() == 3).await;
+    let bases = Arc::new(Mutex::new(
+        nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>(),
+    ));
+    let load = Load::start(bases.clone(), "roll", 12);
+    load.await_acked(100, Duration::from_secs(30)).await;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let id = node.id.clone();
+        signal(node, "-TERM");
+        let status = tokio::time::timeout(Duration::from_secs(30), node.child.wait())
+            .await
+            .expect("a node stops within 30 s of SIGTERM")
+            .unwrap();
+        assert!(status.success(), "node {id} exited with {status:?}");
+        // Handed over, not left to run out: owned again at once.
+        await_owners(&db, &cluster, Duration::from_secs(TTL_SECS), |by| {
+            !by.contains_key(&id)
+        })
+        .await;
+        *node = start_node(&db, &cluster, &id, &nats, &[]).await;
+        bases.lock().unwrap()[i] = node.base.clone();
+        let before = load.acked.load(Ordering::Relaxed);
+        load.await_acked(before + 50, Duration::from_secs(30)).await;
+    }
+    nodes.push(start_node(&db, &cluster, "w", &nats, &[]).await);
+    bases.lock().unwrap().push(nodes[3].base.clone());
+    // About a quarter each: the slot count divided by four, rounded up.
+    await_owners(&db, &cluster, Duration::from_secs(TTL_SECS * 5), |by| {
+        by.len() == 4 && by.values().all(|n| *n == SLOTS as usize / 4)
+    })
+    .await;
+    let before = load.acked.load(Ordering::Relaxed);
+    load.await_acked(before + 100, Duration::from_secs(30))
+        .await;
+    let seen = load.finish().await;
+    let all: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    assert_books(&db, &all, &seen.sent).await;
+    assert_only_retried(&seen.codes);
+    // `kokoro cluster status` shows where every slot is.
+    let out = kokoro_binary(&db, TOKEN)
+        .args(["cluster", "status", "--json", "--cluster", &cluster])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["unowned"], 0);
+    assert_eq!(status["slots"], SLOTS);
+    let nodes_seen = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes_seen.len(), 4, "{status}");
+    assert!(nodes_seen
+        .iter()
+        .all(|n| n["live"] == true && n["slots"] == SLOTS / 4));
+    drop(nodes);
+    db.drop_db().await;
+}
+
+/// A `nats-server` of the test's own, on a free port: stopped and started
+/// again on the same port.
+struct OwnNats {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnNats {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut me = Self { port, child: None };
+        me.restart();
+        me
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian's nats-server package) starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nats-server did not listen on {}", self.port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_nats_each_node_serves_its_own_slots_and_recovers() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let cluster = cluster_name();
+    let mut nats = OwnNats::start();
+    let a = start_node(&db, &cluster, "n1", &nats.url(), &[]).await;
+    let b = start_node(&db, &cluster, "n2", &nats.url(), &[]).await;
+    await_owners(&db, &cluster, Duration::from_secs(15), |by| by.len() == 2).await;
+    let http = reqwest::Client::new();
+    // Which guilds node a serves itself, and which it forwards to b.
+    let owner_of = |by_slot: &HashMap<i32, String>, k: u64| by_slot[&((2 * k) as i32)].clone();
+    let by_slot: HashMap<i32, String> = {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_as::<_, (i32, String)>(
+            "SELECT slot, owner FROM cluster_leases WHERE cluster = $1 AND owner IS NOT NULL",
+        )
+        .bind(&cluster)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+    };
+    let local = (0..GUILDS)
+        .find(|k| owner_of(&by_slot, *k) == "n1")
+        .unwrap();
+    let remote = (0..GUILDS)
+        .find(|k| owner_of(&by_slot, *k) == "n2")
+        .unwrap();
+    let balance =
+        |k: u64| json!({"guild_id": guild(k).to_string(), "user_id": "1", "command": "balance"});
+    let ask = |k: u64| {
+        let (http, base, body) = (http.clone(), a.base.clone(), balance(k));
+        async move { post_command(&http, &base, TOKEN, &body).await }
+    };
+    assert_eq!(ask(remote).await["ok"], true, "forwarded while NATS is up");
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", a.base))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["cluster"]["routing"],
+        "up"
+    );
+
+    nats.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let forwarded = ask(remote).await;
+    assert_eq!(forwarded["error"]["code"], "busy", "{forwarded}");
+    assert_eq!(ask(local).await["ok"], true, "its own slots are served");
+    let ready: Value = reqwest::get(format!("{}/readyz", a.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ready["cluster"]["routing"]
+            .as_str()
+            .unwrap()
+            .starts_with("down"),
+        "{ready}"
+    );
+    assert_eq!(metric(&a.base, "kokoro_cluster_nats_connected").await, 0.0);
+
+    nats.restart();
+    let started = Instant::now();
+    loop {
+        if ask(remote).await["ok"] == true {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "forwarding came back by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(&a.base, "kokoro_cluster_nats_connected").await, 1.0);
+    drop((a, b));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn cluster_mode_refuses_sqlite_and_another_slot_count() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let out = kokoro_binary(&db, TOKEN)
+        .args(["serve", "--http", "127.0.0.1:0", "--nats-url", &nats_url()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster mode needs PostgreSQL"), "{err}");
+
+    let db = TestDb::new(Backend::Postgres).await;
+    let cluster = cluster_name();
+    let node = start_node(&db, &cluster, "s1", &nats_url(), &[]).await;
+    let out = kokoro_binary(&db, TOKEN)
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--nats-url",
+            &nats_url(),
+            "--cluster",
+            &cluster,
+            "--slots",
+            "32",
+            "--node-id",
+            "s2",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was made with 16 slots"), "{err}");
+    drop(node);
+    db.drop_db().await;
+}
