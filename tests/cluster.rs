@@ -367,6 +367,45 @@ async fn metric(base: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Every series the dashboard's Cluster row asks for is exported by the
+/// nodes (Prometheus itself is run against a single node in
+/// tests/prometheus_e2e.rs, which has none of them).
+async fn assert_cluster_row_has_series(bases: &[String]) {
+    let mut exported = String::new();
+    for b in bases {
+        exported += &reqwest::get(format!("{b}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/dashboards/kokoro.json"),
+    )
+    .unwrap();
+    let mut names = Vec::new();
+    for expr in text.split("\"expr\": \"").skip(1) {
+        let expr = expr.split("\",").next().unwrap_or_default();
+        let mut rest = expr;
+        while let Some(at) = rest.find("kokoro_cluster_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.push(name);
+        }
+    }
+    assert!(names.len() >= 8, "the Cluster row: {names:?}");
+    for name in names {
+        assert!(
+            exported.lines().any(|l| l.starts_with(&name)),
+            "no node exports {name}, which the dashboard's Cluster row shows"
+        );
+    }
+}
+
 /// The only errors a player may meet on the way are "try again" ones.
 fn assert_only_retried(codes: &[String]) {
     let bad: Vec<&String> = codes
@@ -418,6 +457,7 @@ async fn three_nodes_survive_a_kill_9_under_load() {
     let takeovers = metric(&live[0], "kokoro_cluster_takeovers_total").await
         + metric(&live[1], "kokoro_cluster_takeovers_total").await;
     assert!(takeovers >= 1.0, "the survivors count their takeovers");
+    assert_cluster_row_has_series(&live).await;
     drop(nodes);
     db.drop_db().await;
 }

@@ -347,8 +347,16 @@ both_backends!(migrating_a_store_with_data_backs_it_up_first, |backend| {
     // Undo the newest migration, as if this store were from the last release.
     let store = db.store().await;
     let newest = store.expected_migration_version().unwrap();
-    let undo = ["DROP TABLE role_connections"];
-    for statement in undo {
+    // The newest: cluster mode's tables on PostgreSQL, nothing on SQLite.
+    let undo: &[&str] = match backend {
+        Backend::Postgres => &[
+            "DROP TABLE cluster_members",
+            "DROP TABLE cluster_leases",
+            "DROP TABLE cluster_config",
+        ],
+        Backend::Sqlite => &[],
+    };
+    for statement in undo.iter().copied() {
         sql(&store, statement).await;
     }
     sql(

@@ -107,6 +107,10 @@ pub const ROLE_CHANGES_TOTAL: &str = "kokoro_role_changes_total";
 /// Role changes the rules would have decided but could not, because the
 /// guild's settings were not read yet.
 pub const ROLE_RULES_UNREAD_TOTAL: &str = "kokoro_role_rules_unread_total";
+/// Every cluster-mode metric starts with this (a single node exports none).
+pub const CLUSTER_PREFIX: &str = "kokoro_cluster_";
+/// Cluster mode: the cluster's slot count (for "slots without an owner").
+pub const CLUSTER_SLOTS: &str = "kokoro_cluster_slots";
 /// Cluster mode: slots whose lease this node holds and serves.
 pub const CLUSTER_SLOTS_OWNED: &str = "kokoro_cluster_slots_owned";
 /// Cluster mode: slots this node took from another node whose lease ran out.
@@ -348,6 +352,11 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         DISCORD_UNREADABLE_ANSWERS_TOTAL,
         Kind::Counter,
         "Discord notices delivered (2xx) whose answer could not be read.",
+    ),
+    (
+        CLUSTER_SLOTS,
+        Kind::Gauge,
+        "Cluster mode: the cluster's slot count; minus the sum of slots owned, the slots without an owner.",
     ),
     (
         CLUSTER_SLOTS_OWNED,

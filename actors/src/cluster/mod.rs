@@ -184,6 +184,7 @@ impl Cluster {
         metrics::counter!(crate::telemetry::CLUSTER_TAKEOVERS_TOTAL).increment(0);
         metrics::counter!(crate::telemetry::CLUSTER_LEASE_FAILURES_TOTAL).increment(0);
         metrics::gauge!(crate::telemetry::CLUSTER_SLOTS_OWNED).set(0.0);
+        metrics::gauge!(crate::telemetry::CLUSTER_SLOTS).set(f64::from(cluster.config.slots));
         cluster.tick().await;
         tokio::spawn(cluster.clone().keep());
         Ok(cluster)
