@@ -114,6 +114,10 @@ async fn deliver_some<D: Door>(door: &D, deferred: &mut Deferred) -> anyhow::Res
     let mut dealt = 0;
     for (job, to) in &due {
         let id = &job.job.id;
+        // Cluster mode: the guild's owner tells its players, once.
+        if !door.runtime().serves_guild(job.job.key.guild) {
+            continue;
+        }
         if deferred.get(id).is_some_and(|(_, at)| *at > now) {
             continue;
         }
@@ -131,6 +135,9 @@ async fn deliver_some<D: Door>(door: &D, deferred: &mut Deferred) -> anyhow::Res
         .await?;
     for (entry, to) in &battles {
         let id = &entry.entry.id;
+        if !door.runtime().serves_guild(entry.entry.key.guild) {
+            continue;
+        }
         if deferred.get(id).is_some_and(|(_, at)| *at > now) {
             continue;
         }

@@ -32,20 +32,40 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut config = args.runtime.runtime_config(&args.storage.data_dir)?;
     config.cluster = args.cluster.cluster_config();
-    if config.cluster.is_some() {
+    let shards = match (&args.discord_shards, args.discord_shard_total) {
+        (Some(range), Some(total)) => {
+            Some(crate::discord::ShardRange::parse(range, total).map_err(|e| anyhow::anyhow!(e))?)
+        }
+        _ => None,
+    };
+    if let Some(cluster) = &config.cluster {
         // Not yet cluster-wide: each would run once per node.
         let alone = [
-            ("DISCORD_TOKEN", discord_token().is_some()),
             (
                 "TELEGRAM_BOT_TOKEN",
                 crate::settings::telegram_token().is_some(),
             ),
             ("--renderer", config.jobs.render.is_some()),
+            ("--linked-roles-guild", args.linked_roles_guild.is_some()),
         ];
         if let Some((what, _)) = alone.iter().find(|(_, set)| *set) {
             anyhow::bail!(
-                "{what} is not served in cluster mode yet (--nats-url): run the chat front doors and the renderer on a single-node kokoro"
+                "{what} is not served in cluster mode yet (--nats-url): run it on a single-node kokoro"
             );
+        }
+        // Every node running every shard would answer each event once per node.
+        if discord_token().is_some() {
+            match shards {
+                None => anyhow::bail!(
+                    "in cluster mode each node runs its own Discord shards: give --discord-shards A-B and --discord-shard-total N"
+                ),
+                Some(r) if cluster.slots % r.total != 0 => anyhow::bail!(
+                    "--discord-shard-total {} must divide --slots {}, so that a shard's guilds are whole slots",
+                    r.total,
+                    cluster.slots
+                ),
+                Some(_) => {}
+            }
         }
     }
     crate::telemetry::prometheus();
@@ -108,6 +128,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     verification: args.discord_verification,
                     verify_look_every: None,
                     doors: doors.clone(),
+                    shards,
                 },
                 links.clone(),
             )

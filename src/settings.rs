@@ -369,6 +369,17 @@ pub struct ServeArgs {
     #[arg(long, env = "KOKORO_DISCORD_PROXY")]
     pub discord_proxy: Option<String>,
 
+    /// Run only Discord shards A-B (with --discord-shard-total): several
+    /// processes split a large bot's shards. Cluster mode needs it, each
+    /// node its own range. Unset: every shard (Discord's recommended count).
+    #[arg(long, env = "KOKORO_DISCORD_SHARDS", requires = "discord_shard_total")]
+    pub discord_shards: Option<String>,
+
+    /// The bot's shard count in all, across processes (a divisor of
+    /// --slots in cluster mode, so a shard's guilds are whole slots).
+    #[arg(long, env = "KOKORO_DISCORD_SHARD_TOTAL", requires = "discord_shards")]
+    pub discord_shard_total: Option<u32>,
+
     /// Talk to this Telegram Bot API server (a self-hosted
     /// telegram-bot-api) instead of api.telegram.org. The bot token comes
     /// from TELEGRAM_BOT_TOKEN, never a flag.

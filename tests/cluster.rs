@@ -776,3 +776,114 @@ async fn cluster_mode_refuses_sqlite_and_another_slot_count() {
     drop(node);
     db.drop_db().await;
 }
+
+/// Discord in cluster mode: two nodes, each running one of the bot's two
+/// shards against a fake Discord that routes each guild's events to its
+/// shard's connection only. Half the guilds' slots are owned by the node
+/// that does not run their shard: their interactions are forwarded to the
+/// owner, and answered once, through the node that received them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn discord_shards_split_over_nodes_and_events_reach_their_guilds_owner() {
+    use support::fake_discord::{fake_discord, interaction};
+    let db = TestDb::new(Backend::Postgres).await;
+    let cluster = cluster_name();
+    let nats = nats_url();
+    let discord = fake_discord(usize::MAX).await;
+    discord.shard(2);
+    let mut nodes = Vec::new();
+    for (id, shards) in [("d0", "0-0"), ("d1", "1-1")] {
+        let data = tempfile::tempdir().unwrap();
+        let mut command = kokoro_binary(&db, TOKEN);
+        command
+            .env("KOKORO_DATA_DIR", data.path())
+            .env("DISCORD_TOKEN", "fake-token");
+        let ttl = format!("{TTL_SECS}s");
+        let slots = SLOTS.to_string();
+        let (child, base) = serve_binary(
+            command,
+            &[
+                "--nats-url",
+                &nats,
+                "--node-id",
+                id,
+                "--cluster",
+                &cluster,
+                "--lease-ttl",
+                &ttl,
+                "--slots",
+                &slots,
+                "--discord-proxy",
+                &discord.base,
+                "--discord-shards",
+                shards,
+                "--discord-shard-total",
+                "2",
+            ],
+        )
+        .await;
+        nodes.push(Node {
+            id: id.to_owned(),
+            child,
+            base,
+            _data: data,
+        });
+    }
+    await_owners(&db, &cluster, Duration::from_secs(15), |by| by.len() == 2).await;
+    // Slots 0..8: shards 0 and 1 alike (16 slots, 2 shards: shard = slot % 2).
+    let guilds: Vec<u64> = (0..8u64).map(|s| (s << 22) | 1).collect();
+    let mut ids = Vec::new();
+    for (k, g) in guilds.iter().enumerate() {
+        for u in 1..=3u64 {
+            let id = format!("9{k}{u}000");
+            let mut i = interaction(
+                &id,
+                &(600_000_000_000_000_000 + u).to_string(),
+                "daily",
+                json!([]),
+                json!({}),
+            );
+            i["guild_id"] = json!(g.to_string());
+            discord.send(i);
+            ids.push((id, *g, u));
+        }
+    }
+    for (id, g, u) in &ids {
+        let answer = discord.answer(id, 1).await;
+        assert!(
+            answer.to_string().contains("+100 gold"),
+            "guild {g} player {u}: {answer}"
+        );
+    }
+    let mut shards = discord.fake.identified_shards.lock().unwrap().clone();
+    shards.sort_unstable();
+    assert_eq!(shards, [(0, 2), (1, 2)], "each node runs its own shard");
+    assert_eq!(
+        *discord.fake.refused_callbacks.lock().unwrap(),
+        0,
+        "each interaction answered once"
+    );
+    let forwarded = metric(
+        &nodes[0].base,
+        r#"kokoro_cluster_forwarded_total{outcome="ok"}"#,
+    )
+    .await
+        + metric(
+            &nodes[1].base,
+            r#"kokoro_cluster_forwarded_total{outcome="ok"}"#,
+        )
+        .await;
+    assert!(
+        forwarded > 0.0,
+        "a guild whose slot the other node owns is served by forwarding"
+    );
+    // Each daily paid once, in the books of its guild.
+    let http = reqwest::Client::new();
+    for (_, g, u) in &ids {
+        let player = (600_000_000_000_000_000 + u).to_string();
+        let balance = json!({"guild_id": g.to_string(), "user_id": player, "command": "balance"});
+        let reply = post_command(&http, &nodes[0].base, TOKEN, &balance).await;
+        assert_eq!(reply["data"]["gold"], STARTING_GOLD + 100, "{reply}");
+    }
+    drop(nodes);
+    db.drop_db().await;
+}

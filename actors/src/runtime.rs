@@ -276,6 +276,14 @@ impl Runtime {
         self.registry.shared.cluster.as_ref()
     }
 
+    /// Whether this node serves `guild` now: always outside cluster mode;
+    /// in it, while it holds the guild's slot. What only the owner does for
+    /// a guild (tell its players their jobs and battles) asks this.
+    pub fn serves_guild(&self, guild: crate::ids::GuildId) -> bool {
+        self.cluster()
+            .is_none_or(|c| c.serving(c.slot_of(guild)).is_some())
+    }
+
     /// Cluster mode: how commands for other nodes' slots are carried. Set
     /// once; later calls are ignored.
     pub fn set_forward(&self, forward: Arc<dyn Forward>) {

@@ -64,6 +64,46 @@ pub struct Options {
     pub verify_look_every: Option<std::time::Duration>,
     /// Where the door says whether it is up.
     pub doors: crate::doors::Doors,
+    /// The contiguous range of shards this process runs, of how many in
+    /// all (`--discord-shards 0-3 --discord-shard-total 16`), as large bots
+    /// run clusters of shards. `None`: all of them (Discord's recommended
+    /// count).
+    pub shards: Option<ShardRange>,
+}
+
+/// Shards `first..=last` of `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardRange {
+    pub first: u32,
+    pub last: u32,
+    pub total: u32,
+}
+
+/// Discord's own ceiling is far lower; this bounds the flag.
+pub const MAX_SHARDS: u32 = 65_536;
+
+impl ShardRange {
+    /// `A-B` (or one shard, `A`) of `total`.
+    pub fn parse(range: &str, total: u32) -> Result<Self, String> {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("--discord-shards {range:?}: expected A-B, like 0-3"))
+        };
+        let (first, last) = (number(a)?, number(b)?);
+        if total == 0 || total > MAX_SHARDS {
+            return Err(format!(
+                "--discord-shard-total must be 1 to {MAX_SHARDS}, got {total}"
+            ));
+        }
+        if first > last || last >= total {
+            return Err(format!(
+                "--discord-shards {range}: must be A-B with A <= B < --discord-shard-total ({total})"
+            ));
+        }
+        Ok(Self { first, last, total })
+    }
 }
 
 /// The door's name in `Doors`, `/readyz` and metrics.
@@ -230,7 +270,12 @@ async fn connect(
     let mut client = builder.await?;
     let sampling =
         crate::notices::AbortOnDrop(tokio::spawn(sample_latency(client.shard_manager.clone())));
-    let ended = client.start_autosharded().await;
+    let ended = match options.shards {
+        // serenity reads the range's end as the last shard to run
+        // (`end - start + 1` shards), whatever `Range` says.
+        Some(r) => client.start_shard_range(r.first..r.last, r.total).await,
+        None => client.start_autosharded().await,
+    };
     drop(sampling);
     ended?;
     Ok(())
@@ -460,6 +505,38 @@ async fn sample_latency(shards: Arc<serenity::ShardManager>) {
                 metrics::gauge!(m::DISCORD_SHARD_LATENCY_SECONDS, "shard" => shard)
                     .set(latency.as_secs_f64());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShardRange;
+
+    #[test]
+    fn a_shard_range_is_within_its_total() {
+        assert_eq!(
+            ShardRange::parse("0-3", 16),
+            Ok(ShardRange {
+                first: 0,
+                last: 3,
+                total: 16
+            })
+        );
+        assert_eq!(
+            ShardRange::parse("5", 16),
+            Ok(ShardRange {
+                first: 5,
+                last: 5,
+                total: 16
+            })
+        );
+        for (range, total) in [("3-1", 16), ("0-16", 16), ("a-b", 16), ("0-0", 0), ("-", 4)] {
+            let refused = ShardRange::parse(range, total).unwrap_err();
+            assert!(
+                refused.contains("--discord-shard"),
+                "{range} of {total}: {refused}"
+            );
         }
     }
 }

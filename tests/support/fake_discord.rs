@@ -19,6 +19,12 @@ use tokio::sync::mpsc;
 pub type MemberRoles =
     std::collections::HashMap<(String, String), std::collections::BTreeSet<String>>;
 
+/// A gateway event: (name, payload).
+pub type Event = (String, Value);
+
+/// Each shard's session, by shard id (sharded mode).
+pub type ShardSessions = std::collections::HashMap<u64, mpsc::UnboundedSender<Event>>;
+
 /// A file the bot attached: (channel id, file name, bytes).
 pub type PostedFile = (String, String, Vec<u8>);
 
@@ -100,6 +106,22 @@ pub struct Fake {
     pub connections: Arc<Mutex<std::collections::HashMap<String, Value>>>,
     /// Close the gateway connection once, after this many dispatches.
     drop_after: usize,
+    /// Sharded mode (`FakeDiscord::shard`): each session gets the events of
+    /// the guilds of the shard it identified as, `(guild_id >> 22) % total`,
+    /// as Discord routes them; events for a shard nobody runs wait for it.
+    sharded: Arc<Mutex<Option<u64>>>,
+    shard_sessions: Arc<Mutex<ShardSessions>>,
+    shard_waiting: Arc<Mutex<Vec<(String, Value)>>>,
+    /// The shards sessions identified as: (shard, total).
+    pub identified_shards: Arc<Mutex<Vec<(u64, u64)>>>,
+}
+
+/// The shard of the event's guild among `total` (0 without a guild).
+fn shard_of(payload: &Value, total: u64) -> u64 {
+    payload["guild_id"]
+        .as_str()
+        .and_then(|g| g.parse::<u64>().ok())
+        .map_or(0, |g| (g >> 22) % total.max(1))
 }
 
 async fn gateway_info(State(f): State<Fake>) -> axum::response::Response {
@@ -191,7 +213,14 @@ async fn session(f: Fake, mut socket: WebSocket) {
     };
     let mut dispatched = 0usize;
     let mut ready = false;
-    let mut rx = f.to_send.lock().await;
+    let sharded = *f.sharded.lock().unwrap();
+    // Unsharded: this session takes every event (one session at a time).
+    // Sharded: its own shard's, once it has identified.
+    let mut shared = match sharded {
+        None => Some(f.to_send.lock().await),
+        Some(_) => None,
+    };
+    let mut own: Option<mpsc::UnboundedReceiver<(String, Value)>> = None;
     loop {
         tokio::select! {
             msg = socket.recv() => {
@@ -209,11 +238,29 @@ async fn session(f: Fake, mut socket: WebSocket) {
                             }))).await;
                             return;
                         }
+                        let shard = (
+                            v["d"]["shard"][0].as_u64().unwrap_or(0),
+                            v["d"]["shard"][1].as_u64().unwrap_or(1),
+                        );
+                        f.identified_shards.lock().unwrap().push(shard);
+                        if let Some(total) = sharded {
+                            let (tx, rx) = mpsc::unbounded_channel();
+                            let mut waiting = f.shard_waiting.lock().unwrap();
+                            for (name, payload) in std::mem::take(&mut *waiting) {
+                                if shard_of(&payload, total) == shard.0 {
+                                    let _ = tx.send((name, payload));
+                                } else {
+                                    waiting.push((name, payload));
+                                }
+                            }
+                            f.shard_sessions.lock().unwrap().insert(shard.0, tx);
+                            own = Some(rx);
+                        }
                         let ready_event = json!({"op": 0, "t": "READY", "s": next_seq(&f), "d": {
                             "v": 10,
                             "user": {"id": BOT_ID, "username": "kokoro", "discriminator": "0", "avatar": null, "bot": true, "global_name": null},
                             "guilds": [], "session_id": "session-1",
-                            "resume_gateway_url": f.ws_url, "shard": [0, 1],
+                            "resume_gateway_url": f.ws_url, "shard": [shard.0, shard.1],
                             "application": {"id": APP_ID, "flags": 0}
                         }});
                         let _ = socket.send(text(ready_event)).await;
@@ -234,7 +281,7 @@ async fn session(f: Fake, mut socket: WebSocket) {
                     _ => {}
                 }
             }
-            next = rx.recv(), if ready => {
+            next = next_event(&mut shared, &mut own), if ready => {
                 let Some((name, payload)) = next else { return };
                 let s = next_seq(&f);
                 let event = json!({"op": 0, "t": name, "s": s, "d": payload});
@@ -250,6 +297,19 @@ async fn session(f: Fake, mut socket: WebSocket) {
                 }
             }
         }
+    }
+}
+
+/// The next event for a session: from the one queue (unsharded) or its
+/// shard's own.
+async fn next_event(
+    shared: &mut Option<tokio::sync::MutexGuard<'_, mpsc::UnboundedReceiver<(String, Value)>>>,
+    own: &mut Option<mpsc::UnboundedReceiver<(String, Value)>>,
+) -> Option<(String, Value)> {
+    match (shared, own) {
+        (Some(rx), _) => rx.recv().await,
+        (None, Some(rx)) => rx.recv().await,
+        (None, None) => std::future::pending().await,
     }
 }
 
@@ -719,6 +779,10 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
         oauth_tokens: Arc::default(),
         connections: Arc::default(),
         drop_after,
+        sharded: Arc::default(),
+        shard_sessions: Arc::default(),
+        shard_waiting: Arc::default(),
+        identified_shards: Arc::default(),
     };
     let app = Router::new()
         .route("/api/v10/gateway", get(gateway_info))
@@ -809,6 +873,29 @@ pub fn submit(
 }
 
 impl FakeDiscord {
+    /// Routes events by shard from now on, as Discord does for a bot with
+    /// `total` shards: a session gets only its shard's guilds' events.
+    /// Call before the bot connects.
+    pub fn shard(&self, total: u64) {
+        *self.fake.sharded.lock().unwrap() = Some(total);
+        let f = self.fake.clone();
+        tokio::spawn(async move {
+            let mut rx = f.to_send.lock().await;
+            while let Some((name, payload)) = rx.recv().await {
+                let shard = shard_of(&payload, total);
+                let sent = f
+                    .shard_sessions
+                    .lock()
+                    .unwrap()
+                    .get(&shard)
+                    .map(|tx| tx.send((name.clone(), payload.clone())).is_ok());
+                if sent != Some(true) {
+                    f.shard_waiting.lock().unwrap().push((name, payload));
+                }
+            }
+        });
+    }
+
     /// Deletes a message the bot posted, as a member with Manage Messages
     /// would; the gateway tells the bot.
     pub fn delete_message(&self, channel: &str, id: &str, guild: &str) {

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# kokoro as a cluster on this machine: `give` over HTTP (wrk) against 1, 2
+# and 3 nodes over one PostgreSQL, NATS routing; then, with two nodes, the
+# cost of a forwarded command against a local one; then, with three, the
+# time from a kill -9 to the dead node's slots being owned again.
+#
+#   benches/cluster/run.sh [KOKORO_BINARY]
+#   CONNS=48 SECONDS=15 GUILDS=64 PLAYERS=500 NATS=nats://127.0.0.1:4222 benches/cluster/run.sh
+#
+# Needs wrk, psql and a NATS server (Debian: wrk, postgresql-client,
+# nats-server). Loopback only; every database and cluster name is its own.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${1:-target/release/kokoro}
+CONNS=${CONNS:-48}
+SECONDS_=${SECONDS:-15}
+NGUILDS=${GUILDS:-64}
+PLAYERS=${PLAYERS:-500}
+SLOTS=${SLOTS:-64}
+PG=${PG:-postgres://postgres@127.0.0.1:5432}
+NATS=${NATS:-nats://127.0.0.1:4222}
+DB=kokoro_cluster_bench
+export PLAYERS KOKORO_API_TOKEN=kokoro-cluster-bench-token
+# Guild k is in slot k (its id's bits above 22 are k).
+GUILD_LIST=$(seq 0 $((NGUILDS - 1)) | awk '{printf "%s%d", (NR>1?",":""), $1 * 4194304 + 1}')
+PIDS=()
+trap 'for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done' EXIT
+
+seed() {
+  psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+  "$BIN" migrate --database-url "$PG/$DB" >/dev/null
+  psql -q "$PG/$DB" <<SQL
+INSERT INTO users (guild_id, user_id, gold, gems, xp, level, daily_day, daily_streak, created_ms, updated_ms)
+  SELECT g * 4194304 + 1, n, 1000000000, 0, 0, 0, NULL, 0, 0, 0
+  FROM generate_series(0, $NGUILDS - 1) g, generate_series(1, $PLAYERS) n;
+INSERT INTO ledger (guild_id, user_id, currency, amount, balance_after, reason, at_ms)
+  SELECT g * 4194304 + 1, n, 'gold', 1000000000, 1000000000, 'welcome', 0
+  FROM generate_series(0, $NGUILDS - 1) g, generate_series(1, $PLAYERS) n;
+ANALYZE;
+SQL
+}
+
+# start_nodes CLUSTER N: N nodes on ports 18090.., waits until every slot is owned
+start_nodes() {
+  local cluster=$1 n=$2
+  for i in $(seq 1 "$n"); do
+    "$BIN" serve --http "127.0.0.1:$((18089 + i))" --database-url "$PG/$DB" \
+      --data-dir "/tmp/kokoro-cluster-bench-$i" --nats-url "$NATS" --cluster "$cluster" \
+      --node-id "n$i" --slots "$SLOTS" --log-format json >"/tmp/kokoro-cluster-bench-$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for _ in $(seq 1 300); do
+    if "$BIN" cluster status --database-url "$PG/$DB" --cluster "$cluster" >/dev/null 2>&1 \
+      && [ "$(psql -tA "$PG/$DB" -c "SELECT COUNT(DISTINCT owner) FROM cluster_leases WHERE cluster = '$cluster' AND expires_at > now()")" = "$n" ]; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "the cluster did not settle" >&2; exit 1
+}
+
+stop_nodes() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+
+# wrk_all N GUILDS: wrk against each of the N nodes at once, CONNS split
+# between them; prints each node's line and the sum.
+wrk_all() {
+  local n=$1 guilds=$2 per=$((CONNS / $1)) loaders=()
+  for i in $(seq 1 "$n"); do
+    GUILDS=$guilds SEED=$i wrk -t1 -c"$per" -d"${SECONDS_}s" --latency -s benches/cluster/give.lua \
+      "http://127.0.0.1:$((18089 + i))" >"/tmp/kokoro-cluster-bench-wrk-$i" &
+    loaders+=($!)
+  done
+  wait "${loaders[@]}"
+  local total=0
+  for i in $(seq 1 "$n"); do
+    local rps lat
+    rps=$(awk '/Requests\/sec/ {print $2}' "/tmp/kokoro-cluster-bench-wrk-$i")
+    lat=$(grep '^p50' "/tmp/kokoro-cluster-bench-wrk-$i")
+    echo "  node $i: $rps/s, $lat, $(grep 'other than 200' "/tmp/kokoro-cluster-bench-wrk-$i")"
+    total=$(awk -v a="$total" -v b="$rps" 'BEGIN {printf "%.0f", a + b}')
+  done
+  echo "  total: $total/s"
+}
+
+seed
+for n in 1 2 3; do
+  echo "== $n node(s): give over HTTP, $CONNS connections over all nodes, ${SECONDS_}s"
+  start_nodes "bench$n-$$" "$n"
+  wrk_all "$n" "$GUILD_LIST"
+  stop_nodes
+done
+
+echo "== forwarded against local: two nodes, all load at node 1"
+start_nodes "benchfw-$$" 2
+LOCAL=$(psql -tA "$PG/$DB" -c "SELECT string_agg((slot::bigint * 4194304 + 1)::text, ',') FROM cluster_leases WHERE cluster = 'benchfw-$$' AND owner = 'n1' AND slot < $NGUILDS")
+REMOTE=$(psql -tA "$PG/$DB" -c "SELECT string_agg((slot::bigint * 4194304 + 1)::text, ',') FROM cluster_leases WHERE cluster = 'benchfw-$$' AND owner = 'n2' AND slot < $NGUILDS")
+for what in local remote; do
+  guilds=$LOCAL; [ "$what" = remote ] && guilds=$REMOTE
+  GUILDS=$guilds SEED=9 wrk -t1 -c"$CONNS" -d"${SECONDS_}s" --latency -s benches/cluster/give.lua \
+    "http://127.0.0.1:18090" >/tmp/kokoro-cluster-bench-wrk-fw
+  echo "  $what guilds: $(awk '/Requests\/sec/ {print $2}' /tmp/kokoro-cluster-bench-wrk-fw)/s, $(grep '^p50' /tmp/kokoro-cluster-bench-wrk-fw)"
+done
+stop_nodes
+
+echo "== kill -9 of one of three nodes (lease TTL 10s): time until its slots are owned again"
+start_nodes "benchkill-$$" 3
+victim=${PIDS[1]}
+kill -9 "$victim"
+killed=$(date +%s.%N)
+while :; do
+  left=$(psql -tA "$PG/$DB" -c "SELECT COUNT(*) FROM cluster_leases WHERE cluster = 'benchkill-$$' AND (owner = 'n2' OR owner IS NULL OR expires_at < now())")
+  [ "$left" = 0 ] && break
+  sleep 0.05
+done
+echo "  owned again after $(awk -v a="$killed" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}') s"
+stop_nodes
+"$BIN" verify --database-url "$PG/$DB" | tail -n 2
+psql -q "$PG/postgres" -c "DROP DATABASE $DB"
