@@ -41,10 +41,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(cluster) = &config.cluster {
         // Not yet cluster-wide: each would run once per node.
         let alone = [
-            (
-                "TELEGRAM_BOT_TOKEN",
-                crate::settings::telegram_token().is_some(),
-            ),
+            // Each node would register its own webhook secret.
+            ("--telegram-webhook", args.telegram_webhook.is_some()),
             ("--renderer", config.jobs.render.is_some()),
             ("--linked-roles-guild", args.linked_roles_guild.is_some()),
         ];

@@ -887,3 +887,112 @@ async fn discord_shards_split_over_nodes_and_events_reach_their_guilds_owner() {
     drop(nodes);
     db.drop_db().await;
 }
+
+/// Telegram in cluster mode: the bot is one guild, so one slot, and only
+/// the node holding it polls (the fake ends an overtaken poll with 409, as
+/// Telegram does when two instances poll). Its owner killed, the other
+/// node takes the slot and the polling, and every update is answered and
+/// paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn telegram_is_polled_by_the_owner_of_the_bots_slot_alone() {
+    use support::fake_telegram::{FakeTelegram, BOT_ID, TOKEN as BOT_TOKEN};
+    let db = TestDb::new(Backend::Postgres).await;
+    let cluster = cluster_name();
+    let nats = nats_url();
+    let telegram = FakeTelegram::start().await;
+    let mut nodes = Vec::new();
+    for id in ["t0", "t1"] {
+        let data = tempfile::tempdir().unwrap();
+        let mut command = kokoro_binary(&db, TOKEN);
+        command
+            .env("KOKORO_DATA_DIR", data.path())
+            .env("TELEGRAM_BOT_TOKEN", BOT_TOKEN);
+        let ttl = format!("{TTL_SECS}s");
+        let slots = SLOTS.to_string();
+        let (child, base) = serve_binary(
+            command,
+            &[
+                "--nats-url",
+                &nats,
+                "--node-id",
+                id,
+                "--cluster",
+                &cluster,
+                "--lease-ttl",
+                &ttl,
+                "--slots",
+                &slots,
+                "--telegram-api-url",
+                &telegram.url,
+            ],
+        )
+        .await;
+        nodes.push(Node {
+            id: id.to_owned(),
+            child,
+            base,
+            _data: data,
+        });
+    }
+    await_owners(&db, &cluster, Duration::from_secs(15), |by| by.len() == 2).await;
+    let bot_slot = ((BOT_ID as u64 >> 22) % u64::from(SLOTS)) as i32;
+    let owner: String = {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar("SELECT owner FROM cluster_leases WHERE cluster = $1 AND slot = $2")
+            .bind(&cluster)
+            .bind(bot_slot)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    let players = |from: i64| (from..from + 10).collect::<Vec<i64>>();
+    let wait = Duration::from_secs(20);
+    let mut last = 0;
+    for p in players(500) {
+        last = telegram.text(p, "/daily");
+    }
+    telegram
+        .wait_for(wait, "every first player's reward", |f| {
+            players(500).iter().all(|p| !f.said(*p).is_empty())
+        })
+        .await;
+    // Killed only once its offset has confirmed them all: what it answered
+    // is not sent again.
+    telegram
+        .wait_for(wait, "the offset past them", |f| f.confirmed(last))
+        .await;
+    // Both nodes up all this while, and only the slot's owner polled.
+    assert_eq!(
+        telegram.conflicts(),
+        0,
+        "no two nodes polled at once (Telegram ends the older poll with 409)"
+    );
+    let (dead, alive): (Vec<Node>, Vec<Node>) = nodes.into_iter().partition(|n| n.id == owner);
+    for mut n in dead {
+        n.child.start_kill().unwrap();
+        n.child.wait().await.unwrap();
+    }
+    for p in players(600) {
+        telegram.text(p, "/daily");
+    }
+    telegram
+        .wait_for(
+            wait,
+            "every later player's reward, from the other node",
+            |f| players(600).iter().all(|p| !f.said(*p).is_empty()),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in players(500).into_iter().chain(players(600)) {
+        let said = telegram.said(p);
+        assert_eq!(said.len(), 1, "player {p} answered once: {said:?}");
+        assert!(said[0].starts_with("+100 gold"), "{said:?}");
+        let balance =
+            json!({"guild_id": BOT_ID.to_string(), "user_id": p.to_string(), "command": "balance"});
+        let reply = post_command(&reqwest::Client::new(), &alive[0].base, TOKEN, &balance).await;
+        assert_eq!(reply["data"]["gold"], STARTING_GOLD + 100, "{reply}");
+    }
+    drop(alive);
+    db.drop_db().await;
+}

@@ -86,23 +86,67 @@ wrk_all() {
   echo "  total: $total/s"
 }
 
+# owned_by CLUSTER NODE: the guilds of the slots NODE owns, comma-separated
+owned_by() {
+  psql -tA "$PG/$DB" -c "SELECT string_agg((slot::bigint * 4194304 + 1)::text, ',') FROM cluster_leases WHERE cluster = '$1' AND owner = '$2' AND slot < $NGUILDS"
+}
+
+# wrk_aligned CLUSTER N: each node is sent only its own guilds (as Discord's
+# shards do when their ranges line up with the slots): nothing forwarded.
+wrk_aligned() {
+  local cluster=$1 n=$2 per=$((CONNS / $2)) loaders=() total=0
+  for i in $(seq 1 "$n"); do
+    GUILDS=$(owned_by "$cluster" "n$i") SEED=a$i wrk -t1 -c"$per" -d"${SECONDS_}s" --latency \
+      -s benches/cluster/give.lua "http://127.0.0.1:$((18089 + i))" >"/tmp/kokoro-cluster-bench-wrk-$i" &
+    loaders+=($!)
+  done
+  wait "${loaders[@]}"
+  for i in $(seq 1 "$n"); do
+    local rps
+    rps=$(awk '/Requests\/sec/ {print $2}' "/tmp/kokoro-cluster-bench-wrk-$i")
+    echo "  node $i: $rps/s, $(grep '^p50' "/tmp/kokoro-cluster-bench-wrk-$i")"
+    total=$(awk -v a="$total" -v b="$rps" 'BEGIN {printf "%.0f", a + b}')
+  done
+  echo "  total: $total/s"
+}
+
 seed
+single() {
+  "$BIN" serve --http "127.0.0.1:18090" --database-url "$PG/$DB" --data-dir /tmp/kokoro-cluster-bench-0 \
+    --log-format json >/tmp/kokoro-cluster-bench-0.log 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:18090/readyz" >/dev/null && break; sleep 0.1; done
+}
+echo "== warm-up (not counted): one node, not in cluster mode"
+single
+wrk_all 1 "$GUILD_LIST" >/dev/null
+stop_nodes
+echo "== baseline: one node, not in cluster mode, $CONNS connections, ${SECONDS_}s"
+single
+wrk_all 1 "$GUILD_LIST"
+stop_nodes
 for n in 1 2 3; do
-  echo "== $n node(s): give over HTTP, $CONNS connections over all nodes, ${SECONDS_}s"
+  echo "== $n node(s): every node sent every guild ($(( (n - 1) * 100 / n ))% forwarded), $CONNS connections, ${SECONDS_}s"
   start_nodes "bench$n-$$" "$n"
   wrk_all "$n" "$GUILD_LIST"
+  if [ "$n" -gt 1 ]; then
+    echo "== $n nodes: each node sent its own guilds only (none forwarded)"
+    wrk_aligned "bench$n-$$" "$n"
+  fi
   stop_nodes
 done
 
-echo "== forwarded against local: two nodes, all load at node 1"
+echo "== forwarded against local: two nodes, all load at node 1 ($CONNS connections, then 1)"
 start_nodes "benchfw-$$" 2
-LOCAL=$(psql -tA "$PG/$DB" -c "SELECT string_agg((slot::bigint * 4194304 + 1)::text, ',') FROM cluster_leases WHERE cluster = 'benchfw-$$' AND owner = 'n1' AND slot < $NGUILDS")
-REMOTE=$(psql -tA "$PG/$DB" -c "SELECT string_agg((slot::bigint * 4194304 + 1)::text, ',') FROM cluster_leases WHERE cluster = 'benchfw-$$' AND owner = 'n2' AND slot < $NGUILDS")
-for what in local remote; do
-  guilds=$LOCAL; [ "$what" = remote ] && guilds=$REMOTE
-  GUILDS=$guilds SEED=9 wrk -t1 -c"$CONNS" -d"${SECONDS_}s" --latency -s benches/cluster/give.lua \
-    "http://127.0.0.1:18090" >/tmp/kokoro-cluster-bench-wrk-fw
-  echo "  $what guilds: $(awk '/Requests\/sec/ {print $2}' /tmp/kokoro-cluster-bench-wrk-fw)/s, $(grep '^p50' /tmp/kokoro-cluster-bench-wrk-fw)"
+LOCAL=$(owned_by "benchfw-$$" n1)
+REMOTE=$(owned_by "benchfw-$$" n2)
+for conns in "$CONNS" 1; do
+  for what in local remote; do
+    guilds=$LOCAL; [ "$what" = remote ] && guilds=$REMOTE
+    GUILDS=$guilds SEED=9$conns wrk -t1 -c"$conns" -d"${SECONDS_}s" --latency -s benches/cluster/give.lua \
+      "http://127.0.0.1:18090" >/tmp/kokoro-cluster-bench-wrk-fw
+    echo "  $what guilds, $conns connection(s): $(awk '/Requests\/sec/ {print $2}' /tmp/kokoro-cluster-bench-wrk-fw)/s, $(grep '^p50' /tmp/kokoro-cluster-bench-wrk-fw)"
+  done
 done
 stop_nodes
 

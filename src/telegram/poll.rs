@@ -27,6 +27,25 @@ use crate::doors::{Backoff, Doors};
 /// request timeout).
 const POLL_SECS: u32 = 10;
 
+/// How often a node that does not hold the bot's slot looks whether it
+/// does now (cluster mode), and a polling node whether it still does.
+const LEASE_LOOK: Duration = Duration::from_millis(100);
+
+/// Whether this node polls: always outside cluster mode; in it, while it
+/// serves the bot's guild's slot, so that one node at a time polls (two
+/// would each be sent the updates, and Telegram ends the older poll with
+/// 409 Conflict).
+fn polls_here(door: &TelegramDoor) -> bool {
+    door.runtime.serves_guild(door.guild)
+}
+
+/// Returns once this node no longer holds the bot's slot.
+async fn lease_lost(door: &TelegramDoor) {
+    while polls_here(door) {
+        tokio::time::sleep(LEASE_LOOK).await;
+    }
+}
+
 /// Polls until the task is aborted.
 pub(super) async fn poll(door: &Arc<TelegramDoor>, doors: &Doors) {
     // A webhook left by an earlier run would make getUpdates fail.
@@ -38,15 +57,34 @@ pub(super) async fn poll(door: &Arc<TelegramDoor>, doors: &Doors) {
     backoff.reset();
     // 0: from the oldest update Telegram has not had confirmed.
     let mut offset: i32 = 0;
+    let mut polling = true;
     loop {
-        let asked = door
-            .bot
-            .get_updates()
-            .offset(offset)
-            .timeout(POLL_SECS)
-            .allowed_updates(wanted())
-            .send()
-            .await;
+        if !polls_here(door) {
+            if polling {
+                tracing::info!("another node holds the Telegram bot's slot and polls");
+                polling = false;
+            }
+            tokio::time::sleep(LEASE_LOOK).await;
+            continue;
+        }
+        if !polling {
+            tracing::info!("this node holds the Telegram bot's slot: polling");
+            polling = true;
+            // From whatever the last poller left unconfirmed.
+            offset = 0;
+        }
+        let asked = tokio::select! {
+            asked = door
+                .bot
+                .get_updates()
+                .offset(offset)
+                .timeout(POLL_SECS)
+                .allowed_updates(wanted())
+                .send() => asked,
+            // The slot moved mid-poll: the poll is let go (its updates,
+            // unconfirmed, come to the new owner's poll).
+            () = lease_lost(door) => continue,
+        };
         let updates = match asked {
             Ok(u) => {
                 doors.up(DOOR);

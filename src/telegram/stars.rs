@@ -41,6 +41,11 @@ pub(crate) async fn reconcile_every(
     every: std::time::Duration,
 ) {
     loop {
+        // Cluster mode: the node that holds the bot's slot reconciles.
+        if !door.runtime.serves_guild(door.guild) {
+            tokio::time::sleep(every).await;
+            continue;
+        }
         match door.reconcile().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(granted = n, "Stars reconciliation granted payments"),

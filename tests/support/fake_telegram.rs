@@ -9,7 +9,9 @@
 //! `/file/bot{token}/{path}`. As harsh as the real one: an update is sent
 //! again until a later `getUpdates` offset confirms it, and never after;
 //! a payment is in `getStarTransactions` whether or not its update was
-//! ever delivered (`paid_silently`). `break_get_me(n)` answers the next n
+//! ever delivered (`paid_silently`); a `getUpdates` arriving while another
+//! waits ends the waiting one with 409 Conflict ("terminated by other
+//! getUpdates request"), as when two bot instances poll. `break_get_me(n)` answers the next n
 //! `getMe` with a body teloxide cannot parse, and `kill_on_confirm` kills a
 //! process the instant a poll confirms an update (before it is answered).
 
@@ -55,6 +57,10 @@ struct Inner {
     transactions: Vec<Value>,
     /// Every getUpdates body, in order.
     polls: Vec<Value>,
+    /// The newest poll's number: an older one still waiting is ended 409.
+    poll_generation: u64,
+    /// Polls ended with 409 because a newer one came.
+    conflicts: u32,
     /// getMe answers still to be broken.
     broken_get_me: u32,
     /// Kill this pid the instant a poll's offset passes this update id.
@@ -241,6 +247,11 @@ impl FakeTelegram {
             "id": charge, "amount": stars, "date": now(),
             "source": {"type": "user", "transaction_type": "invoice_payment", "user": user(from), "invoice_payload": payload},
         }));
+    }
+
+    /// Polls ended 409 because another began while they waited.
+    pub fn conflicts(&self) -> u32 {
+        self.inner.lock().unwrap().conflicts
     }
 
     /// Every getUpdates call's body, in order.
@@ -524,9 +535,16 @@ async fn method(
 /// or an empty list when `timeout` (at most 10 s here) runs out.
 async fn get_updates(f: &FakeTelegram, body: &Value) -> Response {
     let offset = body["offset"].as_i64().unwrap_or(0);
-    {
+    let me = {
         let mut inner = f.inner.lock().unwrap();
         inner.polls.push(body.clone());
+        inner.poll_generation += 1;
+        inner.poll_generation
+    };
+    // A waiting poll wakes to see it was overtaken.
+    f.wake.notify_waiters();
+    {
+        let mut inner = f.inner.lock().unwrap();
         if let Some((pid, update)) = inner.kill_on_confirm {
             if offset > update {
                 inner.kill_on_confirm = None;
@@ -542,6 +560,13 @@ async fn get_updates(f: &FakeTelegram, body: &Value) -> Response {
         let wake = f.wake.notified();
         {
             let mut inner = f.inner.lock().unwrap();
+            if inner.poll_generation != me {
+                inner.conflicts += 1;
+                return fail(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+                );
+            }
             // Updates before the offset are confirmed: Telegram forgets them.
             while inner
                 .updates
