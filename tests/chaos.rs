@@ -150,17 +150,7 @@ async fn assert_durable(base: &str, acked: &[(Value, Value)]) {
 }
 
 async fn verify(db: &TestDb) {
-    let out = kokoro_binary(db, TOKEN)
-        .arg("verify")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kokoro verify failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verify(db, TOKEN).await;
 }
 
 both_backends!(

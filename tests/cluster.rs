@@ -47,9 +47,24 @@ struct Node {
 }
 
 async fn start_node(db: &TestDb, cluster: &str, id: &str, nats: &str, extra: &[&str]) -> Node {
+    start_node_with(db, cluster, id, nats, extra, &[]).await
+}
+
+/// `start_node` with environment variables of its own (a bot token).
+async fn start_node_with(
+    db: &TestDb,
+    cluster: &str,
+    id: &str,
+    nats: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Node {
     let data = tempfile::tempdir().unwrap();
     let mut command = kokoro_binary(db, TOKEN);
     command.env("KOKORO_DATA_DIR", data.path());
+    for (k, v) in env {
+        command.env(k, v);
+    }
     let ttl = format!("{TTL_SECS}s");
     let slots = SLOTS.to_string();
     let mut flags = vec![
@@ -340,17 +355,7 @@ async fn assert_books(db: &TestDb, bases: &[String], sent: &[Value]) {
         STARTING_GOLD * (GUILDS * PLAYERS) as i64,
         "gold is conserved"
     );
-    let out = kokoro_binary(db, TOKEN)
-        .arg("verify")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kokoro verify failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_verify(db, TOKEN).await;
 }
 
 /// A counter's value from a node's `/metrics`.
@@ -792,41 +797,16 @@ async fn discord_shards_split_over_nodes_and_events_reach_their_guilds_owner() {
     discord.shard(2);
     let mut nodes = Vec::new();
     for (id, shards) in [("d0", "0-0"), ("d1", "1-1")] {
-        let data = tempfile::tempdir().unwrap();
-        let mut command = kokoro_binary(&db, TOKEN);
-        command
-            .env("KOKORO_DATA_DIR", data.path())
-            .env("DISCORD_TOKEN", "fake-token");
-        let ttl = format!("{TTL_SECS}s");
-        let slots = SLOTS.to_string();
-        let (child, base) = serve_binary(
-            command,
-            &[
-                "--nats-url",
-                &nats,
-                "--node-id",
-                id,
-                "--cluster",
-                &cluster,
-                "--lease-ttl",
-                &ttl,
-                "--slots",
-                &slots,
-                "--discord-proxy",
-                &discord.base,
-                "--discord-shards",
-                shards,
-                "--discord-shard-total",
-                "2",
-            ],
-        )
-        .await;
-        nodes.push(Node {
-            id: id.to_owned(),
-            child,
-            base,
-            _data: data,
-        });
+        let flags = [
+            "--discord-proxy",
+            &discord.base,
+            "--discord-shards",
+            shards,
+            "--discord-shard-total",
+            "2",
+        ];
+        let env = [("DISCORD_TOKEN", "fake-token")];
+        nodes.push(start_node_with(&db, &cluster, id, &nats, &flags, &env).await);
     }
     await_owners(&db, &cluster, Duration::from_secs(15), |by| by.len() == 2).await;
     // Slots 0..8: shards 0 and 1 alike (16 slots, 2 shards: shard = slot % 2).
@@ -902,37 +882,9 @@ async fn telegram_is_polled_by_the_owner_of_the_bots_slot_alone() {
     let telegram = FakeTelegram::start().await;
     let mut nodes = Vec::new();
     for id in ["t0", "t1"] {
-        let data = tempfile::tempdir().unwrap();
-        let mut command = kokoro_binary(&db, TOKEN);
-        command
-            .env("KOKORO_DATA_DIR", data.path())
-            .env("TELEGRAM_BOT_TOKEN", BOT_TOKEN);
-        let ttl = format!("{TTL_SECS}s");
-        let slots = SLOTS.to_string();
-        let (child, base) = serve_binary(
-            command,
-            &[
-                "--nats-url",
-                &nats,
-                "--node-id",
-                id,
-                "--cluster",
-                &cluster,
-                "--lease-ttl",
-                &ttl,
-                "--slots",
-                &slots,
-                "--telegram-api-url",
-                &telegram.url,
-            ],
-        )
-        .await;
-        nodes.push(Node {
-            id: id.to_owned(),
-            child,
-            base,
-            _data: data,
-        });
+        let flags = ["--telegram-api-url", &telegram.url];
+        let env = [("TELEGRAM_BOT_TOKEN", BOT_TOKEN)];
+        nodes.push(start_node_with(&db, &cluster, id, &nats, &flags, &env).await);
     }
     await_owners(&db, &cluster, Duration::from_secs(15), |by| by.len() == 2).await;
     let bot_slot = ((BOT_ID as u64 >> 22) % u64::from(SLOTS)) as i32;

@@ -96,7 +96,7 @@ owned_by() {
 wrk_aligned() {
   local cluster=$1 n=$2 per=$((CONNS / $2)) loaders=() total=0
   for i in $(seq 1 "$n"); do
-    GUILDS=$(owned_by "$cluster" "n$i") SEED=a$i wrk -t1 -c"$per" -d"${SECONDS_}s" --latency \
+    GUILDS=$(owned_by "$cluster" "n$i") SEED=10$i wrk -t1 -c"$per" -d"${SECONDS_}s" --latency \
       -s benches/cluster/give.lua "http://127.0.0.1:$((18089 + i))" >"/tmp/kokoro-cluster-bench-wrk-$i" &
     loaders+=($!)
   done

@@ -223,6 +223,22 @@ pub fn kokoro_binary(db: &TestDb, token: &str) -> tokio::process::Command {
     c
 }
 
+/// Runs `kokoro verify` on `db` and fails the test with its output unless
+/// it passes.
+pub async fn assert_verify(db: &TestDb, token: &str) {
+    let out = kokoro_binary(db, token)
+        .arg("verify")
+        .output()
+        .await
+        .expect("kokoro verify runs");
+    assert!(
+        out.status.success(),
+        "kokoro verify failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// POSTs a command body to `base` with `token`; the JSON reply.
 pub async fn post_command(http: &reqwest::Client, base: &str, token: &str, body: &Value) -> Value {
     http.post(format!("{base}/v1/commands"))
