@@ -117,15 +117,26 @@ single() {
   PIDS+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:18090/readyz" >/dev/null && break; sleep 0.1; done
 }
-echo "== warm-up (not counted): one node, not in cluster mode"
+# A freshly seeded database is slow at first (its pages' first writes):
+# whichever run came first was up to 3x slower, so warm it, then measure
+# one node outside and inside cluster mode twice each, alternated.
+echo "== warm-up (not counted): one node, not in cluster mode, $((3 * SECONDS_))s"
 single
-wrk_all 1 "$GUILD_LIST" >/dev/null
+SECONDS_WARM=$((3 * SECONDS_))
+GUILDS=$GUILD_LIST SEED=7 wrk -t1 -c"$CONNS" -d"${SECONDS_WARM}s" -s benches/cluster/give.lua \
+  "http://127.0.0.1:18090" >/dev/null
 stop_nodes
-echo "== baseline: one node, not in cluster mode, $CONNS connections, ${SECONDS_}s"
-single
-wrk_all 1 "$GUILD_LIST"
-stop_nodes
-for n in 1 2 3; do
+for round in 1 2; do
+  echo "== baseline ($round): one node, not in cluster mode, $CONNS connections, ${SECONDS_}s"
+  single
+  wrk_all 1 "$GUILD_LIST"
+  stop_nodes
+  echo "== one node in cluster mode ($round), $CONNS connections, ${SECONDS_}s"
+  start_nodes "bench1r$round-$$" 1
+  wrk_all 1 "$GUILD_LIST"
+  stop_nodes
+done
+for n in 2 3; do
   echo "== $n node(s): every node sent every guild ($(( (n - 1) * 100 / n ))% forwarded), $CONNS connections, ${SECONDS_}s"
   start_nodes "bench$n-$$" "$n"
   wrk_all "$n" "$GUILD_LIST"
