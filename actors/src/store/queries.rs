@@ -412,21 +412,24 @@ fn stored_entry(r: &<$db as sqlx::Database>::Row) -> Result<StoredEntry, StoreEr
                 if slots.is_empty() {
                     return Ok(None);
                 }
-                // Numbers only: the list is built, not bound, so the same
-                // SQL serves both backends (SQLite binds no arrays).
-                let limit = format!("SET LOCAL idle_in_transaction_session_timeout = {}", fence.idle_limit_ms);
-                sqlx::query(&limit).persistent(false).execute(&mut *tx).await?;
-                let list = slots.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-                let sql = format!(
-                    "SELECT slot, epoch FROM cluster_leases WHERE cluster = $1 AND owner = $2 \
-                     AND slot IN ({list}) ORDER BY slot FOR SHARE"
-                );
-                let rows = sqlx::query(&sql)
-                    .persistent(false)
-                    .bind(&fence.cluster)
-                    .bind(&fence.node)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                // One prepared statement, one round trip: the idle limit
+                // (for this transaction only) and the leases, locked in slot
+                // order. The slots travel as an array literal in text, so the
+                // same code compiles for SQLite, which binds no arrays (and
+                // never runs it: cluster mode is PostgreSQL's).
+                let list = format!("{{{}}}", slots.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+                let rows = sqlx::query(
+                    "WITH idle_limit AS (SELECT set_config('idle_in_transaction_session_timeout', $3, true)) \
+                     SELECT l.slot, l.epoch FROM cluster_leases l, idle_limit \
+                     WHERE l.cluster = $1 AND l.owner = $2 AND l.slot = ANY(CAST(CAST($4 AS TEXT) AS INTEGER[])) \
+                     ORDER BY l.slot FOR SHARE OF l",
+                )
+                .bind(&fence.cluster)
+                .bind(&fence.node)
+                .bind(fence.idle_limit_ms.to_string())
+                .bind(list)
+                .fetch_all(&mut *tx)
+                .await?;
                 let mut held = HashMap::with_capacity(rows.len());
                 for r in &rows {
                     held.insert(r.try_get::<i32, _>(0)? as u32, r.try_get::<i64, _>(1)?);
