@@ -373,13 +373,13 @@ impl Runtime {
                 "only the server's admins may use this command",
             );
         }
+        // No player state: answered by whichever node has the command.
+        if let Some(reply) = answer_without_actor(&shared.store, &shared.config, &command).await {
+            return reply;
+        }
         if let Some(cluster) = &shared.cluster {
             let slot = cluster.slot_of(command.key.guild);
-            let anywhere = matches!(
-                command.kind,
-                CommandKind::Economy(EconomyCommand::Shop | EconomyCommand::Leaderboard { .. })
-            );
-            if !anywhere && cluster.serving(slot).is_none() {
+            if cluster.serving(slot).is_none() {
                 return match (route, self.forward.get()) {
                     (Route::ToOwner, Some(forward)) => {
                         forward
@@ -416,10 +416,7 @@ impl Runtime {
             }
             _ => {}
         }
-        match answer_without_actor(&shared.store, &shared.config, &command).await {
-            Some(reply) => reply,
-            None => self.registry.dispatch(command).await,
-        }
+        self.registry.dispatch(command).await
     }
 
     /// A player's newest jobs from storage (everything acknowledged is
