@@ -108,10 +108,12 @@ pub struct Fake {
     drop_after: usize,
     /// Sharded mode (`FakeDiscord::shard`): each session gets the events of
     /// the guilds of the shard it identified as, `(guild_id >> 22) % total`,
-    /// as Discord routes them; events for a shard nobody runs wait for it.
+    /// as Discord routes them; an event for a shard no session runs is
+    /// lost, as Discord's is (the member sees "did not respond").
     sharded: Arc<Mutex<Option<u64>>>,
     shard_sessions: Arc<Mutex<ShardSessions>>,
-    shard_waiting: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Events lost for want of a session on their shard.
+    pub undelivered: Arc<Mutex<u32>>,
     /// The shards sessions identified as: (shard, total).
     pub identified_shards: Arc<Mutex<Vec<(u64, u64)>>>,
 }
@@ -242,20 +244,13 @@ async fn session(f: Fake, mut socket: WebSocket) {
                             v["d"]["shard"][0].as_u64().unwrap_or(0),
                             v["d"]["shard"][1].as_u64().unwrap_or(1),
                         );
-                        f.identified_shards.lock().unwrap().push(shard);
-                        if let Some(total) = sharded {
+                        if sharded.is_some() {
                             let (tx, rx) = mpsc::unbounded_channel();
-                            let mut waiting = f.shard_waiting.lock().unwrap();
-                            for (name, payload) in std::mem::take(&mut *waiting) {
-                                if shard_of(&payload, total) == shard.0 {
-                                    let _ = tx.send((name, payload));
-                                } else {
-                                    waiting.push((name, payload));
-                                }
-                            }
                             f.shard_sessions.lock().unwrap().insert(shard.0, tx);
                             own = Some(rx);
                         }
+                        // Said once the shard takes events.
+                        f.identified_shards.lock().unwrap().push(shard);
                         let ready_event = json!({"op": 0, "t": "READY", "s": next_seq(&f), "d": {
                             "v": 10,
                             "user": {"id": BOT_ID, "username": "kokoro", "discriminator": "0", "avatar": null, "bot": true, "global_name": null},
@@ -781,7 +776,7 @@ pub async fn fake_discord(drop_after: usize) -> FakeDiscord {
         drop_after,
         sharded: Arc::default(),
         shard_sessions: Arc::default(),
-        shard_waiting: Arc::default(),
+        undelivered: Arc::default(),
         identified_shards: Arc::default(),
     };
     let app = Router::new()
@@ -888,9 +883,9 @@ impl FakeDiscord {
                     .lock()
                     .unwrap()
                     .get(&shard)
-                    .map(|tx| tx.send((name.clone(), payload.clone())).is_ok());
-                if sent != Some(true) {
-                    f.shard_waiting.lock().unwrap().push((name, payload));
+                    .is_some_and(|tx| tx.send((name, payload)).is_ok());
+                if !sent {
+                    *f.undelivered.lock().unwrap() += 1;
                 }
             }
         });

@@ -65,6 +65,9 @@ struct Inner {
     broken_get_me: u32,
     /// Kill this pid the instant a poll's offset passes this update id.
     kill_on_confirm: Option<(u32, i64)>,
+    /// Kill this pid the instant the bot sends a message to this chat:
+    /// the command is durable, its update not yet confirmed.
+    kill_on_answer: Option<(u32, i64)>,
 }
 
 #[derive(Clone)]
@@ -266,6 +269,14 @@ impl FakeTelegram {
 
     /// Kills `pid` (SIGKILL) the instant a poll confirms `update`, before
     /// the poll is answered.
+    /// Kills `pid` (SIGKILL) the instant the bot sends its first message to
+    /// `chat` (the message is taken, as Telegram would have it): the worst
+    /// instant for a poller, its command committed and its update not yet
+    /// confirmed, so the update is sent again to whoever polls next.
+    pub fn kill_on_answer(&self, pid: u32, chat: i64) {
+        self.inner.lock().unwrap().kill_on_answer = Some((pid, chat));
+    }
+
     pub fn kill_on_confirm(&self, pid: u32, update: i64) {
         self.inner.lock().unwrap().kill_on_confirm = Some((pid, update));
     }
@@ -474,6 +485,16 @@ async fn method(
             if body["text"].as_str().is_none_or(str::is_empty) {
                 return fail(400, "Bad Request: message text is empty");
             }
+            let mut inner = f.inner.lock().unwrap();
+            if let Some((pid, chat)) = inner.kill_on_answer {
+                if body["chat_id"] == json!(chat) {
+                    inner.kill_on_answer = None;
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                }
+            }
+            drop(inner);
             ok(f.sent_message(&body["chat_id"], json!({"text": body["text"]})))
         }
         "editmessagetext" => ok(f.sent_message(&body["chat_id"], json!({"text": body["text"], "edit_date": now()}))),
