@@ -439,6 +439,15 @@ async fn serve_runs_the_bot_without_ever_logging_its_token() {
         .stderr(std::process::Stdio::piped());
     let url = fake.url.clone();
     let (mut server, _base) = serve_binary(command, &["--telegram-api-url", &url]).await;
+    // Read as it is written: a debug log fills a pipe's 64 KiB quickly, and
+    // a full pipe would stop the server mid-write.
+    let mut stderr = server.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut log = Vec::new();
+        let _ = stderr.read_to_end(&mut log).await;
+        log
+    });
     fake.text(ALICE, "/daily");
     fake.wait_for(WAIT, "the reward", |f| !f.said(ALICE).is_empty())
         .await;
@@ -448,8 +457,9 @@ async fn serve_runs_the_bot_without_ever_logging_its_token() {
         fake.said(ALICE)
     );
     server.start_kill().unwrap();
-    let out = server.wait_with_output().await.unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
+    server.wait().await.unwrap();
+    let log = log.await.unwrap();
+    let log = String::from_utf8_lossy(&log);
     assert!(log.contains("Telegram front door ready"), "{log}");
     let secret = TOKEN.split(':').nth(1).unwrap();
     assert!(!log.contains(secret), "the token leaked into the log");
