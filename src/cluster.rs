@@ -9,12 +9,23 @@
 //! Ownership is not decided here: PostgreSQL's leases decide it (see
 //! `actors::cluster`). A command that reaches a node which has just lost
 //! the slot is answered `busy`, never forwarded again.
+//!
+//! The same subjects carry the generation queues' words (`QueueLink`): a
+//! workflow's queue runs on the node serving the workflow's slot, so "a
+//! job was queued", "forget this job" and "where do these jobs stand" go
+//! to that slot's subject, and "this job ended" to the player's guild's
+//! slot. Each queue's owner tells its depth on `{cluster}.queue.depth`
+//! every half second it changes (and every five seconds regardless), for
+//! the other nodes' admission.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actors::command::{Command, CommandKind};
+use actors::game::generation::workflow::Workflow;
 use actors::ids::{CommandId, GuildId, UserId, UserKey};
+use actors::job::Rendered;
+use actors::job_queue::{Place, QueueLink};
 use actors::reply::{ErrorCode, Reply};
 use actors::runtime::{moving, Forward};
 use actors::telemetry as m;
@@ -25,6 +36,18 @@ use serde_json::{json, Value};
 /// How long a forwarded command waits for its owner's answer: longer than
 /// a command takes under load, shorter than an HTTP client's patience.
 const FORWARD_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How long `jobs` waits to learn where jobs stand on another node.
+const PLACES_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How often a queue's owner looks whether its depth changed.
+const DEPTH_EVERY: Duration = Duration::from_millis(500);
+
+/// A depth unchanged this long is told again (for nodes that just came).
+const DEPTH_AGAIN: Duration = Duration::from_secs(5);
+
+/// Most job ids one `places` word may ask about (`jobs` lists fewer).
+const MAX_PLACES: usize = 100;
 
 /// The subject a slot's owner listens on.
 fn slot_subject(cluster: &str, slot: u32) -> String {
@@ -44,12 +67,66 @@ fn encode(command: &Command, admin: bool) -> Vec<u8> {
     body.to_string().into_bytes()
 }
 
-/// Reads back what `encode` wrote (from another node of this cluster; a
-/// malformed one is answered `invalid_argument`, never trusted).
-fn decode(payload: &[u8]) -> Result<(Command, bool), Reply> {
+/// What travels on a slot's subject.
+#[derive(Debug)]
+enum Carried {
+    /// A command, and whether an admin sent it.
+    Command(Command, bool),
+    /// How a job another node rendered ended, for its player's actor.
+    Close { job_id: String, rendered: Rendered },
+    /// A word for the queue of `workflow`, which this node runs.
+    Queue { workflow: String, word: QueueWord },
+}
+
+#[derive(Debug, PartialEq)]
+enum QueueWord {
+    Queued,
+    Forget(String),
+    Places(Vec<String>),
+}
+
+/// Reads what travels on a slot's subject (from another node of this
+/// cluster; a malformed one is answered `invalid_argument`, never trusted).
+fn decode(payload: &[u8]) -> Result<Carried, Reply> {
     let bad = |why: String| Reply::error("", ErrorCode::InvalidArgument, why);
     let v: Value =
         serde_json::from_slice(payload).map_err(|e| bad(format!("malformed forward: {e}")))?;
+    if let Some(close) = v.get("close") {
+        let text = |k: &str| close.get(k).and_then(Value::as_str).map(str::to_owned);
+        let job_id = text("job_id").ok_or_else(|| bad("a close without a job_id".into()))?;
+        let rendered = match (text("done"), text("failed")) {
+            (Some(at), None) => Rendered::Done(at),
+            (None, Some(why)) => Rendered::Failed(why),
+            _ => return Err(bad("a close needs one of done or failed".into())),
+        };
+        return Ok(Carried::Close { job_id, rendered });
+    }
+    if let Some(workflow) = v.get("queue").and_then(Value::as_str) {
+        let word = if v.get("queued").is_some() {
+            QueueWord::Queued
+        } else if let Some(id) = v.get("forget").and_then(Value::as_str) {
+            QueueWord::Forget(id.to_owned())
+        } else if let Some(ids) = v.get("places").and_then(Value::as_array) {
+            if ids.len() > MAX_PLACES {
+                return Err(bad(format!("at most {MAX_PLACES} job ids at once")));
+            }
+            let ids: Option<Vec<String>> =
+                ids.iter().map(|i| i.as_str().map(str::to_owned)).collect();
+            QueueWord::Places(ids.ok_or_else(|| bad("job ids are strings".into()))?)
+        } else {
+            return Err(bad("a queue word needs queued, forget or places".into()));
+        };
+        return Ok(Carried::Queue {
+            workflow: workflow.to_owned(),
+            word,
+        });
+    }
+    decode_command(&v).map(|(c, admin)| Carried::Command(c, admin))
+}
+
+/// A command, as `encode` wrote it.
+fn decode_command(v: &Value) -> Result<(Command, bool), Reply> {
+    let bad = |why: String| Reply::error("", ErrorCode::InvalidArgument, why);
     let text = |k: &str| v.get(k).and_then(Value::as_str);
     let name = text("command").ok_or_else(|| bad("forward without a command".into()))?;
     let guild: GuildId = text("guild_id")
@@ -75,6 +152,64 @@ fn decode(payload: &[u8]) -> Result<(Command, bool), Reply> {
         },
         admin,
     ))
+}
+
+fn encode_close(job_id: &str, rendered: &Rendered) -> Vec<u8> {
+    let body = match rendered {
+        Rendered::Done(at) => json!({ "close": { "job_id": job_id, "done": at } }),
+        Rendered::Failed(why) => json!({ "close": { "job_id": job_id, "failed": why } }),
+    };
+    body.to_string().into_bytes()
+}
+
+/// `Ok`, or the error code why a job could not be closed.
+fn encode_closed(closed: Result<(), ErrorCode>) -> Vec<u8> {
+    match closed {
+        Ok(()) => json!({ "closed": true }),
+        Err(code) => json!({ "closed": false, "code": code }),
+    }
+    .to_string()
+    .into_bytes()
+}
+
+fn decode_closed(payload: &[u8]) -> Result<(), ErrorCode> {
+    let v: Value = serde_json::from_slice(payload).map_err(|_| ErrorCode::Internal)?;
+    if v.get("closed").and_then(Value::as_bool) == Some(true) {
+        return Ok(());
+    }
+    Err(v
+        .get("code")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or(ErrorCode::Internal))
+}
+
+fn encode_places(places: Option<&[Option<Place>]>) -> Vec<u8> {
+    let list = places.map(|p| {
+        p.iter()
+            .map(|p| match p {
+                None => Value::Null,
+                Some(Place::Running) => json!("running"),
+                Some(Place::Waiting { ahead }) => json!({ "ahead": ahead }),
+            })
+            .collect::<Vec<_>>()
+    });
+    json!({ "places": list }).to_string().into_bytes()
+}
+
+fn decode_places(payload: &[u8]) -> Option<Vec<Option<Place>>> {
+    let v: Value = serde_json::from_slice(payload).ok()?;
+    v.get("places")?
+        .as_array()?
+        .iter()
+        .map(|p| match p {
+            Value::Null => Some(None),
+            Value::String(s) if s == "running" => Some(Some(Place::Running)),
+            other => {
+                let ahead = usize::try_from(other.get("ahead")?.as_u64()?).ok()?;
+                Some(Some(Place::Waiting { ahead }))
+            }
+        })
+        .collect()
 }
 
 fn encode_reply(reply: &Reply) -> Vec<u8> {
@@ -187,7 +322,8 @@ impl NatsRoute {
     }
 }
 
-/// Answers the commands forwarded for one slot, each in its own task.
+/// Answers what comes for one slot (commands, job closes, queue words),
+/// each in its own task.
 async fn answer(
     route: Arc<NatsRoute>,
     runtime: std::sync::Weak<Runtime>,
@@ -199,22 +335,186 @@ async fn answer(
         };
         let route = route.clone();
         tokio::spawn(async move {
-            let Some(reply_to) = msg.reply else {
-                return;
-            };
-            let reply = match decode(&msg.payload) {
-                Ok((command, admin)) => runtime.dispatch_here(command, admin).await,
-                Err(refused) => refused,
+            let answer = match decode(&msg.payload) {
+                Ok(Carried::Command(command, admin)) => {
+                    Some(encode_reply(&runtime.dispatch_here(command, admin).await))
+                }
+                Ok(Carried::Close { job_id, rendered }) => Some(encode_closed(
+                    runtime.close_job_here(&job_id, rendered).await,
+                )),
+                Ok(Carried::Queue { workflow, word }) => {
+                    queue_word(&runtime, &workflow, word).await
+                }
+                Err(refused) => Some(encode_reply(&refused)),
             };
             drop(runtime);
-            if let Err(e) = route
-                .client
-                .publish(reply_to, encode_reply(&reply).into())
-                .await
-            {
-                tracing::warn!(error = %e, "could not send a forwarded command's reply");
+            let (Some(reply_to), Some(answer)) = (msg.reply, answer) else {
+                return;
+            };
+            if let Err(e) = route.client.publish(reply_to, answer.into()).await {
+                tracing::warn!(error = %e, "could not answer another node");
             }
         });
+    }
+}
+
+/// A word for a queue this node runs (or ran: then `places` says it does
+/// not know, and the others are dropped; storage has every job).
+async fn queue_word(runtime: &Runtime, workflow: &str, word: QueueWord) -> Option<Vec<u8>> {
+    let queue = runtime.queue(workflow).filter(|q| q.runs_here());
+    match (word, queue) {
+        (QueueWord::Queued, Some(q)) => {
+            q.look_again();
+            None
+        }
+        (QueueWord::Forget(id), Some(q)) => {
+            q.forget_here(&id);
+            None
+        }
+        (QueueWord::Places(ids), Some(q)) => Some(encode_places(Some(&q.places_here(ids).await))),
+        (QueueWord::Places(_), None) => Some(encode_places(None)),
+        (_, None) => None,
+    }
+}
+
+impl NatsRoute {
+    /// Publishes a word for a slot's owner, without waiting for it (lost
+    /// words are found again in storage; see `QueueLink`).
+    fn tell(&self, slot: u32, payload: Vec<u8>) {
+        let (client, subject) = (self.client.clone(), slot_subject(&self.cluster, slot));
+        tokio::spawn(async move {
+            if let Err(e) = client.publish(subject, payload.into()).await {
+                tracing::debug!(error = %e, "could not tell a queue's owner");
+            }
+        });
+    }
+
+    fn depth_subject(&self) -> String {
+        format!("{}.queue.depth", self.cluster)
+    }
+
+    /// Tells the other nodes the depth of every queue this node runs, when
+    /// it changes (looked at every half second) and every few seconds.
+    pub async fn tell_depths(self: Arc<Self>, runtime: std::sync::Weak<Runtime>) {
+        let mut told: std::collections::HashMap<String, (usize, Instant)> =
+            std::collections::HashMap::new();
+        let mut tick = tokio::time::interval(DEPTH_EVERY);
+        loop {
+            tick.tick().await;
+            let Some(runtime) = runtime.upgrade() else {
+                return;
+            };
+            let mut words = Vec::new();
+            for q in runtime.queues().iter() {
+                let Some(depth) = q.depth_here() else {
+                    continue;
+                };
+                let id = q.workflow().as_str();
+                let stale = told
+                    .get(id)
+                    .is_none_or(|(d, at)| *d != depth || at.elapsed() >= DEPTH_AGAIN);
+                if stale {
+                    told.insert(id.to_owned(), (depth, Instant::now()));
+                    words.push(json!({ "queue": id, "depth": depth }).to_string());
+                }
+            }
+            drop(runtime);
+            for word in words {
+                if let Err(e) = self
+                    .client
+                    .publish(self.depth_subject(), word.into_bytes().into())
+                    .await
+                {
+                    tracing::debug!(error = %e, "could not tell a queue's depth");
+                }
+            }
+        }
+    }
+
+    /// Hears the depths other nodes tell, for admission here.
+    pub async fn hear_depths(self: Arc<Self>, runtime: std::sync::Weak<Runtime>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut sub = loop {
+            match self.client.subscribe(self.depth_subject()).await {
+                Ok(sub) => break sub,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not listen for queue depths; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        while let Some(msg) = sub.next().await {
+            let Some(runtime) = runtime.upgrade() else {
+                return;
+            };
+            let Ok(v) = serde_json::from_slice::<Value>(&msg.payload) else {
+                continue;
+            };
+            let depth = v.get("depth").and_then(Value::as_u64);
+            let queue = v.get("queue").and_then(Value::as_str);
+            if let (Some(depth), Some(q)) = (depth, queue.and_then(|id| runtime.queue(id))) {
+                q.heard_depth(usize::try_from(depth).unwrap_or(usize::MAX));
+            }
+        }
+    }
+}
+
+impl QueueLink for NatsRoute {
+    fn queued(&self, slot: u32, workflow: Workflow) {
+        let word = json!({ "queue": workflow.as_str(), "queued": true });
+        self.tell(slot, word.to_string().into_bytes());
+    }
+
+    fn forget(&self, slot: u32, workflow: Workflow, job_id: &str) {
+        let word = json!({ "queue": workflow.as_str(), "forget": job_id });
+        self.tell(slot, word.to_string().into_bytes());
+    }
+
+    fn places(
+        &self,
+        slot: u32,
+        workflow: Workflow,
+        ids: Vec<String>,
+    ) -> futures::future::BoxFuture<'static, Option<Vec<Option<Place>>>> {
+        let (client, subject) = (self.client.clone(), slot_subject(&self.cluster, slot));
+        let word = json!({ "queue": workflow.as_str(), "places": ids });
+        Box::pin(async move {
+            let asked = tokio::time::timeout(
+                PLACES_PATIENCE,
+                client.request(subject, word.to_string().into_bytes().into()),
+            )
+            .await;
+            match asked {
+                Ok(Ok(msg)) => decode_places(&msg.payload),
+                _ => None,
+            }
+        })
+    }
+
+    fn close(
+        &self,
+        slot: u32,
+        job_id: String,
+        rendered: Rendered,
+    ) -> futures::future::BoxFuture<'static, Result<(), ErrorCode>> {
+        let (client, subject) = (self.client.clone(), slot_subject(&self.cluster, slot));
+        let connected = self.connected();
+        Box::pin(async move {
+            if !connected {
+                return Err(ErrorCode::Busy);
+            }
+            match client
+                .request(subject, encode_close(&job_id, &rendered).into())
+                .await
+            {
+                Ok(msg) => decode_closed(&msg.payload),
+                Err(e) => {
+                    tracing::debug!(job = %job_id, error = %e, "could not carry a finished job to its player's node yet");
+                    Err(ErrorCode::Busy)
+                }
+            }
+        })
     }
 }
 
@@ -402,7 +702,9 @@ mod tests {
             key: UserKey::new(GuildId::new(7).unwrap(), UserId::new(9).unwrap()),
             kind: CommandKind::parse("give", &json!({"to": "11", "amount": 5})).unwrap(),
         };
-        let (back, admin) = decode(&encode(&command, true)).unwrap();
+        let Ok(Carried::Command(back, admin)) = decode(&encode(&command, true)) else {
+            panic!("a command comes back a command");
+        };
         assert!(admin);
         assert_eq!(back.kind, command.kind);
         assert_eq!(back.key, command.key);
@@ -421,9 +723,52 @@ mod tests {
             br#"{"command":"give","guild_id":"1","user_id":"2","args":{"to":"3","amount":-1}}"#,
             br#"{"command":"rob","guild_id":"1","user_id":"2"}"#,
             br#"{"command":"balance","guild_id":"x","user_id":"2"}"#,
+            br#"{"close":{"job_id":"j1"}}"#,
+            br#"{"close":{"job_id":"j1","done":"results/a.png","failed":"both"}}"#,
+            br#"{"queue":"image"}"#,
+            br#"{"queue":"image","places":[1,2]}"#,
         ] {
-            let refused = decode(bad).unwrap_err();
+            let refused = decode(bad).map(|_| ()).unwrap_err();
             assert_eq!(refused.code(), Some(ErrorCode::InvalidArgument));
         }
+    }
+
+    #[test]
+    fn job_closes_and_queue_words_travel_unchanged() {
+        for rendered in [
+            Rendered::Done("results/j1-a.png".into()),
+            Rendered::Failed("ComfyUI said no".into()),
+        ] {
+            let Ok(Carried::Close {
+                job_id,
+                rendered: back,
+            }) = decode(&encode_close("j1", &rendered))
+            else {
+                panic!("a close comes back a close");
+            };
+            assert_eq!((job_id.as_str(), back), ("j1", rendered));
+        }
+        assert_eq!(decode_closed(&encode_closed(Ok(()))), Ok(()));
+        assert_eq!(
+            decode_closed(&encode_closed(Err(ErrorCode::Busy))),
+            Err(ErrorCode::Busy)
+        );
+        assert_eq!(decode_closed(b"garbage"), Err(ErrorCode::Internal));
+        let places = vec![
+            None,
+            Some(Place::Running),
+            Some(Place::Waiting { ahead: 3 }),
+        ];
+        assert_eq!(decode_places(&encode_places(Some(&places))), Some(places));
+        assert_eq!(decode_places(&encode_places(None)), None);
+        let Ok(Carried::Queue { workflow, word }) =
+            decode(br#"{"queue":"image","places":["a","b"]}"#)
+        else {
+            panic!("a queue word");
+        };
+        assert_eq!(workflow, "image");
+        assert_eq!(word, QueueWord::Places(vec!["a".into(), "b".into()]));
+        let too_many = json!({ "queue": "image", "places": vec!["j"; MAX_PLACES + 1] });
+        assert!(decode(too_many.to_string().as_bytes()).is_err());
     }
 }

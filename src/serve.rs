@@ -43,12 +43,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let alone = [
             // Each node would register its own webhook secret.
             ("--telegram-webhook", args.telegram_webhook.is_some()),
-            ("--renderer", config.jobs.render.is_some()),
             ("--linked-roles-guild", args.linked_roles_guild.is_some()),
         ];
         if let Some((what, _)) = alone.iter().find(|(_, set)| *set) {
             anyhow::bail!(
                 "{what} is not served in cluster mode yet (--nats-url): run it on a single-node kokoro"
+            );
+        }
+        // A job rendered on one node is shown by another (its player's),
+        // and a link one node signs is opened on any.
+        if args.runtime.renderer.starts_with("comfyui:")
+            && crate::settings::result_secret().is_none()
+        {
+            anyhow::bail!(
+                "a ComfyUI renderer in cluster mode needs KOKORO_RESULT_SECRET, the same on every node (so every node opens the result links any node signs), and every node's data dir results/ on one shared volume"
             );
         }
         // Every node running every shard would answer each event once per node.
@@ -96,7 +104,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let c = cluster.config();
         let route = crate::cluster::NatsRoute::connect(url, &c.name, &c.node_id).await?;
         runtime.set_forward(route.clone());
-        tokio::spawn(route.serve_slots(Arc::downgrade(&runtime)));
+        runtime.set_queue_link(route.clone());
+        tokio::spawn(route.clone().serve_slots(Arc::downgrade(&runtime)));
+        if !runtime.queues().is_empty() {
+            tokio::spawn(route.clone().tell_depths(Arc::downgrade(&runtime)));
+            tokio::spawn(route.hear_depths(Arc::downgrade(&runtime)));
+        }
         tracing::info!(
             cluster = %c.name,
             node = %c.node_id,

@@ -60,6 +60,19 @@ async fn start_node_with(
     env: &[(&str, &str)],
 ) -> Node {
     let data = tempfile::tempdir().unwrap();
+    start_node_in(data, db, cluster, id, nats, extra, env).await
+}
+
+/// `start_node_with`, its data dir `data`.
+async fn start_node_in(
+    data: tempfile::TempDir,
+    db: &TestDb,
+    cluster: &str,
+    id: &str,
+    nats: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Node {
     let mut command = kokoro_binary(db, TOKEN);
     command.env("KOKORO_DATA_DIR", data.path());
     for (k, v) in env {
@@ -778,6 +791,18 @@ async fn cluster_mode_refuses_sqlite_and_another_slot_count() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("was made with 16 slots"), "{err}");
+    // Results rendered on one node are shown by others: one key for links.
+    let out = kokoro_binary(&db, TOKEN)
+        .env_remove("KOKORO_RESULT_SECRET")
+        .args(["serve", "--http", "127.0.0.1:0", "--nats-url", &nats_url()])
+        .args(["--cluster", &cluster, "--node-id", "s3"])
+        .args(["--renderer", "comfyui:http://127.0.0.1:9"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KOKORO_RESULT_SECRET"), "{err}");
     drop(node);
     db.drop_db().await;
 }
@@ -972,5 +997,250 @@ async fn telegram_is_polled_by_the_owner_of_the_bots_slot_alone() {
         );
     }
     drop(alive);
+    db.drop_db().await;
+}
+
+/// The slot whose owner runs a workflow's queue (FNV-1a of its id, as
+/// `Cluster::slot_of_workflow` has it).
+fn workflow_slot(workflow: &str) -> u32 {
+    let hash = workflow.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash % SLOTS
+}
+
+async fn slot_owner(db: &TestDb, cluster: &str, slot: u32) -> Option<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT owner FROM cluster_leases WHERE cluster = $1 AND slot = $2 AND expires_at > now()",
+    )
+    .bind(cluster)
+    .bind(slot as i32)
+    .fetch_optional(&mut conn)
+    .await
+    .unwrap()
+    .flatten()
+}
+
+/// Every job in storage: (id, status, result).
+async fn stored_jobs(db: &TestDb) -> Vec<(String, String, Option<String>)> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query_as("SELECT id, status, result FROM jobs ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Generation in cluster mode: three nodes render on one ComfyUI (a fake
+/// as harsh as it: no dedupe of prompt ids, one prompt at a time). The
+/// workflow's queue runs on one node, so ComfyUI never holds more than
+/// the workflow's concurrency however many nodes take jobs; `jobs` on
+/// another node says where a job stands; the queue's node is killed
+/// mid-render, another takes the queue up and follows the prompts in
+/// flight instead of submitting them again; every job is rendered once,
+/// closed once, charged once, its result in the shared results volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workflows_queue_runs_on_one_node_and_every_job_closes_once() {
+    const JOBS_EACH: usize = 2;
+    const PRICE: i64 = 10;
+    const CREDITS: i64 = 50;
+    let db = TestDb::new(Backend::Postgres).await;
+    let cluster = cluster_name();
+    let comfy = support::fake_comfyui::FakeComfy::start().await;
+    // Paid jobs only (no free allowance, no trial), concurrency 2.
+    let files = tempfile::tempdir().unwrap();
+    let workflows = files.path().join("workflows");
+    std::fs::create_dir(&workflows).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let toml = std::fs::read_to_string(format!("{root}/assets/workflows/image.toml")).unwrap();
+    assert!(toml.contains("daily_free = 5") && toml.contains("concurrency = 2"));
+    std::fs::write(
+        workflows.join("image.toml"),
+        toml.replace("daily_free = 5", "daily_free = 0"),
+    )
+    .unwrap();
+    std::fs::copy(
+        format!("{root}/assets/workflows/image.json"),
+        workflows.join("image.json"),
+    )
+    .unwrap();
+    let credits = files.path().join("credits.toml");
+    std::fs::write(
+        &credits,
+        "[trial]\ndays = 2\ndaily_free = 0\n\n[vip]\ndaily_free = 0\n",
+    )
+    .unwrap();
+    let shared = files.path().join("results");
+    std::fs::create_dir(&shared).unwrap();
+    let renderer = format!("comfyui:{}", comfy.url());
+    let extra = [
+        "--renderer",
+        &renderer,
+        "--workflows-dir",
+        workflows.to_str().unwrap(),
+        "--credits-file",
+        credits.to_str().unwrap(),
+    ];
+    let env = [("KOKORO_RESULT_SECRET", "cluster-test-result-secret")];
+    let mut nodes = Vec::new();
+    for id in ["g1", "g2", "g3"] {
+        let data = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&shared, data.path().join("results")).unwrap();
+        nodes.push(start_node_in(data, &db, &cluster, id, &nats_url(), &extra, &env).await);
+    }
+    await_owners(&db, &cluster, Duration::from_secs(20), |by| by.len() == 3).await;
+    let queue_slot = workflow_slot("image");
+    let runner = slot_owner(&db, &cluster, queue_slot).await.unwrap();
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let http = reqwest::Client::new();
+    let codes = Mutex::new(Vec::new());
+
+    // Every player asks on a node of its own choosing, all at once.
+    let asks = (0..GUILDS).flat_map(|k| (0..JOBS_EACH).map(move |n| (k, n)));
+    let asked = futures::future::join_all(asks.map(|(k, n)| {
+        let req = json!({
+            "id": format!("gen-{k}-{n}"), "guild_id": guild(k).to_string(), "user_id": "7",
+            "command": "generate", "args": {"workflow": "image", "prompt": format!("a steady fox {k} {n}")},
+        });
+        let (http, bases, codes) = (&http, &bases, &codes);
+        async move {
+            let reply = until_settled(http, bases, k as usize + n, &req, codes, Duration::from_secs(30))
+                .await
+                .expect("generate settled");
+            assert_eq!(reply["ok"], true, "{reply}");
+            reply["data"]["job_id"].as_str().unwrap().to_owned()
+        }
+    }))
+    .await;
+    assert_eq!(asked.len(), GUILDS as usize * JOBS_EACH);
+
+    // A player whose guild another node serves: `jobs` there asks the
+    // queue's node where its jobs stand.
+    let mut told = false;
+    for k in 0..GUILDS {
+        let slot = ((guild(k) >> 22) % u64::from(SLOTS)) as u32;
+        if slot_owner(&db, &cluster, slot).await.as_deref() == Some(&runner) {
+            continue;
+        }
+        let req = json!({"guild_id": guild(k).to_string(), "user_id": "7", "command": "jobs"});
+        // A job just queued is lined up by the queue's node a moment later.
+        let asked = Instant::now();
+        loop {
+            let reply = until_settled(&http, &bases, 0, &req, &codes, Duration::from_secs(10))
+                .await
+                .unwrap();
+            let jobs = reply["data"]["jobs"].as_array().unwrap().clone();
+            let open: Vec<&Value> = jobs.iter().filter(|j| j["status"] != "done").collect();
+            if open.is_empty() {
+                break;
+            }
+            if open
+                .iter()
+                .all(|j| j["status"] == "running" || j["ahead"].is_u64())
+            {
+                told = true;
+                break;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(3),
+                "where the jobs stand, from the queue's node: {open:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if told {
+            break;
+        }
+    }
+    assert!(
+        told,
+        "no player with open jobs on a node other than the queue's"
+    );
+
+    // Some rendered, more waiting: the queue's node dies mid-render.
+    let started = Instant::now();
+    while comfy.submitted().len() < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "ComfyUI got too few prompts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let most_before = comfy.most_lined();
+    let at = nodes.iter().position(|n| n.id == runner).unwrap();
+    signal(&nodes[at], "-9");
+    let _ = nodes[at].child.wait().await;
+    let dead = nodes.remove(at);
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+
+    // Every job ends, through whichever node takes the queue up.
+    let started = Instant::now();
+    loop {
+        let jobs = stored_jobs(&db).await;
+        if jobs.iter().all(|(_, status, _)| status != "queued") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "jobs still queued a minute after the kill: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        (1..=2).contains(&most_before),
+        "ComfyUI held {most_before} prompts at once from three nodes; the workflow's concurrency is 2"
+    );
+    let new_runner = slot_owner(&db, &cluster, queue_slot).await.unwrap();
+    assert_ne!(new_runner, runner);
+
+    // Rendered once: no prompt id submitted twice, before or after the kill.
+    let submitted = comfy.submitted();
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for (id, _, _) in &submitted {
+        *times.entry(id.clone()).or_default() += 1;
+    }
+    let jobs = stored_jobs(&db).await;
+    assert_eq!(jobs.len(), asked.len());
+    for (id, status, result) in &jobs {
+        assert_eq!(status, "done", "{id}: {result:?}");
+        assert_eq!(
+            times.get(&kokoro::comfyui::prompt_id(id)),
+            Some(&1),
+            "{id} submitted to ComfyUI other than once: {submitted:?}"
+        );
+        let file = result
+            .as_deref()
+            .and_then(|r| r.strip_prefix("results/"))
+            .unwrap_or_else(|| panic!("{id}: result {result:?}"));
+        assert!(
+            shared.join(file).is_file(),
+            "{id}: no {file} in the shared results"
+        );
+    }
+
+    // Charged once each: every player paid exactly for their two jobs.
+    for k in 0..GUILDS {
+        let req = json!({"guild_id": guild(k).to_string(), "user_id": "7", "command": "credits"});
+        let reply = until_settled(
+            &http,
+            &bases,
+            k as usize,
+            &req,
+            &codes,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            reply["data"]["credits"],
+            json!(CREDITS - PRICE * JOBS_EACH as i64),
+            "guild {k}: {reply}"
+        );
+    }
+    assert_only_retried(&codes.lock().unwrap());
+    drop(dead);
+    drop(nodes);
+    assert_verify(&db, TOKEN).await;
     db.drop_db().await;
 }

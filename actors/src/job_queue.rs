@@ -15,6 +15,18 @@
 //!
 //! Admission is bounded: `try_reserve` counts jobs waiting or running and
 //! says no past `capacity`, before anything is charged.
+//!
+//! **Cluster mode**: a workflow's queue runs on one node at a time, the
+//! owner of the workflow's slot (`Cluster::slot_of_workflow`), so its
+//! renderer concurrency is the cluster's. Every node keeps a `JobQueue`
+//! handle; on the others it reaches the line through a `QueueLink` (NATS):
+//! a charged job is already queued in storage, so the owner is only told
+//! to read storage again, and it also reads it every few seconds, so a
+//! lost word delays a job and loses none. A node that takes the slot
+//! lines up what storage holds; one that loses it lets its renders go
+//! without cancelling them (the renderer keeps them; the next owner finds
+//! them by job id and follows them instead of rendering again). A finished
+//! job goes to the node serving its player, whose actor closes it once.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -29,8 +41,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
+use crate::cluster::Cluster;
 use crate::game::generation::job::{Job, Rendered, StoredJob};
 use crate::game::generation::workflow::{Kind, Workflow, WorkflowDef};
+use crate::reply::ErrorCode;
 use crate::store::{Store, StoreError};
 use crate::system::{self, ActorSystem, Loaded, PanicOnce};
 use crate::telemetry as m;
@@ -74,6 +88,68 @@ pub trait Render: Send + Sync + 'static {
 
 /// How often a queue looks again at a backend that was unavailable.
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
+
+/// Cluster mode: how often the node running a queue reads the jobs queued
+/// in storage, for those whose word from another node was lost.
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+
+/// Cluster mode: words from other nodes that a job was queued, gathered
+/// this long into one read of storage.
+const LOOK_GATHER: Duration = Duration::from_millis(50);
+
+/// A job this queue finished is not lined up again from storage for this
+/// long (its close is on its way to the player's actor, maybe on another
+/// node); past it, a job still open is lined up again, and the renderer
+/// finds its result by job id.
+const FINISHED_MEMORY: Duration = Duration::from_secs(600);
+
+/// Cluster mode: how a queue reaches the node that runs it, and a finished
+/// job the node that serves its player (the application's NATS client).
+/// What is lost here is found again in storage: the node running a queue
+/// reads the queued jobs every few seconds, and a job not closed is
+/// finished again.
+pub trait QueueLink: Send + Sync {
+    /// A job of `workflow` was charged and is queued in storage: the node
+    /// serving `slot` (which runs the queue) should line it up.
+    fn queued(&self, slot: u32, workflow: Workflow);
+
+    /// A job was cancelled: the node running its queue stops working on it.
+    fn forget(&self, slot: u32, workflow: Workflow, job_id: &str);
+
+    /// Where `ids` stand in the line the node serving `slot` holds;
+    /// `None` when it could not be asked.
+    fn places(
+        &self,
+        slot: u32,
+        workflow: Workflow,
+        ids: Vec<String>,
+    ) -> BoxFuture<'static, Option<Vec<Option<Place>>>>;
+
+    /// Carries how a job ended to the node serving its player's guild
+    /// (`slot`), whose actor closes it: `Ok` once closed, now or before.
+    fn close(
+        &self,
+        slot: u32,
+        job_id: String,
+        rendered: Rendered,
+    ) -> BoxFuture<'static, Result<(), ErrorCode>>;
+}
+
+/// Set once the application's link is up (cluster mode).
+pub type Link = Arc<std::sync::OnceLock<Arc<dyn QueueLink>>>;
+
+/// Cluster mode: where a queue runs.
+#[derive(Clone)]
+pub struct Home {
+    pub cluster: Arc<Cluster>,
+    pub link: Link,
+}
+
+impl Home {
+    fn runs(&self, slot: u32) -> bool {
+        self.cluster.serving(slot).is_some()
+    }
+}
 
 /// Renders nothing: waits `latency` (four times as long for video) and
 /// answers a `sim://` location; every `fail_every`th job fails. For load
@@ -148,6 +224,8 @@ pub struct Finished {
 #[derive(Clone)]
 pub struct JobQueue {
     workflow: Workflow,
+    /// Cluster mode: the cluster, and the workflow's slot.
+    home: Option<(Home, u32)>,
     addr: Addr<QueueActor>,
     /// Places held by reservations whose job has not reached the actor yet.
     reserved: Arc<AtomicUsize>,
@@ -174,6 +252,8 @@ impl JobQueue {
     /// Starts the queue actor for `workflow` under a supervisor; finished
     /// jobs go to `finished`. The actor lines up the jobs storage holds as
     /// queued for its workflow when it starts, and again after a restart.
+    /// In cluster mode (`home`), the actor runs the line only while this
+    /// node serves the workflow's slot.
     pub fn start(
         system: &ActorSystem,
         def: Arc<WorkflowDef>,
@@ -181,12 +261,21 @@ impl JobQueue {
         store: Store,
         render: Arc<dyn Render>,
         finished: mpsc::UnboundedSender<Finished>,
+        home: Option<Home>,
     ) -> Self {
         let reserved = Arc::new(AtomicUsize::new(0));
         let lined = Arc::new(AtomicUsize::new(0));
         let workflow = def.id;
+        let home = home.map(|h| {
+            let slot = h.cluster.slot_of_workflow(workflow.as_str());
+            (h, slot)
+        });
         let actor = QueueActor {
             workflow,
+            home: home.clone(),
+            active: false,
+            look_scheduled: false,
+            finished_lately: std::collections::HashMap::new(),
             retry_scheduled: false,
             def,
             store,
@@ -203,6 +292,7 @@ impl JobQueue {
         let addr = Supervisor::start_in_arbiter(system.arbiter(), |_| actor);
         Self {
             workflow,
+            home,
             addr,
             reserved,
             lined,
@@ -212,6 +302,42 @@ impl JobQueue {
 
     pub fn workflow(&self) -> Workflow {
         self.workflow
+    }
+
+    /// Whether this node runs the line: always outside cluster mode; in
+    /// it, while it serves the workflow's slot.
+    pub fn runs_here(&self) -> bool {
+        self.home.as_ref().is_none_or(|(h, slot)| h.runs(*slot))
+    }
+
+    /// Jobs waiting or running, if this node runs the line (what it tells
+    /// the other nodes, for their admission).
+    pub fn depth_here(&self) -> Option<usize> {
+        self.runs_here().then(|| self.lined.load(Ordering::Relaxed))
+    }
+
+    /// The depth the node running the line told: what admission here
+    /// counts until it says otherwise.
+    pub fn heard_depth(&self, depth: usize) {
+        if !self.runs_here() {
+            self.lined.store(depth, Ordering::Relaxed);
+        }
+    }
+
+    /// Another node queued a job in storage: read storage again (gathered).
+    pub fn look_again(&self) {
+        self.addr.do_send(LookAgain);
+    }
+
+    /// The slots this node serves changed: take up the line, or let it go.
+    pub fn owner_changed(&self) {
+        self.addr.do_send(OwnerChanged);
+    }
+
+    /// The link, once the application has set it up.
+    fn link(&self) -> Option<(&Arc<dyn QueueLink>, u32)> {
+        let (home, slot) = self.home.as_ref()?;
+        Some((home.link.get()?, *slot))
     }
 
     /// Holds a place for a job, or `None` if the queue is full.
@@ -241,6 +367,16 @@ impl JobQueue {
 
     /// Puts a charged job in line, in the place `reservation` held.
     pub fn submit(&self, reservation: Reservation, job: Job) {
+        if !self.runs_here() {
+            // Another node runs the line; the job is queued in storage,
+            // where it reads it. Counted here until it says its depth.
+            drop(reservation);
+            self.lined.fetch_add(1, Ordering::Relaxed);
+            if let Some((link, slot)) = self.link() {
+                link.queued(slot, self.workflow);
+            }
+            return;
+        }
         // The place is now the actor's to free, when it lines the job up.
         std::mem::forget(reservation);
         // Unbounded on purpose (`do_send`): admission is bounded by the
@@ -255,11 +391,38 @@ impl JobQueue {
 
     /// The job was cancelled and refunded: stop spending work on it.
     pub fn forget(&self, job_id: &str) {
+        if !self.runs_here() {
+            if let Some((link, slot)) = self.link() {
+                link.forget(slot, self.workflow, job_id);
+            }
+        }
         self.addr.do_send(Forget(job_id.to_owned()));
     }
 
-    /// Where each of `ids` stands; `None` for a job not in this queue.
+    /// Another node says a job was cancelled: drop it from the line here.
+    pub fn forget_here(&self, job_id: &str) {
+        self.addr.do_send(Forget(job_id.to_owned()));
+    }
+
+    /// Where each of `ids` stands; `None` for a job not in this queue (or
+    /// not known now: the node running it could not be asked).
     pub async fn places(&self, ids: Vec<String>) -> Vec<Option<Place>> {
+        let n = ids.len();
+        if !self.runs_here() {
+            let asked = match self.link() {
+                Some((link, slot)) => link.places(slot, self.workflow, ids).await,
+                None => None,
+            };
+            return asked
+                .filter(|p| p.len() == n)
+                .unwrap_or_else(|| vec![None; n]);
+        }
+        self.places_here(ids).await
+    }
+
+    /// Where each of `ids` stands in the line this node holds (another
+    /// node asking; `None` for each when it holds none).
+    pub async fn places_here(&self, ids: Vec<String>) -> Vec<Option<Place>> {
         let n = ids.len();
         system::ask(&self.addr, Places(ids))
             .await
@@ -326,6 +489,16 @@ struct Forget(String);
 #[rtype(result = "Vec<Option<Place>>")]
 struct Places(Vec<String>);
 
+/// Read the jobs queued in storage again (another node queued one).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LookAgain;
+
+/// The slots this node serves changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct OwnerChanged;
+
 /// A render ended (on the main runtime); `started` is when it began.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -344,6 +517,15 @@ struct Running {
 
 struct QueueActor {
     workflow: Workflow,
+    /// Cluster mode: the cluster, and the workflow's slot.
+    home: Option<(Home, u32)>,
+    /// Whether this node runs the line now (always, outside cluster mode).
+    active: bool,
+    /// A read of storage, gathering words from other nodes, is scheduled.
+    look_scheduled: bool,
+    /// Jobs this queue finished lately, by id: not lined up again while
+    /// their closes are on their way.
+    finished_lately: std::collections::HashMap<String, Instant>,
     /// A look at an unavailable backend is already scheduled.
     retry_scheduled: bool,
     def: Arc<WorkflowDef>,
@@ -372,8 +554,18 @@ impl Actor for QueueActor {
             metrics::counter!(m::JOBS_TOTAL, "queue" => queue, "outcome" => outcome).increment(0);
         }
         metrics::counter!(m::SYSTEM_ACTOR_RESTARTS_TOTAL, "actor" => queue).increment(0);
+        self.active = self.runs_here();
         self.report();
-        system::reload(self, ctx);
+        if self.home.is_some() {
+            ctx.run_interval(LOOK_EVERY, |act, ctx| {
+                if act.active {
+                    system::reload(act, ctx);
+                }
+            });
+        }
+        if self.active {
+            system::reload(self, ctx);
+        }
     }
 }
 
@@ -404,6 +596,9 @@ impl system::Reloads for QueueActor {
     }
 
     fn loaded(&mut self, stored: Self::State, ctx: &mut Context<Self>) {
+        if !self.active {
+            return;
+        }
         self.line_up(stored.into_iter().map(|s| s.job).collect());
         self.start_waiting(ctx);
     }
@@ -416,6 +611,10 @@ impl Handler<Submit> for QueueActor {
         system::guarded(self, ctx, self.workflow.as_str(), |act, ctx| {
             if msg.reserved {
                 act.reserved.fetch_sub(1, Ordering::Relaxed);
+            }
+            // Handed over meanwhile: the job is in storage for the new owner.
+            if !act.active {
+                return;
             }
             // A job storage already lined up after a reload must not wait twice.
             if !act.knows(&msg.job.id) {
@@ -477,6 +676,45 @@ impl Handler<RenderEnded> for QueueActor {
     }
 }
 
+impl Handler<LookAgain> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: LookAgain, ctx: &mut Self::Context) {
+        if !self.active || self.look_scheduled {
+            return;
+        }
+        self.look_scheduled = true;
+        ctx.run_later(LOOK_GATHER, |act, ctx| {
+            // Words arriving from here on wait for the next read: theirs
+            // may have committed after this one reads.
+            act.look_scheduled = false;
+            if act.active {
+                system::reload(act, ctx);
+            }
+        });
+    }
+}
+
+impl Handler<OwnerChanged> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: OwnerChanged, ctx: &mut Self::Context) {
+        system::guarded(self, ctx, self.workflow.as_str(), |act, ctx| {
+            let runs = act.runs_here();
+            if runs && !act.active {
+                tracing::info!(
+                    queue = act.workflow.as_str(),
+                    "this node runs the queue now"
+                );
+                act.active = true;
+                system::reload(act, ctx);
+            } else if !runs && act.active {
+                act.step_down();
+            }
+        });
+    }
+}
+
 impl Handler<Loaded> for QueueActor {
     type Result = ();
 
@@ -494,6 +732,28 @@ impl Handler<PanicOnce> for QueueActor {
 }
 
 impl QueueActor {
+    fn runs_here(&self) -> bool {
+        self.home.as_ref().is_none_or(|(h, slot)| h.runs(*slot))
+    }
+
+    /// Another node runs the line now: its renders are let go, not
+    /// cancelled (the renderer keeps them and the next owner follows them
+    /// by job id), and nothing of the line is kept.
+    fn step_down(&mut self) {
+        tracing::info!(
+            queue = self.workflow.as_str(),
+            running = self.running.len(),
+            waiting = self.waiting.len(),
+            "another node runs the queue now; its jobs stay queued in storage for it"
+        );
+        self.active = false;
+        for r in self.running.drain(..) {
+            r.task.abort();
+        }
+        self.waiting.clear();
+        self.report();
+    }
+
     fn knows(&self, id: &str) -> bool {
         self.running.iter().any(|r| r.id == id) || self.waiting.iter().any(|(j, _)| j.id == id)
     }
@@ -502,9 +762,15 @@ impl QueueActor {
     /// ahead of what arrived meanwhile (newer by construction).
     fn line_up(&mut self, stored: Vec<Job>) {
         let now = Instant::now();
+        self.finished_lately
+            .retain(|_, at| now.duration_since(*at) < FINISHED_MEMORY);
         let mut line: VecDeque<(Job, Instant)> = stored
             .into_iter()
-            .filter(|j| j.workflow == self.workflow && !self.knows(&j.id))
+            .filter(|j| {
+                j.workflow == self.workflow
+                    && !self.knows(&j.id)
+                    && !self.finished_lately.contains_key(&j.id)
+            })
             .map(|j| (j, now))
             .collect();
         if !line.is_empty() {
@@ -522,6 +788,14 @@ impl QueueActor {
     /// Starts waiting jobs while fewer than `concurrency` run. Each render
     /// runs on the main runtime and reports back with `RenderEnded`.
     fn start_waiting(&mut self, ctx: &mut Context<Self>) {
+        if !self.active {
+            return;
+        }
+        if !self.runs_here() {
+            // The slot was lost and the word of it has not come yet.
+            self.step_down();
+            return;
+        }
         if !self.waiting.is_empty() && !self.render.available() {
             if !self.retry_scheduled {
                 self.retry_scheduled = true;
@@ -578,6 +852,9 @@ impl QueueActor {
             return;
         };
         self.running.swap_remove(i);
+        if self.home.is_some() {
+            self.finished_lately.insert(job.id.clone(), Instant::now());
+        }
         metrics::histogram!(m::QUEUE_RUN_SECONDS, "queue" => queue)
             .record(started.elapsed().as_secs_f64());
         self.leave(match rendered {
@@ -599,8 +876,11 @@ impl QueueActor {
 
     fn report(&self) {
         let queue = self.workflow.as_str();
-        self.lined
-            .store(self.waiting.len() + self.running.len(), Ordering::Relaxed);
+        // Not running the line: admission counts what its node says.
+        if self.active {
+            self.lined
+                .store(self.waiting.len() + self.running.len(), Ordering::Relaxed);
+        }
         metrics::gauge!(m::QUEUE_DEPTH, "queue" => queue).set(self.waiting.len() as f64);
         metrics::gauge!(m::QUEUE_RUNNING, "queue" => queue).set(self.running.len() as f64);
     }
@@ -694,7 +974,7 @@ mod tests {
         };
         let generation = crate::game::generation::GenerationData::default();
         let def = generation.workflows.get("image").unwrap().clone();
-        let queue = JobQueue::start(&system, def, config, store, render, tx);
+        let queue = JobQueue::start(&system, def, config, store, render, tx, None);
         Fixture {
             queue,
             done,

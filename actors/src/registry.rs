@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub roles: Arc<crate::role_desk::RoleDesk>,
     /// Cluster mode: the slots this node serves.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Cluster mode: how queues and finished jobs reach other nodes.
+    pub queue_link: crate::job_queue::Link,
 }
 
 struct Slot {

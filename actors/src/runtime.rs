@@ -147,18 +147,11 @@ impl Runtime {
         let cluster = match &config.cluster {
             // Peers write the same database: fencing, not waiting, keeps
             // a predecessor's late commit from being overwritten.
-            Some(c) => {
-                if config.jobs.render.is_some() {
-                    return Err(StoreError::Config(
-                        "generation queues do not run in cluster mode yet: serve the renderer from a single-node kokoro".into(),
-                    ));
-                }
-                Some(
-                    crate::cluster::Cluster::join(&store, c.clone())
-                        .await
-                        .map_err(|e| StoreError::Config(e.to_string()))?,
-                )
-            }
+            Some(c) => Some(
+                crate::cluster::Cluster::join(&store, c.clone())
+                    .await
+                    .map_err(|e| StoreError::Config(e.to_string()))?,
+            ),
             None => {
                 // Nothing is loaded before a killed predecessor's last commit lands.
                 store.await_predecessors(PREDECESSOR_PATIENCE).await?;
@@ -176,6 +169,11 @@ impl Runtime {
         );
         let relay_interval = config.relay_interval;
         let (finished_tx, finished_rx) = tokio::sync::mpsc::unbounded_channel();
+        let queue_link = crate::job_queue::Link::default();
+        let home = cluster.as_ref().map(|c| crate::job_queue::Home {
+            cluster: c.clone(),
+            link: queue_link.clone(),
+        });
         let mut queues = Vec::new();
         if let Some(render) = &config.jobs.render {
             for def in config.generation.workflows.iter() {
@@ -186,6 +184,7 @@ impl Runtime {
                     store.clone(),
                     render.clone(),
                     finished_tx.clone(),
+                    home.clone(),
                 ));
             }
             refund_orphans(&store, &config, &finished_tx).await?;
@@ -213,20 +212,22 @@ impl Runtime {
             guilds,
             roles: Arc::default(),
             cluster,
+            queue_link,
         });
         // The way back from the system actors to the players' actors.
         let job_tasks = vec![
-            tokio::spawn(hand_on(
-                registry.clone(),
-                finished_rx,
-                |f: &crate::job_queue::Finished| f.job.key,
-                |r: Arc<Registry>, f| async move { r.close_job(f).await },
-            )),
+            tokio::spawn(hand_on(registry.clone(), finished_rx, close_anywhere)),
             tokio::spawn(hand_on(
                 registry.clone(),
                 fought_rx,
-                |f: &crate::game::arena::entry::Fought| f.entry.key,
-                |r: Arc<Registry>, f| async move { r.pay_battle(f).await },
+                |r: Arc<Registry>, f: crate::game::arena::entry::Fought| async move {
+                    if !r.serves(f.entry.key) {
+                        // Cluster mode: the guild moved (its arena with
+                        // it); its new owner reads the battle from storage.
+                        return Ok(());
+                    }
+                    r.pay_battle(f).await.map(|_| ())
+                },
             )),
         ];
         let mut job_tasks = job_tasks;
@@ -288,6 +289,54 @@ impl Runtime {
     /// once; later calls are ignored.
     pub fn set_forward(&self, forward: Arc<dyn Forward>) {
         let _ = self.forward.set(forward);
+    }
+
+    /// Cluster mode: how queues reach the node running them, and finished
+    /// jobs the node serving their players. Set once.
+    pub fn set_queue_link(&self, link: Arc<dyn crate::job_queue::QueueLink>) {
+        let _ = self.registry.shared.queue_link.set(link);
+    }
+
+    /// The queue of the workflow named `id`, if generation is on.
+    pub fn queue(&self, id: &str) -> Option<&JobQueue> {
+        self.registry.shared.queues.find(id)
+    }
+
+    /// Every workflow's queue (none when generation is off).
+    pub fn queues(&self) -> &Queues {
+        &self.registry.shared.queues
+    }
+
+    /// Cluster mode: how a job another node rendered ended, for the player's
+    /// actor here. The job is read from storage (what the message says of
+    /// it is not trusted beyond its id); `Ok` once closed, now or before;
+    /// `busy` if this node does not serve the player's guild now.
+    pub async fn close_job_here(
+        &self,
+        job_id: &str,
+        rendered: crate::game::generation::job::Rendered,
+    ) -> Result<(), ErrorCode> {
+        let stored = match self.registry.shared.store.job(job_id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(ErrorCode::NotFound),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read a job another node finished");
+                return Err(ErrorCode::StorageUnavailable);
+            }
+        };
+        if stored.status != JobStatus::Queued {
+            return Ok(());
+        }
+        if !self.registry.serves(stored.job.key) {
+            return Err(ErrorCode::Busy);
+        }
+        self.registry
+            .close_job(crate::job_queue::Finished {
+                job: stored.job,
+                rendered,
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Cluster mode: a command forwarded by another node. Answered here if
@@ -666,6 +715,9 @@ async fn follow_slots(registry: Arc<Registry>, mut changes: tokio::sync::watch::
                 .keep_only(|g| c.serving(c.slot_of(g)).is_some());
         }
         shared.arena.reload();
+        for queue in shared.queues.iter() {
+            queue.owner_changed();
+        }
     }
 }
 
@@ -802,6 +854,25 @@ async fn refund_orphans(
     Ok(())
 }
 
+/// A finished job to its player's actor: here if this node serves the
+/// player's guild, else carried to the node that does (cluster mode).
+async fn close_anywhere(
+    registry: Arc<Registry>,
+    finished: crate::job_queue::Finished,
+) -> Result<(), ErrorCode> {
+    let shared = &registry.shared;
+    match &shared.cluster {
+        Some(c) if !registry.serves(finished.job.key) => {
+            let slot = c.slot_of(finished.job.key.guild);
+            let Some(link) = shared.queue_link.get() else {
+                return Err(ErrorCode::Busy);
+            };
+            link.close(slot, finished.job.id, finished.rendered).await
+        }
+        _ => registry.close_job(finished).await.map(|_| ()),
+    }
+}
+
 /// Hands each result a queue produced (a finished job, one side of a
 /// battle) to its player's actor, retrying while storage or the actor is
 /// busy. Until recorded, the result is still open in storage and is sent
@@ -809,12 +880,11 @@ async fn refund_orphans(
 async fn hand_on<T, F, Fut>(
     registry: Arc<Registry>,
     mut results: tokio::sync::mpsc::UnboundedReceiver<T>,
-    key: fn(&T) -> UserKey,
     deliver: F,
 ) where
     T: Clone + Send + 'static,
     F: Fn(Arc<Registry>, T) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<Reply, ErrorCode>> + Send,
+    Fut: std::future::Future<Output = Result<(), ErrorCode>> + Send,
 {
     while let Some(result) = results.recv().await {
         let (registry, deliver) = (registry.clone(), deliver.clone());
@@ -822,11 +892,6 @@ async fn hand_on<T, F, Fut>(
             async move {
                 let mut pause = Duration::from_millis(50);
                 loop {
-                    if !registry.serves(key(&result)) {
-                        // Cluster mode: the player's guild moved; its new
-                        // owner reads the result from storage and hands it on.
-                        return;
-                    }
                     match deliver(registry.clone(), result.clone()).await {
                         Ok(_) => return,
                         Err(code) if code.is_retryable() || code == ErrorCode::Internal => {

@@ -11,7 +11,7 @@
 //! closes the connection before answering: a lost answer. What a prompt's
 //! text says decides its fate: "bad checkpoint" is refused at submit,
 //! "explode" fails mid-run (its message naming a server path), "slow"
-//! takes seconds. Progress comes as `progress_state` (as newer ComfyUI
+//! takes seconds, "steady" most of one. Progress comes as `progress_state` (as newer ComfyUI
 //! sends it) and, unless the prompt says "stateonly", `progress` too.
 
 #![allow(dead_code)]
@@ -56,6 +56,8 @@ struct Inner {
     drop_answers: u32,
     /// Bumped by a restart: the worker drops what it was rendering.
     life: u64,
+    /// The most prompts it held at once (waiting or running).
+    most_lined: usize,
 }
 
 #[derive(Clone)]
@@ -179,6 +181,12 @@ impl FakeComfy {
         self.serve(listener);
     }
 
+    /// The most prompts it held at once, waiting or running: what the
+    /// clients together sent it ahead of its rendering.
+    pub fn most_lined(&self) -> usize {
+        self.inner.lock().unwrap().most_lined
+    }
+
     pub fn submitted(&self) -> Vec<(String, String, Value)> {
         self.inner.lock().unwrap().submitted.clone()
     }
@@ -252,6 +260,8 @@ async fn submit(State(f): State<FakeComfy>, Json(body): Json<Value>) -> Response
             .push((id.clone(), client.clone(), graph.clone()));
         i.graphs.insert(id.clone(), (client, graph));
         i.pending.push_back(id.clone());
+        let lined = i.pending.len() + usize::from(i.running.is_some());
+        i.most_lined = i.most_lined.max(lined);
         i.number
     };
     f.wake.notify_one();
@@ -341,6 +351,8 @@ async fn worker(f: FakeComfy) {
         let text = prompt_text(&graph);
         let step = if text.contains("slow") {
             Duration::from_millis(1500)
+        } else if text.contains("steady") {
+            Duration::from_millis(250)
         } else {
             Duration::from_millis(30)
         };

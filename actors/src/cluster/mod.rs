@@ -198,6 +198,16 @@ impl Cluster {
         guild.slot(self.config.slots)
     }
 
+    /// The slot whose owner runs `workflow`'s generation queue, so that a
+    /// workflow's renderer concurrency is the cluster's, not each node's:
+    /// FNV-1a of its id, the same on every node and every version.
+    pub fn slot_of_workflow(&self, workflow: &str) -> u32 {
+        let hash = workflow.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        hash % self.config.slots.max(1)
+    }
+
     fn lease(&self, slot: u32) -> Option<&SlotLease> {
         self.slots.get(slot as usize)
     }
