@@ -38,16 +38,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let webhook_secret = crate::settings::telegram_webhook_secret()
+        .map(crate::telegram::WebhookSecret::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
     if let Some(cluster) = &config.cluster {
         // Not yet cluster-wide: each would run once per node.
-        let alone = [
-            // Each node would register its own webhook secret.
-            ("--telegram-webhook", args.telegram_webhook.is_some()),
-            ("--linked-roles-guild", args.linked_roles_guild.is_some()),
-        ];
+        let alone = [("--linked-roles-guild", args.linked_roles_guild.is_some())];
         if let Some((what, _)) = alone.iter().find(|(_, set)| *set) {
             anyhow::bail!(
                 "{what} is not served in cluster mode yet (--nats-url): run it on a single-node kokoro"
+            );
+        }
+        // Telegram may send an update to any node, with the one secret the
+        // last setWebhook named.
+        if args.telegram_webhook.is_some() && webhook_secret.is_none() {
+            anyhow::bail!(
+                "--telegram-webhook in cluster mode needs KOKORO_TELEGRAM_WEBHOOK_SECRET, the same on every node (any node may be sent an update)"
             );
         }
         // A job rendered on one node is shown by another (its player's),
@@ -204,6 +211,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 &crate::telegram::Options {
                     api_url: args.telegram_api_url.clone(),
                     webhook: args.telegram_webhook.clone(),
+                    webhook_secret: webhook_secret.clone(),
                     admins: args.telegram_admins.clone(),
                     status_every: None,
                     reconcile_every: None,

@@ -488,6 +488,14 @@ pub fn admin_token() -> Option<String> {
 
 /// The key that signs links to results, from the environment only; unset:
 /// kokoro keeps one of its own in the data dir.
+/// The Telegram webhook's secret token, if given (cluster mode needs one
+/// shared by the nodes).
+pub fn telegram_webhook_secret() -> Option<String> {
+    std::env::var("KOKORO_TELEGRAM_WEBHOOK_SECRET")
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
 pub fn result_secret() -> Option<String> {
     std::env::var("KOKORO_RESULT_SECRET")
         .ok()

@@ -803,6 +803,18 @@ async fn cluster_mode_refuses_sqlite_and_another_slot_count() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("KOKORO_RESULT_SECRET"), "{err}");
+    // Telegram may send an update to any node: one secret for all.
+    let out = kokoro_binary(&db, TOKEN)
+        .env_remove("KOKORO_TELEGRAM_WEBHOOK_SECRET")
+        .args(["serve", "--http", "127.0.0.1:0", "--nats-url", &nats_url()])
+        .args(["--cluster", &cluster, "--node-id", "s4"])
+        .args(["--telegram-webhook", "https://bot.example/hook"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KOKORO_TELEGRAM_WEBHOOK_SECRET"), "{err}");
     drop(node);
     db.drop_db().await;
 }
@@ -1242,5 +1254,137 @@ async fn a_workflows_queue_runs_on_one_node_and_every_job_closes_once() {
     drop(dead);
     drop(nodes);
     assert_verify(&db, TOKEN).await;
+    db.drop_db().await;
+}
+
+/// A Telegram update: `player` sends `/daily`.
+fn daily_update(update_id: i64, player: i64) -> Value {
+    json!({"update_id": update_id, "message": {
+        "message_id": update_id, "date": 1_764_590_400,
+        "chat": {"id": player, "type": "private", "first_name": "P"},
+        "from": support::fake_telegram::user(player), "text": "/daily",
+        "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+    }})
+}
+
+/// Telegram by webhook in cluster mode: Telegram sends each update to
+/// whichever node its address leads to, so every node registers the one
+/// secret and takes updates; a node that does not serve the bot's guild
+/// forwards the commands to the one that does, and when that one dies the
+/// other serves them once it has taken the slot. Every player is paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn telegram_webhook_updates_are_taken_by_every_node() {
+    use support::fake_telegram::{FakeTelegram, BOT_ID, TOKEN as BOT_TOKEN};
+    const SECRET: &str = "cluster-webhook-secret_0123456789";
+    const HOOK: &str = "https://bot.example/telegram/hook";
+    let db = TestDb::new(Backend::Postgres).await;
+    let cluster = cluster_name();
+    let nats = nats_url();
+    let telegram = FakeTelegram::start().await;
+    let mut nodes = Vec::new();
+    for id in ["w0", "w1"] {
+        let flags = [
+            "--telegram-api-url",
+            &telegram.url,
+            "--telegram-webhook",
+            HOOK,
+        ];
+        let env = [
+            ("TELEGRAM_BOT_TOKEN", BOT_TOKEN),
+            ("KOKORO_TELEGRAM_WEBHOOK_SECRET", SECRET),
+        ];
+        nodes.push(start_node_with(&db, &cluster, id, &nats, &flags, &env).await);
+    }
+    await_owners(&db, &cluster, Duration::from_secs(15), |by| by.len() == 2).await;
+    let wait = Duration::from_secs(20);
+    telegram
+        .wait_for(wait, "both nodes' setWebhook", |f| {
+            f.calls("setWebhook").len() >= 2
+        })
+        .await;
+    for set in telegram.calls("setWebhook") {
+        assert_eq!(set.body["url"], HOOK);
+        assert_eq!(
+            set.body["secret_token"], SECRET,
+            "one secret for every node"
+        );
+    }
+    assert!(telegram.calls("getUpdates").is_empty(), "no polling");
+    let http = reqwest::Client::new();
+    let deliver = |base: String, secret: &'static str, update: Value| {
+        let http = http.clone();
+        async move {
+            http.post(format!("{base}/telegram/hook"))
+                .header("X-Telegram-Bot-Api-Secret-Token", secret)
+                .json(&update)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    for node in &nodes {
+        let status = deliver(node.base.clone(), "forged", daily_update(1, 699)).await;
+        assert_eq!(status, 401, "a forged update is refused by {}", node.id);
+    }
+    // Telegram's delivery: the same update again until a node answers 2xx
+    // (to whichever node the address leads to); a player told to try
+    // again sends a new /daily.
+    let update_ids = AtomicUsize::new(10);
+    let play = |player: i64, nodes: Vec<String>| {
+        let (telegram, update_ids) = (&telegram, &update_ids);
+        async move {
+            let started = Instant::now();
+            let mut n = player as usize;
+            loop {
+                assert!(started.elapsed() < wait, "player {player} never paid");
+                let id = update_ids.fetch_add(1, Ordering::Relaxed) as i64;
+                let update = daily_update(id, player);
+                let before = telegram.said(player).len();
+                while deliver(nodes[n % nodes.len()].clone(), SECRET, update.clone()).await != 200 {
+                    assert!(started.elapsed() < wait, "update {id} never taken");
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // Taken (200) only once handled: its answer is sent.
+                let said = telegram.said(player);
+                assert!(said.len() > before, "update {id} taken but not answered");
+                if said.iter().any(|m| m.starts_with("+100 gold")) {
+                    return;
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    futures::future::join_all((700..710).map(|p| play(p, bases.clone()))).await;
+    assert!(
+        metric(&bases[0], "kokoro_cluster_forwarded_total").await
+            + metric(&bases[1], "kokoro_cluster_forwarded_total").await
+            > 0.0,
+        "updates that reached the node without the bot's guild were forwarded"
+    );
+
+    // The node serving the bot's guild dies; the other takes updates on.
+    let bot_slot = ((BOT_ID as u64 >> 22) % u64::from(SLOTS)) as u32;
+    let owner = slot_owner(&db, &cluster, bot_slot).await.unwrap();
+    let (dead, alive): (Vec<Node>, Vec<Node>) = nodes.into_iter().partition(|n| n.id == owner);
+    let dead = dead.into_iter().next().unwrap();
+    signal(&dead, "-9");
+    let survivor = vec![alive[0].base.clone()];
+    futures::future::join_all((800..810).map(|p| play(p, survivor.clone()))).await;
+    for p in (700..710).chain(800..810) {
+        let balance =
+            json!({"guild_id": BOT_ID.to_string(), "user_id": p.to_string(), "command": "balance"});
+        let reply = post_command(&http, &alive[0].base, TOKEN, &balance).await;
+        assert_eq!(
+            reply["data"]["gold"],
+            STARTING_GOLD + 100,
+            "player {p} paid once: {reply}"
+        );
+    }
+    drop(dead);
+    drop(alive);
     db.drop_db().await;
 }

@@ -44,6 +44,31 @@ use send::patiently;
 /// The door's name in `Doors`, `/readyz` and metrics.
 pub const DOOR: &str = "telegram";
 
+/// A webhook's secret token, as Telegram takes it: 1 to 256 of `A-Z`,
+/// `a-z`, `0-9`, `_` and `-`. Never printed.
+#[derive(Clone)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    /// The secret, or why Telegram would refuse it (without saying it).
+    pub fn new(secret: String) -> Result<Self, String> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if secret.is_empty() || secret.len() > 256 || !secret.chars().all(allowed) {
+            return Err(format!(
+                "KOKORO_TELEGRAM_WEBHOOK_SECRET must be 1 to 256 of A-Z, a-z, 0-9, _ and - (it has {} characters)",
+                secret.chars().count()
+            ));
+        }
+        Ok(Self(secret))
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(..)")
+    }
+}
+
 /// How the Telegram front door is run.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -53,6 +78,11 @@ pub struct Options {
     /// Receive updates by webhook at this public https URL (its path is
     /// served by kokoro's HTTP server), instead of long polling.
     pub webhook: Option<String>,
+    /// The secret Telegram sends with each webhook update
+    /// (`KOKORO_TELEGRAM_WEBHOOK_SECRET`): the same on every node of a
+    /// cluster, any of which may be sent an update. Without it, a fresh
+    /// one each start.
+    pub webhook_secret: Option<WebhookSecret>,
     /// Telegram user ids allowed admin commands (`/refund`).
     pub admins: Vec<i64>,
     /// How often a queued job's status message is refreshed.
@@ -135,9 +165,12 @@ pub async fn start(
         ),
         None => None,
     };
-    // A fresh secret each start: Telegram is told it with the webhook, and
-    // the route refuses requests without it.
-    let secret = format!("{:032x}", rand::random::<u128>());
+    // Telegram is told the secret with the webhook, and the route refuses
+    // requests without it. Given (a cluster's nodes share it), or fresh.
+    let secret = match &options.webhook_secret {
+        Some(WebhookSecret(s)) => s.clone(),
+        None => format!("{:032x}", rand::random::<u128>()),
+    };
     let ready: Arc<OnceLock<Arc<TelegramDoor>>> = Arc::default();
     let router = webhook
         .as_ref()
@@ -255,5 +288,24 @@ impl TelegramDoor {
             _ => {}
         }
         Handled::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WebhookSecret;
+
+    #[test]
+    fn a_webhook_secret_is_what_telegram_takes_and_is_never_printed() {
+        assert!(WebhookSecret::new("abc_DEF-123".into()).is_ok());
+        for bad in ["", "has space", "slash/", "ünïcode", &"x".repeat(257)] {
+            let why = WebhookSecret::new(bad.to_owned()).unwrap_err();
+            assert!(why.contains("KOKORO_TELEGRAM_WEBHOOK_SECRET"), "{why}");
+            if !bad.is_empty() {
+                assert!(!why.contains(bad), "the secret is not repeated: {why}");
+            }
+        }
+        let secret = WebhookSecret::new("s3cr3t-value".into()).unwrap();
+        assert!(!format!("{secret:?}").contains("s3cr3t"));
     }
 }
