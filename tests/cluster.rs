@@ -1045,6 +1045,43 @@ async fn stored_jobs(db: &TestDb) -> Vec<(String, String, Option<String>)> {
         .unwrap()
 }
 
+/// The shipped image workflow with paid jobs only (no free allowance, no
+/// trial), `concurrency` and `queue_length` its own, under `dir`: the
+/// workflows dir and the credits file.
+fn paid_image_workflow(
+    dir: &std::path::Path,
+    concurrency: usize,
+    queue_length: usize,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let workflows = dir.join("workflows");
+    std::fs::create_dir(&workflows).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let toml = std::fs::read_to_string(format!("{root}/assets/workflows/image.toml")).unwrap();
+    for shipped in ["daily_free = 5", "concurrency = 2", "queue_length = 1000"] {
+        assert!(toml.contains(shipped), "image.toml changed: {shipped}");
+    }
+    let toml = toml
+        .replace("daily_free = 5", "daily_free = 0")
+        .replace("concurrency = 2", &format!("concurrency = {concurrency}"))
+        .replace(
+            "queue_length = 1000",
+            &format!("queue_length = {queue_length}"),
+        );
+    std::fs::write(workflows.join("image.toml"), toml).unwrap();
+    std::fs::copy(
+        format!("{root}/assets/workflows/image.json"),
+        workflows.join("image.json"),
+    )
+    .unwrap();
+    let credits = dir.join("credits.toml");
+    std::fs::write(
+        &credits,
+        "[trial]\ndays = 2\ndaily_free = 0\n\n[vip]\ndaily_free = 0\n",
+    )
+    .unwrap();
+    (workflows, credits)
+}
+
 /// Generation in cluster mode: three nodes render on one ComfyUI (a fake
 /// as harsh as it: no dedupe of prompt ids, one prompt at a time). The
 /// workflow's queue runs on one node, so ComfyUI never holds more than
@@ -1061,29 +1098,8 @@ async fn a_workflows_queue_runs_on_one_node_and_every_job_closes_once() {
     let db = TestDb::new(Backend::Postgres).await;
     let cluster = cluster_name();
     let comfy = support::fake_comfyui::FakeComfy::start().await;
-    // Paid jobs only (no free allowance, no trial), concurrency 2.
     let files = tempfile::tempdir().unwrap();
-    let workflows = files.path().join("workflows");
-    std::fs::create_dir(&workflows).unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
-    let toml = std::fs::read_to_string(format!("{root}/assets/workflows/image.toml")).unwrap();
-    assert!(toml.contains("daily_free = 5") && toml.contains("concurrency = 2"));
-    std::fs::write(
-        workflows.join("image.toml"),
-        toml.replace("daily_free = 5", "daily_free = 0"),
-    )
-    .unwrap();
-    std::fs::copy(
-        format!("{root}/assets/workflows/image.json"),
-        workflows.join("image.json"),
-    )
-    .unwrap();
-    let credits = files.path().join("credits.toml");
-    std::fs::write(
-        &credits,
-        "[trial]\ndays = 2\ndaily_free = 0\n\n[vip]\ndaily_free = 0\n",
-    )
-    .unwrap();
+    let (workflows, credits) = paid_image_workflow(files.path(), 2, 1000);
     let shared = files.path().join("results");
     std::fs::create_dir(&shared).unwrap();
     let renderer = format!("comfyui:{}", comfy.url());
@@ -1386,5 +1402,138 @@ async fn telegram_webhook_updates_are_taken_by_every_node() {
     }
     drop(dead);
     drop(alive);
+    db.drop_db().await;
+}
+
+/// Admission and cancels across nodes: a full queue is full on every node
+/// (the queue's node tells its depth), and a cancel on another node stops
+/// the job where it runs and frees its place there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_is_full_on_every_node_and_a_cancel_anywhere_frees_it() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let cluster = cluster_name();
+    let comfy = support::fake_comfyui::FakeComfy::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let (workflows, credits) = paid_image_workflow(files.path(), 1, 2);
+    let renderer = format!("comfyui:{}", comfy.url());
+    let extra = [
+        "--renderer",
+        &renderer,
+        "--workflows-dir",
+        workflows.to_str().unwrap(),
+        "--credits-file",
+        credits.to_str().unwrap(),
+    ];
+    let env = [("KOKORO_RESULT_SECRET", "cluster-test-result-secret")];
+    let mut nodes = Vec::new();
+    for id in ["q1", "q2"] {
+        nodes.push(start_node_with(&db, &cluster, id, &nats_url(), &extra, &env).await);
+    }
+    await_owners(&db, &cluster, Duration::from_secs(20), |by| by.len() == 2).await;
+    let runner = slot_owner(&db, &cluster, workflow_slot("image"))
+        .await
+        .unwrap();
+    let here = nodes.iter().find(|n| n.id == runner).unwrap();
+    let other = nodes.iter().find(|n| n.id != runner).unwrap();
+    // A player on each node (their guild served there), asking there.
+    let mut on: HashMap<String, String> = HashMap::new();
+    for k in 0..GUILDS {
+        let slot = ((guild(k) >> 22) % u64::from(SLOTS)) as u32;
+        if let Some(owner) = slot_owner(&db, &cluster, slot).await {
+            on.entry(owner).or_insert_with(|| guild(k).to_string());
+        }
+    }
+    let http = reqwest::Client::new();
+    let ask = |node: &Node, command: &str, args: Value| {
+        let body =
+            json!({"guild_id": on[&node.id], "user_id": "7", "command": command, "args": args});
+        let (http, base) = (http.clone(), node.base.clone());
+        async move { post_command(&http, &base, TOKEN, &body).await }
+    };
+    let generate = |n: u32| json!({"workflow": "image", "prompt": format!("a slow owl {n}")});
+    // Two jobs fill the queue: one from each node's player (one rendering,
+    // one waiting).
+    let reply = ask(here, "generate", generate(0)).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let reply = ask(other, "generate", generate(1)).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let waiting = reply["data"]["job_id"].as_str().unwrap().to_owned();
+    // Once the queue's node has told its depth (2), the other node, which
+    // queued only one of them, is full too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reply = ask(other, "generate", generate(2)).await;
+    assert_eq!(reply["error"]["code"], "busy", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("queue is full"),
+        "{reply}"
+    );
+    // The waiting job cancelled on the other node: gone from the line on
+    // the queue's node, its credits back, its place free again.
+    let reply = ask(other, "cancel", json!({"job_id": waiting})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let started = Instant::now();
+    loop {
+        let reply = ask(other, "generate", generate(3)).await;
+        if reply["ok"] == true {
+            break;
+        }
+        assert_eq!(reply["error"]["code"], "busy", "{reply}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the cancelled job's place never came free: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ComfyUI was never sent the cancelled job, and renders the others.
+    let cancelled = kokoro::comfyui::prompt_id(&waiting);
+    let started = Instant::now();
+    while comfy.submitted().len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the third job never rendered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        comfy.submitted().iter().all(|(id, _, _)| *id != cancelled),
+        "a job cancelled while waiting was rendered"
+    );
+    assert!(comfy.most_lined() <= 1, "concurrency 1 over two nodes");
+    let started = Instant::now();
+    while stored_jobs(&db)
+        .await
+        .iter()
+        .any(|(_, status, _)| status == "queued")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "jobs never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let statuses: Vec<String> = stored_jobs(&db).await.into_iter().map(|j| j.1).collect();
+    assert_eq!(statuses.len(), 3, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "done").count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "cancelled").count(),
+        1,
+        "{statuses:?}"
+    );
+    for node in [here, other] {
+        let reply = ask(node, "credits", json!({})).await;
+        assert_eq!(
+            reply["data"]["credits"],
+            json!(40),
+            "one job charged each, the cancelled one not: {reply}"
+        );
+    }
+    drop(nodes);
     db.drop_db().await;
 }
