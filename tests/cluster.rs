@@ -1196,6 +1196,11 @@ async fn a_workflows_queue_runs_on_one_node_and_every_job_closes_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let most_before = comfy.most_lined();
+    // One node says it runs the queue: the one serving its slot.
+    for node in &nodes {
+        let here = metric(&node.base, "kokoro_queue_here{queue=\"image\"}").await;
+        assert_eq!(here, f64::from(node.id == runner), "{}", node.id);
+    }
     let at = nodes.iter().position(|n| n.id == runner).unwrap();
     signal(&nodes[at], "-9");
     let _ = nodes[at].child.wait().await;
@@ -1221,6 +1226,10 @@ async fn a_workflows_queue_runs_on_one_node_and_every_job_closes_once() {
     );
     let new_runner = slot_owner(&db, &cluster, queue_slot).await.unwrap();
     assert_ne!(new_runner, runner);
+    for node in &nodes {
+        let here = metric(&node.base, "kokoro_queue_here{queue=\"image\"}").await;
+        assert_eq!(here, f64::from(node.id == new_runner), "{}", node.id);
+    }
 
     // Rendered once: no prompt id submitted twice, before or after the kill.
     let submitted = comfy.submitted();

@@ -707,6 +707,7 @@ impl Handler<OwnerChanged> for QueueActor {
                     "this node runs the queue now"
                 );
                 act.active = true;
+                act.report();
                 system::reload(act, ctx);
             } else if !runs && act.active {
                 act.step_down();
@@ -876,6 +877,8 @@ impl QueueActor {
 
     fn report(&self) {
         let queue = self.workflow.as_str();
+        let here = if self.active { 1.0 } else { 0.0 };
+        metrics::gauge!(m::QUEUE_HERE, "queue" => queue).set(here);
         // Not running the line: admission counts what its node says.
         if self.active {
             self.lined

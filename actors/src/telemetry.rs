@@ -44,6 +44,8 @@ pub const READY: &str = "kokoro_ready";
 pub const QUEUE_DEPTH: &str = "kokoro_queue_depth";
 /// Generation jobs rendering, by `queue`.
 pub const QUEUE_RUNNING: &str = "kokoro_queue_running";
+/// 1 on the node running a queue's line (always, outside cluster mode).
+pub const QUEUE_HERE: &str = "kokoro_queue_here";
 /// 1 while the renderer answers, 0 while its circuit breaker is open.
 pub const RENDERER_UP: &str = "kokoro_renderer_up";
 /// Time a job waited in its queue before it started, by `queue`.
@@ -246,6 +248,11 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
         QUEUE_RUNNING,
         Kind::Gauge,
         "Generation jobs rendering, by queue.",
+    ),
+    (
+        QUEUE_HERE,
+        Kind::Gauge,
+        "1 on the node that runs a queue's line, by queue (cluster mode: one node per workflow).",
     ),
     (
         RENDERER_UP,
