@@ -756,64 +756,56 @@ async fn without_nats_each_node_serves_its_own_slots_and_recovers() {
     db.drop_db().await;
 }
 
-#[tokio::test]
-async fn cluster_mode_refuses_sqlite_and_another_slot_count() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let out = kokoro_binary(&db, TOKEN)
+/// `kokoro serve` in cluster mode with `args` (and without the environment
+/// variable `unset`): it must refuse to start; what it said.
+async fn refused(db: &TestDb, args: &[&str], unset: Option<&str>) -> String {
+    let mut command = kokoro_binary(db, TOKEN);
+    if let Some(name) = unset {
+        command.env_remove(name);
+    }
+    let out = command
         .args(["serve", "--http", "127.0.0.1:0", "--nats-url", &nats_url()])
+        .args(args)
         .output()
         .await
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn cluster_mode_refuses_sqlite_and_another_slot_count() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let err = refused(&db, &[], None).await;
     assert!(err.contains("cluster mode needs PostgreSQL"), "{err}");
 
     let db = TestDb::new(Backend::Postgres).await;
     let cluster = cluster_name();
     let node = start_node(&db, &cluster, "s1", &nats_url(), &[]).await;
-    let out = kokoro_binary(&db, TOKEN)
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--nats-url",
-            &nats_url(),
-            "--cluster",
-            &cluster,
-            "--slots",
-            "32",
-            "--node-id",
-            "s2",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(
+        &db,
+        &["--cluster", &cluster, "--slots", "32", "--node-id", "s2"],
+        None,
+    )
+    .await;
     assert!(err.contains("was made with 16 slots"), "{err}");
     // Results rendered on one node are shown by others: one key for links.
-    let out = kokoro_binary(&db, TOKEN)
-        .env_remove("KOKORO_RESULT_SECRET")
-        .args(["serve", "--http", "127.0.0.1:0", "--nats-url", &nats_url()])
-        .args(["--cluster", &cluster, "--node-id", "s3"])
-        .args(["--renderer", "comfyui:http://127.0.0.1:9"])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let renderer = [
+        "--cluster",
+        &cluster,
+        "--renderer",
+        "comfyui:http://127.0.0.1:9",
+    ];
+    let err = refused(&db, &renderer, Some("KOKORO_RESULT_SECRET")).await;
     assert!(err.contains("KOKORO_RESULT_SECRET"), "{err}");
     // Telegram may send an update to any node: one secret for all.
-    let out = kokoro_binary(&db, TOKEN)
-        .env_remove("KOKORO_TELEGRAM_WEBHOOK_SECRET")
-        .args(["serve", "--http", "127.0.0.1:0", "--nats-url", &nats_url()])
-        .args(["--cluster", &cluster, "--node-id", "s4"])
-        .args(["--telegram-webhook", "https://bot.example/hook"])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let webhook = [
+        "--cluster",
+        &cluster,
+        "--telegram-webhook",
+        "https://bot.example/hook",
+    ];
+    let err = refused(&db, &webhook, Some("KOKORO_TELEGRAM_WEBHOOK_SECRET")).await;
     assert!(err.contains("KOKORO_TELEGRAM_WEBHOOK_SECRET"), "{err}");
     drop(node);
     db.drop_db().await;
@@ -1082,6 +1074,48 @@ fn paid_image_workflow(
     (workflows, credits)
 }
 
+/// Nodes `ids` rendering on one fake ComfyUI with `paid_image_workflow`,
+/// their results in one shared directory (`files/results`), once every
+/// slot is owned: the fake, the files, the nodes.
+async fn start_rendering(
+    db: &TestDb,
+    cluster: &str,
+    ids: &[&str],
+    concurrency: usize,
+    queue_length: usize,
+) -> (
+    support::fake_comfyui::FakeComfy,
+    tempfile::TempDir,
+    Vec<Node>,
+) {
+    let comfy = support::fake_comfyui::FakeComfy::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let (workflows, credits) = paid_image_workflow(files.path(), concurrency, queue_length);
+    let shared = files.path().join("results");
+    std::fs::create_dir(&shared).unwrap();
+    let renderer = format!("comfyui:{}", comfy.url());
+    let extra = [
+        "--renderer",
+        &renderer,
+        "--workflows-dir",
+        workflows.to_str().unwrap(),
+        "--credits-file",
+        credits.to_str().unwrap(),
+    ];
+    let env = [("KOKORO_RESULT_SECRET", "cluster-test-result-secret")];
+    let mut nodes = Vec::new();
+    for id in ids {
+        let data = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&shared, data.path().join("results")).unwrap();
+        nodes.push(start_node_in(data, db, cluster, id, &nats_url(), &extra, &env).await);
+    }
+    await_owners(db, cluster, Duration::from_secs(20), |by| {
+        by.len() == ids.len()
+    })
+    .await;
+    (comfy, files, nodes)
+}
+
 /// Generation in cluster mode: three nodes render on one ComfyUI (a fake
 /// as harsh as it: no dedupe of prompt ids, one prompt at a time). The
 /// workflow's queue runs on one node, so ComfyUI never holds more than
@@ -1097,28 +1131,9 @@ async fn a_workflows_queue_runs_on_one_node_and_every_job_closes_once() {
     const CREDITS: i64 = 50;
     let db = TestDb::new(Backend::Postgres).await;
     let cluster = cluster_name();
-    let comfy = support::fake_comfyui::FakeComfy::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let (workflows, credits) = paid_image_workflow(files.path(), 2, 1000);
+    let (comfy, files, mut nodes) =
+        start_rendering(&db, &cluster, &["g1", "g2", "g3"], 2, 1000).await;
     let shared = files.path().join("results");
-    std::fs::create_dir(&shared).unwrap();
-    let renderer = format!("comfyui:{}", comfy.url());
-    let extra = [
-        "--renderer",
-        &renderer,
-        "--workflows-dir",
-        workflows.to_str().unwrap(),
-        "--credits-file",
-        credits.to_str().unwrap(),
-    ];
-    let env = [("KOKORO_RESULT_SECRET", "cluster-test-result-secret")];
-    let mut nodes = Vec::new();
-    for id in ["g1", "g2", "g3"] {
-        let data = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(&shared, data.path().join("results")).unwrap();
-        nodes.push(start_node_in(data, &db, &cluster, id, &nats_url(), &extra, &env).await);
-    }
-    await_owners(&db, &cluster, Duration::from_secs(20), |by| by.len() == 3).await;
     let queue_slot = workflow_slot("image");
     let runner = slot_owner(&db, &cluster, queue_slot).await.unwrap();
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
@@ -1421,24 +1436,7 @@ async fn telegram_webhook_updates_are_taken_by_every_node() {
 async fn a_full_queue_is_full_on_every_node_and_a_cancel_anywhere_frees_it() {
     let db = TestDb::new(Backend::Postgres).await;
     let cluster = cluster_name();
-    let comfy = support::fake_comfyui::FakeComfy::start().await;
-    let files = tempfile::tempdir().unwrap();
-    let (workflows, credits) = paid_image_workflow(files.path(), 1, 2);
-    let renderer = format!("comfyui:{}", comfy.url());
-    let extra = [
-        "--renderer",
-        &renderer,
-        "--workflows-dir",
-        workflows.to_str().unwrap(),
-        "--credits-file",
-        credits.to_str().unwrap(),
-    ];
-    let env = [("KOKORO_RESULT_SECRET", "cluster-test-result-secret")];
-    let mut nodes = Vec::new();
-    for id in ["q1", "q2"] {
-        nodes.push(start_node_with(&db, &cluster, id, &nats_url(), &extra, &env).await);
-    }
-    await_owners(&db, &cluster, Duration::from_secs(20), |by| by.len() == 2).await;
+    let (comfy, _files, nodes) = start_rendering(&db, &cluster, &["q1", "q2"], 1, 2).await;
     let runner = slot_owner(&db, &cluster, workflow_slot("image"))
         .await
         .unwrap();

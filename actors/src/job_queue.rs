@@ -145,10 +145,11 @@ pub struct Home {
     pub link: Link,
 }
 
-impl Home {
-    fn runs(&self, slot: u32) -> bool {
-        self.cluster.serving(slot).is_some()
-    }
+/// Whether this node runs the line of the queue at `home` (the cluster
+/// and the workflow's slot): always outside cluster mode; in it, while it
+/// serves the slot.
+fn runs_here(home: Option<&(Home, u32)>) -> bool {
+    home.is_none_or(|(h, slot)| h.cluster.serving(*slot).is_some())
 }
 
 /// Renders nothing: waits `latency` (four times as long for video) and
@@ -307,7 +308,7 @@ impl JobQueue {
     /// Whether this node runs the line: always outside cluster mode; in
     /// it, while it serves the workflow's slot.
     pub fn runs_here(&self) -> bool {
-        self.home.as_ref().is_none_or(|(h, slot)| h.runs(*slot))
+        runs_here(self.home.as_ref())
     }
 
     /// Jobs waiting or running, if this node runs the line (what it tells
@@ -734,7 +735,7 @@ impl Handler<PanicOnce> for QueueActor {
 
 impl QueueActor {
     fn runs_here(&self) -> bool {
-        self.home.as_ref().is_none_or(|(h, slot)| h.runs(*slot))
+        runs_here(self.home.as_ref())
     }
 
     /// Another node runs the line now: its renders are let go, not
