@@ -6,6 +6,7 @@
 #
 #   benches/cluster/run.sh [KOKORO_BINARY]
 #   CONNS=48 SECONDS=15 GUILDS=64 PLAYERS=500 NATS=nats://127.0.0.1:4222 benches/cluster/run.sh
+#   ROUNDS=3 PAIRS_ONLY=1 benches/cluster/run.sh   # only the one-node pairs, three times
 #
 # Needs wrk, psql and a NATS server (Debian: wrk, postgresql-client,
 # nats-server). Loopback only; every database and cluster name is its own.
@@ -17,6 +18,7 @@ SECONDS_=${SECONDS:-15}
 NGUILDS=${GUILDS:-64}
 PLAYERS=${PLAYERS:-500}
 SLOTS=${SLOTS:-64}
+ROUNDS=${ROUNDS:-2}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 NATS=${NATS:-nats://127.0.0.1:4222}
 DB=kokoro_cluster_bench
@@ -126,7 +128,7 @@ SECONDS_WARM=$((3 * SECONDS_))
 GUILDS=$GUILD_LIST SEED=7 wrk -t1 -c"$CONNS" -d"${SECONDS_WARM}s" -s benches/cluster/give.lua \
   "http://127.0.0.1:18090" >/dev/null
 stop_nodes
-for round in 1 2; do
+for round in $(seq 1 "$ROUNDS"); do
   echo "== baseline ($round): one node, not in cluster mode, $CONNS connections, ${SECONDS_}s"
   single
   wrk_all 1 "$GUILD_LIST"
@@ -136,6 +138,7 @@ for round in 1 2; do
   wrk_all 1 "$GUILD_LIST"
   stop_nodes
 done
+if [ -n "${PAIRS_ONLY:-}" ]; then exit 0; fi
 for n in 2 3; do
   echo "== $n node(s): every node sent every guild ($(( (n - 1) * 100 / n ))% forwarded), $CONNS connections, ${SECONDS_}s"
   start_nodes "bench$n-$$" "$n"
