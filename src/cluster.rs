@@ -502,14 +502,31 @@ impl QueueLink for NatsRoute {
         let connected = self.connected();
         Box::pin(async move {
             if !connected {
+                record("failed", None);
                 return Err(ErrorCode::Busy);
             }
+            let started = Instant::now();
             match client
                 .request(subject, encode_close(&job_id, &rendered).into())
                 .await
             {
-                Ok(msg) => decode_closed(&msg.payload),
+                Ok(msg) => {
+                    let closed = decode_closed(&msg.payload);
+                    let outcome = match closed {
+                        Ok(()) => "ok",
+                        Err(ErrorCode::Busy) => "busy",
+                        Err(_) => "failed",
+                    };
+                    record(outcome, Some(started));
+                    closed
+                }
                 Err(e) => {
+                    let outcome = match e.kind() {
+                        async_nats::RequestErrorKind::NoResponders => "no_owner",
+                        async_nats::RequestErrorKind::TimedOut => "timeout",
+                        async_nats::RequestErrorKind::Other => "failed",
+                    };
+                    record(outcome, Some(started));
                     tracing::debug!(job = %job_id, error = %e, "could not carry a finished job to its player's node yet");
                     Err(ErrorCode::Busy)
                 }

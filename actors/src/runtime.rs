@@ -854,6 +854,9 @@ async fn refund_orphans(
     Ok(())
 }
 
+/// How long a queue's result may wait to be recorded before it is said.
+const STILL_HANDING_ON: Duration = Duration::from_secs(30);
+
 /// A finished job to its player's actor: here if this node serves the
 /// player's guild, else carried to the node that does (cluster mode).
 async fn close_anywhere(
@@ -891,10 +894,22 @@ async fn hand_on<T, F, Fut>(
         tokio::spawn(
             async move {
                 let mut pause = Duration::from_millis(50);
+                let since = Instant::now();
+                let mut said = false;
                 loop {
                     match deliver(registry.clone(), result.clone()).await {
                         Ok(_) => return,
                         Err(code) if code.is_retryable() || code == ErrorCode::Internal => {
+                            // Said once, not every try: storage or the
+                            // player's node (cluster mode) is away this long.
+                            if !said && since.elapsed() >= STILL_HANDING_ON {
+                                said = true;
+                                tracing::warn!(
+                                    code = code.as_str(),
+                                    waited_s = since.elapsed().as_secs(),
+                                    "a queue's result is still waiting to be recorded; retrying"
+                                );
+                            }
                             tokio::time::sleep(pause).await;
                             pause = (pause * 2).min(Duration::from_secs(5));
                         }
