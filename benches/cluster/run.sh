@@ -72,7 +72,7 @@ stop_nodes() {
 wrk_all() {
   local n=$1 guilds=$2 per=$((CONNS / $1)) loaders=()
   for i in $(seq 1 "$n"); do
-    GUILDS=$guilds SEED=$i wrk -t1 -c"$per" -d"${SECONDS_}s" --latency -s benches/cluster/give.lua \
+    GUILDS=$guilds SEED=$i wrk -t1 -c"$per" -d"${SECONDS_}s" --latency -s benches/http/give.lua \
       "http://127.0.0.1:$((18089 + i))" >"/tmp/kokoro-cluster-bench-wrk-$i" &
     loaders+=($!)
   done
@@ -99,7 +99,7 @@ wrk_aligned() {
   local cluster=$1 n=$2 per=$((CONNS / $2)) loaders=() total=0
   for i in $(seq 1 "$n"); do
     GUILDS=$(owned_by "$cluster" "n$i") SEED=10$i wrk -t1 -c"$per" -d"${SECONDS_}s" --latency \
-      -s benches/cluster/give.lua "http://127.0.0.1:$((18089 + i))" >"/tmp/kokoro-cluster-bench-wrk-$i" &
+      -s benches/http/give.lua "http://127.0.0.1:$((18089 + i))" >"/tmp/kokoro-cluster-bench-wrk-$i" &
     loaders+=($!)
   done
   wait "${loaders[@]}"
@@ -125,7 +125,7 @@ single() {
 echo "== warm-up (not counted): one node, not in cluster mode, $((3 * SECONDS_))s"
 single
 SECONDS_WARM=$((3 * SECONDS_))
-GUILDS=$GUILD_LIST SEED=7 wrk -t1 -c"$CONNS" -d"${SECONDS_WARM}s" -s benches/cluster/give.lua \
+GUILDS=$GUILD_LIST SEED=7 wrk -t1 -c"$CONNS" -d"${SECONDS_WARM}s" -s benches/http/give.lua \
   "http://127.0.0.1:18090" >/dev/null
 stop_nodes
 for round in $(seq 1 "$ROUNDS"); do
@@ -157,7 +157,7 @@ REMOTE=$(owned_by "benchfw-$$" n2)
 for conns in "$CONNS" 1; do
   for what in local remote; do
     guilds=$LOCAL; [ "$what" = remote ] && guilds=$REMOTE
-    GUILDS=$guilds SEED=9$conns wrk -t1 -c"$conns" -d"${SECONDS_}s" --latency -s benches/cluster/give.lua \
+    GUILDS=$guilds SEED=9$conns wrk -t1 -c"$conns" -d"${SECONDS_}s" --latency -s benches/http/give.lua \
       "http://127.0.0.1:18090" >/tmp/kokoro-cluster-bench-wrk-fw
     echo "  $what guilds, $conns connection(s): $(awk '/Requests\/sec/ {print $2}' /tmp/kokoro-cluster-bench-wrk-fw)/s, $(grep '^p50' /tmp/kokoro-cluster-bench-wrk-fw)"
   done
