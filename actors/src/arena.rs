@@ -237,7 +237,7 @@ impl ArenaActor {
     fn lease_of(&self, guild: GuildId) -> Option<Option<i64>> {
         match &self.cluster {
             None => Some(None),
-            Some(c) => c.serving(c.slot_of(guild)).map(Some),
+            Some(c) => c.serving_guild(guild).map(Some),
         }
     }
 

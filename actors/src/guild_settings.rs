@@ -135,7 +135,7 @@ impl Guilds {
         let epoch =
             match &self.cluster {
                 None => None,
-                Some(c) => match c.serving(c.slot_of(by.guild)) {
+                Some(c) => match c.serving_guild(by.guild) {
                     Some(epoch) => Some(epoch),
                     None => return Reply::error(
                         "config_set",

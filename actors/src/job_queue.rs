@@ -17,7 +17,7 @@
 //! says no past `capacity`, before anything is charged.
 //!
 //! **Cluster mode**: a workflow's queue runs on one node at a time, the
-//! owner of the workflow's slot (`Cluster::slot_of_workflow`), so its
+//! owner of the workflow's slot (`Workflow::slot`), so its
 //! renderer concurrency is the cluster's. Every node keeps a `JobQueue`
 //! handle; on the others it reaches the line through a `QueueLink` (NATS):
 //! a charged job is already queued in storage, so the owner is only told
@@ -268,7 +268,7 @@ impl JobQueue {
         let lined = Arc::new(AtomicUsize::new(0));
         let workflow = def.id;
         let home = home.map(|h| {
-            let slot = h.cluster.slot_of_workflow(workflow.as_str());
+            let slot = workflow.slot(h.cluster.config().slots);
             (h, slot)
         });
         let actor = QueueActor {

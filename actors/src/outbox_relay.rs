@@ -79,9 +79,7 @@ pub(crate) async fn relay_pending(
             .await?;
         let n = pending.len();
         // Cluster mode: another node's transfers are its relay's.
-        let mine = pending
-            .into_iter()
-            .filter(|t| registry.serves(crate::ids::UserKey::new(t.guild, t.to)));
+        let mine = pending.into_iter().filter(|t| registry.serves(t.guild));
         let results = futures::future::join_all(mine.map(|t| registry.deliver(t))).await;
         let ok = results.iter().filter(|r| r.is_ok()).count();
         credited += ok;

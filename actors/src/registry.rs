@@ -185,13 +185,13 @@ impl Registry {
             .map_err(postbox::TrySendError::into_inner)
     }
 
-    /// Whether this node takes mail for `key` now (always, outside cluster
-    /// mode).
-    pub(crate) fn serves(&self, key: UserKey) -> bool {
+    /// Whether this node takes mail for `guild`'s players now (always,
+    /// outside cluster mode).
+    pub(crate) fn serves(&self, guild: crate::ids::GuildId) -> bool {
         self.shared
             .cluster
             .as_ref()
-            .is_none_or(|c| c.serving(c.slot_of(key.guild)).is_some())
+            .is_none_or(|c| c.serving_guild(guild).is_some())
     }
 
     /// Puts `mail` in `key`'s mailbox, activating its actor. A slot whose
@@ -202,7 +202,7 @@ impl Registry {
         key: UserKey,
         mut mail: Mail,
     ) -> Result<(), postbox::TrySendError<Mail>> {
-        if !self.serves(key) {
+        if !self.serves(key.guild) {
             // Another node's, or moving: answered `busy` (see `send`), and
             // no actor is activated for a player this node may not write.
             metrics::counter!(m::BUSY_REJECTIONS_TOTAL, "stage" => "moving").increment(1);
@@ -322,7 +322,7 @@ impl Registry {
                     .shared
                     .cluster
                     .as_ref()
-                    .and_then(|c| c.serving(c.slot_of(key.guild)));
+                    .and_then(|c| c.serving_guild(key.guild));
                 let actor = UserActor::new(key, generation, self.clone(), rx, epoch);
                 e.insert(Slot {
                     mailbox: tx.clone(),

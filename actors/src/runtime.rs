@@ -221,7 +221,7 @@ impl Runtime {
                 registry.clone(),
                 fought_rx,
                 |r: Arc<Registry>, f: crate::game::arena::entry::Fought| async move {
-                    if !r.serves(f.entry.key) {
+                    if !r.serves(f.entry.key.guild) {
                         // Cluster mode: the guild moved (its arena with
                         // it); its new owner reads the battle from storage.
                         return Ok(());
@@ -281,8 +281,7 @@ impl Runtime {
     /// in it, while it holds the guild's slot. What only the owner does for
     /// a guild (tell its players their jobs and battles) asks this.
     pub fn serves_guild(&self, guild: crate::ids::GuildId) -> bool {
-        self.cluster()
-            .is_none_or(|c| c.serving(c.slot_of(guild)).is_some())
+        self.registry.serves(guild)
     }
 
     /// Cluster mode: how commands for other nodes' slots are carried. Set
@@ -327,7 +326,7 @@ impl Runtime {
         if stored.status != JobStatus::Queued {
             return Ok(());
         }
-        if !self.registry.serves(stored.job.key) {
+        if !self.registry.serves(stored.job.key.guild) {
             return Err(ErrorCode::Busy);
         }
         self.registry
@@ -710,9 +709,7 @@ async fn follow_slots(registry: Arc<Registry>, mut changes: tokio::sync::watch::
     while changes.changed().await.is_ok() {
         let shared = &registry.shared;
         if let Some(c) = &shared.cluster {
-            shared
-                .guilds
-                .keep_only(|g| c.serving(c.slot_of(g)).is_some());
+            shared.guilds.keep_only(|g| c.serving_guild(g).is_some());
         }
         shared.arena.reload();
         for queue in shared.queues.iter() {
@@ -865,7 +862,7 @@ async fn close_anywhere(
 ) -> Result<(), ErrorCode> {
     let shared = &registry.shared;
     match &shared.cluster {
-        Some(c) if !registry.serves(finished.job.key) => {
+        Some(c) if !registry.serves(finished.job.key.guild) => {
             let slot = c.slot_of(finished.job.key.guild);
             let Some(link) = shared.queue_link.get() else {
                 return Err(ErrorCode::Busy);

@@ -130,7 +130,7 @@ impl UserActor {
             .shared
             .cluster
             .as_ref()
-            .is_some_and(|c| c.serving(c.slot_of(self.key.guild)) != self.epoch())
+            .is_some_and(|c| c.serving_guild(self.key.guild) != self.epoch())
     }
 
     pub(crate) async fn run(mut self) {

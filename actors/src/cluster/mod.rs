@@ -198,14 +198,10 @@ impl Cluster {
         guild.slot(self.config.slots)
     }
 
-    /// The slot whose owner runs `workflow`'s generation queue, so that a
-    /// workflow's renderer concurrency is the cluster's, not each node's:
-    /// FNV-1a of its id, the same on every node and every version.
-    pub fn slot_of_workflow(&self, workflow: &str) -> u32 {
-        let hash = workflow.bytes().fold(0x811c_9dc5_u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        });
-        hash % self.config.slots.max(1)
+    /// The epoch under which this node takes commands for `guild` now, if
+    /// it does (`serving` of the guild's slot).
+    pub fn serving_guild(&self, guild: GuildId) -> Option<i64> {
+        self.serving(self.slot_of(guild))
     }
 
     fn lease(&self, slot: u32) -> Option<&SlotLease> {

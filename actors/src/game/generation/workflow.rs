@@ -47,6 +47,16 @@ impl Workflow {
     pub fn as_str(self) -> &'static str {
         self.0
     }
+
+    /// The workflow's slot in a cluster of `slots` slots, whose owner runs
+    /// its generation queue (so a workflow's renderer concurrency is the
+    /// cluster's): FNV-1a of its id, the same on every node and version.
+    pub fn slot(self, slots: u32) -> u32 {
+        let hash = self.0.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        hash % slots.max(1)
+    }
 }
 
 impl std::fmt::Display for Workflow {
@@ -457,6 +467,17 @@ mod tests {
   "3": {"class_type": "KSampler", "inputs": {"seed": 1, "steps": 20}},
   "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}}
 }"#;
+
+    /// Nodes of different versions must agree on where a queue runs: the
+    /// slot is FNV-1a of the id (these values are that hash, worked out
+    /// apart), never a hasher that may change.
+    #[test]
+    fn a_workflows_slot_is_the_same_on_every_node_and_version() {
+        assert_eq!(Workflow::intern("image").slot(16), 10);
+        assert_eq!(Workflow::intern("image").slot(1024), 506);
+        assert_eq!(Workflow::intern("video_loop").slot(1024), 519);
+        assert_eq!(Workflow::intern("image").slot(0), 0, "no slots: slot 0");
+    }
 
     fn one(toml: &str) -> Result<WorkflowDef, DataFileError> {
         parse("w.toml", toml, |_| Ok(GRAPH.to_owned())).map(|(d, _, _)| d)
