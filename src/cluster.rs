@@ -172,15 +172,13 @@ fn encode_closed(closed: Result<(), ErrorCode>) -> Vec<u8> {
     .into_bytes()
 }
 
-fn decode_closed(payload: &[u8]) -> Result<(), ErrorCode> {
-    let v: Value = serde_json::from_slice(payload).map_err(|_| ErrorCode::Internal)?;
-    if v.get("closed").and_then(Value::as_bool) == Some(true) {
-        return Ok(());
+/// How a close went, as the player's node said; `None`: unreadable.
+fn decode_closed(payload: &[u8]) -> Option<Result<(), ErrorCode>> {
+    let v: Value = serde_json::from_slice(payload).ok()?;
+    if v.get("closed")?.as_bool()? {
+        return Some(Ok(()));
     }
-    Err(v
-        .get("code")
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or(ErrorCode::Internal))
+    Some(Err(serde_json::from_value(v.get("code")?.clone()).ok()?))
 }
 
 fn encode_places(places: Option<&[Option<Place>]>) -> Vec<u8> {
@@ -498,37 +496,77 @@ impl QueueLink for NatsRoute {
         job_id: String,
         rendered: Rendered,
     ) -> futures::future::BoxFuture<'static, Result<(), ErrorCode>> {
+        let asking = self.ask(slot, encode_close(&job_id, &rendered), |p| {
+            let closed = decode_closed(p)?;
+            let outcome = match closed {
+                Ok(()) => "ok",
+                Err(ErrorCode::Busy) => "busy",
+                Err(_) => "failed",
+            };
+            Some((closed, outcome))
+        });
+        Box::pin(async move {
+            match asking.await {
+                Ok(Some(closed)) => closed,
+                Ok(None) => Err(ErrorCode::Internal),
+                Err(no) => {
+                    tracing::debug!(job = %job_id, why = ?no, "could not carry a finished job to its player's node yet");
+                    Err(ErrorCode::Busy)
+                }
+            }
+        })
+    }
+}
+
+/// Why a node's request to a slot's owner got no answer.
+#[derive(Debug)]
+enum NoAnswer {
+    /// This node has no NATS connection now.
+    Unreachable,
+    /// Nobody serves the slot (a takeover or handover under way).
+    NoOwner,
+    /// The owner did not answer in time: what was asked may have happened.
+    TimedOut,
+}
+
+impl NatsRoute {
+    /// Sends `payload` to the node serving `slot` and reads its answer
+    /// with `read` (what it says, and the outcome to count; `None`:
+    /// unreadable), counting every outcome in
+    /// `kokoro_cluster_forwarded_total` and the round trip's time.
+    fn ask<T: Send + 'static>(
+        &self,
+        slot: u32,
+        payload: Vec<u8>,
+        read: impl FnOnce(&[u8]) -> Option<(T, &'static str)> + Send + 'static,
+    ) -> futures::future::BoxFuture<'static, Result<Option<T>, NoAnswer>> {
         let (client, subject) = (self.client.clone(), slot_subject(&self.cluster, slot));
         let connected = self.connected();
         Box::pin(async move {
             if !connected {
                 record("failed", None);
-                return Err(ErrorCode::Busy);
+                return Err(NoAnswer::Unreachable);
             }
             let started = Instant::now();
-            match client
-                .request(subject, encode_close(&job_id, &rendered).into())
-                .await
-            {
+            match client.request(subject, payload.into()).await {
                 Ok(msg) => {
-                    let closed = decode_closed(&msg.payload);
-                    let outcome = match closed {
-                        Ok(()) => "ok",
-                        Err(ErrorCode::Busy) => "busy",
-                        Err(_) => "failed",
-                    };
-                    record(outcome, Some(started));
-                    closed
+                    let read = read(&msg.payload);
+                    record(read.as_ref().map_or("failed", |(_, o)| *o), Some(started));
+                    Ok(read.map(|(t, _)| t))
                 }
                 Err(e) => {
-                    let outcome = match e.kind() {
-                        async_nats::RequestErrorKind::NoResponders => "no_owner",
-                        async_nats::RequestErrorKind::TimedOut => "timeout",
-                        async_nats::RequestErrorKind::Other => "failed",
+                    let (outcome, no) = match e.kind() {
+                        async_nats::RequestErrorKind::NoResponders => {
+                            ("no_owner", NoAnswer::NoOwner)
+                        }
+                        async_nats::RequestErrorKind::TimedOut => ("timeout", NoAnswer::TimedOut),
+                        async_nats::RequestErrorKind::Other => {
+                            tracing::warn!(error = %e, "could not reach another node over NATS");
+                            ("failed", NoAnswer::Unreachable)
+                        }
                     };
                     record(outcome, Some(started));
-                    tracing::debug!(job = %job_id, error = %e, "could not carry a finished job to its player's node yet");
-                    Err(ErrorCode::Busy)
+                    Err(no)
                 }
             }
         })
@@ -542,66 +580,35 @@ impl Forward for NatsRoute {
         command: Command,
         admin: bool,
     ) -> futures::future::BoxFuture<'static, Reply> {
-        let client = self.client.clone();
-        let subject = slot_subject(&self.cluster, slot);
-        let connected = self.connected();
+        let name = command.kind.name();
+        let asking = self.ask(slot, encode(&command, admin), |p| {
+            let reply = decode_reply(p)?;
+            let outcome = if reply.code() == Some(ErrorCode::Busy) {
+                "busy"
+            } else {
+                "ok"
+            };
+            Some((reply, outcome))
+        });
         Box::pin(async move {
-            let name = command.kind.name();
-            if !connected {
-                record("failed", None);
-                return Reply::error(
+            match asking.await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => Reply::error(
+                    name,
+                    ErrorCode::Internal,
+                    "the node that serves this server sent an unreadable answer; retry with the same id to learn the outcome",
+                ),
+                Err(NoAnswer::NoOwner) => moving(name),
+                Err(NoAnswer::TimedOut) => Reply::error(
+                    name,
+                    ErrorCode::Busy,
+                    "the node that serves this server did not answer in time; the command may have been applied: retry with the same id to learn its outcome",
+                ),
+                Err(NoAnswer::Unreachable) => Reply::error(
                     name,
                     ErrorCode::Busy,
                     "this node cannot reach the node that serves this server right now; retry shortly with the same id",
-                );
-            }
-            let started = Instant::now();
-            let asked = client
-                .request(subject, encode(&command, admin).into())
-                .await;
-            match asked {
-                Ok(msg) => match decode_reply(&msg.payload) {
-                    Some(reply) => {
-                        let outcome = if reply.code() == Some(ErrorCode::Busy) {
-                            "busy"
-                        } else {
-                            "ok"
-                        };
-                        record(outcome, Some(started));
-                        reply
-                    }
-                    None => {
-                        record("failed", Some(started));
-                        Reply::error(
-                            name,
-                            ErrorCode::Internal,
-                            "the node that serves this server sent an unreadable answer; retry with the same id to learn the outcome",
-                        )
-                    }
-                },
-                Err(e) => match e.kind() {
-                    async_nats::RequestErrorKind::NoResponders => {
-                        record("no_owner", Some(started));
-                        moving(name)
-                    }
-                    async_nats::RequestErrorKind::TimedOut => {
-                        record("timeout", Some(started));
-                        Reply::error(
-                            name,
-                            ErrorCode::Busy,
-                            "the node that serves this server did not answer in time; the command may have been applied: retry with the same id to learn its outcome",
-                        )
-                    }
-                    async_nats::RequestErrorKind::Other => {
-                        record("failed", Some(started));
-                        tracing::warn!(error = %e, "could not forward a command");
-                        Reply::error(
-                            name,
-                            ErrorCode::Busy,
-                            "this node cannot reach the node that serves this server right now; retry shortly with the same id",
-                        )
-                    }
-                },
+                ),
             }
         })
     }
@@ -765,12 +772,16 @@ mod tests {
             };
             assert_eq!((job_id.as_str(), back), ("j1", rendered));
         }
-        assert_eq!(decode_closed(&encode_closed(Ok(()))), Ok(()));
+        assert_eq!(decode_closed(&encode_closed(Ok(()))), Some(Ok(())));
         assert_eq!(
             decode_closed(&encode_closed(Err(ErrorCode::Busy))),
-            Err(ErrorCode::Busy)
+            Some(Err(ErrorCode::Busy))
         );
-        assert_eq!(decode_closed(b"garbage"), Err(ErrorCode::Internal));
+        assert_eq!(decode_closed(b"garbage"), None);
+        assert_eq!(
+            decode_closed(br#"{"closed":false,"code":"nonsense"}"#),
+            None
+        );
         let places = vec![
             None,
             Some(Place::Running),

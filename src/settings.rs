@@ -471,64 +471,53 @@ pub struct ServeArgs {
     pub log_retention_days: u64,
 }
 
-/// The API token, from the environment only.
+/// A secret from the environment only (never a flag, so never in `ps`);
+/// unset and empty are the same.
+fn secret(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|t| !t.is_empty())
+}
+
+/// The API token.
 pub fn api_token() -> Option<String> {
-    std::env::var("KOKORO_API_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
+    secret("KOKORO_API_TOKEN")
 }
 
-/// The admin token, from the environment only: as a bearer token it
-/// allows admin commands over HTTP. Unset: admin commands answer 403.
+/// The admin token: as a bearer token it allows admin commands over HTTP.
+/// Unset: admin commands answer 403.
 pub fn admin_token() -> Option<String> {
-    std::env::var("KOKORO_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
+    secret("KOKORO_ADMIN_TOKEN")
 }
 
-/// The key that signs links to results, from the environment only; unset:
-/// kokoro keeps one of its own in the data dir.
 /// The Telegram webhook's secret token, if given (cluster mode needs one
 /// shared by the nodes).
 pub fn telegram_webhook_secret() -> Option<String> {
-    std::env::var("KOKORO_TELEGRAM_WEBHOOK_SECRET")
-        .ok()
-        .filter(|t| !t.is_empty())
+    secret("KOKORO_TELEGRAM_WEBHOOK_SECRET")
 }
 
+/// The key that signs links to results; unset: kokoro keeps one of its
+/// own in the data dir.
 pub fn result_secret() -> Option<String> {
-    std::env::var("KOKORO_RESULT_SECRET")
-        .ok()
-        .filter(|t| !t.is_empty())
+    secret("KOKORO_RESULT_SECRET")
 }
 
-/// The payment webhook's signing secret, from the environment only.
+/// The payment webhook's signing secret.
 pub fn payment_secret() -> Option<String> {
-    std::env::var("KOKORO_PAYMENT_SECRET")
-        .ok()
-        .filter(|t| !t.is_empty())
+    secret("KOKORO_PAYMENT_SECRET")
 }
 
-/// The Discord bot token, from the environment only; unset: no Discord.
-/// The Telegram bot token, from the environment only.
+/// The Telegram bot token; unset: no Telegram.
 pub fn telegram_token() -> Option<String> {
-    std::env::var("TELEGRAM_BOT_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
+    secret("TELEGRAM_BOT_TOKEN")
 }
 
-/// The Discord application's OAuth2 client secret (Linked Roles), from
-/// the environment only.
+/// The Discord application's OAuth2 client secret (Linked Roles).
 pub fn discord_client_secret() -> Option<String> {
-    std::env::var("DISCORD_CLIENT_SECRET")
-        .ok()
-        .filter(|t| !t.is_empty())
+    secret("DISCORD_CLIENT_SECRET")
 }
 
+/// The Discord bot token; unset: no Discord.
 pub fn discord_token() -> Option<String> {
-    std::env::var("DISCORD_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
+    secret("DISCORD_TOKEN")
 }
 
 /// Refuses an API reachable from the network without a token.
