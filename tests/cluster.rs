@@ -1004,13 +1004,9 @@ async fn telegram_is_polled_by_the_owner_of_the_bots_slot_alone() {
     db.drop_db().await;
 }
 
-/// The slot whose owner runs a workflow's queue (FNV-1a of its id, as
-/// `Cluster::slot_of_workflow` has it).
+/// The slot whose owner runs a workflow's queue.
 fn workflow_slot(workflow: &str) -> u32 {
-    let hash = workflow.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    hash % SLOTS
+    actors::game::generation::workflow::Workflow::intern(workflow).slot(SLOTS)
 }
 
 async fn slot_owner(db: &TestDb, cluster: &str, slot: u32) -> Option<String> {
@@ -1201,24 +1197,22 @@ async fn a_workflows_queue_runs_on_one_node_and_every_job_closes_once() {
         "no player with open jobs on a node other than the queue's"
     );
 
-    // Some rendered, more waiting: the queue's node dies mid-render.
-    let started = Instant::now();
-    while comfy.submitted().len() < 4 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "ComfyUI got too few prompts"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let most_before = comfy.most_lined();
     // One node says it runs the queue: the one serving its slot.
     for node in &nodes {
         let here = metric(&node.base, "kokoro_queue_here{queue=\"image\"}").await;
         assert_eq!(here, f64::from(node.id == runner), "{}", node.id);
     }
+    // The queue's node dies at the worst instant: a render done and its
+    // file being fetched, the job not closed, the next prompts in ComfyUI.
     let at = nodes.iter().position(|n| n.id == runner).unwrap();
-    signal(&nodes[at], "-9");
-    let _ = nodes[at].child.wait().await;
+    comfy.kill_on_view(nodes[at].child.id().expect("running"));
+    let status = tokio::time::timeout(Duration::from_secs(30), nodes[at].child.wait())
+        .await
+        .expect("the queue's node is killed as it fetches a result")
+        .unwrap();
+    assert!(!status.success(), "killed: {status:?}");
+    // No other node runs the queue before the lease runs out (3 s).
+    let most_before = comfy.most_lined();
     let dead = nodes.remove(at);
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
 
@@ -1540,6 +1534,35 @@ async fn a_full_queue_is_full_on_every_node_and_a_cancel_anywhere_frees_it() {
             json!(40),
             "one job charged each, the cancelled one not: {reply}"
         );
+    }
+    // A job queued whose word to the queue's node was lost (here: never
+    // sent) is found in storage by the queue's own look, every 5 s.
+    let lost = "j0000000000000000000000000000051a";
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO jobs (id, guild_id, user_id, workflow, prompt, cost, status, created_ms) \
+             VALUES ($1, $2, 7, 'image', 'a word lost', 0, 'queued', 0)",
+        )
+        .bind(lost)
+        .bind(on[&other.id].parse::<i64>().unwrap())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let started = Instant::now();
+    loop {
+        let jobs = stored_jobs(&db).await;
+        let status = jobs.iter().find(|j| j.0 == lost).map(|j| j.1.clone());
+        if status.as_deref() == Some("done") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "a job whose word was lost never rendered: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(nodes);
     db.drop_db().await;

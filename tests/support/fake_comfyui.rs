@@ -58,6 +58,8 @@ struct Inner {
     life: u64,
     /// The most prompts it held at once (waiting or running).
     most_lined: usize,
+    /// A process to kill -9 at the next `/view` (a result fetched).
+    kill_on_view: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -162,6 +164,12 @@ impl FakeComfy {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.up().await;
+    }
+
+    /// Kills process `pid` (`kill -9`) when the next result file is asked
+    /// for, before answering: it dies with a job rendered, not yet closed.
+    pub fn kill_on_view(&self, pid: u32) {
+        self.inner.lock().unwrap().kill_on_view = Some(pid);
     }
 
     /// The next `n` submits are queued, and their connection closed
@@ -466,7 +474,14 @@ struct ViewQuery {
     kind: String,
 }
 
-async fn view(Query(q): Query<ViewQuery>) -> Response {
+async fn view(State(f): State<FakeComfy>, Query(q): Query<ViewQuery>) -> Response {
+    // The worst instant to die: the render is done and its file asked
+    // for, its job not closed yet.
+    if let Some(pid) = f.inner.lock().unwrap().kill_on_view.take() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
     if q.filename.is_empty()
         || q.filename.contains("..")
         || q.kind != "output"
