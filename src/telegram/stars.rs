@@ -35,15 +35,19 @@ fn credits_of(payload: &str) -> Option<i64> {
         .filter(|c| (1..=actors::game::generation::payment::MAX_CREDITS).contains(c))
 }
 
+/// How often a node not holding the bot's slot looks whether it does now.
+const LEASE_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reconciles at once, then every `every`, for as long as the door runs.
 pub(crate) async fn reconcile_every(
     door: std::sync::Arc<TelegramDoor>,
     every: std::time::Duration,
 ) {
     loop {
-        // Cluster mode: the node that holds the bot's slot reconciles.
+        // Cluster mode: the node that holds the bot's slot reconciles, at
+        // once when it takes the slot (as at a start), then every `every`.
         if !door.runtime.serves_guild(door.guild) {
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(every.min(LEASE_LOOK)).await;
             continue;
         }
         match door.reconcile().await {
